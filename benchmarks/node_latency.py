@@ -1,0 +1,444 @@
+"""End-to-end latency and sustained rate of the occupancy node.
+
+Two modes, named in the output:
+
+* ``ros`` (needs rclpy and the package's messages; the CPU machine): the real node in this process
+  with a MultiThreadedExecutor, fed by a publisher node with synthetic 6-camera frames (images,
+  camera_info, tf_static) and read by a subscriber node. Latency = receipt of the published
+  occupancy minus publication of the LAST image of its set (one clock: same process), so it
+  includes DDS transport both ways. Closed loop (the next set after the previous result) for the
+  latency percentiles; then open loop at ``--rate`` Hz for the sustained output rate and drops.
+* ``pipeline`` (no ROS; the GPU machine, whose image has no ROS): the node's per-frame processing,
+  ``gausstr_ros.pipeline.FramePipeline`` on message look-alikes (the same conversions, validation,
+  batch building, prediction and host copy the node runs) plus the output array preparation (cloud
+  points, Gaussian marker arrays, occupancy bytes). Latency = wall clock of that path; the baseline in
+  the same run is ``predictor.predict`` alone on a ready batch (CUDA events on a GPU).
+
+Weights are random (``--random-init`` is required: latency does not depend on them, and real runs
+must never use random weights). Both modes print a table naming the device and the goal ratios
+(30 Hz sustained, p99 < 50 ms on one H100/H200).
+
+    # GPU (no ROS): 6 x 504 x 896 images, talk2dino preset (1,800 Gaussians), Occ3D grid
+    python benchmarks/node_latency.py --random-init --mode pipeline --preset talk2dino \\
+        --output docs/benchmarks.md
+    # CPU: the full rclpy path with the tiny preset (and the same path without ROS, for the breakdown)
+    python benchmarks/node_latency.py --random-init --mode ros --preset tiny --threads 1 --frames 15 \\
+        --rate 2 --duration 20 --output docs/benchmarks.md
+    python benchmarks/node_latency.py --random-init --mode pipeline --preset tiny --threads 1 --frames 10 \\
+        --output docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SECTION_START = "<!-- node_latency:start -->"
+SECTION_END = "<!-- node_latency:end -->"
+SECTION_INTRO = """## Occupancy node latency (`benchmarks/node_latency.py`)
+
+What it measures: end-to-end latency of the occupancy node from the last image of a frame set to the
+published occupancy (p50/p99), and the sustained rate; goal on one H100/H200: 30 Hz sustained with
+p99 under 50 ms at 6 x 504 x 896 with 1,800 Gaussians (talk2dino preset). Random weights (latency
+does not depend on them). Two modes, each reported in its own block below:
+
+* `ros`: the real node with rclpy in one process, fed by a publisher node and read by a subscriber
+  node that subscribes to every output (so every message is built); latency = occupancy received
+  minus last image published (DDS both ways included); closed loop for the percentiles, then open
+  loop at a fixed input rate for the sustained rate and drops. Needs ROS (the CPU machine).
+* `pipeline`: the node's per-frame path without ROS (`gausstr_ros.pipeline.FramePipeline` on message
+  look-alikes: conversions, validation, batch building, prediction, host copy, output arrays), the
+  GPU machine's mode (its image has no ROS); baseline in the same run: `predict` alone on a ready
+  batch (CUDA events), reported as a ratio.
+"""
+GOAL_RATE_HZ = 30.0
+GOAL_P99_MS = 50.0
+S = 1_000_000_000
+
+
+def percentile(values, q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else float("nan")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import os
+    import platform
+
+    # The CPU machine is shared: the load says how much of it this run had.
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} torch threads, load average {load:.1f} at start)")
+
+
+def build_predictor(preset_name: str, device: str, grid_occ3d: bool):
+    """An OccupancyPredictor of a preset with random weights, on the Occ3D grid when asked."""
+    from gausstr_core.grid import VoxelGrid
+    from gausstr_ros.pipeline import random_weight_predictor
+
+    return random_weight_predictor(preset_name, device, VoxelGrid() if grid_occ3d else None)
+
+
+def synthetic_rgb(views: int, height: int, width: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(views)]
+
+
+def synthetic_depth(views: int, height: int, width: int, seed: int = 1) -> list[np.ndarray]:
+    """Depth images [m] of a ground plane seen from 1.5 m (rows below the horizon) plus noise."""
+    rng = np.random.default_rng(seed)
+    rows = np.arange(height, dtype=np.float32)[:, None] - height / 2 + 0.5
+    ground = np.where(rows > 0, 1.5 * width / np.maximum(rows, 1e-3), 60.0).clip(1.0, 60.0)
+    noise = [1 + 0.05 * rng.standard_normal((height, width)) for _ in range(views)]
+    return [(ground * n).astype(np.float32) for n in noise]
+
+
+# ---------------------------------------------------------------------------------------------
+# pipeline mode (no ROS)
+# ---------------------------------------------------------------------------------------------
+
+
+def output_arrays(result, max_markers: int = 2000) -> None:
+    """What the node computes from a FrameResult before the messages (numpy only)."""
+    from gausstr_ros.conversions import gaussian_marker_data, occupancy_points
+
+    occupancy_points(result.labels, result.grid, result.class_names, result.free_label, result.confidence)
+    keep = result.gaussian_labels < result.free_label
+    gaussian_marker_data(result.means[keep], result.scales[keep], result.rotations[keep],
+                         result.opacities[keep], result.gaussian_labels[keep], result.class_names,
+                         max_markers)
+    result.labels.tobytes()
+    result.confidence.tobytes()
+    if result.rendered_depth is not None:
+        result.rendered_depth.tobytes()
+
+
+def run_pipeline_mode(args) -> dict:
+    """Runs the measurement in its own thread, as the node runs inference in its worker thread
+    (a non-main thread; on a CPU this changes how many OpenMP threads torch uses)."""
+    out: dict = {}
+
+    def target():
+        try:
+            out["result"] = _pipeline_measurement(args)
+        except BaseException as exc:
+            out["error"] = exc
+
+    worker = threading.Thread(target=target, name="pipeline")
+    worker.start()
+    worker.join()
+    if "error" in out:
+        raise out["error"]
+    return out["result"]
+
+
+def _pipeline_measurement(args) -> dict:
+    from tqdm import tqdm
+
+    from gausstr_core.data.synthetic.rig import nuscenes_rig
+    from gausstr_ros.pipeline import CameraFrame, FramePipeline
+    from gausstr_ros.rig_messages import RigMessages
+
+    predictor = build_predictor(args.preset, args.device, args.occ3d_grid)
+    device = predictor.device
+    h, w = args.height or predictor.input_size[0], args.width or predictor.input_size[1]
+    rig = nuscenes_rig(h, w)
+    msgs = RigMessages(rig, like=True)
+    images = synthetic_rgb(rig.num_views, h, w)
+    pipeline = FramePipeline(predictor)
+    # Models without a depth head (talk2dino, featup) take metric depth per camera, as on a robot with
+    # depth cameras or a depth network in front of the node: feed a plausible 32FC1 image.
+    use_depth = args.depth == "on" or (args.depth == "auto" and not predictor.model.config.depth_head.enabled)
+    depths = synthetic_depth(rig.num_views, h, w) if use_depth else [None] * rig.num_views
+    frames = [CameraFrame(name, msgs.image(k, images[k], 0), msgs.camera_info(k),
+                          None if depths[k] is None else msgs.depth(k, depths[k], 0), msgs.cam_to_target(k))
+              for k, name in enumerate(rig.names)]
+
+    batch = pipeline.prepare(frames)  # the baseline's input, already on the device
+
+    def predict_only_ms() -> float:
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            predictor.predict(batch)
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end)
+        t0 = time.perf_counter()
+        predictor.predict(batch)
+        return 1e3 * (time.perf_counter() - t0)
+
+    # The node path and the baseline alternate frame by frame, so that both see the same machine
+    # (the CPU machine is shared).
+    stages = {"prepare": [], "predict": [], "to_host": [], "outputs": [], "end_to_end": []}
+    predict_only = []
+    for i in tqdm(range(args.warmup + args.frames), desc="pipeline", unit="frame"):
+        t0 = time.perf_counter()
+        result = pipeline.run(frames, stamp_ns=i, render_depth=True)
+        t1 = time.perf_counter()
+        output_arrays(result)
+        t2 = time.perf_counter()
+        baseline = predict_only_ms()
+        if i >= args.warmup:
+            for key in ("prepare", "predict", "to_host"):
+                stages[key].append(result.timings_ms[key])
+            stages["outputs"].append(1e3 * (t2 - t1))
+            stages["end_to_end"].append(1e3 * (t2 - t0))
+            predict_only.append(baseline)
+    # Sustained: the node path back to back, frames per second of wall time.
+    t0 = time.perf_counter()
+    for i in range(args.frames):
+        output_arrays(pipeline.run(frames, stamp_ns=i, render_depth=True))
+    sustained_hz = args.frames / (time.perf_counter() - t0)
+    n = int(predictor.model.config.decoder.queries_per_view) * rig.num_views
+    return {"mode": "pipeline (no ROS: FramePipeline + output arrays)", "device": device_name(device),
+            "preset": args.preset, "views": rig.num_views, "image": (h, w), "input": predictor.input_size,
+            "gaussians": n, "grid": predictor.grid.shape, "stages": stages, "predict_only": predict_only,
+            "sustained_hz": sustained_hz, "frames": args.frames}
+
+
+# ---------------------------------------------------------------------------------------------
+# ros mode (real node, real rclpy)
+# ---------------------------------------------------------------------------------------------
+
+
+def run_ros_mode(args) -> dict:
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from tf2_msgs.msg import TFMessage
+    from tqdm import tqdm
+    from visualization_msgs.msg import MarkerArray
+
+    from gausstr_core.data.synthetic.rig import nuscenes_rig
+    from gausstr_ros.msg import GaussianArray, InferenceStatus, SemanticOccupancy
+    from gausstr_ros.occupancy_node import OccupancyNode
+    from gausstr_ros.rig_messages import RigMessages
+
+    predictor = build_predictor(args.preset, args.device, args.occ3d_grid)
+    h, w = args.height or predictor.input_size[0], args.width or predictor.input_size[1]
+    rig = nuscenes_rig(h, w)
+    msgs = RigMessages(rig)
+    images = synthetic_rgb(rig.num_views, h, w)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    ns = f"/bench_{uuid.uuid4().hex[:6]}"
+    names = list(rig.names)
+    params = {"camera_names": names,
+              "image_topics": [f"{n.lower()}/image_rect" for n in names],
+              "camera_info_topics": [f"{n.lower()}/camera_info" for n in names],
+              "image_qos": "reliable", "status_period_s": 0.5, "sync_timeout_s": 5.0}
+    node = OccupancyNode(predictor=predictor, context=context, namespace=ns,
+                         parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    feeder = rclpy.create_node("bench_feeder", namespace=ns, context=context)
+    qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+    image_pubs = [feeder.create_publisher(Image, t, qos) for t in params["image_topics"]]
+    info_pubs = [feeder.create_publisher(CameraInfo, t, qos) for t in params["camera_info_topics"]]
+    static = feeder.create_publisher(TFMessage, "/tf_static", QoSProfile(
+        depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL))
+    static.publish(msgs.static_transforms())
+    received: dict[int, float] = {}
+    statuses = []
+    lock = threading.Lock()
+
+    def on_occupancy(msg):
+        with lock:
+            received[msg.header.stamp.sec * S + msg.header.stamp.nanosec] = time.perf_counter()
+
+    feeder.create_subscription(SemanticOccupancy, "occupancy", on_occupancy, qos)
+    feeder.create_subscription(InferenceStatus, "status", statuses.append, qos)
+    # Subscribe to every output, like RViz and a planner would: the node builds only what is wanted.
+    counts: dict[str, int] = {}
+
+    def count(topic):
+        return lambda _msg: counts.__setitem__(topic, counts.get(topic, 0) + 1)
+
+    for topic, msg_type in (("occupancy_cloud", PointCloud2), ("gaussians", GaussianArray),
+                            ("gaussian_markers", MarkerArray)):
+        feeder.create_subscription(msg_type, topic, count(topic), qos)
+    for name in rig.names:
+        feeder.create_subscription(Image, f"rendered_depth/{name}", count(f"rendered_depth/{name}"), qos)
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor.add_node(node)
+    executor.add_node(feeder)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    published_last: dict[int, float] = {}
+
+    def publish_set(stamp: int) -> None:
+        for k in range(len(names)):
+            image_pubs[k].publish(msgs.image(k, images[k], stamp))
+        published_last[stamp] = time.perf_counter()  # after the last image of the set
+
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (node.inputs.missing_camera_info() or any(
+                p.get_subscription_count() == 0 for p in image_pubs + info_pubs)):
+            for k, p in enumerate(info_pubs):
+                p.publish(msgs.camera_info(k))
+            time.sleep(0.1)
+        stamp = 1_700_000_000 * S
+        latencies = []
+        for i in tqdm(range(args.warmup + args.frames), desc="ros closed loop", unit="frame"):
+            stamp += S // 10
+            publish_set(stamp)
+            wait_until = time.monotonic() + 120
+            while stamp not in received and time.monotonic() < wait_until:
+                time.sleep(0.001)
+            if stamp not in received:
+                raise RuntimeError(f"no occupancy for frame {i} within 120 s")
+            if i >= args.warmup:
+                latencies.append(1e3 * (received[stamp] - published_last[stamp]))
+        closed = node.stats.snapshot()
+        # open loop at a fixed input rate: sustained output rate and drops
+        before = len(received)
+        dropped_before = node.stats.snapshot().dropped
+        start = time.perf_counter()
+        period = 1.0 / args.rate
+        k = 0
+        while time.perf_counter() - start < args.duration:
+            stamp += S // 10
+            publish_set(stamp)
+            k += 1
+            time.sleep(max(0.0, start + k * period - time.perf_counter()))
+        time.sleep(1.0)
+        elapsed = time.perf_counter() - start
+        out = len(received) - before
+        snap = node.stats.snapshot()
+    finally:
+        executor.shutdown(timeout_sec=5)
+        node.destroy_node()
+        feeder.destroy_node()
+        rclpy.shutdown(context=context)
+    n = int(predictor.model.config.decoder.queries_per_view) * rig.num_views
+    return {"mode": "ros (real node, rclpy, in-process DDS)", "device": device_name(predictor.device),
+            "preset": args.preset, "views": rig.num_views, "image": (h, w), "input": predictor.input_size,
+            "gaussians": n, "grid": predictor.grid.shape, "latencies": latencies, "frames": args.frames,
+            "node_p50": closed.latency_p50_ms, "node_p99": closed.latency_p99_ms,
+            "outputs_seen": dict(counts),
+            "input_rate": args.rate, "sent": k, "outputs": out, "sustained_hz": out / elapsed,
+            "dropped": snap.dropped - dropped_before}
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+
+
+def report(r: dict, wall_s: float) -> str:
+    head = (f"{r['mode']} on {r['device']}: preset {r['preset']} (random weights), {r['views']} x "
+            f"{r['image'][0]}x{r['image'][1]} images -> input {r['input'][0]}x{r['input'][1]}, "
+            f"{r['gaussians']} Gaussians, grid {'x'.join(map(str, r['grid']))}, {r['frames']} frames")
+    lines = [head, "", "| measure | p50 | p99 |", "| --- | --- | --- |"]
+    if "stages" in r:
+        for key, label in (("prepare", "messages -> batch on device"), ("predict", "predict"),
+                           ("to_host", "prediction -> host arrays"),
+                           ("outputs", "output arrays (cloud, markers)"), ("end_to_end", "**end to end**")):
+            v = r["stages"][key]
+            lines.append(f"| {label} [ms] | {percentile(v, 50):.1f} | {percentile(v, 99):.1f} |")
+        base = r["predict_only"]
+        lines.append(f"| baseline: predict alone on a ready batch [ms] | {percentile(base, 50):.1f} | "
+                     f"{percentile(base, 99):.1f} |")
+        p99 = percentile(r["stages"]["end_to_end"], 99)
+        ratio = percentile(r["stages"]["end_to_end"], 50) / percentile(base, 50)
+        lines += ["", f"End to end / baseline (p50): {ratio:.2f}x. Sustained rate (back to back): "
+                      f"{r['sustained_hz']:.1f} Hz = {r['sustained_hz'] / GOAL_RATE_HZ:.2f}x the 30 Hz goal; "
+                      f"p99 {p99:.1f} ms = {p99 / GOAL_P99_MS:.2f}x the 50 ms budget."]
+    else:
+        lat = r["latencies"]
+        lines.append(f"| last image published -> occupancy received [ms] | {percentile(lat, 50):.1f} | "
+                     f"{percentile(lat, 99):.1f} |")
+        lines.append(f"| the node's own status (arrival -> publish) [ms] | {r['node_p50']:.1f} | "
+                     f"{r['node_p99']:.1f} |")
+        p99 = percentile(lat, 99)
+        rate = r["sustained_hz"]
+        lines += ["", f"Open loop at {r['input_rate']:g} Hz input ({r['sent']} sets): {r['outputs']} "
+                      f"published, sustained {rate:.2f} Hz = {rate / GOAL_RATE_HZ:.2f}x the 30 Hz goal, "
+                      f"{r['dropped']} dropped (latest-only queue); p99 {p99:.1f} ms = "
+                      f"{p99 / GOAL_P99_MS:.2f}x the 50 ms budget. Outputs also received: "
+                      f"{', '.join(f'{k} {v}' for k, v in sorted(r['outputs_seen'].items()))}."]
+    lines.append(f"Benchmark wall time {wall_s:.0f} s.")
+    return "\n".join(lines)
+
+
+def write_section(path: Path, key: str, text: str) -> None:
+    """Replace this benchmark's sub-section ``key`` (a mode) inside its section of a markdown file."""
+    doc = path.read_text() if path.exists() else "# Benchmarks\n"
+    sub_start, sub_end = f"<!-- node_latency:{key}:start -->", f"<!-- node_latency:{key}:end -->"
+    block = f"{sub_start}\n{text}\n{sub_end}"
+    if SECTION_START not in doc:
+        doc = doc.rstrip("\n") + f"\n\n{SECTION_START}\n{SECTION_INTRO}\n{SECTION_END}\n"
+    head, rest = doc.split(SECTION_START, 1)
+    body, tail = rest.split(SECTION_END, 1)
+    if sub_start in body:
+        before, after = body.split(sub_start, 1)
+        body = before + block + after.split(sub_end, 1)[1]
+    else:
+        body = body.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(head + SECTION_START + body + SECTION_END + tail)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--random-init", action="store_true", required=True,
+                        help="acknowledge random weights (latency only)")
+    parser.add_argument("--mode", choices=("auto", "pipeline", "ros"), default="auto",
+                        help="auto: ros when rclpy and the messages import, else pipeline")
+    parser.add_argument("--preset", default=None,
+                        help="tiny, talk2dino or featup (default: talk2dino on CUDA, tiny on the CPU)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--height", type=int, default=0, help="camera image height (default: the input's)")
+    parser.add_argument("--width", type=int, default=0, help="camera image width (default: the input's)")
+    parser.add_argument("--depth", choices=("auto", "on", "off"), default="auto",
+                        help="pipeline mode: feed depth images (auto: when the model has no depth head)")
+    parser.add_argument("--frames", type=int, default=50, help="measured frames")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rate", type=float, default=30.0, help="ros mode: open-loop input rate [Hz]")
+    parser.add_argument("--duration", type=float, default=10.0, help="ros mode: open-loop duration [s]")
+    parser.add_argument("--small-grid", dest="occ3d_grid", action="store_false",
+                        help="keep the preset's grid instead of forcing the Occ3D 200x200x16 grid")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0 = torch's default); on a shared CPU 1 is the steadiest")
+    parser.add_argument("--output", type=Path, help="markdown file whose node_latency section is updated")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from gausstr_core.text import resolve_device
+
+    device = resolve_device(args.device)
+    args.device = str(device)
+    args.preset = args.preset or ("talk2dino" if device.type == "cuda" else "tiny")
+    mode = args.mode
+    if mode == "auto":
+        try:
+            import rclpy  # noqa: F401
+
+            import gausstr_ros.msg  # noqa: F401
+            mode = "ros"
+        except ImportError:
+            mode = "pipeline"
+    start = time.perf_counter()
+    result = run_ros_mode(args) if mode == "ros" else run_pipeline_mode(args)
+    text = report(result, time.perf_counter() - start)
+    print(text)
+    if args.output:
+        write_section(args.output, f"{mode}-{device.type}", text)
+        print(f"updated {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

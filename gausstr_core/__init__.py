@@ -1,0 +1,1 @@
+"""GaussTR in plain PyTorch."""

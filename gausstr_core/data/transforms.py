@@ -1,0 +1,55 @@
+"""Image-side transforms shared by the data loaders and the ROS node: resizing camera views to the
+network input size while keeping the pinhole model exact through ``image_aug``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def resize_matrix(in_size: tuple[int, int], out_size: tuple[int, int], dtype=torch.float32) -> Tensor:
+    """(3, 3) affine map from pixels of an image of size ``in_size`` to pixels of its resize.
+
+    Pixel centres sit at integer coordinates (OpenCV/CameraInfo convention), and the resize maps
+    the image's outer edges onto each other (``align_corners=False`` semantics), so
+    u' = (u + 0.5) * W'/W - 0.5, and likewise for v.
+
+    Args:
+        in_size: (H, W) of the original image.
+        out_size: (H', W') of the resized image.
+    """
+    sy, sx = out_size[0] / in_size[0], out_size[1] / in_size[1]
+    return torch.tensor([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]], dtype=dtype)
+
+
+def resize_views(
+    images: Tensor, out_size: tuple[int, int], depth: Tensor | None = None
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Resize V camera views to the network input size.
+
+    Args:
+        images: (V, 3, H, W) RGB, uint8 in [0, 255] or float in [0, 1].
+        out_size: (H', W') network input size.
+        depth: optional (V, H, W) metric depth [m], 0 = invalid. Resized by nearest neighbour so that
+            depths across object boundaries are never blended into values that exist nowhere.
+    Returns:
+        images (V, 3, H', W') float32 in [0, 1], depth (V, H', W') or None, and image_aug (V, 3, 3),
+        the original-pixel -> input-pixel maps (effective intrinsics = image_aug @ K).
+    """
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (V, 3, H, W), got {tuple(images.shape)}")
+    v, _, h, w = images.shape
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    if (h, w) != tuple(out_size):
+        x = F.interpolate(x, size=out_size, mode="bilinear", align_corners=False, antialias=True)
+        x = x.clamp_(0.0, 1.0)
+    if depth is not None:
+        if tuple(depth.shape) != (v, h, w):
+            raise ValueError(f"depth must be (V, H, W) = {(v, h, w)}, got {tuple(depth.shape)}")
+        depth = depth.float()
+        depth = torch.where(torch.isfinite(depth), depth, torch.zeros_like(depth))
+        if (h, w) != tuple(out_size):
+            depth = F.interpolate(depth[:, None], size=out_size, mode="nearest-exact")[:, 0]
+    aug = resize_matrix((h, w), out_size).to(x.device).expand(v, 3, 3).clone()
+    return x, depth, aug

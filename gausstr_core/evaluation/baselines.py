@@ -1,0 +1,101 @@
+"""Trivial occupancy baselines that any trained model has to beat.
+
+Both use only what the model itself receives (camera geometry, the depth and feature targets, the
+text prototypes), never ground-truth labels:
+
+* ``all_free``: every voxel free (geometry IoU 0, mIoU 0: the floor of the metric).
+* ``depth_unprojection``: every pixel's target depth is lifted into the grid and labelled with the
+  text prototype nearest to the pixel's target feature; a voxel takes the label most of its
+  pixels voted for. This is what the targets give "for free" without learning anything; it only
+  marks visible surfaces (no extent behind them).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gausstr_core.data.batch import CameraBatch
+from gausstr_core.geometry import unproject
+from gausstr_core.grid import VoxelGrid
+
+
+def all_free(grid: VoxelGrid, num_classes: int, batch_size: int = 1, device=None) -> Tensor:
+    """(B, X, Y, Z) uint8 volume of the free label ``num_classes``."""
+    if not 0 < num_classes < 256:
+        raise ValueError(f"num_classes must be in [1, 255], got {num_classes}")
+    return torch.full((batch_size, *grid.shape), num_classes, dtype=torch.uint8, device=device)
+
+
+def pixel_labels(features: Tensor, prototypes: Tensor, out_size: tuple[int, int],
+                 prompt_classes: Tensor | None = None) -> Tensor:
+    """Label of the nearest (cosine) text prototype for every pixel of bilinearly upsampled features.
+
+    Cosine argmax over prototypes does not depend on the feature's norm, and dot products are
+    linear, so upsampling the dot products is exactly the same as upsampling the features first
+    (and much cheaper than materialising (C, H, W) features).
+
+    Args:
+        features: (V, C, h, w) feature maps at patch resolution.
+        prototypes: (P, C) text prototypes (one per prompt).
+        out_size: (H, W) pixel resolution.
+        prompt_classes: (P,) long class of each prompt (category groups: a class scores the max
+            over its prompts); None = prompt p is class p.
+    Returns:
+        (V, H, W) long labels in [0, K).
+    """
+    if features.dim() != 4 or prototypes.dim() != 2 or features.shape[1] != prototypes.shape[1]:
+        raise ValueError(f"features must be (V, C, h, w) and prototypes (P, C) with the same C, got "
+                         f"{tuple(features.shape)} and {tuple(prototypes.shape)}")
+    protos = F.normalize(prototypes.float(), dim=-1)
+    labels = []
+    for f in features.float():  # one view at a time bounds memory at (P, H, W)
+        logits = torch.einsum("chw,pc->phw", f, protos)
+        logits = F.interpolate(logits[None], size=out_size, mode="bilinear", align_corners=False)[0]
+        if prompt_classes is not None:
+            k = int(prompt_classes.max()) + 1
+            grouped = torch.full((k, *out_size), -torch.inf, device=logits.device)
+            idx = prompt_classes.to(logits.device)[:, None, None].expand_as(logits)
+            logits = grouped.scatter_reduce(0, idx, logits, reduce="amax")
+        labels.append(logits.argmax(0))
+    return torch.stack(labels)
+
+
+def depth_unprojection(batch: CameraBatch, prototypes: Tensor, grid: VoxelGrid,
+                       prompt_classes: Tensor | None = None, num_classes: int | None = None) -> Tensor:
+    """Label volume from unprojected target depth + nearest-prototype labels (see module doc).
+
+    Args:
+        batch: CameraBatch with ``depth`` (B, V, H, W) and ``features`` (B, V, C, h, w).
+        prototypes: (P, C) text prototypes.
+        grid: output voxel grid.
+        prompt_classes: (P,) class of each prompt, None = one prompt per class.
+        num_classes: K (free = K); default the number of classes the prototypes name.
+    Returns:
+        (B, X, Y, Z) uint8 labels, free = K.
+    """
+    if batch.depth is None or batch.features is None:
+        raise ValueError("depth_unprojection needs a batch with depth and features targets")
+    k = num_classes if num_classes is not None else (
+        int(prompt_classes.max()) + 1 if prompt_classes is not None else prototypes.shape[0])
+    b, v, _, h, w = batch.images.shape
+    xs, ys, zs = grid.shape
+    n_vox = xs * ys * zs
+    v_grid, u_grid = torch.meshgrid(torch.arange(h, dtype=torch.float32),
+                                    torch.arange(w, dtype=torch.float32), indexing="ij")
+    pixels = torch.stack([u_grid, v_grid], -1).reshape(-1, 2).to(batch.depth.device)
+    k_in = batch.input_intrinsics()
+    out = []
+    for i in range(b):
+        labels = pixel_labels(batch.features[i], prototypes.to(batch.features.device), (h, w), prompt_classes)
+        depth = batch.depth[i].reshape(v, -1).float()
+        points = unproject(pixels.expand(v, -1, -1), depth, k_in[i].float(), batch.cam_to_ego[i].float())
+        idx, inside = grid.voxel_index(points)
+        keep = inside & torch.isfinite(depth) & (depth > 0)
+        lin = (idx[..., 0] * ys + idx[..., 1]) * zs + idx[..., 2]
+        votes = torch.bincount(lin[keep] * k + labels.reshape(v, -1)[keep], minlength=n_vox * k)
+        votes = votes.reshape(n_vox, k)
+        label = torch.where(votes.sum(1) > 0, votes.argmax(1), torch.full((n_vox,), k, device=votes.device))
+        out.append(label.reshape(xs, ys, zs).to(torch.uint8))
+    return torch.stack(out)

@@ -1,0 +1,150 @@
+"""``gausstr-eval``: zero-shot occupancy scores of a checkpoint (or a trivial baseline) on data with
+Occ3D ground truth.
+
+    gausstr-eval --checkpoint runs/tiny/model.safetensors --data data/synth --out runs/tiny/eval
+    gausstr-eval --baseline depth-unprojection --preset tiny --data data/synth --out eval/depth_unproj
+    gausstr-eval --baseline all-free --data data/synth --out eval/all_free
+
+Writes ``metrics.json`` (IoU, mIoU over all classes and without "others"/"other flat", RayIoU,
+per-class IoUs, in percent), ``per_class.md`` (the table), ``confusion.png`` and ``bev_*.png``
+(prediction | ground truth | error, camera-visible voxels) into ``--out``. Scores use Occ3D's
+camera mask. The vocabulary is the data's own (the synthetic world: Occ3D's classes as groups of
+its names; nuScenes: Occ3D's categories) unless ``--categories`` names one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+BASELINES = ("all-free", "depth-unprojection")
+OCC3D_NUM_CLASSES = 17
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gausstr-eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--checkpoint", type=Path, help="model checkpoint (.safetensors from gausstr-train or the converter)")
+    a("--baseline", choices=BASELINES, help="score a trivial baseline instead of a model")
+    a("--preset", default="tiny", help="config (text encoder, grid, input size) for baselines: tiny, "
+                                       "talk2dino, featup (default tiny)")
+    a("--data", required=True, help="directory in the nuScenes/Occ3D layout, or synthetic:scenes=N,seed=S")
+    a("--split", default="val", help="split of a data directory (default val)")
+    a("--out", type=Path, required=True, help="output directory")
+    a("--categories", nargs="+", help="vocabulary (Occ3D order for Occ3D ground truth), e.g. 'car|sedan'")
+    a("--max-scenes", type=int, default=0, help="evaluate at most this many scenes (0 = all)")
+    a("--bev", type=int, default=4, help="BEV pictures of the first N scenes")
+    a("--no-rayiou", action="store_true", help="skip RayIoU")
+    a("--device", default="auto")
+    a("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+      help="config override, e.g. inference.density_threshold=0.1 (repeatable)")
+    a("--threads", type=int, help="torch CPU threads")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from gausstr_core.config import GaussTRConfig, from_dict, preset, to_dict
+    from gausstr_core.evaluation.runner import display_names, evaluate
+    from gausstr_core.text import TextEncoder, Vocabulary, resolve_device
+    from gausstr_core.train.config import apply_overrides
+    from gausstr_core.train.data import build_dataset, categories_for, collate_evaluation
+
+    if (args.checkpoint is None) == (args.baseline is None):
+        raise ValueError("give exactly one of --checkpoint or --baseline")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+
+    predictor = None
+    if args.checkpoint is not None:
+        from gausstr_core.inference import OccupancyPredictor
+
+        predictor = OccupancyPredictor.from_checkpoint(args.checkpoint, device=device)
+        config = checkpoint_config(args.checkpoint)
+    else:
+        config = preset(args.preset)
+    if args.overrides:
+        config = from_dict(GaussTRConfig, apply_overrides(to_dict(config), args.overrides, "config"))
+        if predictor is not None:
+            predictor.config, predictor.grid = config.inference, config.grid
+
+    dataset = build_dataset(args.data, args.split, config, training=False)
+    categories = args.categories or categories_for(dataset)
+    if len(categories) != OCC3D_NUM_CLASSES:
+        raise ValueError(f"the ground truth uses Occ3D's labels, so --categories must name the "
+                         f"{OCC3D_NUM_CLASSES} Occ3D classes in label order (others, barrier, ..., "
+                         f"vegetation); got {len(categories)}")
+    names = display_names(categories)
+    n = len(dataset) if not args.max_scenes else min(args.max_scenes, len(dataset))
+    loader = DataLoader(Subset(dataset, list(range(n))), batch_size=1, shuffle=False,
+                        collate_fn=collate_evaluation)
+
+    if predictor is not None:
+        predictor.set_categories(categories)
+        predict = lambda batch: predictor.predict(batch, render_depth=False).labels
+        what = f"checkpoint {args.checkpoint}"
+    elif args.baseline == "all-free":
+        from gausstr_core.evaluation.baselines import all_free
+
+        predict = lambda batch: all_free(config.grid, len(categories), batch.batch_size)
+        what = "baseline: all free"
+    else:
+        from gausstr_core.evaluation.baselines import depth_unprojection
+
+        vocab = Vocabulary.parse(categories)
+        text = TextEncoder(dataclasses.replace(config.text, device=str(device)))
+        prototypes = text.encode(list(vocab.prompts)).float()
+        groups = vocab.group_index()
+        predict = lambda batch: depth_unprojection(batch, prototypes, config.grid, groups, vocab.num_classes)
+        what = "baseline: depth unprojection + nearest text prototype"
+    print(f"gausstr-eval: {what} on {n} scene(s) of {args.data} ({args.split}), {len(categories)} classes",
+          flush=True)
+    with torch.inference_mode():
+        result = evaluate(predict, loader, names, config.grid, out_dir=args.out, rayiou=not args.no_rayiou,
+                          bev_scenes=args.bev, total=len(loader))
+    result["evaluated"] = {"what": what, "data": args.data, "split": args.split, "categories": categories}
+    (args.out / "metrics.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def checkpoint_config(path: Path):
+    """The full GaussTRConfig of a checkpoint (a model-only config is completed from the preset its
+    metadata names, as OccupancyPredictor.from_checkpoint does)."""
+    from gausstr_core.checkpoint import read_checkpoint_header
+    from gausstr_core.config import GaussTRConfig, ModelConfig, from_dict, preset
+
+    header = read_checkpoint_header(path)
+    data = json.loads(header["config"])
+    if header.get("config_class") == "GaussTRConfig":
+        return from_dict(GaussTRConfig, data)
+    name = json.loads(header.get("metadata", "{}")).get("preset")
+    if name is None:
+        raise ValueError(f"checkpoint {path} has only a model config and no preset to complete it")
+    full = preset(name)
+    full.model = from_dict(ModelConfig, data)
+    return full
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"gausstr-eval: error: {exc}", file=sys.stderr)
+        return 2
+    s = result["summary"]
+    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"
+    print(f"IoU {fmt(s['iou'])}  mIoU {fmt(s['miou'])}  mIoU (zero-shot classes) {fmt(s['miou_zero_shot'])}  "
+          f"RayIoU {fmt(s['rayiou'])}  ({s['scenes']} scenes) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

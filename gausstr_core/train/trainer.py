@@ -1,0 +1,503 @@
+"""The training loop: plain PyTorch, DDP through torchrun, bf16 autocast on CUDA, atomic resumable
+checkpoints, TensorBoard, periodic zero-shot evaluation.
+
+One optimizer step = one batch of ``batch_size`` scenes per process. Everything random in a step
+(the model's random reference points, dropout) is seeded from (seed, rank, step), and the data order
+of an epoch from (seed, epoch), so a run resumed from a checkpoint continues exactly as the
+uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from gausstr_core.config import GaussTRConfig, config_from_yaml, config_to_yaml
+from gausstr_core.data.batch import CameraBatch
+from gausstr_core.train.config import TrainConfig, train_config_from_dict, train_config_to_yaml
+from gausstr_core.train.distributed import (
+    DistributedContext,
+    all_reduce_mean,
+    barrier,
+    broadcast_flag,
+    init_distributed,
+)
+from gausstr_core.train.schedule import lr_factor, set_learning_rate
+from gausstr_core.train.state import STATE_VERSION, atomic_torch_save, load_state, rng_state, set_rng_state
+
+STATE_FILE = "checkpoints/last.pt"
+MODEL_FILE = "model.safetensors"
+MAX_BAD_STEPS = 20  # consecutive non-finite losses before the run is stopped
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """A distinct 63-bit seed for every (run seed, rank, step)."""
+    return (seed * 1_000_003 + rank * 7_919 + step * 104_729 + 0x5EED) % (2**63 - 1)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))  # noqa: NPY002  (the legacy global generator third-party code uses)
+    torch.manual_seed(seed)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of an ``amp`` mode on a device (None = fp32)."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp in ("auto", "bf16"):
+        return torch.bfloat16
+    if device.type != "cuda":
+        raise ValueError("amp='fp16' needs a CUDA device")
+    return torch.float16
+
+
+@dataclass
+class StepResult:
+    """Scalars of one optimizer step (floats, on the CPU)."""
+
+    losses: dict[str, float]
+    grad_norm: float
+    lr: float
+    skipped: bool
+
+
+class Trainer:
+    """Trains a GaussTR.
+
+    Args:
+        cfg: the run.
+        ctx: the process's distributed context (``init_distributed`` when None).
+        model_config: the model configuration (``build_model_config(cfg)`` when None).
+        train_set: dataset of training items (built from ``cfg.data`` when None).
+        val_set: dataset of evaluation items with ground truth (from ``cfg.val_data`` when None).
+        resume: load ``<out>/checkpoints/last.pt`` if it exists and continue from it.
+    """
+
+    def __init__(self, cfg: TrainConfig, ctx: DistributedContext | None = None,
+                 model_config: GaussTRConfig | None = None, train_set: Dataset | None = None,
+                 val_set: Dataset | None = None, resume: bool = False):
+        from gausstr_core.train import data as train_data
+        from gausstr_core.train.config import build_model_config
+
+        self.ctx = ctx or init_distributed(cfg.device)
+        self.out = Path(cfg.out)
+        state = None
+        if resume and (self.out / STATE_FILE).is_file():
+            state = load_state(self.out / STATE_FILE)
+            # The run continues with the configuration it was started with.
+            check_resumable(cfg, state)
+            model_config = config_from_yaml(state["model_config"])
+        self.cfg = cfg
+        self.model_config = model_config or build_model_config(cfg)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = self.ctx.device
+        self.amp_dtype = autocast_dtype(cfg.amp, self.device)
+
+        seed_everything(cfg.seed)  # identical initial weights on every rank
+        from gausstr_core.losses import GaussTRLoss
+        from gausstr_core.model import GaussTR
+
+        self.model = GaussTR(self.model_config.model).to(self.device)
+        self.loss_fn = GaussTRLoss(self.model_config.loss)
+        if isinstance(self.loss_fn, nn.Module):
+            self.loss_fn = self.loss_fn.to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the model has no trainable parameters")
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, betas=tuple(cfg.betas),
+                                           weight_decay=cfg.weight_decay)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.ddp: nn.Module = self.model
+        if self.ctx.distributed:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.find_unused_parameters)
+
+        # A ground-truth loss term (loss.gaussrender) trains on items with labels: (cameras, ground truth).
+        self.needs_ground_truth = bool(getattr(self.loss_fn, "needs_ground_truth", False))
+        self.train_set = train_set if train_set is not None else train_data.build_dataset(
+            cfg.data, cfg.train_split, self.model_config, training=not self.needs_ground_truth)
+        if val_set is None and (cfg.eval_every or cfg.eval_at_end):
+            val_set = train_data.build_eval_dataset(cfg, self.model_config)
+        self.val_set = val_set
+        if self.needs_ground_truth:
+            from gausstr_core.gaussrender import ClassPrototypes
+
+            self.loss_fn.class_prototypes = ClassPrototypes.from_config(
+                self.model_config, self.eval_categories(), self.device)
+            self.loss_fn.grid = self.model_config.grid
+        self.sampler = DistributedSampler(self.train_set, num_replicas=self.ctx.world_size,
+                                          rank=self.ctx.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        self.steps_per_epoch = len(self.sampler) // cfg.batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"the training set has {len(self.train_set)} scenes: too few for batch size "
+                             f"{cfg.batch_size} on {self.ctx.world_size} process(es)")
+        total = math.ceil(cfg.epochs * self.steps_per_epoch)
+        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
+
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        if state is not None:
+            self._load_state(state)
+        self.writer = None
+        if self.ctx.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "train.yaml").write_text(train_config_to_yaml(self.cfg))
+            (self.out / "model.yaml").write_text(config_to_yaml(self.model_config))
+
+    # --- state ------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The resumable training state (tensors and plain data only)."""
+        return {
+            "version": STATE_VERSION,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "rng": rng_state(),
+            "train_config": train_config_to_yaml(self.cfg),
+            "model_config": config_to_yaml(self.model_config),
+            "history": json.dumps(self.history),
+            "world_size": self.ctx.world_size,
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.history = json.loads(state.get("history", "[]"))
+        if int(state.get("world_size", 1)) != self.ctx.world_size and self.ctx.is_main:
+            print(f"note: resuming a {state.get('world_size')}-process run on {self.ctx.world_size} "
+                  f"process(es): the data order differs from the original run from here on")
+
+    def save_checkpoint(self) -> None:
+        """Write the training state atomically (rank 0); every rank waits for it."""
+        if self.ctx.is_main:
+            atomic_torch_save(self.state_dict(), self.out / STATE_FILE)
+        barrier(self.ctx)
+
+    def save_model(self, path: Path | None = None, metrics: dict | None = None) -> Path | None:
+        """Deployment checkpoint (safetensors + metadata) via gausstr_core.checkpoint (rank 0)."""
+        if not self.ctx.is_main:
+            return None
+        from gausstr_core.train.data import save_deployment_checkpoint
+
+        path = path or self.out / MODEL_FILE
+        save_deployment_checkpoint(self.model, self.model_config, path, step=self.step, metrics=metrics,
+                                   vocabulary=self.eval_categories())
+        return path
+
+    # --- one step ---------------------------------------------------------------------------------
+
+    def _seed_step(self) -> None:
+        torch.manual_seed(step_seed(self.cfg.seed, self.ctx.rank, self.step))
+
+    def train_step(self, batch: CameraBatch | tuple) -> tuple[StepResult, Any, Any]:
+        """One optimizer step; returns its scalars, the model output and the loss output. ``batch`` is
+        a CameraBatch, or (CameraBatch, ground truth) when the loss needs ground truth."""
+        self.ddp.train()
+        self._seed_step()
+        batch, ground_truth = batch if isinstance(batch, tuple) else (batch, None)
+        batch = batch.to(self.device, non_blocking=True)
+        extra = {} if ground_truth is None else {"ground_truth": ground_truth}
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            output = self.ddp(batch)
+            loss_out = self.loss_fn(output, batch, **extra)
+        terms = _loss_terms(loss_out)
+        loss = terms["loss"]
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.cfg.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        factor = lr_factor(self.step, self.steps_per_epoch, self.cfg.warmup_steps, self.cfg.warmup_start,
+                           self.cfg.decay_epochs, self.cfg.decay_gamma)
+        set_learning_rate(self.optimizer, self.base_lrs, factor)
+        # Every rank sees the same all-reduced gradients, so every rank takes the same decision.
+        finite = bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm))
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        elif finite:
+            self.optimizer.step()
+        self.step += 1
+        scalars = {k: float(v.detach()) for k, v in terms.items()}
+        return StepResult(scalars, float(grad_norm), self.base_lrs[0] * factor, not finite), output, loss_out
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def _epoch_indices(self, epoch: int) -> list[int]:
+        self.sampler.set_epoch(epoch)
+        return list(self.sampler)
+
+    def _loader(self, indices: list[int]) -> DataLoader:
+        from gausstr_core.train.data import collate_evaluation, collate_training
+
+        collate = collate_evaluation if self.needs_ground_truth else collate_training
+        return DataLoader(self.train_set, batch_size=self.cfg.batch_size, sampler=indices,
+                          num_workers=self.cfg.num_workers, collate_fn=collate, drop_last=True,
+                          pin_memory=self.device.type == "cuda",
+                          persistent_workers=False)
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``total_steps`` (from the resumed step), evaluating and checkpointing on the way.
+
+        Returns the final evaluation scores (empty without validation data).
+        """
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        if self.ctx.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=self.step or None)
+            print(f"training {self.total_steps} steps ({self.steps_per_epoch} per epoch, "
+                  f"{cfg.batch_size} scene(s) x {self.ctx.world_size} process(es)) on {self.device}"
+                  f"{' from step ' + str(self.step) if self.step else ''}; run directory {self.out}",
+                  flush=True)
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=not self.ctx.is_main)
+        window: dict[str, float] = {}
+        window_steps, bad_steps = 0, 0
+        t_window = t_start = time.perf_counter()
+        last_eval: dict[str, Any] = {}
+        out_of_time = False
+        while self.step < self.total_steps and not out_of_time:
+            epoch, offset = divmod(self.step, self.steps_per_epoch)
+            start, stop = offset * cfg.batch_size, self.steps_per_epoch * cfg.batch_size
+            indices = self._epoch_indices(epoch)[start:stop]
+            for batch in self._loader(indices):
+                result, output, loss_out = self.train_step(batch)
+                bad_steps = bad_steps + 1 if result.skipped else 0
+                if bad_steps >= MAX_BAD_STEPS:
+                    self.save_checkpoint()
+                    raise RuntimeError(f"{bad_steps} consecutive steps had a non-finite loss or gradient "
+                                       f"(last losses {result.losses}); stopped at step {self.step}. Lower "
+                                       f"the learning rate or check the data")
+                for k, v in result.losses.items():
+                    window[k] = window.get(k, 0.0) + v
+                window["grad_norm"] = window.get("grad_norm", 0.0) + result.grad_norm
+                window["skipped_steps"] = window.get("skipped_steps", 0.0) + float(result.skipped)
+                window_steps += 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                    elapsed = time.perf_counter() - t_window
+                    self._log_scalars(window, window_steps, elapsed, result.lr)
+                    bar.set_postfix(loss=f"{window['loss'] / window_steps:.4f}", lr=f"{result.lr:.2e}")
+                    window, window_steps, t_window = {}, 0, time.perf_counter()
+                if cfg.image_every and self.step % cfg.image_every == 0 and self.ctx.is_main:
+                    self._log_images(batch[0] if isinstance(batch, tuple) else batch, output, loss_out)
+                if self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
+                    self.save_checkpoint()
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total_steps:
+                    last_eval = self.evaluate(tag=f"step{self.step}")
+                del output, loss_out
+                if cfg.max_minutes is not None:
+                    # Rank 0's clock decides, so that every rank stops after the same step.
+                    late = time.perf_counter() - t_start > 60.0 * cfg.max_minutes
+                    out_of_time = broadcast_flag(self.ctx, late)
+                    if out_of_time and self.ctx.is_main:
+                        print(f"\nstopping at step {self.step}: --max-minutes {cfg.max_minutes} reached",
+                              flush=True)
+                if self.step >= self.total_steps or out_of_time:
+                    break
+        bar.close()
+        self._check_replicas_in_sync()
+        self.save_checkpoint()
+        if cfg.eval_at_end and self.val_set is not None:
+            last_eval = self.evaluate(tag="final")
+        self.save_model(metrics=last_eval.get("summary") if last_eval else None)
+        if self.writer is not None:
+            self.writer.close()
+        return last_eval
+
+    def _check_replicas_in_sync(self) -> None:
+        """DDP keeps every rank's weights identical; verify it (a cheap checksum per rank) so that a
+        broken set-up fails loudly instead of saving rank 0's diverged copy."""
+        if not self.ctx.distributed:
+            return
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            checksum = torch.stack([p.detach().double().sum() for p in self.params]).sum().reshape(1)
+        dev = self.device if self.ctx.backend == "nccl" else torch.device("cpu")
+        sums = [torch.zeros(1, dtype=torch.float64, device=dev) for _ in range(self.ctx.world_size)]
+        dist.all_gather(sums, checksum.to(dev))
+        values = [float(s) for s in sums]
+        if max(values) - min(values) > 1e-6 * max(1.0, abs(values[0])):
+            raise RuntimeError(f"DDP replicas diverged: parameter checksums per rank {values}")
+
+    # --- logging ----------------------------------------------------------------------------------
+
+    def _log_scalars(self, window: dict[str, float], steps: int, elapsed: float, lr: float) -> None:
+        keys = sorted(window)
+        values = torch.tensor([window[k] / steps for k in keys], dtype=torch.float64, device=self.device
+                              if self.ctx.backend == "nccl" else "cpu")
+        values = all_reduce_mean(self.ctx, values).cpu()
+        if self.writer is None:
+            return
+        for k, v in zip(keys, values.tolist()):
+            group = "train" if k not in ("grad_norm", "skipped_steps") else "optim"
+            self.writer.add_scalar(f"{group}/{k}", v, self.step)
+        self.writer.add_scalar("optim/lr", lr, self.step)
+        scenes = steps * self.cfg.batch_size * self.ctx.world_size
+        self.writer.add_scalar("speed/scenes_per_s", scenes / max(elapsed, 1e-9), self.step)
+        per_process = scenes / max(elapsed, 1e-9) / self.ctx.world_size
+        self.writer.add_scalar("speed/scenes_per_s_per_process", per_process, self.step)
+        self.writer.add_scalar("speed/s_per_step", elapsed / steps, self.step)
+
+    @torch.no_grad()
+    def _log_images(self, batch: CameraBatch, output, loss_out=None) -> None:
+        """Rendered vs target depth and features (PCA colours) of the first scene, first 3 views.
+
+        Uses what the loss rendered and compared (the last layer at the loss' render resolution,
+        PCA-reduced features, the depth target after its limit handling) when the loss keeps it;
+        otherwise renders the last layer here.
+        """
+        from gausstr_core.evaluation.visualize import depth_to_rgb, hstack_images, pca_rgb
+
+        views = min(3, batch.num_views)
+        rendered = getattr(loss_out, "rendered", None)
+        if rendered is not None:
+            depth_r = rendered.expected_depth()[0]
+            feats_r = rendered.features[0]
+            target_depth = getattr(loss_out, "target_depth", None)
+            target_feats = getattr(loss_out, "target_features", None)
+            target_depth = target_depth[0] if target_depth is not None else None
+            target_feats = target_feats[0] if target_feats is not None else None
+        else:
+            from gausstr_core.render import render_gaussians
+
+            batch = batch.to(self.device)
+            g = output.final.detach().select(0).to(torch.float32)
+            r = render_gaussians(g, batch.input_intrinsics()[:1, :views].float(),
+                                 batch.cam_to_ego[:1, :views].float(), batch.image_size)
+            depth_r, feats_r = r.expected_depth()[0], r.features[0]
+            target_depth = batch.depth[0] if batch.depth is not None else output.depth[0]
+            target_feats = output.target_features[0] if output.target_features is not None else None
+        rows_depth, rows_feat = [], []
+        for v in range(views):
+            panels = [depth_r[v].float()]
+            if target_depth is not None:
+                panels.append(target_depth[v].float())
+            ref = panels[-1]
+            valid = ref[(ref > 0.01) & torch.isfinite(ref)]
+            dmax = float(torch.quantile(valid, 0.99)) if valid.numel() else 50.0
+            rows_depth.append(hstack_images([depth_to_rgb(p, dmax) for p in panels]))
+            if target_feats is not None and feats_r.shape[1] == target_feats.shape[1]:
+                rgb_t, rgb_r = pca_rgb([target_feats[v].float(), feats_r[v].float()], reference=0)
+                rows_feat.append(hstack_images([rgb_r, rgb_t]))
+        self.writer.add_image("depth/rendered_vs_target", torch.cat(rows_depth, 1), self.step)
+        if rows_feat:
+            self.writer.add_image("features/rendered_vs_target_pca", torch.cat(rows_feat, 1), self.step)
+
+    # --- evaluation -------------------------------------------------------------------------------
+
+    def eval_categories(self) -> list[str]:
+        from gausstr_core.train.data import categories_for
+
+        return categories_for(self.val_set if self.val_set is not None else self.train_set)
+
+    def evaluate(self, tag: str) -> dict[str, Any]:
+        """Zero-shot occupancy metrics of the current model on the validation set (all ranks take a
+        share; rank 0 writes ``eval/<tag>/`` and TensorBoard scalars)."""
+        from gausstr_core.evaluation.runner import evaluate_model
+
+        if self.val_set is None:
+            return {}
+        result = evaluate_model(self.model, self.model_config, self.val_set, self.eval_categories(), self.ctx,
+                                out_dir=self.out / "eval" / tag if self.ctx.is_main else None,
+                                max_scenes=self.cfg.eval_scenes or None, amp=self.cfg.amp)
+        if self.ctx.is_main:
+            summary = result["summary"]
+            self.history.append({"step": self.step, "tag": tag, **summary})
+            if self.writer is not None:
+                for k in ("miou", "iou", "miou_zero_shot", "rayiou"):
+                    if summary.get(k) is not None:
+                        self.writer.add_scalar(f"val/{k}", summary[k], self.step)
+            print(f"[{tag}] step {self.step}: IoU {summary.get('iou')} mIoU {summary.get('miou')}",
+                  flush=True)
+        return result
+
+
+def _loss_terms(loss_out) -> dict[str, torch.Tensor]:
+    """The loss module's scalars as a dict with a "loss" total (dict or dataclass outputs)."""
+    if isinstance(loss_out, dict):
+        terms = loss_out
+    elif hasattr(loss_out, "terms"):
+        terms = loss_out.terms
+    else:
+        raise TypeError(f"the loss returned {type(loss_out).__name__}; expected a dict with 'loss'")
+    if "loss" not in terms:
+        raise KeyError(f"the loss output has no 'loss' total; terms: {sorted(terms)}")
+    return {k: v for k, v in terms.items() if isinstance(v, torch.Tensor) and v.dim() == 0}
+
+
+# Fields that may change when a run is resumed (they do not change what is computed).
+RESUMABLE_CHANGES = ("max_steps", "max_minutes", "epochs", "log_every", "image_every", "checkpoint_every",
+                     "eval_every", "eval_scenes", "eval_at_end", "num_workers", "device", "threads", "out")
+
+
+def saved_train_config(state: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig a training state was written with."""
+    import yaml
+
+    return train_config_from_dict(yaml.safe_load(state["train_config"]))
+
+
+def check_resumable(requested: TrainConfig, state: dict[str, Any]) -> None:
+    """Raise if ``requested`` changes what the saved run computes (only RESUMABLE_CHANGES may differ)."""
+    saved = saved_train_config(state)
+    changed = [k for k in saved.__dataclass_fields__
+               if k not in RESUMABLE_CHANGES and getattr(saved, k) != getattr(requested, k)]
+    if changed:
+        detail = ", ".join(f"{k}: {getattr(saved, k)!r} -> {getattr(requested, k)!r}" for k in changed[:4])
+        raise ValueError(f"cannot resume with a different configuration ({detail}); only "
+                         f"{', '.join(RESUMABLE_CHANGES)} may change. Use a new --out to start a new run")
+
+
+def main_worker(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Entry point of one (torchrun) process."""
+    from gausstr_core.train.distributed import cleanup
+
+    ctx = init_distributed(cfg.device)
+    try:
+        trainer = Trainer(cfg, ctx, resume=resume)
+        result = trainer.fit()
+    finally:
+        cleanup(ctx)
+    if ctx.is_main and result:
+        print(json.dumps(result.get("summary", {}), indent=1))
+    return result
+
+
+__all__ = ["Trainer", "autocast_dtype", "main_worker", "step_seed"]

@@ -1,0 +1,406 @@
+"""The node's per-frame processing without rclpy: camera messages -> CameraBatch -> prediction -> arrays.
+
+``FramePipeline`` is what the occupancy node runs in its worker thread for every synchronized frame
+set, and what ``benchmarks/node_latency.py`` times on a GPU machine without ROS. It takes
+message-like objects (rclpy messages, rosbags messages or anything with the same fields), validates
+them (bad input raises ``FrameRejected`` with the reason, never produces garbage), builds the model
+input at the predictor's input size and returns the prediction as numpy arrays ready for the message
+builders in ``gausstr_ros.conversions``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from gausstr_core.data.batch import CameraBatch
+from gausstr_core.data.transforms import resize_views
+from gausstr_core.grid import VoxelGrid
+from gausstr_ros.conversions import (
+    ConversionError,
+    camera_info_to_camera,
+    depth_image_to_metres,
+    image_to_rgb,
+)
+
+
+class Predictor(Protocol):
+    """What the pipeline needs of ``gausstr_core.inference.OccupancyPredictor``."""
+
+    class_names: Sequence[str]
+    free_label: int
+
+    def set_categories(self, categories: Sequence[str]) -> None: ...
+
+    def predict(self, batch: CameraBatch, render_depth: bool | None = None) -> Any: ...
+
+
+class FrameRejected(ValueError):
+    """A frame set that must be skipped.
+
+    Attributes:
+        kind: short category for counters and throttled logs ("encoding", "size", "camera_info",
+            "depth", "transform", "stamp", "sync").
+        reason: what was wrong, naming the camera and what was expected.
+    """
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(f"{kind}: {reason}")
+        self.kind = kind
+        self.reason = reason
+
+
+@dataclass
+class CameraFrame:
+    """One camera's part of a synchronized frame set.
+
+    Attributes:
+        name: camera name (logs, rendered depth topic).
+        image: sensor_msgs/Image-like, rgb8 / bgr8 / mono8, rectified.
+        info: sensor_msgs/CameraInfo-like of that image.
+        depth: optional sensor_msgs/Image-like depth registered to the image (32FC1 m / 16UC1 mm).
+        cam_to_target: (4, 4) camera optical frame -> target frame at the image stamp.
+    """
+
+    name: str
+    image: Any
+    info: Any
+    depth: Any | None
+    cam_to_target: np.ndarray
+
+
+@dataclass
+class FrameResult:
+    """The prediction for one frame set, on the host, as the message builders want it.
+
+    Attributes:
+        stamp_ns: stamp of the input images [ns].
+        labels: (X, Y, Z) uint8 class per voxel, ``free_label`` = free.
+        confidence: (X, Y, Z) float32 in [0, 1].
+        means, scales: (N, 3) float32 [m] (scales are standard deviations).
+        rotations: (N, 4) float32 unit quaternions (w, x, y, z).
+        opacities: (N,) float32; gaussian_labels: (N,) uint8; gaussian_confidence: (N,) float32.
+        rendered_depth: (V, h, w) float32 depth rendered from the Gaussians at the network input
+            size, or None.
+        class_names: the vocabulary these labels index; free_label: len(class_names).
+        grid: the voxel grid of ``labels``.
+        timings_ms: per-stage wall times ("prepare", "predict", "to_host").
+    """
+
+    stamp_ns: int
+    labels: np.ndarray
+    confidence: np.ndarray
+    means: np.ndarray
+    scales: np.ndarray
+    rotations: np.ndarray
+    opacities: np.ndarray
+    gaussian_labels: np.ndarray
+    gaussian_confidence: np.ndarray
+    rendered_depth: np.ndarray | None
+    class_names: list[str]
+    free_label: int
+    grid: VoxelGrid
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def random_weight_predictor(preset_name: str, device: str = "auto", grid: VoxelGrid | None = None,
+                            seed: int = 0):
+    """An OccupancyPredictor of a preset with RANDOM weights (backbone, text tower, projection): for
+    tests and benchmarks only, where latency and plumbing matter and predictions do not.
+
+    The weights come from ``seed`` (the global RNG is left as it was), so that runs are comparable:
+    with random weights the Gaussians' sizes, hence the voxelization cost, depend on the draw."""
+    import dataclasses
+
+    from gausstr_core.config import preset
+    from gausstr_core.inference import OccupancyPredictor
+
+    config = preset(preset_name)
+    config.model.backbone.random_init = True
+    config.model.backbone.weights = None
+    config.text = dataclasses.replace(config.text, checkpoint=None, projection_checkpoint=None,
+                                      random_init_seed=0)
+    if grid is not None:
+        config.grid = grid
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return OccupancyPredictor.from_config(config, device)
+
+
+def predictor_input_size(predictor: Any) -> tuple[int, int]:
+    """(H, W) network input size of a predictor (``input_size``, else its model config)."""
+    size = getattr(predictor, "input_size", None)
+    if size is None:
+        config = getattr(predictor, "config", None)
+        size = getattr(getattr(config, "model", None), "image_size", None)
+    if size is None:
+        raise ValueError("the predictor exposes no input size (expected .input_size or "
+                         ".config.model.image_size)")
+    return int(size[0]), int(size[1])
+
+
+def predictor_device(predictor: Any) -> torch.device:
+    device = getattr(predictor, "device", None)
+    return torch.device(device) if device is not None else torch.device("cpu")
+
+
+class FramePipeline:
+    """Messages of one synchronized frame set -> ``FrameResult``.
+
+    Args:
+        predictor: an OccupancyPredictor (or anything with the same ``predict``).
+        input_size: (H, W) network input; None = the predictor's.
+        min_valid_depth_fraction: a depth image with a smaller fraction of valid (finite, > 0) pixels
+            rejects the frame; invalid pixels of an accepted image are set to 0 (= invalid for the
+            model). The default rejects only depth images without a single valid pixel.
+    """
+
+    def __init__(self, predictor: Predictor, input_size: tuple[int, int] | None = None,
+                 min_valid_depth_fraction: float = 1e-9):
+        if not 0 <= min_valid_depth_fraction <= 1:
+            raise ValueError(f"min_valid_depth_fraction must be in [0, 1], got {min_valid_depth_fraction}")
+        self.predictor = predictor
+        self.input_size = tuple(input_size) if input_size else predictor_input_size(predictor)
+        self.device = predictor_device(predictor)
+        self.min_valid_depth_fraction = min_valid_depth_fraction
+        self._staging: dict[tuple, list] = {}  # (name, shape, dtype) -> [pinned buffer, upload event]
+
+    # -- validation and model input -----------------------------------------------------------
+
+    def _camera_arrays(self, cam: CameraFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(H, W, 3) uint8 RGB view, (3, 3) intrinsics, (H, W) float32 raw depth [m] or None of one
+        camera (views of the messages where possible)."""
+        if cam.info is None:
+            raise FrameRejected("camera_info", f"camera {cam.name}: no CameraInfo received yet")
+        try:
+            model = camera_info_to_camera(cam.info)
+        except ConversionError as exc:
+            raise FrameRejected("camera_info", f"camera {cam.name}: {exc}") from exc
+        try:
+            rgb = image_to_rgb(cam.image)
+        except ConversionError as exc:
+            raise FrameRejected("encoding", f"camera {cam.name}: {exc}") from exc
+        if rgb.shape[:2] != (model.height, model.width):
+            raise FrameRejected("size", f"camera {cam.name}: image is {rgb.shape[1]}x{rgb.shape[0]} but its "
+                                        f"CameraInfo describes {model.width}x{model.height}")
+        depth = None
+        if cam.depth is not None:
+            try:
+                raw = depth_image_to_metres(cam.depth)
+            except ConversionError as exc:
+                raise FrameRejected("encoding", f"camera {cam.name} depth: {exc}") from exc
+            if raw.shape != rgb.shape[:2]:
+                raise FrameRejected("size", f"camera {cam.name}: depth is {raw.shape[1]}x{raw.shape[0]}, the "
+                                            f"image {rgb.shape[1]}x{rgb.shape[0]} (depth must be registered "
+                                            f"to the image)")
+            depth = raw  # validated and cleaned on the device, after upload
+        transform = np.asarray(cam.cam_to_target, dtype=np.float64)
+        if transform.shape != (4, 4) or not np.isfinite(transform).all():
+            raise FrameRejected("transform", f"camera {cam.name}: camera-to-target transform must be a "
+                                             f"finite (4, 4) matrix")
+        return rgb, model.intrinsics, depth
+
+    def prepare(self, cameras: Sequence[CameraFrame]) -> CameraBatch:
+        """Validate a frame set and build the (B=1) model input at the network input size.
+
+        Raises:
+            FrameRejected: anything wrong with the messages (the reason names the camera).
+        """
+        if not cameras:
+            raise FrameRejected("sync", "empty frame set")
+        arrays = [self._camera_arrays(cam) for cam in cameras]
+        has_depth = [d is not None for _, _, d in arrays]
+        if any(has_depth) and not all(has_depth):
+            missing = [c.name for c, h in zip(cameras, has_depth) if not h]
+            raise FrameRejected("depth", f"depth is given for some cameras but not for {missing}: "
+                                         f"all or none")
+        intrinsics = torch.from_numpy(np.stack([k for _, k, _ in arrays])).float()
+        cam_to_target = torch.from_numpy(np.stack([np.asarray(c.cam_to_target, np.float64)
+                                                   for c in cameras])).float()
+
+        use_depth = all(has_depth)
+        sizes = {rgb.shape for rgb, _, _ in arrays}
+        if len(sizes) == 1:
+            images, depth, aug, valid = self._resize_group([a[0] for a in arrays],
+                                                           [a[2] for a in arrays] if use_depth else None)
+        else:  # cameras of different sizes: resize each on its own
+            parts = [self._resize_group([rgb], [d] if use_depth else None) for rgb, _, d in arrays]
+            images = torch.cat([p[0] for p in parts])
+            depth = torch.cat([p[1] for p in parts]) if use_depth else None
+            aug = torch.cat([p[2] for p in parts])
+            valid = torch.cat([p[3] for p in parts]) if use_depth else None
+        if valid is not None:
+            for cam, fraction in zip(cameras, valid.tolist()):
+                if fraction < self.min_valid_depth_fraction or fraction == 0.0:
+                    need = 100 * self.min_valid_depth_fraction
+                    raise FrameRejected("depth", f"camera {cam.name}: only {100 * fraction:.2f}% of depth "
+                                                 f"pixels are valid (finite, > 0); need {need:.2f}% and at "
+                                                 f"least one")
+        device = self.device
+        return CameraBatch(
+            images=images[None],
+            intrinsics=intrinsics[None].to(device),
+            cam_to_ego=cam_to_target[None].to(device),
+            image_aug=aug[None].to(device),
+            depth=depth[None] if depth is not None else None,
+        )
+
+    def _upload(self, arrays: list[np.ndarray], name: str) -> torch.Tensor:
+        """(V, ...) device tensor of same-shape host arrays, in one host copy (which also makes
+        reversed-channel and broadcast views contiguous).
+
+        On CUDA the copy goes through a pinned staging buffer per (name, shape), reused between frames
+        once its previous upload has completed (an event), and the upload is asynchronous.
+        """
+        if self.device.type != "cuda":
+            return torch.from_numpy(np.stack(arrays))
+        shape = (len(arrays), *arrays[0].shape)
+        key = (name, shape, arrays[0].dtype.str)
+        staged = self._staging.get(key)
+        if staged is None:
+            if len(self._staging) >= 16:
+                self._staging.clear()
+            buf = torch.from_numpy(np.empty(shape, arrays[0].dtype)).pin_memory()
+            staged = self._staging[key] = [buf, None]
+        elif staged[1] is not None:
+            staged[1].synchronize()  # the previous upload from this buffer is done
+        buf = staged[0]
+        host = buf.numpy()
+        for i, a in enumerate(arrays):
+            np.copyto(host[i], a)
+        out = buf.to(self.device, non_blocking=True)
+        staged[1] = torch.cuda.Event()
+        staged[1].record()
+        return out
+
+    def _resize_group(self, rgbs: list[np.ndarray], depths: list[np.ndarray] | None):
+        """Same-size views -> device, resized there: images (V, 3, H', W'), depth (V, H', W') or None,
+        image_aug (V, 3, 3), and the valid fraction (V,) of each raw depth image or None.
+
+        Depth pixels that are not finite or not > 0 are invalid and become 0 (what the model reads as
+        missing); the fraction is measured on the raw image, before resizing."""
+        # NCHW contiguous, the layout the model is built and benchmarked with (a uint8 copy on the device)
+        images = self._upload(rgbs, "rgb").permute(0, 3, 1, 2).contiguous()
+        depth = valid = None
+        if depths is not None:
+            raw = self._upload(depths, "depth").float()
+            ok = torch.isfinite(raw) & (raw > 0)
+            valid = ok.flatten(1).float().mean(1)
+            depth = torch.where(ok, raw, torch.zeros((), device=raw.device, dtype=raw.dtype))
+        images, depth, aug = resize_views(images, self.input_size, depth)
+        return images, depth, aug, valid
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def run(self, cameras: Sequence[CameraFrame], stamp_ns: int,
+            render_depth: bool | None = None) -> FrameResult:
+        """Validate, predict, and copy the prediction to the host.
+
+        Args:
+            render_depth: render depth into the cameras (None = the predictor's default); the node
+                turns it off when nobody subscribes to the rendered depth.
+        Raises:
+            FrameRejected: bad input (nothing is predicted).
+        """
+        t0 = time.perf_counter()
+        batch = self.prepare(cameras)
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            if render_depth is None:
+                prediction = self.predictor.predict(batch)
+            else:
+                prediction = self.predictor.predict(batch, render_depth=render_depth)
+        t2 = time.perf_counter()
+        result = self._to_host(prediction, stamp_ns)
+        t3 = time.perf_counter()
+        result.timings_ms = {"prepare": 1e3 * (t1 - t0), "predict": 1e3 * (t2 - t1),
+                             "to_host": 1e3 * (t3 - t2)}
+        return result
+
+    @staticmethod
+    def _to_host(prediction: Any, stamp_ns: int) -> FrameResult:
+        def host(t: torch.Tensor, dtype) -> np.ndarray:
+            return t.detach()[0].to("cpu", dtype).numpy()
+
+        g = prediction.gaussians
+        depth = prediction.rendered_depth
+        return FrameResult(
+            stamp_ns=stamp_ns,
+            labels=host(prediction.labels, torch.uint8),
+            confidence=host(prediction.confidence, torch.float32),
+            means=host(g.means, torch.float32),
+            scales=host(g.scales, torch.float32),
+            rotations=host(g.rotations, torch.float32),
+            opacities=host(g.opacities, torch.float32),
+            gaussian_labels=host(prediction.gaussian_labels, torch.uint8),
+            gaussian_confidence=host(prediction.gaussian_confidence, torch.float32),
+            rendered_depth=host(depth, torch.float32) if depth is not None else None,
+            class_names=list(prediction.class_names),
+            free_label=int(prediction.free_label),
+            grid=prediction.grid,
+        )
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Set-up and TF wiring shared with the rosbag evaluator (no rclpy)
+# ---------------------------------------------------------------------------------------------
+
+
+def configure_predictor(predictor: Any, config: Any) -> None:
+    """Apply a ``NodeConfig``'s grid, density threshold, prompt templates and categories to a predictor
+    (what the node does at start; the grid and templates only where the predictor supports them).
+
+    Raises:
+        ValueError: invalid grid, threshold, templates or categories (the reason names the parameter).
+    """
+    configure = getattr(predictor, "configure", None)
+    if configure is not None:
+        try:
+            configure(grid_range=tuple(config.grid_range), voxel_size=config.voxel_size,
+                      density_threshold=None if config.density_threshold < 0 else config.density_threshold,
+                      prompt_templates=config.prompt_template_list)
+        except ValueError as exc:
+            raise ValueError(f"invalid grid or text parameters: {exc}") from exc
+    try:
+        predictor.set_categories(list(config.categories))
+    except ValueError as exc:
+        raise ValueError(f"invalid parameter 'categories': {exc}") from exc
+
+
+def camera_frames_of(images: Sequence[Any], infos: Sequence[Any], depths: Sequence[Any] | None,
+                     camera_names: Sequence[str], target_frame: str, stamp_ns: int,
+                     lookup: Any) -> list[CameraFrame]:
+    """The ``CameraFrame``s of one synchronized set: each image's camera pose from TF at the set stamp.
+
+    Args:
+        images, infos, depths: per camera (depths None without depth input).
+        lookup: ``(target, source, stamp_ns) -> (4, 4)`` raising ``gausstr_ros.transforms``
+            TransformExtrapolation / TransformError (a TransformBuffer's ``lookup``, or the node's
+            TfLookup with its timeout bound in).
+    Raises:
+        FrameRejected: an empty frame_id, or a missing or stale transform (kind "transform").
+    """
+    from gausstr_ros.transforms import TransformError, TransformExtrapolation
+
+    cameras = []
+    for v, name in enumerate(camera_names):
+        source = images[v].header.frame_id
+        if not source:
+            raise FrameRejected("transform", f"camera {name}: image has an empty header.frame_id")
+        try:
+            cam_to_target = lookup(target_frame, source, stamp_ns)
+        except TransformExtrapolation as exc:
+            raise FrameRejected("transform", f"camera {name}: stale or missing TF {target_frame} <- {source} "
+                                             f"at the image stamp: {exc}") from exc
+        except TransformError as exc:
+            raise FrameRejected("transform", f"camera {name}: no TF {target_frame} <- {source}: "
+                                             f"{exc}") from exc
+        cameras.append(CameraFrame(name, images[v], infos[v], depths[v] if depths is not None else None,
+                                   cam_to_target))
+    return cameras

@@ -1,0 +1,86 @@
+"""Trivial baselines: all-free and depth unprojection with nearest-prototype labels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gausstr_core.data.batch import CameraBatch
+from gausstr_core.evaluation.baselines import all_free, depth_unprojection, pixel_labels
+from gausstr_core.grid import VoxelGrid
+
+
+def _naive_pixel_labels(features, prototypes, out_size, prompt_classes):
+    """Reference: upsample the features themselves, cosine to every prompt, max per class, argmax."""
+    up = F.interpolate(features.float(), size=out_size, mode="bilinear", align_corners=False)
+    cos = torch.einsum("vchw,pc->vphw", F.normalize(up, dim=1), F.normalize(prototypes, dim=-1))
+    k = int(prompt_classes.max()) + 1
+    per_class = torch.stack([cos[:, prompt_classes == c].amax(1) for c in range(k)], 1)
+    return per_class.argmax(1)
+
+
+def test_pixel_labels_match_naive_reference():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(3, 16, 6, 10, generator=g)
+    protos = torch.randn(7, 16, generator=g)
+    groups = torch.tensor([0, 0, 1, 2, 2, 2, 3])
+    ours = pixel_labels(feats, protos, (24, 40), groups)
+    ref = _naive_pixel_labels(feats, protos, (24, 40), groups)
+    assert ours.shape == (3, 24, 40)
+    assert (ours == ref).float().mean() > 0.999  # exact up to float ties
+    ident = pixel_labels(feats, protos[:4], (6, 10))
+    assert torch.equal(ident, _naive_pixel_labels(feats, protos[:4], (6, 10), torch.arange(4)))
+
+
+def _front_camera_batch(depth_value: float, feature: torch.Tensor, h: int = 20, w: int = 30) -> CameraBatch:
+    """One camera at the ego origin looking along +x (optical z = ego x), a flat wall at depth."""
+    cam_to_ego = torch.eye(4)
+    cam_to_ego[:3, :3] = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+    cam_to_ego[2, 3] = 1.5
+    k = torch.tensor([[20.0, 0, (w - 1) / 2], [0, 20.0, (h - 1) / 2], [0, 0, 1]])
+    feats = feature[None, None, :, None, None].expand(1, 1, -1, 4, 6).clone()
+    return CameraBatch(images=torch.zeros(1, 1, 3, h, w), intrinsics=k[None, None],
+                       cam_to_ego=cam_to_ego[None, None], image_aug=CameraBatch.identity_aug(1, 1),
+                       depth=torch.full((1, 1, h, w), depth_value),
+                       features=feats)
+
+
+def test_depth_unprojection_marks_the_wall_with_the_nearest_prototype():
+    grid = VoxelGrid()
+    protos = torch.eye(4, 8)
+    batch = _front_camera_batch(10.0, protos[2] * 3 + 0.1 * protos[1])
+    pred = depth_unprojection(batch, protos, grid)
+    assert pred.shape == (1, *grid.shape) and pred.dtype == torch.uint8
+    occupied = (pred[0] != 4).nonzero()
+    assert len(occupied) > 0 and (pred[0][pred[0] != 4] == 2).all()
+    # The wall is at ego x = 10 m: voxel index (10 + 40) / 0.4 = 125.
+    assert set(occupied[:, 0].tolist()) == {125}
+    # z spans 1.5 m +- 10 * (h/2)/f = +-5 m, clipped by the grid's [-1, 5.4] m
+    assert occupied[:, 2].min() == 0 and occupied[:, 2].max() == 15
+    # Invalid depth (0) contributes nothing.
+    batch.depth.zero_()
+    assert (depth_unprojection(batch, protos, grid) == 4).all()
+
+
+def test_majority_vote_and_groups():
+    grid = VoxelGrid()
+    protos = torch.eye(3, 8)
+    groups = torch.tensor([0, 1, 1])  # prompts 1 and 2 both name class 1
+    batch = _front_camera_batch(10.0, protos[2])
+    pred = depth_unprojection(batch, protos, grid, prompt_classes=groups, num_classes=2)
+    assert set(pred.unique().tolist()) == {1, 2}  # class 1 and free (= 2)
+
+
+def test_all_free_and_errors():
+    grid = VoxelGrid((-2, -2, -1, 2, 2, 1), 0.5)
+    out = all_free(grid, 17, batch_size=2)
+    assert out.shape == (2, 8, 8, 4) and (out == 17).all()
+    with pytest.raises(ValueError, match="num_classes"):
+        all_free(grid, 300)
+    batch = _front_camera_batch(5.0, torch.ones(8))
+    batch.features = None
+    with pytest.raises(ValueError, match="depth and features"):
+        depth_unprojection(batch, torch.eye(3, 8), grid)
+    with pytest.raises(ValueError, match="same C"):
+        pixel_labels(torch.zeros(1, 8, 2, 2), torch.zeros(3, 5), (4, 4))

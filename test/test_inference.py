@@ -1,0 +1,351 @@
+"""Open-vocabulary inference with the real tiny GaussTR: shapes, vocabulary changes, free space, a
+hand-built Gaussian scene, prompt denoising, settings, and loading from a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gausstr_core.config import preset_model
+from gausstr_core.data.batch import CameraBatch
+from gausstr_core.gaussians import Gaussians
+from gausstr_core.grid import VoxelGrid
+from gausstr_core.inference import InferenceConfig, OccupancyPrediction, OccupancyPredictor, denoise_prompts
+from gausstr_core.model import GaussTR
+from gausstr_core.text import OCC3D_CATEGORIES, OCC3D_UNPREDICTED, TextEncoder, tiny_text
+
+torch.set_num_threads(1)
+GRID = VoxelGrid((-20.0, -20.0, -2.4, 20.0, 20.0, 4.0), 0.8)  # 50 x 50 x 8
+CATEGORIES = ["car|sedan", "road", "building|wall", "tree"]
+
+
+def _ring_batch(v: int, h: int, w: int, seed: int = 0, depth: bool = True) -> CameraBatch:
+    """V cameras 1.6 m above the ego origin looking outwards."""
+    g = torch.Generator().manual_seed(seed)
+    k = torch.tensor([[0.6 * w, 0.0, (w - 1) / 2], [0.0, 0.6 * w, (h - 1) / 2], [0.0, 0.0, 1.0]])
+    poses = []
+    for i in range(v):
+        yaw = 2 * math.pi * i / v
+        pose = torch.eye(4)
+        pose[:3, :3] = torch.tensor([[math.sin(yaw), 0.0, math.cos(yaw)],
+                                     [-math.cos(yaw), 0.0, math.sin(yaw)],
+                                     [0.0, -1.0, 0.0]])
+        pose[:3, 3] = torch.tensor([0.0, 0.0, 1.6])
+        poses.append(pose)
+    return CameraBatch(
+        images=torch.rand(1, v, 3, h, w, generator=g),
+        intrinsics=k.expand(1, v, 3, 3).clone(),
+        cam_to_ego=torch.stack(poses)[None],
+        image_aug=torch.eye(3).expand(1, v, 3, 3).clone(),
+        depth=(torch.rand(1, v, h, w, generator=g) * 15 + 2) if depth else None,
+    )
+
+
+@pytest.fixture(scope="module")
+def text() -> TextEncoder:
+    return TextEncoder(tiny_text())
+
+
+@pytest.fixture(scope="module")
+def model() -> GaussTR:
+    torch.manual_seed(0)
+    return GaussTR(preset_model("tiny"))
+
+
+@pytest.fixture(scope="module")
+def batch(model) -> CameraBatch:
+    h, w = model.config.image_size
+    return _ring_batch(3, h, w)
+
+
+def _predictor(model, text, categories=CATEGORIES, **config) -> OccupancyPredictor:
+    return OccupancyPredictor(model, text, GRID, InferenceConfig(**config), categories, device="cpu")
+
+
+def test_real_model_prediction_shapes_types_and_ranges(model, text, batch):
+    pred = _predictor(model, text)
+    assert pred.input_size == model.config.image_size and pred.free_label == 4
+    out = pred.predict(batch)
+    assert isinstance(out, OccupancyPrediction)
+    n = 3 * model.config.decoder.queries_per_view
+    assert out.labels.shape == (1, *GRID.shape) and out.labels.dtype == torch.uint8
+    assert out.confidence.shape == out.density.shape == out.labels.shape
+    assert out.confidence.dtype == out.density.dtype == torch.float32
+    assert int(out.labels.max()) <= 4 and (out.labels < 4).any() and (out.labels == 4).any()
+    assert ((out.confidence >= 0) & (out.confidence <= 1)).all()
+    assert out.gaussians.features.shape == (1, n, 4) and out.gaussians.means.dtype == torch.float32
+    assert out.gaussian_labels.shape == (1, n) and out.gaussian_labels.dtype == torch.uint8
+    assert out.gaussian_confidence.shape == (1, n)
+    assert out.rendered_depth.shape == (1, 3, *model.config.image_size)
+    assert out.rendered_depth.max() > 1.0 and (out.rendered_depth >= 0).all()
+    assert out.class_names == ["car", "road", "building", "tree"] and out.free_label == 4 and out.grid == GRID
+    assert pred.predict(batch, render_depth=False).rendered_depth is None
+    # Deterministic: the model's eval-mode reference points are seeded.
+    again = pred.predict(batch)
+    assert torch.equal(again.labels, out.labels) and torch.equal(again.confidence, out.confidence)
+
+
+def test_prototypes_change_when_the_names_change(model, text):
+    pred = _predictor(model, text)
+    before = pred._prompts.prototypes.clone()
+    pred.set_categories(["truck", "road", "building|wall", "tree"])
+    after = pred._prompts.prototypes
+    assert (after[0] - before[0]).norm() > 0.1  # "car" -> "truck"
+    torch.testing.assert_close(after[1:], before[2:])  # "sedan" is gone, the rest shifted by one
+    assert pred.class_names[0] == "truck"
+
+
+@pytest.mark.parametrize("denoise", [True, False])
+def test_labels_follow_a_reversed_vocabulary(model, text, batch, denoise):
+    forward = _predictor(model, text, prompt_denoising=denoise, logit_scale=30.0).predict(batch)
+    reverse = _predictor(model, text, CATEGORIES[::-1], prompt_denoising=denoise,
+                         logit_scale=30.0).predict(batch)
+    free = 4
+    occupied = (forward.labels != free) & (reverse.labels != free)
+    assert occupied.sum() > 100
+    assert torch.equal(reverse.labels == free, forward.labels == free)
+    assert torch.equal(reverse.labels[occupied], 3 - forward.labels[occupied])
+    torch.testing.assert_close(reverse.confidence, forward.confidence)
+    g_occ = forward.gaussian_labels != free
+    assert torch.equal(reverse.gaussian_labels[g_occ], 3 - forward.gaussian_labels[g_occ])
+
+
+def test_free_where_density_is_low(model, text, batch):
+    out = _predictor(model, text, density_threshold=0.2).predict(batch)
+    low = out.density <= 0.2
+    assert low.any() and (~low).any()
+    assert (out.labels[low] == 4).all()
+    torch.testing.assert_close(out.confidence[low], torch.exp(-out.density[low]))
+    everything_free = _predictor(model, text, density_threshold=1e9).predict(batch)
+    assert (everything_free.labels == 4).all()
+
+
+class FixedGaussians(nn.Module):
+    """Emits the same hand-built Gaussians for every batch (for the hand-computed scene only)."""
+
+    def __init__(self, gaussians: Gaussians):
+        super().__init__()
+        self.g = gaussians
+        self.anchor = nn.Parameter(torch.zeros(()))  # gives the module a device
+
+    def forward(self, batch):
+        return type("Output", (), {"gaussians": [self.g]})()
+
+
+def _two_gaussian_scene(text, scale=10.0):
+    protos = text.encode(["car", "road", "sky"])
+    means = torch.tensor([[[2.0, 0.0, 0.0], [-2.0, 0.0, 0.0], [0.0, 2.0, 0.0]]])
+    g = Gaussians(means=means, scales=torch.full((1, 3, 3), 0.3),
+                  rotations=torch.tensor([[[1.0, 0, 0, 0]] * 3]),
+                  opacities=torch.tensor([[0.9, 0.9, 0.9]]), features=scale * protos[None])
+    return g, protos
+
+
+def test_hand_built_scene_voxelizes_into_the_right_classes_in_the_right_voxels(text):
+    g, protos = _two_gaussian_scene(text)
+    grid = VoxelGrid((-4.0, -4.0, -1.0, 4.0, 4.0, 1.0), 0.4)
+    pred = OccupancyPredictor(FixedGaussians(g), text, grid, InferenceConfig(), ["car", "road"], device="cpu")
+    out = pred.predict(_ring_batch(2, 24, 40), render_depth=True)
+    car, road, sky = grid.voxel_index(g.means[0])[0].tolist()
+    assert out.labels[0, car[0], car[1], car[2]] == 0
+    assert out.labels[0, road[0], road[1], road[2]] == 1
+    # The third Gaussian is "sky": a free-space prompt, so its voxel is free although dense.
+    assert out.labels[0, sky[0], sky[1], sky[2]] == 2 and out.density[0, sky[0], sky[1], sky[2]] > 0.5
+    # Far from the Gaussians: free. The labels are all the per-Gaussian ones and free.
+    assert out.labels[0, 0, 0, 0] == 2 and set(out.labels.unique().tolist()) == {0, 1, 2}
+    assert out.gaussian_labels.tolist() == [[0, 1, 2]]
+    # Confidence at the car's centre voxel = its softmax probability (the voxel is all car).
+    logits = 10.0 * protos[0] @ protos.T
+    expected = logits.softmax(-1)[0].item()
+    assert out.confidence[0, car[0], car[1], car[2]].item() == pytest.approx(expected, rel=1e-4)
+    assert out.gaussian_confidence[0, 0].item() == pytest.approx(expected, rel=1e-4)
+    assert out.gaussians.features.shape == (1, 3, 2)
+
+
+def test_unpredicted_classes_and_filtered_gaussians(text):
+    g, _ = _two_gaussian_scene(text)
+    grid = VoxelGrid((-4.0, -4.0, -1.0, 4.0, 4.0, 1.0), 0.4)
+    pred = OccupancyPredictor(FixedGaussians(g), text, grid, InferenceConfig(unpredicted_classes=("car",)),
+                              ["car", "road"], device="cpu")
+    out = pred.predict(_ring_batch(1, 16, 24), render_depth=False)
+    assert not (out.labels == 0).any() and (out.labels == 1).any()
+    with pytest.raises(ValueError, match="no category can be predicted"):
+        config = InferenceConfig(unpredicted_classes=("car", "road"))
+        OccupancyPredictor(FixedGaussians(g), text, grid, config, ["car", "road"], device="cpu")
+    # Opacity filter: no Gaussian voxelized, all free, filtered Gaussians get the free label, conf 0.
+    pred = OccupancyPredictor(FixedGaussians(g), text, grid, InferenceConfig(opacity_threshold=0.95),
+                              ["car", "road"], device="cpu")
+    out = pred.predict(_ring_batch(1, 16, 24), render_depth=False)
+    assert (out.labels == 2).all() and (out.density == 0).all()
+    assert out.gaussian_labels.tolist() == [[2, 2, 2]] and (out.gaussian_confidence == 0).all()
+
+
+def test_prompt_denoising_drops_prompts_no_voxel_prefers():
+    p = torch.tensor([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [0.0, 0.0, 0.0]]).reshape(1, 3, 1, 1, 3)
+    defined = torch.tensor([True, True, False]).reshape(1, 3, 1, 1)
+    keep = denoise_prompts(p, defined)
+    # softmax(100 p): prompt 0 wins voxel 0 clearly; prompt 1 reaches exp(-5) / (1 + ...) < 0.1 at best;
+    # prompt 2 never; the empty voxel (uniform 1/3 > 0.1) is not considered.
+    assert keep.tolist() == [[1.0, 0.0, 0.0]]
+    assert denoise_prompts(p, torch.zeros_like(defined)).tolist() == [[1.0, 1.0, 1.0]]
+
+
+def test_set_categories_validates_and_keeps_the_old_vocabulary_on_error(model, text):
+    pred = _predictor(model, text)
+    with pytest.raises(ValueError, match="must not be empty"):
+        pred.set_categories([])
+    with pytest.raises(ValueError, match="duplicates"):
+        pred.set_categories(["car", "car"])
+    assert pred.class_names == ["car", "road", "building", "tree"]
+    pred.set_categories(OCC3D_CATEGORIES)
+    assert pred.free_label == 17
+
+
+def test_configure_changes_grid_threshold_and_templates(model, text, batch):
+    enc = TextEncoder(tiny_text())
+    pred = OccupancyPredictor(model, enc, GRID, InferenceConfig(), CATEGORIES, device="cpu")
+    before = pred._prompts.prototypes.clone()
+    with pytest.raises(ValueError):
+        pred.configure(grid_range=(-1.0, -1.0, -1.0, 1.0, 1.0), voxel_size=0.5)
+    assert pred.grid == GRID
+    pred.configure(grid_range=(-8.0, -8.0, -2.0, 8.0, 8.0, 2.0), voxel_size=0.5, density_threshold=0.1,
+                   prompt_templates=["a photo of a {}."])
+    assert pred.grid.shape == (32, 32, 8) and pred.config.density_threshold == 0.1
+    assert (pred._prompts.prototypes - before).norm() > 0.1
+    assert pred.predict(batch, render_depth=False).labels.shape == (1, 32, 32, 8)
+    pred.configure(prompt_templates=None)  # None keeps
+    with pytest.raises(ValueError, match="exactly one"):
+        pred.configure(prompt_templates=["no placeholder"])
+
+
+def test_feature_and_text_widths_must_agree(model):
+    from gausstr_core.text import TextEncoderConfig
+
+    other = TextEncoder(TextEncoderConfig(model_name="gausstr-tiny", random_init_seed=0, embed_dim=32,
+                                          projection=True, device="cpu"))
+    with pytest.raises(ValueError, match="must live in one space"):
+        OccupancyPredictor(model, other, GRID, device="cpu")
+
+
+def test_default_vocabulary_is_occ3d_and_official_unpredicted_classes(model, text, batch):
+    pred = OccupancyPredictor(model, text, GRID, InferenceConfig(unpredicted_classes=OCC3D_UNPREDICTED),
+                              device="cpu")
+    assert pred.free_label == 17 and len(pred.class_names) == 17
+    out = pred.predict(batch, render_depth=False)
+    assert not ((out.labels == 0) | (out.labels == 12)).any()
+
+
+def test_from_checkpoint_restores_model_text_grid_and_vocabulary(tmp_path, model, text, batch):
+    from gausstr_core.checkpoint import save_model_checkpoint
+    from gausstr_core.config import GaussTRConfig
+    from gausstr_core.losses import LossConfig
+
+    cfg = GaussTRConfig(preset="tiny", model=model.config, text=tiny_text(), loss=LossConfig(pca_dims=16),
+                        inference=InferenceConfig(density_threshold=0.05), grid=GRID)
+    path = save_model_checkpoint(tmp_path / "tiny.safetensors", model, cfg, {"vocabulary": CATEGORIES})
+    loaded = OccupancyPredictor.from_checkpoint(path, device="cpu")
+    assert loaded.class_names == ["car", "road", "building", "tree"]
+    assert loaded.grid == GRID and loaded.config.density_threshold == 0.05
+    reference = _predictor(model, text, density_threshold=0.05).predict(batch)
+    out = loaded.predict(batch)
+    assert torch.equal(out.labels, reference.labels)
+    torch.testing.assert_close(out.rendered_depth, reference.rendered_depth)
+    chosen = OccupancyPredictor.from_checkpoint(path, device="cpu", categories=["road", "car"])
+    assert chosen.class_names == ["road", "car"]
+
+
+def test_inference_config_validation():
+    for bad in (dict(density_threshold=-1), dict(logit_scale=0), dict(autocast_dtype="int8"),
+                dict(voxelizer_backend="opencl"), dict(render_backend="gl"), dict(free_prompts=("",)),
+                dict(depth_min_alpha=1.0)):
+        with pytest.raises(ValueError):
+            InferenceConfig(**bad)
+
+
+@pytest.mark.gpu
+def test_cuda_prediction_matches_the_cpu(model, text, batch):
+    """CUDA kernels (voxelizer, gsplat) against the CPU references, float32 end to end; bf16 runs."""
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # float32 convolutions, comparable with the CPU
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        _compare_cuda_with_cpu(model, text, batch)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
+
+def _compare_cuda_with_cpu(model, text, batch):
+    import copy
+
+    cpu = _predictor(model, text, autocast_dtype=None).predict(batch)
+    gpu_model = copy.deepcopy(model).cuda()
+    gpu_text = TextEncoder(tiny_text())
+    gpu = OccupancyPredictor(gpu_model, gpu_text, GRID, InferenceConfig(autocast_dtype=None), CATEGORIES,
+                             device="cuda").predict(batch)
+    assert gpu.labels.device.type == "cuda"
+    agree = (gpu.labels.cpu() == cpu.labels).float().mean().item()
+    assert agree > 0.995, agree
+    # Pixels whose alpha sits at depth_min_alpha may be cut on one side only: compare where both render.
+    gd, cd = gpu.rendered_depth.cpu(), cpu.rendered_depth
+    both = (gd > 0) & (cd > 0)
+    assert (both == (cd > 0)).float().mean() > 0.999
+    rel = ((gd[both] - cd[both]).norm() / cd[both].norm()).item()
+    assert rel < 1e-3, rel
+    torch.testing.assert_close(gpu.density.cpu(), cpu.density, rtol=1e-3, atol=1e-4)
+    bf16 = OccupancyPredictor(gpu_model, gpu_text, GRID, InferenceConfig(autocast_dtype="bfloat16"),
+                              CATEGORIES, device="cuda").predict(batch)
+    assert bf16.labels.shape == cpu.labels.shape and bf16.confidence.dtype == torch.float32
+
+
+def test_from_preset_tiny_runs_with_the_preset_sections(batch):
+    pred = OccupancyPredictor.from_preset("tiny", device="cpu", categories=CATEGORIES)
+    assert pred.config.logit_scale == 50.0 and pred.text_encoder.embed_dim == 64
+    assert pred.input_size == (112, 200)
+    pred.configure(grid_range=GRID.range, voxel_size=GRID.voxel_size)
+    out = pred.predict(batch)
+    assert out.labels.shape == (1, *GRID.shape) and out.rendered_depth.shape == (1, 3, 112, 200)
+
+
+def test_official_prototype_table_next_to_a_checkpoint(tmp_path, model, text, batch):
+    """A converted official checkpoint brings fixed prototypes: only their prompts are used, and a
+    category without a known prompt (here "tree") is never predicted."""
+    from safetensors.torch import save_file
+
+    from gausstr_core.checkpoint import save_model_checkpoint
+    from gausstr_core.config import GaussTRConfig
+    from gausstr_core.losses import LossConfig
+    from gausstr_core.text import PrototypeTable, TextEncoderConfig
+
+    table_prompts = ["car", "road", "building", "wall", "sky"]
+    protos = text.encode(table_prompts)
+    no_weights = TextEncoderConfig(model_name="gausstr-tiny", embed_dim=64, projection=False)
+    cfg = GaussTRConfig(preset="tiny", model=model.config, text=no_weights, loss=LossConfig(pca_dims=16),
+                        inference=InferenceConfig(logit_scale=30.0), grid=GRID)
+    path = save_model_checkpoint(tmp_path / "conv.safetensors", model, cfg, {})
+    save_file({"prototypes": protos.contiguous()}, str(tmp_path / "conv.text_prototypes.safetensors"),
+              metadata={"prompts": json.dumps(table_prompts)})
+    loaded = OccupancyPredictor.from_checkpoint(path, device="cpu", categories=CATEGORIES)
+    assert isinstance(loaded.text_encoder, PrototypeTable)
+    assert loaded.class_names == ["car", "road", "building", "tree"]
+    assert loaded._prompts.groups.tolist() == [0, 1, 2, 2] and loaded._prompts.num_free == 1
+    out = loaded.predict(batch, render_depth=False)
+    assert not (out.labels == 3).any() and not (out.gaussian_labels == 3).any()
+    assert (out.labels < 3).any()
+    # The same as a text encoder with the table's prompts only (there, free is 3 instead of 4).
+    expected = _predictor(model, text, ["car", "road", "building|wall"], logit_scale=30.0).predict(
+        batch, render_depth=False)
+    assert torch.equal(torch.where(out.labels == 4, 3, out.labels), expected.labels)
+    torch.testing.assert_close(out.confidence, expected.confidence)
+    with pytest.raises(ValueError, match="not in the prototype table"):
+        loaded.text_encoder.encode(["tree"])
+
+
+def test_cameras_without_depth_use_the_depth_head(model, text):
+    h, w = model.config.image_size
+    out = _predictor(model, text).predict(_ring_batch(2, h, w, depth=False))
+    assert out.rendered_depth.shape == (1, 2, h, w) and torch.isfinite(out.rendered_depth).all()
+    assert out.labels.shape == (1, *GRID.shape)

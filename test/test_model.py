@@ -1,0 +1,254 @@
+"""GaussTR forward pass: shapes, gradients, geometry of the Gaussians, attention scope, modes."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from gausstr_core.config import BackboneConfig, DecoderConfig, HeadConfig, ModelConfig, preset_model
+from gausstr_core.data.batch import CameraBatch
+from gausstr_core.data.transforms import resize_matrix
+from gausstr_core.decoder import sine_encoding
+from gausstr_core.geometry import project
+from gausstr_core.head import reference_pixels, sample_depth
+from gausstr_core.model import GaussTR, GaussTROutput
+
+torch.set_num_threads(1)
+
+
+def rig(b: int, v: int, h: int, w: int, seed: int = 0) -> CameraBatch:
+    """B scenes of V cameras looking outward around the ego z axis, with depth and features."""
+    g = torch.Generator().manual_seed(seed)
+    orig = (2 * h, 2 * w)  # original images twice the input size: image_aug is a real resize
+    k = torch.tensor([[0.6 * orig[1], 0.0, orig[1] / 2], [0.0, 0.6 * orig[1], orig[0] / 2], [0.0, 0.0, 1.0]])
+    cam_to_ego = torch.zeros(v, 4, 4)
+    for i in range(v):
+        yaw = 2 * math.pi * i / v
+        forward = torch.tensor([math.cos(yaw), math.sin(yaw), 0.0])
+        left = torch.tensor([-math.sin(yaw), math.cos(yaw), 0.0])
+        up = torch.tensor([0.0, 0.0, 1.0])
+        # camera x right = -left, y down = -up, z forward
+        cam_to_ego[i, :3, :3] = torch.stack([-left, -up, forward], dim=1)
+        cam_to_ego[i, :3, 3] = torch.tensor([1.0, 0.0, 1.6]) + 0.5 * forward
+        cam_to_ego[i, 3, 3] = 1
+    aug = resize_matrix(orig, (h, w))
+    return CameraBatch(
+        images=torch.rand(b, v, 3, h, w, generator=g),
+        intrinsics=k.expand(b, v, 3, 3).clone(),
+        cam_to_ego=cam_to_ego.expand(b, v, 4, 4).clone(),
+        image_aug=aug.expand(b, v, 3, 3).clone(),
+        depth=torch.rand(b, v, h, w, generator=g) * 60 + 1.0,  # beyond the 51.2 m limit too
+        features=torch.randn(b, v, 64, h // 8, w // 8, generator=g),
+    )
+
+
+def tiny(**changes) -> ModelConfig:
+    cfg = preset_model("tiny")
+    for section, values in changes.items():
+        setattr(cfg, section, dataclasses.replace(getattr(cfg, section), **values))
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def model() -> GaussTR:
+    torch.manual_seed(0)
+    return GaussTR(preset_model("tiny"))
+
+
+@pytest.mark.parametrize(("b", "v", "h", "w"), [(1, 6, 112, 200), (2, 3, 64, 96), (1, 1, 48, 80)])
+def test_shapes(model, b, v, h, w):
+    batch = rig(b, v, h, w)
+    out = model(batch)
+    assert isinstance(out, GaussTROutput)
+    q = model.config.decoder.queries_per_view
+    assert out.num_layers == model.config.decoder.num_layers == len(out.reference_points)
+    for g, ref in zip(out.gaussians, out.reference_points):
+        assert g.means.shape == (b, v * q, 3) and g.scales.shape == (b, v * q, 3)
+        assert g.rotations.shape == (b, v * q, 4) and g.opacities.shape == (b, v * q)
+        assert g.features.shape == (b, v * q, model.config.head.feature_dim)
+        assert g.features.dtype == torch.float32
+        assert ref.shape == (b, v, q, 2) and ((ref > 0) & (ref < 1)).all()
+        assert ((g.opacities > 0) & (g.opacities < 1)).all() and (g.scales > 0).all()
+    assert out.depth is batch.depth
+    assert out.predicted_depth.shape == (b, v, h, w)
+    lo, hi = model.config.depth_head.min_depth, model.config.depth_head.max_depth
+    assert ((out.predicted_depth >= lo) & (out.predicted_depth <= hi)).all()
+    assert out.target_features is batch.features  # the tiny backbone trains: targets come from the batch
+    assert out.segment_heads is None
+
+
+def test_gradients_reach_every_trainable_parameter():
+    torch.manual_seed(1)
+    cfg = tiny(head=dict(segment_classes=5, segment_input_dim=8))
+    model = GaussTR(cfg).train()
+    out = model(rig(1, 2, 48, 80))
+    # A differentiable surrogate touching every output the losses use.
+    loss = out.predicted_depth.mean()
+    for g, seg in zip(out.gaussians, out.segment_heads):
+        loss = loss + g.means.square().mean() + g.scales.mean() + g.opacities.mean()
+        loss = loss + g.features.square().mean()
+        loss = loss + seg(torch.randn(4, 8)).square().mean()
+    loss.backward()
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or not p.grad.any())]
+    assert not missing, f"no gradient reaches {missing}"
+
+
+def test_means_project_back_to_their_reference_pixel_at_the_sampled_depth():
+    torch.manual_seed(2)
+    model = GaussTR(tiny()).eval()
+    for head in model.heads:  # depth multiplier delta = 0
+        head.offset.layers[-1].weight.data[2].zero_()
+        head.offset.layers[-1].bias.data[2].zero_()
+    b, v, h, w = 2, 4, 64, 96
+    batch = rig(b, v, h, w, seed=3)
+    out = model(batch)
+    q = model.config.decoder.queries_per_view
+    intr = batch.input_intrinsics()
+    limit = model.config.head.depth_limit
+    for g, ref in zip(out.gaussians, out.reference_points):
+        means = g.means.reshape(b, v, q, 3)
+        pixels, z = project(means, intr, batch.cam_to_ego)
+        torch.testing.assert_close(pixels, reference_pixels(ref, (h, w)), rtol=0, atol=1e-3)
+        want_z = sample_depth(batch.depth.flatten(0, 1).clamp(max=limit), ref.flatten(0, 1)).view(b, v, q)
+        torch.testing.assert_close(z, want_z, rtol=1e-5, atol=1e-4)
+
+
+def test_covariances_are_spd_and_camera_aligned():
+    torch.manual_seed(4)
+    model = GaussTR(tiny()).eval()
+    b, v = 1, 3
+    batch = rig(b, v, 48, 80)
+    g = model(batch).final
+    cov = g.covariances().double()
+    torch.testing.assert_close(cov, cov.transpose(-1, -2))
+    assert (torch.linalg.eigvalsh(cov) > 0).all()
+    # In the camera frame the covariance is diagonal with the scales squared.
+    rot = batch.cam_to_ego[0, :, :3, :3].double().repeat_interleave(model.config.decoder.queries_per_view, 0)
+    cam_cov = rot.transpose(-1, -2) @ cov[0] @ rot
+    want = torch.diag_embed(g.scales[0].double() ** 2)
+    # float32 quaternions: errors relative to the largest variance of each Gaussian
+    tol = 1e-5 * want.amax(dim=(-1, -2), keepdim=True)
+    assert ((cam_cov - want).abs() <= tol).all()
+
+
+def test_scale_follows_depth_over_focal():
+    torch.manual_seed(5)
+    model = GaussTR(tiny()).eval()
+    for head in model.heads:  # the scale sigmoid at 0.5 -> mid of the range
+        head.scale.layers[-1].weight.data.zero_()
+        head.scale.layers[-1].bias.data.zero_()
+        head.offset.layers[-1].weight.data[2].zero_()
+        head.offset.layers[-1].bias.data[2].zero_()
+    batch = rig(1, 2, 48, 80)
+    out = model(batch)
+    cfg = model.config.head
+    fx = batch.input_intrinsics()[0, 0, 0, 0]
+    lo, hi = cfg.scale_range
+    _, z = project(out.final.means.view(1, 2, -1, 3), batch.input_intrinsics(), batch.cam_to_ego)
+    want = (lo + hi) / 2 * z.flatten() * cfg.scale_multiplier / fx
+    torch.testing.assert_close(out.final.scales[0], want[:, None].expand(-1, 3), rtol=1e-4, atol=1e-6)
+
+
+def test_frozen_backbone_no_grad_and_eval_in_train_mode():
+    cfg = tiny(backbone=dict(frozen=True))
+    model = GaussTR(cfg).train()
+    assert model.training and not model.backbone.training
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    out = model(rig(1, 2, 48, 80))
+    assert out.target_features.shape == (1, 2, 128, 6, 10)  # a frozen backbone provides the targets
+    sum(g.means.sum() for g in out.gaussians).backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+
+
+def test_precomputed_features_and_clear_errors():
+    cfg = ModelConfig(image_size=(48, 80), embed_dim=32,
+                      backbone=BackboneConfig(kind="precomputed", channels=64, patch_size=8),
+                      decoder=DecoderConfig(num_layers=1, queries_per_view=8, num_heads=4, ffn_dim=64),
+                      head=HeadConfig(feature_dim=16))
+    model = GaussTR(cfg).eval()
+    batch = rig(1, 2, 48, 80)
+    out = model(batch)
+    assert out.target_features is batch.features and out.final.features.shape == (1, 16, 16)
+    with pytest.raises(ValueError, match=r"batch\.features"):
+        model(dataclasses.replace(batch, features=None))
+    with pytest.raises(ValueError, match="no depth head"):
+        model(dataclasses.replace(batch, depth=None))
+    with pytest.raises(ValueError, match="channels"):
+        model(dataclasses.replace(batch, features=torch.randn(1, 2, 32, 6, 10)))
+
+
+def test_depth_head_is_used_without_input_depth(model):
+    batch = dataclasses.replace(rig(1, 2, 48, 80), depth=None)
+    out = model.eval()(batch)
+    assert out.depth is out.predicted_depth
+
+
+def test_view_attention_keeps_views_independent_and_scene_attention_mixes_them():
+    batch = rig(1, 3, 48, 80)
+    changed = dataclasses.replace(batch, images=batch.images.clone(), depth=batch.depth.clone())
+    changed.images[:, 2] = torch.rand_like(changed.images[:, 2])
+    changed.depth[:, 2] = changed.depth[:, 2] * 0.5
+    q = 40
+    for scope, independent in (("view", True), ("scene", False)):
+        torch.manual_seed(6)
+        model = GaussTR(tiny(decoder=dict(self_attention=scope))).eval()
+        a, b = model(batch).final, model(changed).final
+        same = torch.allclose(a.features[:, :q], b.features[:, :q], atol=1e-6)
+        assert same == independent, scope
+
+
+def test_eval_is_deterministic_and_training_draws_new_reference_points(model):
+    batch = rig(1, 2, 48, 80)
+    model.eval()
+    torch.testing.assert_close(model(batch).final.means, model(batch).final.means)
+    model.train()
+    assert not torch.allclose(model(batch).reference_points[0], model(batch).reference_points[0])
+    model.eval()
+
+
+def test_grid_reference_init_covers_the_image():
+    torch.manual_seed(0)
+    m = GaussTR(tiny(decoder=dict(reference_init="grid"))).train()
+    a, b = m(rig(1, 1, 48, 80)), m(rig(1, 1, 48, 80))
+    torch.testing.assert_close(a.reference_points[0], b.reference_points[0])
+
+
+def test_reference_sine_encoding_matches_the_official_layout():
+    """(y block, x block), each sin/cos interleaved over frequencies 10000^(2 floor(i/2) / F)."""
+    coords = torch.rand(3, 5, 2)
+    f = 8
+    got = sine_encoding(coords, f)
+    dim_t = 10000 ** (2 * (torch.arange(f) // 2) / f)
+    blocks = []
+    for axis in (1, 0):
+        a = coords[..., axis, None] * 2 * math.pi / dim_t
+        blocks.append(torch.stack([a[..., 0::2].sin(), a[..., 1::2].cos()], dim=-1).flatten(-2))
+    torch.testing.assert_close(got, torch.cat(blocks, dim=-1))
+    assert sine_encoding(torch.rand(4, 3), 6).shape == (4, 18)
+
+
+def test_bf16_autocast_forward_is_finite(model):
+    batch = rig(1, 2, 48, 80)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.eval()(batch)
+    g = out.final
+    for t in (g.means, g.scales, g.opacities, g.features):
+        assert t.dtype == torch.float32 and torch.isfinite(t).all()
+
+
+def test_paper_presets_build_with_official_sizes():
+    cfg = preset_model("featup")
+    model = GaussTR(cfg)
+    assert model.backbone is None and model.query_embed.weight.shape == (300, 256)
+    assert model.heads[0].feature.layers[1].weight.shape == (512, 1024)
+    assert model.heads[0].segment.layers[1].weight.shape == (26, 512)
+    assert len(model.decoder.layers) == 3 and model.decoder.layers[0].ffn.fc1.weight.shape == (2048, 256)
+    talk = preset_model("talk2dino")
+    talk.backbone = dataclasses.replace(talk.backbone, random_init=True)
+    m2 = GaussTR(talk)
+    assert sum(p.numel() for p in m2.backbone.parameters()) > 80e6  # ViT-B
+    assert m2.heads[0].feature.layers[1].weight.shape == (768, 1024)

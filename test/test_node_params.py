@@ -1,0 +1,135 @@
+"""The node's parameters: config/occupancy.yaml lists every one with its default, each is declared with
+a descriptor (description, range, read-only), invalid values stop start-up, and live changes work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gausstr_ros.params import PARAM_SPECS, NodeConfig, check_value
+from test.helpers.ros_node_env import running_node
+from test.helpers.ros_predictor import node_predictor
+
+ROOT = Path(__file__).resolve().parents[1]
+S = 1_000_000_000
+T0 = 1_700_000_000 * S
+
+
+def test_the_yaml_file_lists_every_parameter_with_its_default():
+    data = yaml.safe_load((ROOT / "config" / "occupancy.yaml").read_text())
+    params = data["/**"]["ros__parameters"]
+    assert list(params) == [s.name for s in PARAM_SPECS]
+    for spec in PARAM_SPECS:
+        assert params[spec.name] == spec.default, spec.name
+        assert type(params[spec.name]) is type(spec.default), f"{spec.name}: YAML type differs (1 vs 1.0?)"
+    NodeConfig(**params).validate(require_model=False)
+
+
+def test_specs_are_consistent():
+    for spec in PARAM_SPECS:
+        assert spec.description.strip(), spec.name
+        assert check_value(spec, spec.default) is None, spec.name
+    assert check_value(next(s for s in PARAM_SPECS if s.name == "sync_slop_s"), 2.0) is not None
+    with pytest.raises(ValueError, match="image_topics needs one topic per camera"):
+        NodeConfig(**{**vars(NodeConfig.defaults()), "image_topics": ["/a"]}).validate(require_model=False)
+    NodeConfig.defaults().validate()  # no checkpoint and no preset = the built-in model
+    with pytest.raises(ValueError, match="input topics must all differ"):
+        c = NodeConfig.defaults()
+        c.camera_info_topics = list(c.image_topics)
+        c.validate(require_model=False)
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return node_predictor()
+
+
+@pytest.mark.ros
+def test_every_parameter_is_declared_with_a_descriptor(ros_context, predictor):
+    from rcl_interfaces.msg import ParameterType
+
+    with running_node(ros_context, predictor) as (node, _):
+        names = [s.name for s in PARAM_SPECS]
+        descriptors = node.describe_parameters(names)
+        for spec, d in zip(PARAM_SPECS, descriptors):
+            assert d.description == spec.description and d.read_only == spec.read_only, spec.name
+            if spec.range is None:
+                continue
+            if d.type in (ParameterType.PARAMETER_INTEGER, ParameterType.PARAMETER_INTEGER_ARRAY):
+                r = d.integer_range[0]
+            else:
+                r = d.floating_point_range[0]
+            assert (r.from_value, r.to_value) == pytest.approx(spec.range), spec.name
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("override,match", [
+    ({"sync_slop_s": 5.0}, "out of range"),
+    ({"synchronizer": "exact"}, "synchronizer must be one of"),
+    ({"grid_range": [1.0, 2.0]}, "grid_range needs 6 numbers"),
+    ({"categories": ["car", "car"]}, "duplicates"),
+    ({"camera_names": ["a", "a", "b", "c", "d", "e"]}, "must be unique"),
+    ({"prompt_templates": ["a photo without a placeholder"]}, r"exactly one '\{\}'"),
+    ({"voxel_size": 0.3}, "not a whole number"),
+])
+def test_invalid_parameters_stop_startup_in_process(ros_context, predictor, override, match):
+    from gausstr_ros.occupancy_node import OccupancyNode, StartupError
+    from test.helpers.ros_harness import as_parameters
+
+    with pytest.raises(StartupError, match=match):
+        OccupancyNode(predictor=predictor, context=ros_context, parameter_overrides=as_parameters(override))
+
+
+@pytest.mark.ros
+def test_live_and_read_only_parameters(ros_context, predictor):
+    from rclpy.parameter import Parameter
+
+    with running_node(ros_context, predictor, publish_rendered_depth=False) as (node, harness):
+        result = node.set_parameters([Parameter("target_frame", value="map")])[0]
+        assert not result.successful and "read-only" in result.reason
+        result = node.set_parameters([Parameter("max_rate_hz", value=-1.0)])[0]
+        assert not result.successful
+        assert node.set_parameters([Parameter("publish_markers", value=False)])[0].successful
+        harness.publish_frame(0, T0)
+        harness.wait_for_stamp("occupancy", T0)
+        harness.wait_for_stamp("gaussians", T0)
+        assert not harness.by_stamp("gaussian_markers", T0)
+        assert node.set_parameters([Parameter("publish_markers", value=True)])[0].successful
+        # max_rate_hz = 2: sets closer than 0.5 s (of stamps) to the last one are skipped
+        assert node.set_parameters([Parameter("max_rate_hz", value=2.0)])[0].successful
+        harness.publish_frame(1, T0 + S)
+        harness.wait_for_stamp("gaussian_markers", T0 + S)
+        harness.publish_frame(2, T0 + S + S // 10)
+        harness.publish_frame(3, T0 + 2 * S)
+        harness.wait_for_stamp("occupancy", T0 + 2 * S)
+        assert not harness.by_stamp("occupancy", T0 + S + S // 10)
+        assert node.inputs.sets_rate_limited == 1
+
+
+@pytest.mark.ros
+def test_a_model_without_depth_head_needs_depth_topics(ros_context):
+    from types import SimpleNamespace
+
+    from gausstr_ros.occupancy_node import OccupancyNode, StartupError
+
+    no_depth_head = SimpleNamespace(model=SimpleNamespace(depth_head=None))
+    with pytest.raises(StartupError, match=r"no depth head.*use_depth: true"):
+        OccupancyNode(predictor=no_depth_head, context=ros_context)
+
+
+@pytest.mark.ros
+def test_load_predictor_from_a_preset_and_a_checkpoint_error(tmp_path):
+    from gausstr_ros.occupancy_node import StartupError, load_predictor
+
+    config = NodeConfig.defaults()
+    config.model_preset, config.device = "tiny", "cpu"
+    predictor = load_predictor(config)
+    assert predictor.input_size == (112, 200) and str(predictor.device) == "cpu"
+    config.checkpoint = str(tmp_path / "missing.safetensors")
+    with pytest.raises(StartupError, match="does not exist"):
+        load_predictor(config)
+    config.checkpoint, config.device = "", "cuda:99"
+    with pytest.raises(StartupError, match="cannot load the model from preset 'tiny'"):
+        load_predictor(config)

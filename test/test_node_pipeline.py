@@ -1,0 +1,225 @@
+"""The node's per-frame pipeline without rclpy (what the GPU benchmark times): model input built exactly
+from message-like objects, bad input refused with its reason, prediction to host arrays; and the
+small thread-safe helpers (latest-only slot, statistics, keyed log throttle)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from gausstr_core.data.transforms import resize_matrix, resize_views
+from gausstr_ros.pipeline import CameraFrame, FramePipeline, FrameRejected
+from gausstr_ros.stats import PipelineStats
+from gausstr_ros.worker import LatestSlot
+from test.helpers.ros_frames import SyntheticCameras
+from test.helpers.ros_message_like import camera_info_like, image_like
+
+RNG = np.random.default_rng(0)
+
+
+class RecordingPredictor:
+    """Keeps the last batch; predicts nothing (prepare() tests)."""
+
+    input_size = (48, 80)
+    device = torch.device("cpu")
+    class_names = ("a",)
+    free_label = 1
+
+    def set_categories(self, categories):
+        pass
+
+    def predict(self, batch, render_depth=None):
+        self.batch = batch
+        raise RuntimeError("not used")
+
+
+def frame(cams: SyntheticCameras, k: int, encoding: str = "rgb8", depth: np.ndarray | None = None,
+          depth_encoding: str = "32FC1"):
+    """A CameraFrame of message-like namespaces (no ROS), like rosbags messages."""
+    spec = cams.rig.cameras[k]
+    rgb = cams.rgb(k, 0)
+    pixels = {"rgb8": rgb, "bgr8": rgb[..., ::-1].copy(), "mono8": rgb[..., 0].copy()}[encoding]
+    info = camera_info_like(k=(spec.fx, 0, spec.cx, 0, spec.fy, spec.cy, 0, 0, 1), width=cams.width,
+                            height=cams.height)
+    depth_msg = None
+    if depth is not None:
+        values = np.round(depth * 1000).astype(np.uint16) if depth_encoding == "16UC1" else depth
+        depth_msg = image_like(values, depth_encoding)
+    return CameraFrame(cams.names[k], image_like(pixels, encoding), info, depth_msg, cams.cam_to_target(k))
+
+
+def test_prepare_builds_the_exact_model_input():
+    cams = SyntheticCameras(height=60, width=100)
+    pipeline = FramePipeline(RecordingPredictor())
+    depth = [cams.depth(k) for k in range(6)]
+    depth[1][:5] = np.nan
+    frames = [frame(cams, k, encoding=("rgb8", "bgr8")[k % 2], depth=depth[k]) for k in range(6)]
+    batch = pipeline.prepare(frames)
+    raw = torch.from_numpy(np.stack([cams.rgb(k, 0) for k in range(6)])).permute(0, 3, 1, 2)
+    ref_images, ref_depth, ref_aug = resize_views(raw, (48, 80), torch.from_numpy(np.stack(depth)))
+    torch.testing.assert_close(batch.images[0], ref_images)
+    torch.testing.assert_close(batch.depth[0], ref_depth)
+    torch.testing.assert_close(batch.image_aug[0], ref_aug)
+    torch.testing.assert_close(batch.image_aug[0, 0], resize_matrix((60, 100), (48, 80)))
+    torch.testing.assert_close(batch.intrinsics[0], cams.rig.intrinsics())
+    torch.testing.assert_close(batch.cam_to_ego[0], cams.rig.cam_to_ego())
+    assert torch.isfinite(batch.depth).all() and (batch.depth[0, 1, :4] == 0).all()
+
+
+def test_millimetre_depth_and_mono_images():
+    cams = SyntheticCameras(height=48, width=80)
+    pipeline = FramePipeline(RecordingPredictor())
+    d = cams.depth(0)
+    batch = pipeline.prepare([frame(cams, 0, "mono8", depth=d, depth_encoding="16UC1")])
+    torch.testing.assert_close(batch.depth[0, 0], torch.from_numpy(np.round(d * 1000) / 1000).float())
+    mono = torch.from_numpy(cams.rgb(0, 0)[..., 0]).float() / 255
+    torch.testing.assert_close(batch.images[0, 0], mono.expand(3, -1, -1))
+
+
+def test_cameras_of_different_sizes_are_resized_each_on_their_own():
+    small, big = SyntheticCameras(height=48, width=80), SyntheticCameras(height=96, width=160)
+    pipeline = FramePipeline(RecordingPredictor())
+    batch = pipeline.prepare([frame(small, 0), frame(big, 1)])
+    torch.testing.assert_close(batch.image_aug[0, 0], resize_matrix((48, 80), (48, 80)))
+    torch.testing.assert_close(batch.image_aug[0, 1], resize_matrix((96, 160), (48, 80)))
+    ref, _, _ = resize_views(torch.from_numpy(big.rgb(1, 0)).permute(2, 0, 1)[None], (48, 80))
+    torch.testing.assert_close(batch.images[0, 1], ref[0])
+
+
+def test_bad_frames_are_refused_with_their_reason():
+    cams = SyntheticCameras(height=48, width=80)
+    pipeline = FramePipeline(RecordingPredictor(), min_valid_depth_fraction=0.5)
+    good = frame(cams, 0)
+
+    def refused(kind, text, cameras):
+        with pytest.raises(FrameRejected, match=text) as info:
+            pipeline.prepare(cameras)
+        assert info.value.kind == kind
+
+    refused("camera_info", "no CameraInfo", [CameraFrame("c", good.image, None, None, good.cam_to_target)])
+    bad_info = camera_info_like(k=(0.0,) * 9, p=(0.0,) * 12, width=80, height=48)
+    refused("camera_info", "no valid pinhole",
+            [CameraFrame("c", good.image, bad_info, None, good.cam_to_target)])
+    rgba = SimpleNamespace(**{**vars(good.image), "encoding": "rgba8"})
+    refused("encoding", "'rgba8' is not supported",
+            [CameraFrame("c", rgba, good.info, None, good.cam_to_target)])
+    other_size = camera_info_like(width=100, height=48)
+    refused("size", "image is 80x48 but its CameraInfo describes 100x48",
+            [CameraFrame("c", good.image, other_size, None, good.cam_to_target)])
+    half = cams.depth(0).copy()
+    half[: 30] = np.inf
+    refused("depth", "37.50% of depth pixels are valid", [frame(cams, 0, depth=half)])
+    small_depth = image_like(np.ones((10, 10), np.float32), "32FC1")
+    refused("size", "depth must be registered",
+            [CameraFrame("c", good.image, good.info, small_depth, good.cam_to_target)])
+    refused("depth", "all or none", [frame(cams, 0, depth=cams.depth(0)), frame(cams, 1)])
+    refused("transform", "finite", [CameraFrame("c", good.image, good.info, None, np.full((4, 4), np.nan))])
+    refused("sync", "empty frame set", [])
+
+
+def test_run_returns_host_arrays_of_the_real_predictor():
+    from test.helpers.ros_predictor import node_predictor
+
+    predictor = node_predictor()
+    cams = SyntheticCameras(height=56, width=100)
+    pipeline = FramePipeline(predictor)
+    frames = [frame(cams, k) for k in range(6)]
+    result = pipeline.run(frames, stamp_ns=123, render_depth=True)
+    grid = predictor.grid
+    assert result.stamp_ns == 123 and result.grid == grid
+    assert result.labels.shape == grid.shape and result.labels.dtype == np.uint8
+    assert result.confidence.shape == grid.shape and result.confidence.dtype == np.float32
+    n = 6 * predictor.model.config.decoder.queries_per_view
+    assert result.means.shape == (n, 3) and result.rotations.shape == (n, 4)
+    assert result.opacities.shape == (n,)
+    assert result.gaussian_labels.dtype == np.uint8 and result.gaussian_labels.max() <= result.free_label
+    assert result.rendered_depth.shape == (6, *predictor.input_size)
+    assert result.class_names == predictor.class_names and result.free_label == len(result.class_names)
+    assert set(result.timings_ms) == {"prepare", "predict", "to_host"}
+    assert pipeline.run(frames, stamp_ns=124, render_depth=False).rendered_depth is None
+
+
+def test_latest_slot_keeps_only_the_newest():
+    slot: LatestSlot[int] = LatestSlot()
+    assert slot.put(1) is None
+    assert slot.put(2) == 1  # 1 is dropped
+    assert slot.get(timeout=0) == 2 and slot.get(timeout=0.01) is None
+    got = []
+    consumer = threading.Thread(target=lambda: got.append(slot.get(timeout=5)))
+    consumer.start()
+    time.sleep(0.05)
+    slot.put(3)
+    consumer.join()
+    assert got == [3]
+    slot.close()
+    assert slot.get(timeout=5) is None and slot.closed
+
+
+def test_stats_percentiles_rate_and_counters():
+    now = [0.0]
+    stats = PipelineStats(window=50, clock=lambda: now[0])
+    latencies = RNG.uniform(0.01, 0.2, 80)
+    for lat in latencies:
+        now[0] += 0.1
+        stats.record_published(lat)
+    stats.record_dropped(3)
+    stats.record_rejected("depth", "camera x: no valid depth")
+    snap = stats.snapshot()
+    assert snap.processed == 80 and snap.dropped == 3 and snap.rejected == 1 and snap.window == 50
+    assert snap.latency_p50_ms == pytest.approx(np.percentile(latencies[-50:] * 1e3, 50))
+    assert snap.latency_p99_ms == pytest.approx(np.percentile(latencies[-50:] * 1e3, 99))
+    assert snap.rate_hz == pytest.approx(10.0)
+    assert snap.rejected_by_kind == {"depth": 1} and snap.last_error == "camera x: no valid depth"
+
+
+@pytest.mark.ros  # the throttle lives in the node module, which imports rclpy
+def test_keyed_throttle_reports_suppressed_messages():
+    from gausstr_ros.occupancy_node import KeyedThrottle
+
+    now = [0.0]
+    throttle = KeyedThrottle(2.0, clock=lambda: now[0])
+    lines = []
+    assert throttle(lines.append, "a", "first")
+    assert not throttle(lines.append, "a", "again")
+    assert throttle(lines.append, "b", "other key")
+    now[0] = 2.5
+    assert throttle(lines.append, "a", "later")
+    assert lines == ["first", "other key", "later (1 more like this since the last report)"]
+
+
+@pytest.mark.gpu
+def test_prepare_on_cuda_matches_the_cpu():
+    """Pinned host buffer, uint8 upload and resize on the GPU give the CPU's model input."""
+
+    class CudaRecording(RecordingPredictor):
+        device = torch.device("cuda")
+
+    cams = SyntheticCameras(height=60, width=100)
+    frames = [frame(cams, k, depth=cams.depth(k)) for k in range(6)]
+    cpu = FramePipeline(RecordingPredictor()).prepare(frames)
+    for _ in range(2):  # the second call reuses the pinned buffer
+        gpu = FramePipeline(CudaRecording()).prepare(frames)
+    assert gpu.images.is_cuda and gpu.depth.is_cuda and gpu.intrinsics.is_cuda
+    torch.testing.assert_close(gpu.images.cpu(), cpu.images, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(gpu.depth.cpu(), cpu.depth)
+    torch.testing.assert_close(gpu.image_aug.cpu(), cpu.image_aug)
+
+
+@pytest.mark.gpu
+def test_run_on_cuda_with_the_tiny_preset():
+    from gausstr_core.inference import OccupancyPredictor
+
+    predictor = OccupancyPredictor.from_preset("tiny", device="cuda")
+    cams = SyntheticCameras(height=112, width=200)
+    frames = [frame(cams, k) for k in range(6)]
+    pipeline = FramePipeline(predictor)
+    result = pipeline.run(frames, stamp_ns=1, render_depth=True)
+    assert result.labels.shape == predictor.grid.shape and result.labels.dtype == np.uint8
+    assert result.rendered_depth.shape == (6, 112, 200)
+    assert np.isfinite(result.rendered_depth).all() and (result.rendered_depth >= 0).all()
+    assert result.means.shape == (240, 3) and np.isfinite(result.means).all()

@@ -1,0 +1,137 @@
+"""Synthetic foundation-model targets: features from name embeddings, depth from true depth."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gausstr_core.data.synthetic import SyntheticConfig, generate_sample, name_strings, random_embeddings
+from gausstr_core.data.synthetic.targets import (
+    DepthTargetConfig,
+    FeatureTargetConfig,
+    _gaussian_blur,
+    depth_targets,
+    feature_targets,
+    sample_generator,
+)
+
+K = len(name_strings())
+
+
+def test_features_without_blur_or_noise_are_patch_means_of_pixel_embeddings():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, K, (2, 32, 48), generator=g)
+    emb = random_embeddings(K, 10, seed=1)
+    feats = feature_targets(ids, emb, FeatureTargetConfig(patch_size=8, blur_sigma=0, noise_std=0))
+    assert feats.shape == (2, 10, 4, 6) and feats.dtype == torch.float32
+    # Reference: the mean of the per-pixel embeddings in each 8 x 8 patch.
+    pixels = emb[ids].permute(0, 3, 1, 2)  # (V, D, H, W)
+    reference = pixels.unfold(2, 8, 8).unfold(3, 8, 8).mean((-1, -2))
+    torch.testing.assert_close(feats, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_feature_size_may_be_any_grid():
+    ids = torch.zeros(1, 30, 50, dtype=torch.long)
+    feats = feature_targets(ids, random_embeddings(K, 4), FeatureTargetConfig(feature_size=(7, 11),
+                                                                              noise_std=0))
+    assert feats.shape == (1, 4, 7, 11)
+    torch.testing.assert_close(feats[0, :, 3, 5], random_embeddings(K, 4)[0])
+
+
+def test_blur_matches_a_direct_convolution():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 9, 13, generator=g)
+    sigma = 0.8
+    r = math.ceil(3 * sigma)
+    k1 = torch.exp(-0.5 * (torch.arange(-r, r + 1.0) / sigma) ** 2)
+    k2 = torch.outer(k1, k1) / k1.sum() ** 2
+    padded = F.pad(x.reshape(6, 1, 9, 13), (r, r, r, r), mode="replicate")
+    reference = F.conv2d(padded, k2[None, None]).reshape(2, 3, 9, 13)
+    torch.testing.assert_close(_gaussian_blur(x, sigma), reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("source", ["random", "tiny_text_encoder"])
+def test_nearest_text_embedding_recovers_the_pixel_class(source):
+    config = SyntheticConfig(image_size=(96, 160))
+    if source == "random":
+        emb = random_embeddings(K, 64, seed=3)
+    else:  # the project's CPU text tower (random weights, 64-d): the embeddings the tiny preset uses
+        from gausstr_core.data.synthetic import name_embeddings
+        from gausstr_core.text import tiny_text
+
+        emb = name_embeddings(tiny_text(0))
+    sample = generate_sample(0, 0, 0, config, emb, with_labels=False)
+    feats = sample.features  # (V, D, h, w), default blur and noise
+    fractions = F.adaptive_avg_pool2d(F.one_hot(sample.views.name_id.long(), K).permute(0, 3, 1, 2).float(),
+                                      feats.shape[-2:])
+    share, dominant = fractions.max(1)  # (V, h, w)
+    nearest = torch.einsum("vdhw,kd->vkhw", F.normalize(feats, dim=1), emb).argmax(1)
+    pure = share > 0.75
+    assert int(pure.sum()) > 200
+    accuracy = float((nearest[pure] == dominant[pure]).float().mean())
+    assert accuracy > 0.9, accuracy
+
+
+def test_features_are_deterministic_per_generator_and_noisy():
+    ids = torch.randint(0, K, (1, 32, 32), generator=torch.Generator().manual_seed(0))
+    emb = random_embeddings(K, 16)
+    a = feature_targets(ids, emb, generator=sample_generator(0, 1, 2, 1))
+    b = feature_targets(ids, emb, generator=sample_generator(0, 1, 2, 1))
+    c = feature_targets(ids, emb, generator=sample_generator(0, 1, 3, 1))
+    clean = feature_targets(ids, emb, FeatureTargetConfig(noise_std=0))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    noise = (a - clean).norm(dim=1).mean()
+    assert 0.1 < float(noise) < 0.3  # noise_std 0.2 of a unit embedding
+    assert feature_targets(ids, emb, FeatureTargetConfig(dtype="float16")).dtype == torch.float16
+
+
+def test_feature_target_errors_are_clear():
+    emb = random_embeddings(K, 8)
+    with pytest.raises(ValueError, match=r"name ids must be in \[0, "):
+        feature_targets(torch.full((1, 16, 16), K), emb)
+    with pytest.raises(ValueError, match="must be \\(V, H, W\\)"):
+        feature_targets(torch.zeros(16, 16, dtype=torch.long), emb)
+    with pytest.raises(ValueError, match="smaller than one"):
+        feature_targets(torch.zeros(1, 8, 8, dtype=torch.long), emb)
+    with pytest.raises(ValueError, match="dtype"):
+        FeatureTargetConfig(dtype="int8")
+
+
+def test_depth_target_is_the_true_depth_without_noise_and_bias():
+    depth = torch.tensor([[[0.0, 5.0, 20.0, 90.0, float("inf")]]])
+    cfg = DepthTargetConfig(scale_bias=1.0, scale_jitter=0.0, smooth_noise_std=0.0, pixel_noise_std=0.0,
+                            max_depth=80.0)
+    out = depth_targets(depth, cfg)
+    torch.testing.assert_close(out, torch.tensor([[[0.0, 5.0, 20.0, 0.0, 0.0]]]))
+
+
+def test_depth_target_has_the_configured_bias_and_noise():
+    g = torch.Generator().manual_seed(0)
+    depth = torch.rand(6, 60, 100, generator=g) * 40 + 2
+    depth[:, :10] = 0  # sky
+    cfg = DepthTargetConfig(scale_bias=1.1, scale_jitter=0.0, smooth_noise_std=0.05, pixel_noise_std=0.02)
+    out = depth_targets(depth, cfg, sample_generator(1, 0, 0, 0))
+    valid = depth > 0
+    assert (out[~valid] == 0).all() and (out[valid] > 0).all()
+    log_ratio = torch.log(out[valid] / depth[valid])
+    assert abs(float(log_ratio.median()) - math.log(1.1)) < 0.02
+    assert 0.03 < float(log_ratio.std()) < 0.08  # sqrt(0.05^2 + 0.02^2) = 0.054
+    again = depth_targets(depth, cfg, sample_generator(1, 0, 0, 0))
+    assert torch.equal(out, again)
+
+
+def test_synthetic_samples_are_deterministic():
+    config = SyntheticConfig(image_size=(32, 56), visibility_spacing=(3.0, 3.0))
+    emb = random_embeddings(K, 8)
+    a = generate_sample(4, 2, 0, config, emb)
+    b = generate_sample(4, 2, 0, config, emb)
+    for name in ("rgb", "depth", "occ_class", "name_id"):
+        assert torch.equal(getattr(a.views, name), getattr(b.views, name))
+    assert torch.equal(a.depth_target, b.depth_target) and torch.equal(a.features, b.features)
+    for name in ("semantics", "mask_camera", "mask_lidar"):
+        assert torch.equal(getattr(a.labels, name), getattr(b.labels, name))
+    c = generate_sample(4, 3, 0, config, emb, with_labels=False)
+    assert c.labels is None and not torch.equal(a.views.rgb, c.views.rgb)
