@@ -373,7 +373,9 @@ class GaussTRLoss:
                 total = total + term
 
         if output.predicted_depth is not None and batch.depth is not None and cfg.depth_head_weight > 0:
-            target_in = clean_depth(batch.depth.float())
+            # Beyond the depth limit every depth means "nothing here" (the head's output is clamped
+            # there before lifting): the far field's target is the limit, inside the head's range.
+            target_in = clean_depth(batch.depth.float()).clamp(max=cfg.depth_limit)
             term = cfg.depth_head_weight * depth_loss(output.predicted_depth.float().flatten(0, 1),
                                                       target_in.flatten(0, 1), cfg.depth_l1_weight,
                                                       cfg.silog_lambda)

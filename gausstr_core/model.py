@@ -98,7 +98,7 @@ class DecodedQueries:
     cam_to_ego: Tensor
 
 
-def _initial_reference_points(num: int, queries: int, mode: str, training: bool, seed: int,
+def initial_reference_points(num: int, queries: int, mode: str, training: bool, seed: int,
                               image_size: tuple[int, int], device: torch.device) -> Tensor:
     """(num, Q, 2) starting reference points in [0, 1]^2.
 
@@ -219,7 +219,7 @@ class GaussTR(nn.Module):
         if cfg.decoder.reference_init == "point_cloud":
             reference = self._point_cloud_reference(batch, depth, point_cloud).reshape(b * v, q, 2)
         else:
-            reference = _initial_reference_points(b * v, q, cfg.decoder.reference_init, self.training,
+            reference = initial_reference_points(b * v, q, cfg.decoder.reference_init, self.training,
                                                   cfg.decoder.reference_seed, (h, w), query.device)
 
         def means_of(ref: Tensor) -> Tensor:

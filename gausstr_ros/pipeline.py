@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from gausstr_core.data.batch import CameraBatch
+from gausstr_core.data.depth import fill_invalid_depth, valid_depth
 from gausstr_core.data.transforms import resize_views
 from gausstr_core.grid import VoxelGrid
 from gausstr_ros.conversions import (
@@ -156,8 +157,9 @@ class FramePipeline:
         predictor: an OccupancyPredictor (or anything with the same ``predict``).
         input_size: (H, W) network input; None = the predictor's.
         min_valid_depth_fraction: a depth image with a smaller fraction of valid (finite, > 0) pixels
-            rejects the frame; invalid pixels of an accepted image are set to 0 (= invalid for the
-            model). The default rejects only depth images without a single valid pixel.
+            rejects the frame; invalid pixels of an accepted image become the far depth (what the
+            model saw for the sky in training). The default rejects only depth images without a
+            single valid pixel.
     """
 
     def __init__(self, predictor: Predictor, input_size: tuple[int, int] | None = None,
@@ -282,16 +284,17 @@ class FramePipeline:
         """Same-size views -> device, resized there: images (V, 3, H', W'), depth (V, H', W') or None,
         image_aug (V, 3, 3), and the valid fraction (V,) of each raw depth image or None.
 
-        Depth pixels that are not finite or not > 0 are invalid and become 0 (what the model reads as
-        missing); the fraction is measured on the raw image, before resizing."""
+        Depth pixels that are not finite or not > 0 are unmeasured (a depth camera's sky, out of range)
+        and become the far depth (``gausstr_core.data.depth.fill_invalid_depth``): the model was trained
+        on metric depth that calls such pixels far, never missing. The valid fraction is measured on the
+        raw image, before resizing."""
         # NCHW contiguous, the layout the model is built and benchmarked with (a uint8 copy on the device)
         images = self._upload(rgbs, "rgb").permute(0, 3, 1, 2).contiguous()
         depth = valid = None
         if depths is not None:
             raw = self._upload(depths, "depth").float()
-            ok = torch.isfinite(raw) & (raw > 0)
-            valid = ok.flatten(1).float().mean(1)
-            depth = torch.where(ok, raw, torch.zeros((), device=raw.device, dtype=raw.dtype))
+            valid = valid_depth(raw).flatten(1).float().mean(1)
+            depth = fill_invalid_depth(raw)
         images, depth, aug = resize_views(images, self.input_size, depth)
         return images, depth, aug, valid
 

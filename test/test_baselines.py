@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from gausstr_core.data.batch import CameraBatch
-from gausstr_core.evaluation.baselines import all_free, depth_unprojection, pixel_labels
+from gausstr_core.evaluation.baselines import InitialGaussians, all_free, depth_unprojection, pixel_labels
 from gausstr_core.grid import VoxelGrid
 
 
@@ -84,3 +84,32 @@ def test_all_free_and_errors():
         depth_unprojection(batch, torch.eye(3, 8), grid)
     with pytest.raises(ValueError, match="same C"):
         pixel_labels(torch.zeros(1, 8, 2, 2), torch.zeros(3, 5), (4, 4))
+
+
+def test_init_baseline_places_untrained_gaussians_at_the_input_depth():
+    from gausstr_core.config import preset_model
+
+    config = preset_model("tiny")
+    config.decoder.queries_per_view = 12
+    feature = torch.zeros(config.head.feature_dim)
+    feature[3] = 1.0
+    batch = _front_camera_batch(10.0, feature, h=config.image_size[0], w=config.image_size[1])
+    batch.depth[..., :10, :] = 80.0  # far field: clamped at the depth limit like the model's head
+    g = InitialGaussians(config)(batch).gaussians[-1]
+    assert g.means.shape == (1, 12, 3) and g.features.shape == (1, 12, config.head.feature_dim)
+    near = g.means[0, :, 0] < 11
+    # 10 m ahead (ego x), or the depth limit for points in the far rows
+    torch.testing.assert_close(g.means[0, near, 0], torch.full((int(near.sum()),), 10.0))
+    assert torch.all(g.means[0, ~near].norm(dim=-1) >= config.head.depth_limit - 1e-3)
+    assert torch.all(g.opacities == 0.5)
+    # scale: the middle of the head's sigmoid range, in units of depth * multiplier / fx
+    lo, hi = config.head.scale_range
+    fx = float(batch.input_intrinsics()[0, 0, 0, 0])
+    expected = (lo + hi) / 2 * 10.0 * config.head.scale_multiplier / fx
+    torch.testing.assert_close(g.scales[0, near], torch.full_like(g.scales[0, near], expected))
+    torch.testing.assert_close(g.features[0], feature.expand(12, -1))
+    # the model's eval-mode reference points: seeded, so the baseline is deterministic
+    assert torch.equal(InitialGaussians(config)(batch).gaussians[-1].means, g.means)
+    no_depth = CameraBatch(batch.images, batch.intrinsics, batch.cam_to_ego, batch.image_aug)
+    with pytest.raises(ValueError, match="needs depth"):
+        InitialGaussians(config)(no_depth)

@@ -70,6 +70,12 @@ def test_checkpoint_and_baselines(synth, checkpoint, tmp_path, capsys):
                  "--categories", *OCC3D_CATEGORIES, *SET]) == 0
     unproj = _report(tmp_path / "u")
     assert unproj["summary"]["iou"] > 5.0  # geometry from the depth targets alone
+
+    assert main(["--baseline", "init", "--data", str(synth), "--out", str(tmp_path / "i"), "--no-rayiou",
+                 *SET]) == 0
+    init = _report(tmp_path / "i")
+    assert init["summary"]["iou"] > 1.0  # untrained Gaussians at the input depth do mark some voxels
+    assert "untrained Gaussians" in init["evaluated"]["what"]
     assert unproj["evaluated"]["categories"] == list(OCC3D_CATEGORIES)
 
 

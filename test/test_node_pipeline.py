@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from gausstr_core.data.depth import FAR_DEPTH, fill_invalid_depth
 from gausstr_core.data.transforms import resize_matrix, resize_views
 from gausstr_ros.pipeline import CameraFrame, FramePipeline, FrameRejected
 from gausstr_ros.stats import PipelineStats
@@ -61,14 +62,37 @@ def test_prepare_builds_the_exact_model_input():
     frames = [frame(cams, k, encoding=("rgb8", "bgr8")[k % 2], depth=depth[k]) for k in range(6)]
     batch = pipeline.prepare(frames)
     raw = torch.from_numpy(np.stack([cams.rgb(k, 0) for k in range(6)])).permute(0, 3, 1, 2)
-    ref_images, ref_depth, ref_aug = resize_views(raw, (48, 80), torch.from_numpy(np.stack(depth)))
+    # The depth rule (docs/node.md): unmeasured pixels (0, NaN, inf) reach the model as the far depth.
+    filled = fill_invalid_depth(torch.from_numpy(np.stack(depth)))
+    ref_images, ref_depth, ref_aug = resize_views(raw, (48, 80), filled)
     torch.testing.assert_close(batch.images[0], ref_images)
     torch.testing.assert_close(batch.depth[0], ref_depth)
     torch.testing.assert_close(batch.image_aug[0], ref_aug)
     torch.testing.assert_close(batch.image_aug[0, 0], resize_matrix((60, 100), (48, 80)))
     torch.testing.assert_close(batch.intrinsics[0], cams.rig.intrinsics())
     torch.testing.assert_close(batch.cam_to_ego[0], cams.rig.cam_to_ego())
-    assert torch.isfinite(batch.depth).all() and (batch.depth[0, 1, :4] == 0).all()
+    assert torch.isfinite(batch.depth).all() and (batch.depth[0, 1, :4] == FAR_DEPTH).all()
+
+
+@pytest.mark.parametrize("encoding", ["32FC1", "16UC1"])
+def test_unmeasured_depth_reaches_the_model_as_in_training(encoding):
+    """A depth camera's sky (0, NaN, inf, negative) is what the synthetic targets call far: the model
+    must see the far depth there, never 0 (0 would lift Gaussians onto the camera)."""
+    from gausstr_core.data.synthetic.targets import DepthTargetConfig, depth_targets
+
+    cams = SyntheticCameras(height=48, width=80)
+    true = cams.depth(0)
+    true[:6] = 0.0  # sky rows
+    if encoding == "32FC1":
+        true[6, :5], true[7, :5], true[8, :5] = np.nan, np.inf, -1.0
+    training = depth_targets(torch.from_numpy(true)[None], DepthTargetConfig(
+        scale_bias=1.0, scale_jitter=0.0, smooth_noise_std=0.0, pixel_noise_std=0.0))[0]
+    batch = FramePipeline(RecordingPredictor()).prepare([frame(cams, 0, depth=true, depth_encoding=encoding)])
+    measured = torch.from_numpy(np.isfinite(true) & (true > 0))
+    got = batch.depth[0, 0]
+    assert torch.all(got[~measured] == FAR_DEPTH) and torch.all(training[~measured] == FAR_DEPTH)
+    tolerance = 1e-3 if encoding == "16UC1" else 1e-6  # millimetre quantisation
+    torch.testing.assert_close(got[measured], training[measured], atol=tolerance, rtol=0)
 
 
 def test_millimetre_depth_and_mono_images():

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from gausstr_core.data.depth import FAR_DEPTH
 from gausstr_core.data.synthetic import SyntheticConfig, generate_sample, name_strings, random_embeddings
 from gausstr_core.data.synthetic.targets import (
     DepthTargetConfig,
@@ -100,12 +102,59 @@ def test_feature_target_errors_are_clear():
         FeatureTargetConfig(dtype="int8")
 
 
-def test_depth_target_is_the_true_depth_without_noise_and_bias():
+@pytest.mark.parametrize(("far_field", "far"), [("far", FAR_DEPTH), ("invalid", 0.0)])
+def test_depth_target_is_the_true_depth_without_noise_and_bias(far_field, far):
     depth = torch.tensor([[[0.0, 5.0, 20.0, 90.0, float("inf")]]])
     cfg = DepthTargetConfig(scale_bias=1.0, scale_jitter=0.0, smooth_noise_std=0.0, pixel_noise_std=0.0,
-                            max_depth=80.0)
+                            max_depth=80.0, far_field=far_field)
     out = depth_targets(depth, cfg)
-    torch.testing.assert_close(out, torch.tensor([[[0.0, 5.0, 20.0, 0.0, 0.0]]]))
+    # sky (0 / inf in the true depth) and beyond max_depth: the far depth, or 0 in the ablation
+    torch.testing.assert_close(out, torch.tensor([[[far, 5.0, 20.0, far, far]]]))
+
+
+def test_depth_target_far_field_settings_are_checked():
+    with pytest.raises(ValueError, match="far_field"):
+        DepthTargetConfig(far_field="sky")
+    with pytest.raises(ValueError, match="far_depth"):
+        DepthTargetConfig(max_depth=80.0, far_depth=50.0)
+
+
+def test_sky_pixels_reach_the_depth_loss_as_the_beyond_limit_target():
+    """The official "render nothing here" target: a sky pixel's far depth becomes the loss' 1e-3 m
+    target, so Gaussians rendered over the sky are penalised; the old (invalid) target hid them."""
+    from types import SimpleNamespace
+
+    from gausstr_core.data.batch import CameraBatch
+    from gausstr_core.gaussians import Gaussians
+    from gausstr_core.losses import GaussTRLoss, LossConfig
+
+    h, w = 8, 12
+    true_depth = torch.full((1, h, w), 10.0)
+    true_depth[:, :3] = 0.0  # the top rows are sky
+    cfg = DepthTargetConfig(scale_bias=1.0, scale_jitter=0.0, smooth_noise_std=0.0, pixel_noise_std=0.0)
+    k = torch.tensor([[10.0, 0, w / 2 - 0.5], [0, 10.0, h / 2 - 0.5], [0, 0, 1]])
+    # One big Gaussian 10 m ahead, covering the whole image (sky rows included).
+    g = Gaussians(means=torch.tensor([[[0.0, 0.0, 10.0]]]), scales=torch.full((1, 1, 3), 20.0),
+                  rotations=torch.tensor([[[1.0, 0, 0, 0]]]), opacities=torch.tensor([[0.99]]),
+                  features=torch.zeros(1, 1, 0))
+    output = SimpleNamespace(gaussians=[g], target_features=None, predicted_depth=None, segment_heads=None,
+                             colors=None)
+    loss = GaussTRLoss(LossConfig(render_backend="torch"))
+    values = {}
+    for mode in ("far", "invalid"):
+        target = depth_targets(true_depth, dataclasses.replace(cfg, far_field=mode))
+        batch = CameraBatch(images=torch.rand(1, 1, 3, h, w), intrinsics=k[None, None],
+                            cam_to_ego=torch.eye(4)[None, None], image_aug=torch.eye(3)[None, None],
+                            depth=target[None])
+        out = loss(output, batch)
+        sky = out.target_depth[0, 0, :3]
+        values[mode] = float(out.terms["layer0/depth"])
+        if mode == "far":
+            assert torch.all(sky == LossConfig().beyond_limit_depth), sky
+        else:
+            assert torch.all(sky == 0)  # invalid: masked out of the loss
+    # Rendering 10 m over the sky costs something only with the far-field target.
+    assert values["far"] > values["invalid"] + 0.1, values
 
 
 def test_depth_target_has_the_configured_bias_and_noise():
@@ -115,7 +164,7 @@ def test_depth_target_has_the_configured_bias_and_noise():
     cfg = DepthTargetConfig(scale_bias=1.1, scale_jitter=0.0, smooth_noise_std=0.05, pixel_noise_std=0.02)
     out = depth_targets(depth, cfg, sample_generator(1, 0, 0, 0))
     valid = depth > 0
-    assert (out[~valid] == 0).all() and (out[valid] > 0).all()
+    assert (out[~valid] == FAR_DEPTH).all() and (out[valid] > 0).all()
     log_ratio = torch.log(out[valid] / depth[valid])
     assert abs(float(log_ratio.median()) - math.log(1.1)) < 0.02
     assert 0.03 < float(log_ratio.std()) < 0.08  # sqrt(0.05^2 + 0.02^2) = 0.054

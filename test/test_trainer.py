@@ -104,6 +104,34 @@ def test_resume_continues_exactly(tmp_path):
     assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
 
 
+def test_budget_schedule_in_the_trainer(tmp_path):
+    """A step budget: the decay comes at 2/3 of max_steps and a resumed run with the same budget
+    continues exactly; a time budget drives the schedule from the training clock."""
+    budget = dict(schedule="budget", decay_fractions=(2 / 3,), warmup_steps=0, warmup_fraction=0.0)
+    straight = _trainer(_cfg(tmp_path / "a", **budget))
+    factors = []
+    for _ in range(straight.total_steps):
+        factors.append(straight.lr_factor())
+        straight.step += 1
+    assert factors == [1.0] * 4 + [pytest.approx(0.1)] * 2  # 6 steps: decay from step 4
+    straight.step = 0
+    straight.fit()
+    first = _trainer(_cfg(tmp_path / "b", **budget))
+    first.total_steps = 3  # interrupted halfway (same budget: max_steps stays 6)
+    first.fit()
+    resumed = _trainer(_cfg(tmp_path / "b", **budget), resume=True)
+    assert resumed.step == 3 and resumed.train_seconds > 0
+    resumed.fit()
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    timed = _trainer(_cfg(tmp_path / "c", max_steps=1000, max_minutes=10.0, **budget))
+    timed.step, timed.train_seconds = 10, 0.5 * 600  # 1 % of the steps, half of the time
+    assert timed.progress() == 0.5 and timed.lr_factor() == 1.0
+    timed.train_seconds = 0.7 * 600
+    assert timed.lr_factor() == pytest.approx(0.1)
+
+
 def test_resume_refuses_a_changed_configuration(tmp_path):
     _trainer(_cfg(tmp_path, max_steps=3)).fit()
     with pytest.raises(ValueError, match=r"cannot resume with a different configuration.*lr"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from gausstr_core.train.config import TrainConfig, apply_overrides, load_train_config, train_config_to_yaml
 from gausstr_core.train.distributed import DistributedContext, all_reduce_mean, init_distributed
-from gausstr_core.train.schedule import lr_factor, set_learning_rate
+from gausstr_core.train.schedule import budget_lr_factor, lr_factor, set_learning_rate
 from gausstr_core.train.state import atomic_torch_save, load_state, rng_state, set_rng_state
 
 
@@ -54,6 +55,42 @@ def test_schedule_edges_and_errors():
                                                             "lr": 2.0}])
     set_learning_rate(opt, [1.0, 2.0], 0.1)
     assert [g["lr"] for g in opt.param_groups] == [0.1, 0.2]
+
+
+def test_budget_schedule_keeps_its_phases_whatever_ends_the_run():
+    """The budget schedule places warm-up, full rate and decay on the run's budget: a 768-step run and
+    a 10,000-step run both decay at 2/3 and both spend most of the run at the full rate."""
+    for total in (60, 768, 10_000):
+        factors = [budget_lr_factor(s, s / total) for s in range(total)]
+        full = sum(f == 1.0 for f in factors)
+        decayed = [s for s, f in enumerate(factors) if f == pytest.approx(0.1)]
+        assert decayed[0] == math.ceil(total * 2 / 3), (total, decayed[0])
+        assert all(f == pytest.approx(0.1) for f in factors[decayed[0]:])
+        # warm-up: 200 steps or 10 % of the run, whichever is shorter
+        warm = min(200, math.ceil(0.1 * total))
+        assert factors[0] == pytest.approx(1e-3) and factors[warm] == 1.0 and factors[warm - 1] < 1.0
+        assert full == decayed[0] - warm, (total, full)
+    # A time budget: progress comes from the clock, not the step count.
+    assert budget_lr_factor(10, progress=0.5) == 1.0  # 10 steps, but past the 10 % time warm-up
+    assert budget_lr_factor(10, progress=0.7) == pytest.approx(0.1)
+    assert budget_lr_factor(5000, progress=2.0) == pytest.approx(0.1)  # clipped to the end
+    assert budget_lr_factor(0, 0.9, warmup_steps=0, warmup_fraction=0, decay_fractions=(0.5, 0.8),
+                            decay_gamma=0.5) == 0.25
+    with pytest.raises(ValueError, match="ascending in"):
+        budget_lr_factor(0, 0.1, decay_fractions=(0.8, 0.5))
+    with pytest.raises(ValueError, match="ascending in"):
+        budget_lr_factor(0, 0.1, decay_fractions=(1.5,))
+    for bad in ({"schedule": "cosine"}, {"decay_fractions": (0.0,)}, {"warmup_fraction": 1.0}):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
+
+
+def test_paper_recipes_use_the_budget_schedule():
+    from gausstr_core.train.config import recipe
+
+    for name in ("featup", "talk2dino", "tiny"):
+        assert recipe(name).schedule == "budget", name
+    assert recipe("featup").decay_fractions == (2 / 3,)
 
 
 def test_atomic_save_keeps_the_old_file_when_a_write_fails(tmp_path, monkeypatch):

@@ -39,7 +39,8 @@ class SceneItem:
         intrinsics: (V, 3, 3) pinhole matrices of the original images.
         cam_to_ego: (V, 4, 4) camera -> ego transforms.
         image_aug: (V, 3, 3) original -> input pixel maps.
-        depth: (V, H, W) float32 metric depth target [m] (0 = invalid), or None.
+        depth: (V, H, W) float32 metric depth target [m] (0 = invalid; a metric-depth network's far
+            field is a large depth, see gausstr_core.data.depth), or None.
         features: (V, C, h, w) float32 foundation-model features, or None.
         ego_to_global: (4, 4) float64 ego pose (for multi-frame metrics); identity when unknown.
         token: sample token; scene: scene name.

@@ -8,17 +8,30 @@ text prototypes), never ground-truth labels:
   text prototype nearest to the pixel's target feature; a voxel takes the label most of its
   pixels voted for. This is what the targets give "for free" without learning anything; it only
   marks visible surfaces (no extent behind them).
+* ``InitialGaussians`` ("init"): the Gaussians a GaussTR predicts before any training, i.e. with
+  its learnt heads at their initial output: one Gaussian per query at the model's (eval-mode)
+  initial reference point, lifted at the input depth, with the scale head's initial size (the
+  middle of its sigmoid range), opacity 0.5 and the camera's rotation; its feature is the target
+  feature at that pixel. Run through the normal inference (``OccupancyPredictor``; without an
+  opacity filter, which would drop every 0.5-opacity Gaussian), it shows what the architecture
+  gives without learning: a trained model must beat it clearly.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from gausstr_core.config import ModelConfig
 from gausstr_core.data.batch import CameraBatch
-from gausstr_core.geometry import unproject
+from gausstr_core.gaussians import Gaussians
+from gausstr_core.geometry import matrix_to_quaternion, unproject
 from gausstr_core.grid import VoxelGrid
+from gausstr_core.head import lift_means, sample_depth
+from gausstr_core.model import initial_reference_points
 
 
 def all_free(grid: VoxelGrid, num_classes: int, batch_size: int = 1, device=None) -> Tensor:
@@ -99,3 +112,55 @@ def depth_unprojection(batch: CameraBatch, prototypes: Tensor, grid: VoxelGrid,
         label = torch.where(votes.sum(1) > 0, votes.argmax(1), torch.full((n_vox,), k, device=votes.device))
         out.append(label.reshape(xs, ys, zs).to(torch.uint8))
     return torch.stack(out)
+
+
+class InitialGaussians(nn.Module):
+    """The "init" baseline as a model: ``forward(batch)`` -> an output whose ``gaussians`` holds one
+    layer of untrained GaussTR Gaussians (see the module docstring), so that ``OccupancyPredictor``
+    labels and voxelizes them exactly as it does a trained model's.
+
+    Args:
+        config: the model whose initialisation is reproduced (queries per view, reference-point
+            mode and seed, scale range and unit, depth limit, feature width).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+
+    def forward(self, batch: CameraBatch) -> SimpleNamespace:
+        if batch.depth is None or batch.features is None:
+            raise ValueError("the init baseline lifts the input depth and reads the target features: the "
+                             "batch needs depth (B, V, H, W) and features (B, V, C, h, w)")
+        cfg = self.config
+        b, v = batch.batch_size, batch.num_views
+        q = cfg.decoder.queries_per_view
+        h, w = batch.image_size
+        if batch.features.shape[2] != cfg.head.feature_dim:
+            raise ValueError(f"the target features have {batch.features.shape[2]} channels, the model's "
+                             f"Gaussian features {cfg.head.feature_dim}")
+        mode = "random" if cfg.decoder.reference_init == "point_cloud" else cfg.decoder.reference_init
+        ref = initial_reference_points(b * v, q, mode, False, cfg.decoder.reference_seed, (h, w),
+                                       batch.depth.device)  # (BV, Q, 2)
+        depth = batch.depth.flatten(0, 1).float().clamp(max=cfg.head.depth_limit)
+        sampled = sample_depth(depth, ref)  # (BV, Q): the untrained depth offset is ~0
+        intrinsics = batch.input_intrinsics().flatten(0, 1).float()
+        cam_to_ego = batch.cam_to_ego.flatten(0, 1).float()
+        means = lift_means(ref, sampled, intrinsics, cam_to_ego, (h, w))
+        lo, hi = cfg.head.scale_range
+        size = lo + (hi - lo) * 0.5  # sigmoid(0): the scale head's initial output
+        focal = intrinsics[:, 0, 0].view(-1, 1, 1)
+        scales = (size * sampled.unsqueeze(-1) * cfg.head.scale_multiplier / focal).clamp(min=1e-6)
+        scales = scales.expand(-1, -1, 3)
+        rotations = matrix_to_quaternion(cam_to_ego[:, :3, :3])[:, None].expand(b * v, q, 4)
+        grid = (2 * ref - 1).unsqueeze(1).to(batch.features.dtype)  # (BV, 1, Q, 2)
+        features = F.grid_sample(batch.features.flatten(0, 1), grid, mode="bilinear", padding_mode="border",
+                                 align_corners=False)[:, :, 0].transpose(1, 2)  # (BV, Q, C)
+        gaussians = Gaussians(
+            means=means.reshape(b, v * q, 3),
+            scales=scales.reshape(b, v * q, 3),
+            rotations=rotations.reshape(b, v * q, 4),
+            opacities=torch.full((b, v * q), 0.5, device=means.device),
+            features=features.float().reshape(b, v * q, -1),
+        )
+        return SimpleNamespace(gaussians=[gaussians])

@@ -4,6 +4,7 @@ Occ3D ground truth.
     gausstr-eval --checkpoint runs/tiny/model.safetensors --data data/synth --out runs/tiny/eval
     gausstr-eval --baseline depth-unprojection --preset tiny --data data/synth --out eval/depth_unproj
     gausstr-eval --baseline all-free --data data/synth --out eval/all_free
+    gausstr-eval --baseline init --preset featup --data data/synth --out eval/init
 
 Writes ``metrics.json`` (IoU, mIoU over all classes and without "others"/"other flat", RayIoU,
 per-class IoUs, in percent), ``per_class.md`` (the table), ``confusion.png`` and ``bev_*.png``
@@ -20,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-BASELINES = ("all-free", "depth-unprojection")
+BASELINES = ("all-free", "init", "depth-unprojection")
 OCC3D_NUM_CLASSES = 17
 
 
@@ -29,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--checkpoint", type=Path, help="model checkpoint (.safetensors from gausstr-train or the converter)")
-    a("--baseline", choices=BASELINES, help="score a trivial baseline instead of a model")
+    a("--baseline", choices=BASELINES, help="score a trivial baseline instead of a model: all-free, init "
+                                             "(the preset's untrained Gaussians at the input depth, "
+                                             "labelled by their target feature) or depth-unprojection")
     a("--preset", default="tiny", help="config (text encoder, grid, input size) for baselines: tiny, "
                                        "talk2dino, featup (default tiny)")
     a("--data", required=True, help="directory in the nuScenes/Occ3D layout, or synthetic:scenes=N,seed=S")
@@ -86,10 +89,21 @@ def run(args: argparse.Namespace) -> dict:
     loader = DataLoader(Subset(dataset, list(range(n))), batch_size=1, shuffle=False,
                         collate_fn=collate_evaluation)
 
+    if args.baseline == "init":
+        from gausstr_core.evaluation.baselines import InitialGaussians
+        from gausstr_core.inference import OccupancyPredictor
+
+        text = TextEncoder(dataclasses.replace(config.text, device=str(device)))
+        # Every initial Gaussian has opacity 0.5: an opacity filter (talk2dino, tiny: 0.6) would drop
+        # them all and measure nothing, so the baseline voxelizes every one (as featup does).
+        inference = dataclasses.replace(config.inference, opacity_threshold=0.0)
+        predictor = OccupancyPredictor(InitialGaussians(config.model), text, config.grid, inference,
+                                       categories, device)
     if predictor is not None:
         predictor.set_categories(categories)
         predict = lambda batch: predictor.predict(batch, render_depth=False).labels
-        what = f"checkpoint {args.checkpoint}"
+        what = (f"checkpoint {args.checkpoint}" if args.checkpoint is not None else
+                f"baseline: the {config.preset} preset's untrained Gaussians (init)")
     elif args.baseline == "all-free":
         from gausstr_core.evaluation.baselines import all_free
 

@@ -22,10 +22,11 @@ from gausstr_core.train.config import TrainConfig, load_train_config, recipe
 
 # TrainConfig fields that have a flag of the same name (a flag left at None was not given)
 _FLAGS = (
-    "preset", "model_config", "data", "val_data", "train_split", "val_split", "out", "epochs", "max_steps",
-    "max_minutes", "batch_size", "num_workers", "lr", "weight_decay", "warmup_steps", "decay_epochs",
-    "decay_gamma", "grad_clip", "amp", "device", "seed", "log_every", "image_every", "checkpoint_every",
-    "eval_every", "eval_scenes", "threads",
+    "preset", "model_config", "data", "val_data", "train_split", "val_split", "out", "epochs",
+    "max_steps", "max_minutes", "batch_size", "num_workers", "lr", "weight_decay", "warmup_steps",
+    "decay_epochs", "decay_gamma", "schedule", "warmup_fraction", "decay_fractions", "grad_clip", "amp",
+    "device", "seed", "log_every", "image_every", "checkpoint_every", "eval_every", "eval_scenes",
+    "threads",
 )
 
 
@@ -49,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--lr", type=float)
     a("--weight-decay", type=float)
     a("--warmup-steps", type=int)
+    a("--schedule", choices=["epochs", "budget"],
+      help="epochs: decay at --decay-epochs; budget: warm-up/full rate/decay placed on the run's budget "
+           "(--max-steps, --max-minutes or --epochs, whichever ends it first)")
+    a("--warmup-fraction", type=float, help="budget schedule: the warm-up also ends at this fraction")
+    a("--decay-fractions", type=float, nargs="*", help="budget schedule: decay at these fractions")
     a("--decay-epochs", type=float, nargs="*")
     a("--decay-gamma", type=float)
     a("--grad-clip", type=float)
@@ -75,8 +81,9 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     from gausstr_core.train.trainer import RESUMABLE_CHANGES, STATE_FILE, saved_train_config
 
     given = {name: getattr(args, name) for name in _FLAGS if getattr(args, name) is not None}
-    if "decay_epochs" in given:
-        given["decay_epochs"] = tuple(given["decay_epochs"])
+    for name in ("decay_epochs", "decay_fractions"):
+        if name in given:
+            given[name] = tuple(given[name])
     if args.no_eval:
         given["eval_at_end"] = False
     if args.overrides is not None:

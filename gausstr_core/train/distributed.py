@@ -110,10 +110,10 @@ def all_reduce_sum(ctx: DistributedContext, values: torch.Tensor) -> torch.Tenso
     return out
 
 
-def broadcast_flag(ctx: DistributedContext, flag: bool) -> bool:
-    """Rank 0's boolean on every rank (e.g. "stop now")."""
+def broadcast_value(ctx: DistributedContext, value: float) -> float:
+    """Rank 0's number on every rank (e.g. its training clock, so that every rank decides alike)."""
     if not ctx.distributed:
-        return flag
-    t = torch.tensor([1 if flag else 0], device=ctx.device)
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=ctx.device)
     dist.broadcast(t, src=0)
-    return bool(t.item())
+    return float(t.item())

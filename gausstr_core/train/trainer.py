@@ -27,10 +27,10 @@ from gausstr_core.train.distributed import (
     DistributedContext,
     all_reduce_mean,
     barrier,
-    broadcast_flag,
+    broadcast_value,
     init_distributed,
 )
-from gausstr_core.train.schedule import lr_factor, set_learning_rate
+from gausstr_core.train.schedule import budget_lr_factor, lr_factor, set_learning_rate
 from gausstr_core.train.state import STATE_VERSION, atomic_torch_save, load_state, rng_state, set_rng_state
 
 STATE_FILE = "checkpoints/last.pt"
@@ -155,6 +155,7 @@ class Trainer:
         self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
 
         self.step = 0
+        self.train_seconds = 0.0  # training wall time of the run so far (all sessions; rank 0's clock)
         self.history: list[dict[str, Any]] = []
         if state is not None:
             self._load_state(state)
@@ -171,6 +172,7 @@ class Trainer:
         return {
             "version": STATE_VERSION,
             "step": self.step,
+            "train_seconds": self.train_seconds,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
@@ -188,6 +190,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.step = int(state["step"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         self.history = json.loads(state.get("history", "[]"))
         if int(state.get("world_size", 1)) != self.ctx.world_size and self.ctx.is_main:
             print(f"note: resuming a {state.get('world_size')}-process run on {self.ctx.world_size} "
@@ -239,8 +242,7 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         else:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
-        factor = lr_factor(self.step, self.steps_per_epoch, self.cfg.warmup_steps, self.cfg.warmup_start,
-                           self.cfg.decay_epochs, self.cfg.decay_gamma)
+        factor = self.lr_factor()
         set_learning_rate(self.optimizer, self.base_lrs, factor)
         # Every rank sees the same all-reduced gradients, so every rank takes the same decision.
         finite = bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm))
@@ -252,6 +254,23 @@ class Trainer:
         self.step += 1
         scalars = {k: float(v.detach()) for k, v in terms.items()}
         return StepResult(scalars, float(grad_norm), self.base_lrs[0] * factor, not finite), output, loss_out
+
+    def progress(self) -> float:
+        """Used fraction of the run's budget: the larger of steps / total steps and training time /
+        ``max_minutes``, in [0, 1]."""
+        p = self.step / self.total_steps
+        if self.cfg.max_minutes is not None:
+            p = max(p, self.train_seconds / (60.0 * self.cfg.max_minutes))
+        return min(p, 1.0)
+
+    def lr_factor(self) -> float:
+        """The schedule's learning-rate multiplier for the current step."""
+        cfg = self.cfg
+        if cfg.schedule == "epochs":
+            return lr_factor(self.step, self.steps_per_epoch, cfg.warmup_steps, cfg.warmup_start,
+                             cfg.decay_epochs, cfg.decay_gamma)
+        return budget_lr_factor(self.step, self.progress(), cfg.warmup_steps, cfg.warmup_fraction,
+                                cfg.warmup_start, cfg.decay_fractions, cfg.decay_gamma)
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -289,6 +308,7 @@ class Trainer:
         window: dict[str, float] = {}
         window_steps, bad_steps = 0, 0
         t_window = t_start = time.perf_counter()
+        seconds_before = self.train_seconds
         last_eval: dict[str, Any] = {}
         out_of_time = False
         while self.step < self.total_steps and not out_of_time:
@@ -321,10 +341,12 @@ class Trainer:
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total_steps:
                     last_eval = self.evaluate(tag=f"step{self.step}")
                 del output, loss_out
+                # Rank 0's clock decides (the schedule's progress, the stop), so every rank acts alike.
+                elapsed = seconds_before + time.perf_counter() - t_start
+                self.train_seconds = (broadcast_value(self.ctx, elapsed) if cfg.max_minutes is not None
+                                      else elapsed)
                 if cfg.max_minutes is not None:
-                    # Rank 0's clock decides, so that every rank stops after the same step.
-                    late = time.perf_counter() - t_start > 60.0 * cfg.max_minutes
-                    out_of_time = broadcast_flag(self.ctx, late)
+                    out_of_time = self.train_seconds > 60.0 * cfg.max_minutes
                     if out_of_time and self.ctx.is_main:
                         print(f"\nstopping at step {self.step}: --max-minutes {cfg.max_minutes} reached",
                               flush=True)

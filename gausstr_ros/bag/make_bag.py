@@ -9,8 +9,11 @@ the bag with no flags):
 * ``/<camera>/image_rect`` (sensor_msgs/Image, rgb8) and ``/<camera>/camera_info`` (CameraInfo, with
   every image) of the six nuScenes-like cameras (``/cam_front/...``, ...);
 * ``/<camera>/depth`` (Image, 32FC1 metres, 0 = invalid): the synthetic metric-depth prediction
-  registered to each image (the stand-in for a monocular metric depth network, the same target the
-  model is trained against);
+  registered to each image (the stand-in for a metric depth source, the same target the model is
+  trained against), written the way a depth camera reports it: the far field (sky, beyond the
+  generator's range), which the training target calls "far", is 0 (unmeasured). The node and
+  ``gausstr-bag-eval`` turn unmeasured pixels back into the far depth (docs/node.md), so the model
+  sees exactly its training input;
 * ``/tf_static`` (base_link -> ``<camera>_optical``, latched) and ``/tf`` (odom -> base_link per frame);
 * ``/ground_truth/occupancy`` (gausstr_ros/SemanticOccupancy): the Occ3D ground truth in base_link at
   the frame's stamp; ``confidence`` holds Occ3D's ``mask_camera`` (1 = observed by a camera, 0 = not
@@ -195,7 +198,9 @@ def synthetic_bag_messages(
             tf = tf_message_like([transform_like(ODOM_FRAME, config.target_frame, pose, set_stamp)])
             out.append((set_stamp + delay(), "/tf", TF_MESSAGE, tf))
         rgb = sample.views.rgb.permute(0, 2, 3, 1).contiguous().numpy()
+        # A depth camera reports what is out of its range as 0 (unmeasured), not as a far depth.
         depth = sample.depth_target.numpy()
+        depth = np.where(depth <= synthetic.depth.max_depth, depth, 0.0).astype(np.float32)
         for v in range(len(names)):
             stamp = stamps[v]
             arrival = stamp + delay()

@@ -70,7 +70,8 @@ class SyntheticSample:
         ego_to_world: (4, 4) float64 pose of the ego in the world frame.
         views: RGB, true depth, per-pixel Occ3D class and synthetic name id.
         labels: Occ3D semantics, mask_lidar, mask_camera in the ego frame (None when not made).
-        depth_target: (V, H, W) float32 synthetic metric-depth prediction (0 = invalid).
+        depth_target: (V, H, W) float32 synthetic metric-depth prediction (far field = ``far_depth``,
+            or 0 with ``depth.far_field='invalid'``).
         features: (V, D, h, w) synthetic foundation-model features, or None without embeddings.
     """
 

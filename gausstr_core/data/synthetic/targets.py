@@ -11,8 +11,13 @@ both come from the synthetic world's per-pixel rendering:
   features that live in the text space the model is evaluated in (zero-shot), exactly as VFM
   features aligned with CLIP/Talk2DINO text do.
 * Depth: the true z-depth times a per-image scale bias (monocular depth is scale-ambiguous), a
-  smooth low-frequency multiplicative error and per-pixel multiplicative noise; sky and depths
-  beyond ``max_depth`` are invalid (0), like a depth network's unreliable far field.
+  smooth low-frequency multiplicative error and per-pixel multiplicative noise. The sky and every
+  depth beyond ``max_depth`` get the far depth ``FAR_DEPTH`` (200 m): a monocular metric-depth
+  network never answers "unknown", it answers "far" (Metric3D saturates on the sky; its reference
+  inference clamps to 300 m). The official pipeline depends on that: its loss replaces depths
+  beyond 51.2 m by a 1e-3 m target, which tells the renderer to put nothing on those pixels and is
+  what stops Gaussians from spilling past object edges into the sky. ``far_field="invalid"`` keeps
+  the old behaviour (0 = invalid, the pixel never reaches the loss) for the ablation.
 
 Both are deterministic per seed. Neither contains any label: the training data never sees the
 per-pixel classes, only embeddings of them.
@@ -26,6 +31,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from gausstr_core.data.depth import FAR_DEPTH
+
+FAR_FIELD_MODES = ("far", "invalid")
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,12 @@ class DepthTargetConfig:
         smooth_noise_std: std of a smooth (low-frequency) multiplicative log-depth error.
         smooth_scale: correlation length of that error as a fraction of the image width.
         pixel_noise_std: std of independent per-pixel multiplicative log-depth noise.
-        max_depth: depths beyond this [m] are invalid (0) in the target.
+        max_depth: the generator's range [m]: what lies beyond it counts as far field.
+        far_field: what the sky and depths beyond ``max_depth`` become: "far" (``far_depth``, what
+            a metric-depth network outputs there; the default) or "invalid" (0, the ablation of the
+            old targets, which leaves the far field unsupervised).
+        far_depth: the far-field depth [m]; anything beyond the loss' depth limit (51.2 m) acts the
+            same (the loss turns it into its beyond-limit target, the model clamps its input).
     """
 
     scale_bias: float = 1.03
@@ -87,8 +101,14 @@ class DepthTargetConfig:
     smooth_scale: float = 0.1
     pixel_noise_std: float = 0.02
     max_depth: float = 80.0
+    far_field: str = "far"
+    far_depth: float = FAR_DEPTH
 
     def __post_init__(self) -> None:
+        if self.far_field not in FAR_FIELD_MODES:
+            raise ValueError(f"far_field must be one of {FAR_FIELD_MODES}, got {self.far_field!r}")
+        if not self.far_depth > self.max_depth:
+            raise ValueError(f"far_depth ({self.far_depth}) must exceed max_depth ({self.max_depth})")
         if self.scale_bias <= 0 or not 0 <= self.scale_jitter < 1:
             raise ValueError(f"need scale_bias > 0 and 0 <= scale_jitter < 1, got {self.scale_bias}, "
                              f"{self.scale_jitter}")
@@ -174,7 +194,8 @@ def depth_targets(depth: Tensor, config: DepthTargetConfig | None = None,
         config: bias, noise and range.
         generator: RNG (deterministic when seeded).
     Returns:
-        (V, H, W) float32 predicted depth [m]; 0 where invalid (sky, beyond ``max_depth``).
+        (V, H, W) float32 predicted depth [m]; the sky and depths beyond ``max_depth`` are
+        ``far_depth`` (``far_field="far"``) or 0 (``"invalid"``).
     """
     config = config or DepthTargetConfig()
     if depth.dim() != 3:
@@ -196,7 +217,8 @@ def depth_targets(depth: Tensor, config: DepthTargetConfig | None = None,
         log_err = log_err + config.pixel_noise_std * torch.randn(v, h, w, generator=generator)
     pred = torch.where(valid, depth, torch.zeros_like(depth)) * scale * torch.exp(log_err)
     keep = valid & (pred <= config.max_depth)
-    return torch.where(keep, pred, torch.zeros_like(pred))
+    far = config.far_depth if config.far_field == "far" else 0.0
+    return torch.where(keep, pred, torch.full_like(pred, far))
 
 
 def sample_generator(seed: int, scene_index: int, sample_index: int, stream: int) -> torch.Generator:

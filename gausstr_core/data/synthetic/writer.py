@@ -10,7 +10,7 @@ out/nuscenes/maps/<token>.png            a placeholder map mask (the devkit requ
 out/nuscenes/gts/<scene>/<sample token>/labels.npz    Occ3D semantics, mask_lidar, mask_camera
 out/nuscenes/synthetic.json              generator, seed, configuration, names
 out/nuscenes/synthetic_text_embeddings.safetensors    the (K, D) name embeddings of the features
-out/nuscenes_metric3d/<stem>.npy         (H, W) float32 synthetic metric depth (0 = invalid)
+out/nuscenes_metric3d/<stem>.npy         (H, W) float32 synthetic metric depth (sky: 200 m)
 out/nuscenes_featup/<stem>.npy           (D, h, w) synthetic foundation-model features
 ```
 
