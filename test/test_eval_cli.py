@@ -70,13 +70,29 @@ def test_checkpoint_and_baselines(synth, checkpoint, tmp_path, capsys):
                  "--categories", *OCC3D_CATEGORIES, *SET]) == 0
     unproj = _report(tmp_path / "u")
     assert unproj["summary"]["iou"] > 5.0  # geometry from the depth targets alone
+    assert unproj["evaluated"]["categories"] == list(OCC3D_CATEGORIES)
 
     assert main(["--baseline", "init", "--data", str(synth), "--out", str(tmp_path / "i"), "--no-rayiou",
                  *SET]) == 0
     init = _report(tmp_path / "i")
     assert init["summary"]["iou"] > 1.0  # untrained Gaussians at the input depth do mark some voxels
     assert "untrained Gaussians" in init["evaluated"]["what"]
-    assert unproj["evaluated"]["categories"] == list(OCC3D_CATEGORIES)
+
+
+def test_density_sweep_equals_separate_runs(synth, checkpoint, tmp_path):
+    args = ["--checkpoint", str(checkpoint), "--data", str(synth), "--no-rayiou", "--bev", "0"]
+    assert main([*args, "--out", str(tmp_path / "s"), "--density-sweep", "0.01", "0.3"]) == 0
+    sweep = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert set(sweep) == {"0.01", "0.3"}
+    for t in ("0.01", "0.3"):
+        assert main([*args, "--out", str(tmp_path / t), "--set", f"inference.density_threshold={t}"]) == 0
+        single = json.loads((tmp_path / t / "metrics.json").read_text())["occupancy"]
+        for key in ("iou", "miou", "precision", "recall"):
+            assert sweep[t][key] == single[key], (t, key)
+    # the main metrics keep the configured threshold
+    default = json.loads((tmp_path / "s" / "metrics.json").read_text())["summary"]
+    assert main([*args, "--out", str(tmp_path / "d")]) == 0
+    assert json.loads((tmp_path / "d" / "metrics.json").read_text())["summary"] == default
 
 
 def test_errors(synth, checkpoint, tmp_path, capsys):

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-scenes", type=int, default=0, help="evaluate at most this many scenes (0 = all)")
     a("--bev", type=int, default=4, help="BEV pictures of the first N scenes")
     a("--no-rayiou", action="store_true", help="skip RayIoU")
+    a("--density-sweep", type=float, nargs="+", metavar="T",
+      help="also score these density thresholds (model or init baseline; one prediction per scene) and "
+           "write sweep.json: for choosing inference.density_threshold on tune data")
     a("--device", default="auto")
     a("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
       help="config override, e.g. inference.density_threshold=0.1 (repeatable)")
@@ -118,14 +121,56 @@ def run(args: argparse.Namespace) -> dict:
         groups = vocab.group_index()
         predict = lambda batch: depth_unprojection(batch, prototypes, config.grid, groups, vocab.num_classes)
         what = "baseline: depth unprojection + nearest text prototype"
+    on_scored = None
+    if args.density_sweep:
+        if predictor is None:
+            raise ValueError("--density-sweep needs a model (--checkpoint) or --baseline init")
+        predict, on_scored, sweep = _density_sweep(predictor, args.density_sweep, names)
     print(f"gausstr-eval: {what} on {n} scene(s) of {args.data} ({args.split}), {len(categories)} classes",
           flush=True)
     with torch.inference_mode():
         result = evaluate(predict, loader, names, config.grid, out_dir=args.out, rayiou=not args.no_rayiou,
-                          bev_scenes=args.bev, total=len(loader))
+                          bev_scenes=args.bev, total=len(loader), on_scored=on_scored)
     result["evaluated"] = {"what": what, "data": args.data, "split": args.split, "categories": categories}
     (args.out / "metrics.json").write_text(json.dumps(result, indent=1))
+    if args.density_sweep:
+        rows = {f"{t:g}": m.compute().to_dict() for t, m in sweep.items()}
+        for row in rows.values():
+            row.pop("per_class_iou")
+        (args.out / "sweep.json").write_text(json.dumps(rows, indent=1))
+        print("density threshold: " + "  ".join(f"{t} IoU {r['iou']} mIoU {r['miou']}"
+                                                for t, r in rows.items()))
     return result
+
+
+def _density_sweep(predictor, thresholds, names):
+    """A predict function scoring the configured threshold, plus an on_scored hook scoring each of
+    ``thresholds`` on the same prediction: labels are decided once with threshold 0 and cut at each
+    threshold (prompt denoising does not depend on the threshold, so this equals separate runs)."""
+    import torch
+
+    from gausstr_core.evaluation.metrics import OccupancyMetric
+
+    chosen = predictor.config.density_threshold
+    predictor.config = dataclasses.replace(predictor.config, density_threshold=0.0)
+    sweep = {float(t): OccupancyMetric(names) for t in thresholds}
+    last = {}
+
+    def cut(labels, density, threshold):
+        return torch.where(density > threshold, labels, torch.full_like(labels, predictor.free_label))
+
+    def predict(batch):
+        prediction = predictor.predict(batch, render_depth=False)
+        last["labels"], last["density"] = prediction.labels, prediction.density
+        return cut(prediction.labels, prediction.density, chosen)
+
+    def on_scored(_labels, gt):
+        semantics = gt.semantics.cpu()
+        mask = None if getattr(gt, "mask_camera", None) is None else gt.mask_camera.cpu().bool()
+        for t, metric in sweep.items():
+            metric.update(cut(last["labels"], last["density"], t).cpu(), semantics, mask)
+
+    return predict, on_scored, sweep
 
 
 def checkpoint_config(path: Path):

@@ -40,7 +40,8 @@ def evaluate(predict: Predictor, items: Iterable[tuple[CameraBatch, Any]], class
              grid: VoxelGrid | None = None, out_dir: str | Path | None = None, rayiou: bool = True,
              bev_scenes: int = 4, ray_origins: Sequence[Sequence[float]] | None = None,
              progress: bool = True, total: int | None = None, metric: OccupancyMetric | None = None,
-             reduce: Callable[[OccupancyMetric, RayIoUMetric | None], None] | None = None) -> dict[str, Any]:
+             reduce: Callable[[OccupancyMetric, RayIoUMetric | None], None] | None = None,
+             on_scored: Callable[[Tensor, Any], None] | None = None) -> dict[str, Any]:
     """Score a predictor.
 
     Args:
@@ -58,6 +59,8 @@ def evaluate(predict: Predictor, items: Iterable[tuple[CameraBatch, Any]], class
         total: number of batches (for the bar).
         metric: an accumulator to continue (default a fresh one).
         reduce: called with the accumulators before the scores are computed (e.g. a DDP all-reduce).
+        on_scored: called with (labels, ground truth) after each batch is scored (e.g. a sweep that
+            scores variants of the same prediction).
     Returns:
         {"summary": {...}, "occupancy": OccupancyScores.to_dict(), "rayiou": {...} or None,
          "seconds_per_scene": float, "files": [...]}.
@@ -83,6 +86,8 @@ def evaluate(predict: Predictor, items: Iterable[tuple[CameraBatch, Any]], class
             raise ValueError(f"the predictor returned labels of shape {tuple(labels.shape)}, the ground "
                              f"truth is {tuple(semantics.shape)}")
         metric.update(labels, semantics, mask)
+        if on_scored is not None:
+            on_scored(labels, gt)
         for i in range(labels.shape[0]):
             if rays is not None:
                 rays.update(labels[i], semantics[i], ray_origins)

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--depth-noise", type=float, default=DepthTargetConfig.pixel_noise_std)
     d.add_argument("--depth-smooth-noise", type=float, default=DepthTargetConfig.smooth_noise_std)
     d.add_argument("--max-depth", type=float, default=DepthTargetConfig.max_depth)
+    d.add_argument("--far-field", choices=("far", "invalid"), default=DepthTargetConfig.far_field,
+                   help="sky and beyond --max-depth: the far depth (default; what a metric-depth network "
+                        "outputs) or invalid 0 (the old targets, for the ablation)")
     p.add_argument("--no-preview", action="store_true",
                    help="do not write preview.png of the first key frame")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                                          blur_sigma=args.feature_blur, noise_std=args.feature_noise,
                                          dtype=args.feature_dtype),
             depth=DepthTargetConfig(scale_bias=args.depth_bias, pixel_noise_std=args.depth_noise,
-                                    smooth_noise_std=args.depth_smooth_noise, max_depth=args.max_depth),
+                                    smooth_noise_std=args.depth_smooth_noise, max_depth=args.max_depth,
+                                    far_field=args.far_field),
             antialias=args.antialias,
         )
         config.features.grid_size(config.image_size)

@@ -1,0 +1,586 @@
+#!/usr/bin/env python3
+"""The GPU results of docs/results.md, unattended on one GPU: synthetic data, the trivial baselines,
+trainings (several at once on the one GPU), held-out scores, tune-world density sweeps, and the
+tables (results.md snippet + results.json rows).
+
+    python scripts/results_gpu.py --out gpu_out --runs featup_both featup_depth_only --minutes 6
+    python scripts/results_gpu.py --list                       # the runs it knows
+
+Run it through scripts/run_results_gpu.sh on the lent GPU machine (installs the carried wheels).
+
+Data (``--work``): ``featup`` = 80 scenes (64 train / 16 held-out val) of the 216 x 384 synthetic
+world with 512-d feature targets from the featup preset's random-init CLIP text tower (seed 0);
+``featup_tune`` = 16 other worlds (seed 1) for choosing settings; ``tiny`` = 100 scenes
+(80 / 20) at 112 x 200 with the tiny text tower; ``tiny_tune`` likewise (seed 1). Held-out scores
+(``eval_<run>``) use the val split, never seen in training or tuning; the density sweeps
+(``tune_<run>/sweep.json``) use the tune worlds only.
+
+Every training uses the preset's recipe with the "budget" schedule on ``--minutes`` (or the run's
+own minutes): warm-up, full rate, and the x0.1 decay at 2/3 of the time, whatever the step count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as futures
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+# featup at paper size on the synthetic world: no segmentation labels exist, so no segment head;
+# text tower random-init seed 0 (the feature targets were made with it).
+FEATUP = ["--set", "text.random_init_seed=0", "--set", "model.head.segment_classes=0"]
+# The synthetic cameras are 216 x 384, the input 432 x 768 (upsampled): render the loss at the
+# targets' native resolution instead of 4x as many interpolated pixels.
+HALF_RENDER = ["--set", "loss.render_scale=0.5"]
+NO_FEATURES = ["--set", "loss.feature_weight=0", "--set", "loss.centered_feature_weight=0"]
+NO_DEPTH = ["--set", "loss.depth_weight=0", "--set", "loss.depth_head_weight=0"]
+# Inference settings tried on the tune worlds (each with the density sweep): featup's official raw
+# logits (feature . unit prototype) and cosine logits at two temperatures. The synthetic featup
+# targets are unit text embeddings whose classes have cosine ~0.94 to each other, and a model trained
+# with the (scale-free) cosine loss has arbitrary feature norms, so raw logits may be nearly flat.
+LOGIT_VARIANTS = {
+    "raw": [],
+    "cos30": ["--set", "inference.logit_scale=30"],
+    "cos100": ["--set", "inference.logit_scale=100"],
+}
+SWEEP = ["0.02", "0.04", "0.08", "0.12", "0.16", "0.2", "0.25", "0.3", "0.4", "0.5", "0.6", "0.8"]
+
+
+@dataclass
+class Run:
+    """One row of the results table.
+
+    Attributes:
+        label: the row name in the tables.
+        preset: model preset.
+        data: "featup" or "tiny" (the dataset; its tune worlds are "<data>_tune").
+        baseline: a gausstr-eval baseline instead of a training ("all-free", "init", ...).
+        train: extra gausstr-train arguments.
+        evaluate: extra gausstr-eval arguments (both held-out and tune evaluations).
+        minutes: training minutes (None = --minutes / --tiny-minutes).
+        keep: bring the deployment checkpoint back (small models only).
+    """
+
+    label: str
+    preset: str
+    data: str
+    baseline: str | None = None
+    train: list[str] = field(default_factory=list)
+    evaluate: list[str] = field(default_factory=list)
+    minutes: float | None = None
+    keep: bool = False
+
+
+def tiny_run(label: str, queries: int, extra: list[str] | None = None, keep: bool = True) -> Run:
+    return Run(
+        label,
+        "tiny",
+        "tiny",
+        train=["--batch-size", "2", "--set", f"model.decoder.queries_per_view={queries}", *(extra or [])],
+        keep=keep,
+    )
+
+
+RUNS: dict[str, Run] = {
+    "featup_all_free": Run("all free", "featup", "featup", baseline="all-free", evaluate=FEATUP[:2]),
+    "featup_init": Run(
+        "init (untrained Gaussians)", "featup", "featup", baseline="init", evaluate=FEATUP[:2]
+    ),
+    "featup_unprojection": Run(
+        "depth unprojection + nearest prototype",
+        "featup",
+        "featup",
+        baseline="depth-unprojection",
+        evaluate=FEATUP[:2],
+    ),
+    "featup_depth_only": Run(
+        "featup, depth only", "featup", "featup", train=[*FEATUP, *HALF_RENDER, *NO_FEATURES]
+    ),
+    "featup_features_only": Run(
+        "featup, features only", "featup", "featup", train=[*FEATUP, *HALF_RENDER, *NO_DEPTH]
+    ),
+    "featup_both": Run("featup, both", "featup", "featup", train=[*FEATUP, *HALF_RENDER]),
+    "featup_both_seed1": Run(
+        "featup, both (seed 1)", "featup", "featup", train=[*FEATUP, *HALF_RENDER, "--seed", "1"]
+    ),
+    "featup_both_full_render": Run(
+        "featup, both (loss rendered at 432 x 768)", "featup", "featup", train=FEATUP
+    ),
+    "featup_both_centred": Run(
+        "featup, both + centred feature term 5",
+        "featup",
+        "featup",
+        train=[*FEATUP, *HALF_RENDER, "--set", "loss.centered_feature_weight=5"],
+    ),
+    "featup_gaussrender": Run(
+        "featup, both + GaussRender loss",
+        "featup",
+        "featup",
+        train=[*FEATUP, *HALF_RENDER, "--set", "loss.gaussrender.weight=1"],
+    ),
+    "featup_photometric": Run(
+        "featup, both + photometric RGB",
+        "featup",
+        "featup",
+        train=[
+            *FEATUP,
+            *HALF_RENDER,
+            "--set",
+            "model.head.rgb_head=true",
+            "--set",
+            "loss.photometric.weight=1",
+        ],
+    ),
+    "featup_point_cloud_init": Run(
+        "featup, both + point-cloud query init",
+        "featup",
+        "featup",
+        train=[*FEATUP, *HALF_RENDER, "--set", "model.decoder.reference_init=point_cloud"],
+    ),
+    "featup_pruning": Run(
+        "featup, both + opacity pruning 0.3",
+        "featup",
+        "featup",
+        train=[*FEATUP, *HALF_RENDER, "--set", "loss.prune_opacity=0.3"],
+    ),
+    "tiny_all_free": Run("all free", "tiny", "tiny", baseline="all-free"),
+    "tiny_init": Run("init (untrained Gaussians)", "tiny", "tiny", baseline="init"),
+    "tiny_unprojection": Run(
+        "depth unprojection + nearest prototype", "tiny", "tiny", baseline="depth-unprojection"
+    ),
+    "tiny_q150": tiny_run("tiny, 150 queries per view", 150),
+    "tiny_q100": tiny_run("tiny, 100 queries per view", 100),
+    "tiny_q40": tiny_run("tiny (40 queries per view)", 40),
+}
+
+DATASETS = {
+    # name: (gausstr-synth arguments, workers share)
+    "featup": [
+        "--scenes",
+        "80",
+        "--seed",
+        "0",
+        "--resolution",
+        "216",
+        "384",
+        "--patch-size",
+        "8",
+        "--text-preset",
+        "featup",
+        "--text-seed",
+        "0",
+        "--feature-dtype",
+        "float16",
+    ],
+    "featup_tune": [
+        "--scenes",
+        "16",
+        "--seed",
+        "1",
+        "--resolution",
+        "216",
+        "384",
+        "--patch-size",
+        "8",
+        "--text-preset",
+        "featup",
+        "--text-seed",
+        "0",
+        "--feature-dtype",
+        "float16",
+    ],
+    "tiny": ["--scenes", "100", "--seed", "0", "--resolution", "112", "200", "--patch-size", "8"],
+    "tiny_tune": ["--scenes", "16", "--seed", "1", "--resolution", "112", "200", "--patch-size", "8"],
+}
+
+_print_lock = threading.Lock()
+
+
+def say(text: str) -> None:
+    with _print_lock:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def run_logged(name: str, cmd: list[str], log_dir: Path, timeout_s: float, env: dict | None = None) -> int:
+    """Run a command with its output in ``<log_dir>/<name>.log``; kill it after ``timeout_s``."""
+    log = log_dir / f"{name}.log"
+    start = time.time()
+    with log.open("w") as f:
+        f.write("$ " + shlex.join(cmd) + "\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        try:
+            rc = proc.wait(timeout=max(1.0, timeout_s))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(2)  # SIGINT: the trainer saves what it has
+            try:
+                rc = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = proc.wait()
+            rc = rc if rc else 124
+    tail = [
+        line
+        for line in log.read_text(errors="replace").replace("\r", "\n").splitlines()
+        if line.strip() and not line.startswith(("train:", "evaluate:", "make-bag", "gausstr-synth:"))
+    ][-3:]
+    say(f"{name}: rc={rc} in {time.time() - start:.0f} s" + "".join(f"\n    {t}" for t in tail))
+    return rc
+
+
+class Results:
+    """Runs the stages and keeps what each run produced."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.out = Path(args.out)
+        self.work = Path(args.work)
+        self.logs = self.out / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.deadline = time.time() + 60 * args.deadline_minutes
+        self.device = gpu_name()
+        self.date = datetime.date.today().isoformat()
+        self.commands: dict[str, list[list[str]]] = {}
+
+    def left(self) -> float:
+        return self.deadline - time.time()
+
+    def data_dir(self, name: str) -> Path:
+        return self.work / name
+
+    # -- stages ---------------------------------------------------------------------------------
+
+    def make_data(self, names: list[str]) -> None:
+        todo = [n for n in names if not (self.data_dir(n) / "nuscenes" / "synthetic.json").is_file()]
+        if not todo:
+            return
+        cores = os.cpu_count() or 4
+        weights = {"featup": 5, "featup_tune": 1, "tiny": 3, "tiny_tune": 1}
+        total = sum(weights.get(n, 1) for n in todo)
+        with futures.ThreadPoolExecutor(len(todo)) as pool:
+            jobs = []
+            for n in todo:
+                workers = max(1, round(cores * weights.get(n, 1) / total))
+                cmd = [
+                    PY,
+                    "-m",
+                    "gausstr_core.data.synthetic.cli",
+                    "--out",
+                    str(self.data_dir(n)),
+                    *DATASETS[n],
+                    "--workers",
+                    str(workers),
+                    "--quiet",
+                    "--no-preview",
+                ]
+                if n.endswith("_tune"):
+                    cmd += ["--val-fraction", "0.5"]
+                jobs.append(pool.submit(run_logged, f"data_{n}", cmd, self.logs, self.left()))
+            for j in jobs:
+                j.result()
+
+    def warm_up(self) -> None:
+        """Compile gsplat once: two processes compiling at once on a fresh host can break each other."""
+        code = (
+            "import torch; from gausstr_core.gaussians import Gaussians; "
+            "from gausstr_core.render import render_gaussians; d = 'cuda'; n = 64; "
+            "g = Gaussians(torch.randn(1, n, 3, device=d) + torch.tensor([0, 0, 8.0], device=d), "
+            "torch.full((1, n, 3), 0.3, device=d), "
+            "torch.tensor([[[1.0, 0, 0, 0]]], device=d).expand(1, n, 4), "
+            "torch.full((1, n), 0.5, device=d), torch.randn(1, n, 8, device=d)); "
+            "k = torch.tensor([[50.0, 0, 32], [0, 50, 24], [0, 0, 1]], device=d)[None, None]; "
+            "r = render_gaussians(g, k, torch.eye(4, device=d)[None, None], (48, 64), backend='gsplat'); "
+            "torch.cuda.synchronize(); print('gsplat compiled and rendered', tuple(r.features.shape))"
+        )
+        run_logged("warmup_gsplat", [PY, "-c", code], self.logs, min(300, self.left()))
+
+    def train(self, key: str) -> None:
+        run, a = RUNS[key], self.args
+        minutes = run.minutes or (a.tiny_minutes if run.preset == "tiny" else a.minutes)
+        out = self.work / key
+        if out.exists():
+            subprocess.run(["rm", "-rf", str(out)], check=False)
+        workers = max(1, (os.cpu_count() or 4) // max(1, a.parallel) - 1)
+        cmd = [
+            PY,
+            "-m",
+            "gausstr_core.train.cli",
+            "--preset",
+            run.preset,
+            "--data",
+            str(self.data_dir(run.data)),
+            "--out",
+            str(out),
+            "--max-minutes",
+            f"{minutes:g}",
+            "--epochs",
+            "10000",
+            "--max-steps",
+            "1000000",
+            "--schedule",
+            "budget",
+            "--num-workers",
+            str(workers),
+            "--no-eval",
+            "--image-every",
+            "250",
+            "--checkpoint-every",
+            "500",
+            *run.train,
+        ]
+        self.commands[key] = [cmd]
+        run_logged(f"train_{key}", cmd, self.logs, min(60 * minutes + 240, self.left() - 60))
+
+    def evaluate(self, key: str) -> None:
+        """Held-out scores with the preset's inference settings; for models (and the init baseline)
+        also the tune-world sweeps, and held-out scores again with the settings the tune worlds chose."""
+        run = RUNS[key]
+        if run.baseline:
+            target = ["--baseline", run.baseline, "--preset", run.preset]
+        else:
+            target = ["--checkpoint", str(self.work / key / "model.safetensors")]
+            if not (self.work / key / "model.safetensors").is_file():
+                say(f"{key}: no model to evaluate")
+                return
+        cli = [PY, "-m", "gausstr_core.evaluation.cli", *target]
+        held_out = [
+            *cli,
+            "--data",
+            str(self.data_dir(run.data)),
+            "--out",
+            str(self.out / f"eval_{key}"),
+            *run.evaluate,
+        ]
+        train = self.commands.get(key, [])
+        self.commands[key] = [*train, held_out]
+        if run.baseline in ("all-free", "depth-unprojection"):
+            run_logged(f"eval_{key}", held_out, self.logs, min(600, self.left() - 20))
+            return  # no Gaussians, no density to sweep
+        variants = LOGIT_VARIANTS if run.preset == "featup" and self.args.logit_variants else {"default": []}
+        jobs = {f"eval_{key}": held_out}
+        for variant, extra in variants.items():
+            out = self.out / f"tune_{key}_{variant}"
+            jobs[out.name] = [
+                *cli,
+                "--data",
+                str(self.data_dir(run.data + "_tune")),
+                "--split",
+                "all",
+                "--no-rayiou",
+                "--bev",
+                "1",
+                "--out",
+                str(out),
+                "--density-sweep",
+                *SWEEP,
+                *run.evaluate,
+                *extra,
+            ]
+        # the held-out default and the tune sweeps at once: they are partly CPU-bound (metrics)
+        with futures.ThreadPoolExecutor(len(jobs)) as pool:
+            for name, cmd in jobs.items():
+                pool.submit(run_logged, name, cmd, self.logs, min(420, self.left() - 10))
+        best = None  # (IoU + mIoU, variant, threshold)
+        for variant in variants:
+            out = self.out / f"tune_{key}_{variant}"
+            if (out / "sweep.json").is_file():
+                for t, m in json.loads((out / "sweep.json").read_text()).items():
+                    score = (m["iou"] or 0.0) + (m["miou"] or 0.0)
+                    if best is None or score > best[0]:
+                        best = (score, variant, t)
+        if best is None:
+            return
+        _, variant, threshold = best
+        chosen = [*variants[variant], "--set", f"inference.density_threshold={threshold}"]
+        (self.out / f"tune_{key}_choice.json").write_text(
+            json.dumps({"variant": variant, "density_threshold": float(threshold), "overrides": chosen})
+        )
+        tuned = [
+            *cli,
+            "--data",
+            str(self.data_dir(run.data)),
+            "--out",
+            str(self.out / f"eval_{key}_tuned"),
+            *run.evaluate,
+            *chosen,
+        ]
+        self.commands[key + "_tuned"] = [*train, tuned]
+        run_logged(f"eval_{key}_tuned", tuned, self.logs, min(600, self.left() - 5))
+
+    def train_and_evaluate(self, key: str) -> None:
+        if RUNS[key].baseline is None:
+            self.train(key)
+            model = self.work / key / "model.safetensors"
+            if RUNS[key].keep and model.is_file():
+                subprocess.run(["cp", str(model), str(self.out / f"{key}.safetensors")], check=False)
+        self.evaluate(key)
+
+    # -- tables ---------------------------------------------------------------------------------
+
+    def rows(self, keys: list[str]) -> list[dict]:
+        """results.json rows: every run with the preset's inference settings, and each tuned model
+        again with the settings its tune-world sweep chose (held-out scenes both times)."""
+        rows = []
+        for key in keys:
+            for suffix in ("", "_tuned"):
+                row = self.row(key, suffix)
+                if row is not None:
+                    rows.append(row)
+        return rows
+
+    def row(self, key: str, suffix: str) -> dict | None:
+        run = RUNS[key]
+        metrics = self.out / f"eval_{key}{suffix}" / "metrics.json"
+        if not metrics.is_file():
+            return None
+        m = json.loads(metrics.read_text())
+        occ = m["occupancy"]
+        steps = minutes = None
+        state = self.work / key / "checkpoints" / "last.pt"
+        if run.baseline is None and state.is_file():
+            import torch
+
+            saved = torch.load(state, map_location="cpu", weights_only=True)
+            steps, minutes = int(saved["step"]), round(float(saved.get("train_seconds", 0.0)) / 60, 2)
+        choice_file = self.out / f"tune_{key}_choice.json"
+        choice = json.loads(choice_file.read_text()) if suffix and choice_file.is_file() else None
+        label = run.label
+        if choice is not None:
+            label += f" [tuned: {choice['variant']} logits, density {choice['density_threshold']:g}]"
+        sweeps = {}
+        for path in sorted(self.out.glob(f"tune_{key}_*/sweep.json")):
+            sweeps[path.parent.name.removeprefix(f"tune_{key}_")] = json.loads(path.read_text())
+        return {
+            "name": label,
+            "key": key + suffix,
+            "preset": run.preset,
+            "iou": m["summary"]["iou"],
+            "miou": m["summary"]["miou"],
+            "rayiou": m["summary"]["rayiou"],
+            "precision": occ["precision"],
+            "recall": occ["recall"],
+            "per_class_iou": occ["per_class_iou"],
+            "scenes": m["summary"]["scenes"],
+            "steps": steps,
+            "train_minutes": minutes,
+            "device": self.device,
+            "date": self.date,
+            "command": " && ".join(
+                shlex.join(["python", *c[1:]]) for c in self.commands.get(key + suffix, [])
+            ),
+            "inference_overrides": choice["overrides"] if choice else [],
+            "tune_sweeps": sweeps if not suffix else None,
+        }
+
+    def write_tables(self, rows: list[dict]) -> None:
+        (self.out / "results.json").write_text(json.dumps(rows, indent=1))
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"
+        lines = [
+            "| model | IoU | mIoU | RayIoU | precision | recall | steps | training |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for r in rows:
+            train = f"{r['train_minutes']:.1f} min" if r["train_minutes"] is not None else "-"
+            lines.append(
+                f"| {r['name']} ({r['preset']}) | {fmt(r['iou'])} | {fmt(r['miou'])} | "
+                f"{fmt(r['rayiou'])} | {fmt(r['precision'])} | {fmt(r['recall'])} | "
+                f"{r['steps'] or '-'} | {train} |"
+            )
+        for r in rows:
+            for variant, sweep in (r["tune_sweeps"] or {}).items():
+                lines.append(
+                    f"\n{r['key']} tune worlds, {variant}: "
+                    + ", ".join(f"{t}: {fmt(v['iou'])}/{fmt(v['miou'])}" for t, v in sweep.items())
+                )
+        header = f"device: {self.device}, {self.date}\n\n"
+        (self.out / "results.md").write_text(header + "\n".join(lines) + "\n")
+        print("\n".join(lines))
+
+
+def gpu_name() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return "cpu"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=str(ROOT / "gpu_out"), help="results, logs, pictures")
+    p.add_argument("--work", default="/tmp/gausstr_results", help="data and run directories")
+    p.add_argument(
+        "--runs",
+        nargs="+",
+        default=[
+            "featup_all_free",
+            "featup_init",
+            "featup_unprojection",
+            "featup_depth_only",
+            "featup_features_only",
+            "featup_both",
+        ],
+    )
+    p.add_argument("--minutes", type=float, default=6.0, help="training minutes of featup/talk2dino runs")
+    p.add_argument("--tiny-minutes", type=float, default=5.0, help="training minutes of tiny runs")
+    p.add_argument("--parallel", type=int, default=3, help="trainings at once on the GPU")
+    p.add_argument("--deadline-minutes", type=float, default=60.0, help="stop everything after this")
+    p.add_argument("--skip-data", action="store_true", help="the data directories exist already")
+    p.add_argument("--scenes", type=int, help="override every dataset's scene count (smoke tests)")
+    p.add_argument(
+        "--no-logit-variants",
+        dest="logit_variants",
+        action="store_false",
+        help="tune featup models with their preset's logits only",
+    )
+    p.add_argument("--list", action="store_true", help="print the known runs and exit")
+    args = p.parse_args(argv)
+    if args.list:
+        for key, run in RUNS.items():
+            print(f"{key:28s} {run.label}")
+        return 0
+    unknown = [k for k in args.runs if k not in RUNS]
+    if unknown:
+        p.error(f"unknown runs {unknown}; --list shows the known ones")
+    if args.scenes:
+        for spec in DATASETS.values():
+            spec[spec.index("--scenes") + 1] = str(args.scenes)
+    results = Results(args)
+    say(f"device {results.device}; runs {args.runs}")
+    datasets = sorted({RUNS[k].data for k in args.runs} | {RUNS[k].data + "_tune" for k in args.runs})
+    gpu = results.device != "cpu"
+    with futures.ThreadPoolExecutor(2) as pool:
+        data = pool.submit(results.make_data, [] if args.skip_data else datasets)
+        if gpu:
+            pool.submit(results.warm_up).result()
+        data.result()
+    trainings = [k for k in args.runs if RUNS[k].baseline is None]
+    baselines = [k for k in args.runs if RUNS[k].baseline is not None]
+    with futures.ThreadPoolExecutor(max(1, args.parallel)) as pool:
+        jobs = [pool.submit(results.train_and_evaluate, k) for k in trainings]
+        with futures.ThreadPoolExecutor(1) as side:  # baselines alongside, one at a time
+            for k in baselines:
+                side.submit(results.evaluate, k)
+        for j in jobs:
+            j.result()
+    results.write_tables(results.rows(args.runs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
