@@ -49,11 +49,7 @@ NO_DEPTH = ["--set", "loss.depth_weight=0", "--set", "loss.depth_head_weight=0"]
 # logits (feature . unit prototype) and cosine logits at two temperatures. The synthetic featup
 # targets are unit text embeddings whose classes have cosine ~0.94 to each other, and a model trained
 # with the (scale-free) cosine loss has arbitrary feature norms, so raw logits may be nearly flat.
-LOGIT_VARIANTS = {
-    "raw": [],
-    "cos30": ["--set", "inference.logit_scale=30"],
-    "cos100": ["--set", "inference.logit_scale=100"],
-}
+LOGIT_VARIANTS = {"raw": [], "cos50": ["--set", "inference.logit_scale=50"]}
 SWEEP = ["0.02", "0.04", "0.08", "0.12", "0.16", "0.2", "0.25", "0.3", "0.4", "0.5", "0.6", "0.8"]
 
 
@@ -212,8 +208,12 @@ def say(text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
+THREADS = "2"  # torch/OpenMP threads per child: many run at once, torch's default is every core each
+
+
 def run_logged(name: str, cmd: list[str], log_dir: Path, timeout_s: float, env: dict | None = None) -> int:
     """Run a command with its output in ``<log_dir>/<name>.log``; kill it after ``timeout_s``."""
+    env = {**os.environ, "OMP_NUM_THREADS": THREADS, "MKL_NUM_THREADS": THREADS, **(env or {})}
     log = log_dir / f"{name}.log"
     start = time.time()
     with log.open("w") as f:
@@ -292,7 +292,8 @@ class Results:
                 j.result()
 
     def warm_up(self) -> None:
-        """Compile gsplat once: two processes compiling at once on a fresh host can break each other."""
+        """Compile gsplat and the CUDA voxelizer once, before the runs: processes compiling at once on
+        a fresh host wait for (or break) each other's builds."""
         code = (
             "import torch; from gausstr_core.gaussians import Gaussians; "
             "from gausstr_core.render import render_gaussians; d = 'cuda'; n = 64; "
@@ -302,7 +303,10 @@ class Results:
             "torch.full((1, n), 0.5, device=d), torch.randn(1, n, 8, device=d)); "
             "k = torch.tensor([[50.0, 0, 32], [0, 50, 24], [0, 0, 1]], device=d)[None, None]; "
             "r = render_gaussians(g, k, torch.eye(4, device=d)[None, None], (48, 64), backend='gsplat'); "
-            "torch.cuda.synchronize(); print('gsplat compiled and rendered', tuple(r.features.shape))"
+            "from gausstr_core.voxelize import voxelize_gaussians; from gausstr_core.grid import VoxelGrid; "
+            "dens, _ = voxelize_gaussians(g.means, g.covariances(), g.opacities, g.features, VoxelGrid(), "
+            "backend='cuda'); "
+            "torch.cuda.synchronize(); print('gsplat and voxelizer compiled', tuple(r.features.shape))"
         )
         run_logged("warmup_gsplat", [PY, "-c", code], self.logs, min(300, self.left()))
 
@@ -539,6 +543,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=6.0, help="training minutes of featup/talk2dino runs")
     p.add_argument("--tiny-minutes", type=float, default=5.0, help="training minutes of tiny runs")
     p.add_argument("--parallel", type=int, default=3, help="trainings at once on the GPU")
+    p.add_argument(
+        "--run-minutes",
+        nargs="+",
+        default=[],
+        metavar="RUN=MINUTES",
+        help="training minutes of single runs (e.g. featup_depth_only=2.5)",
+    )
     p.add_argument("--deadline-minutes", type=float, default=60.0, help="stop everything after this")
     p.add_argument("--skip-data", action="store_true", help="the data directories exist already")
     p.add_argument("--scenes", type=int, help="override every dataset's scene count (smoke tests)")
@@ -557,6 +568,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [k for k in args.runs if k not in RUNS]
     if unknown:
         p.error(f"unknown runs {unknown}; --list shows the known ones")
+    for item in args.run_minutes:
+        key, _, minutes = item.partition("=")
+        if key not in RUNS:
+            p.error(f"--run-minutes: unknown run {key!r}")
+        RUNS[key].minutes = float(minutes)
     if args.scenes:
         for spec in DATASETS.values():
             spec[spec.index("--scenes") + 1] = str(args.scenes)

@@ -25,8 +25,9 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.t
 $PY scripts/results_gpu.py --out "$OUT" --work "$WORK" "$@"
 rc=$?
 if [ "${PACK:-0}" = 1 ]; then
-  tar -C "$OUT" --exclude='*.safetensors' --exclude=results.tgz -czf "$OUT/results.tgz.tmp" . \
-    && mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"
+  # a run killed at its deadline may still be writing: pack what is there
+  tar -C "$OUT" --exclude='*.safetensors' --exclude='results.tgz*' --warning=no-file-changed \
+    -czf "$OUT/results.tgz.tmp" . ; mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"
   ls -la "$OUT"
 fi
 exit $rc
