@@ -66,8 +66,9 @@ class BackboneConfig:
         if self.kind not in BACKBONE_KINDS:
             raise ValueError(f"backbone.kind must be one of {BACKBONE_KINDS}, got {self.kind!r}")
         if self.channels <= 0 or self.patch_size <= 0:
-            raise ValueError(f"backbone.channels and patch_size must be positive, got "
-                             f"{self.channels}, {self.patch_size}")
+            raise ValueError(
+                f"backbone.channels and patch_size must be positive, got {self.channels}, {self.patch_size}"
+            )
 
     def normalization(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
         """(mean, std) applied to [0, 1] RGB images."""
@@ -120,17 +121,22 @@ class DecoderConfig:
 
     def __post_init__(self) -> None:
         if self.self_attention not in ("scene", "view"):
-            raise ValueError(f"decoder.self_attention must be 'scene' or 'view', got "
-                             f"{self.self_attention!r}")
+            raise ValueError(f"decoder.self_attention must be 'scene' or 'view', got {self.self_attention!r}")
         if self.reference_init not in ("random", "grid", "point_cloud"):
-            raise ValueError(f"decoder.reference_init must be 'random', 'grid' or 'point_cloud', got "
-                             f"{self.reference_init!r}")
+            raise ValueError(
+                f"decoder.reference_init must be 'random', 'grid' or 'point_cloud', got "
+                f"{self.reference_init!r}"
+            )
         if self.point_cloud_cells < 1 or self.point_cloud_stride < 1:
-            raise ValueError(f"decoder.point_cloud_cells and point_cloud_stride must be >= 1, got "
-                             f"{self.point_cloud_cells}, {self.point_cloud_stride}")
+            raise ValueError(
+                f"decoder.point_cloud_cells and point_cloud_stride must be >= 1, got "
+                f"{self.point_cloud_cells}, {self.point_cloud_stride}"
+            )
         if self.num_layers < 1 or self.queries_per_view < 1:
-            raise ValueError(f"decoder needs >= 1 layer and >= 1 query per view, got "
-                             f"{self.num_layers}, {self.queries_per_view}")
+            raise ValueError(
+                f"decoder needs >= 1 layer and >= 1 query per view, got "
+                f"{self.num_layers}, {self.queries_per_view}"
+            )
         if len(self.position_range) != 6:
             raise ValueError(f"decoder.position_range needs 6 numbers, got {self.position_range}")
 
@@ -182,8 +188,9 @@ class DepthHeadConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.min_depth < self.max_depth:
-            raise ValueError(f"depth_head needs 0 < min_depth < max_depth, got "
-                             f"{self.min_depth}, {self.max_depth}")
+            raise ValueError(
+                f"depth_head needs 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}"
+            )
 
 
 @dataclass
@@ -205,17 +212,22 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.embed_dim % self.decoder.num_heads or self.embed_dim % 2:
-            raise ValueError(f"embed_dim ({self.embed_dim}) must be even and divisible by "
-                             f"decoder.num_heads ({self.decoder.num_heads})")
+            raise ValueError(
+                f"embed_dim ({self.embed_dim}) must be even and divisible by "
+                f"decoder.num_heads ({self.decoder.num_heads})"
+            )
         if self.backbone.kind != "precomputed":
             h, w = self.image_size
             p = self.backbone.patch_size
             if h % p or w % p:
-                raise ValueError(f"image_size {tuple(self.image_size)} must be a multiple of the backbone "
-                                 f"patch size {p}")
+                raise ValueError(
+                    f"image_size {tuple(self.image_size)} must be a multiple of the backbone patch size {p}"
+                )
         if self.backbone.channels % 4:
-            raise ValueError(f"backbone.channels ({self.backbone.channels}) must be divisible by 4 "
-                             f"(the neck's 4x upsampling level has channels / 4)")
+            raise ValueError(
+                f"backbone.channels ({self.backbone.channels}) must be divisible by 4 "
+                f"(the neck's 4x upsampling level has channels / 4)"
+            )
 
 
 # --- the composed configuration ------------------------------------------------------------------
@@ -233,8 +245,9 @@ def _section_class(name: str) -> type:
     try:
         return getattr(importlib.import_module(module), cls)
     except (ImportError, AttributeError) as exc:
-        raise ImportError(f"config section {name!r} needs {module}.{cls}, which is not available: "
-                          f"{exc}") from exc
+        raise ImportError(
+            f"config section {name!r} needs {module}.{cls}, which is not available: {exc}"
+        ) from exc
 
 
 @dataclass
@@ -264,13 +277,17 @@ class GaussTRConfig:
         """Cross-section consistency: the Gaussian features must live in the text embedding space."""
         text_dim = _first_attr(self.text, ("embed_dim", "output_dim", "dim"))
         if text_dim is not None and text_dim != self.model.head.feature_dim:
-            raise ValueError(f"model.head.feature_dim ({self.model.head.feature_dim}) must equal the text "
-                             f"encoder's embedding width ({text_dim}): Gaussian features are compared with "
-                             f"text embeddings")
+            raise ValueError(
+                f"model.head.feature_dim ({self.model.head.feature_dim}) must equal the text "
+                f"encoder's embedding width ({text_dim}): Gaussian features are compared with "
+                f"text embeddings"
+            )
         pca = _first_attr(self.loss, ("pca_dims", "reduce_dims", "pca_dim"))
         if self.model.head.segment_classes and pca is not None and pca != self.model.head.segment_input_dim:
-            raise ValueError(f"model.head.segment_input_dim ({self.model.head.segment_input_dim}) must equal "
-                             f"the loss PCA width ({pca}): the segmentation head reads rendered PCA features")
+            raise ValueError(
+                f"model.head.segment_input_dim ({self.model.head.segment_input_dim}) must equal "
+                f"the loss PCA width ({pca}): the segmentation head reads rendered PCA features"
+            )
 
 
 def _first_attr(obj: Any, names: tuple[str, ...]) -> Any:
@@ -289,8 +306,9 @@ def talk2dino_model() -> ModelConfig:
     return ModelConfig(
         image_size=(504, 896),
         embed_dim=256,
-        backbone=BackboneConfig(kind="dinov2", name="vit_base_patch14_reg4_dinov2", channels=768,
-                                patch_size=14),
+        backbone=BackboneConfig(
+            kind="dinov2", name="vit_base_patch14_reg4_dinov2", channels=768, patch_size=14
+        ),
         decoder=DecoderConfig(),
         head=HeadConfig(feature_dim=768, scale_multiplier=7.5 * 0.56),
     )
@@ -304,8 +322,7 @@ def featup_model() -> ModelConfig:
     return ModelConfig(
         image_size=(432, 768),
         embed_dim=256,
-        backbone=BackboneConfig(kind="precomputed", name="ViT-B-16-quickgelu", channels=512,
-                                patch_size=16),
+        backbone=BackboneConfig(kind="precomputed", name="ViT-B-16-quickgelu", channels=512, patch_size=16),
         decoder=DecoderConfig(),
         head=HeadConfig(feature_dim=512, scale_multiplier=7.5 * 0.48, segment_classes=26),
     )
@@ -317,10 +334,19 @@ def tiny_model(feature_dim: int = 64) -> ModelConfig:
     return ModelConfig(
         image_size=(112, 200),
         embed_dim=64,
-        backbone=BackboneConfig(kind="vit", name="tiny_vit", frozen=False, random_init=True, channels=128,
-                                patch_size=8, vit_depth=4, vit_heads=4),
-        decoder=DecoderConfig(num_layers=2, queries_per_view=40, num_heads=4, num_points=4, ffn_dim=256,
-                              cross_attn_dropout=0.0),
+        backbone=BackboneConfig(
+            kind="vit",
+            name="tiny_vit",
+            frozen=False,
+            random_init=True,
+            channels=128,
+            patch_size=8,
+            vit_depth=4,
+            vit_heads=4,
+        ),
+        decoder=DecoderConfig(
+            num_layers=2, queries_per_view=40, num_heads=4, num_points=4, ffn_dim=256, cross_attn_dropout=0.0
+        ),
         head=HeadConfig(feature_dim=feature_dim, scale_multiplier=4.2),
         depth_head=DepthHeadConfig(enabled=True),
     )
@@ -379,8 +405,10 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
     if unknown:
-        raise ValueError(f"unknown config key {where + '.' if where else ''}{unknown[0]!r} in "
-                         f"{cls.__name__}; allowed: {', '.join(names)}")
+        raise ValueError(
+            f"unknown config key {where + '.' if where else ''}{unknown[0]!r} in "
+            f"{cls.__name__}; allowed: {', '.join(names)}"
+        )
     hints = _type_hints(cls)
     kwargs = {}
     for name, value in data.items():

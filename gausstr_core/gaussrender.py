@@ -110,13 +110,17 @@ class GaussRenderConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"loss.gaussrender.{name} must be positive, got {getattr(self, name)}")
         if self.sensor_views < -1 or self.elevated_views < 0:
-            raise ValueError(f"loss.gaussrender needs sensor_views >= -1 and elevated_views >= 0, got "
-                             f"{self.sensor_views}, {self.elevated_views}")
+            raise ValueError(
+                f"loss.gaussrender needs sensor_views >= -1 and elevated_views >= 0, got "
+                f"{self.sensor_views}, {self.elevated_views}"
+            )
         if not 0 <= self.pitch < 90:
             raise ValueError(f"loss.gaussrender.pitch must be in [0, 90) degrees, got {self.pitch}")
         if self.tile_size < 1 or self.grid_factor < 1:
-            raise ValueError(f"loss.gaussrender.tile_size and grid_factor must be >= 1, got "
-                             f"{self.tile_size}, {self.grid_factor}")
+            raise ValueError(
+                f"loss.gaussrender.tile_size and grid_factor must be >= 1, got "
+                f"{self.tile_size}, {self.grid_factor}"
+            )
 
     @property
     def enabled(self) -> bool:
@@ -126,8 +130,9 @@ class GaussRenderConfig:
 # --- voxels -> Gaussians --------------------------------------------------------------------------
 
 
-def voxel_gaussians(colors: Tensor, opacities: Tensor, include: Tensor, grid: VoxelGrid,
-                    scale: float = 0.675) -> Gaussians:
+def voxel_gaussians(
+    colors: Tensor, opacities: Tensor, include: Tensor, grid: VoxelGrid, scale: float = 0.675
+) -> Gaussians:
     """The included voxels of B grids as isotropic Gaussians at the voxel centres.
 
     Args:
@@ -143,12 +148,15 @@ def voxel_gaussians(colors: Tensor, opacities: Tensor, include: Tensor, grid: Vo
         opacity 0 and colour 0 (the renderer culls them).
     """
     if colors.dim() != 5 or colors.shape[1:4] != grid.shape:
-        raise ValueError(f"colors must be (B, X, Y, Z, K) with (X, Y, Z) = {grid.shape}, got "
-                         f"{tuple(colors.shape)}")
+        raise ValueError(
+            f"colors must be (B, X, Y, Z, K) with (X, Y, Z) = {grid.shape}, got {tuple(colors.shape)}"
+        )
     b, k = colors.shape[0], colors.shape[-1]
     if tuple(opacities.shape) != (b, *grid.shape) or tuple(include.shape) != (b, *grid.shape):
-        raise ValueError(f"opacities and include must be (B, X, Y, Z) = {(b, *grid.shape)}, got "
-                         f"{tuple(opacities.shape)} and {tuple(include.shape)}")
+        raise ValueError(
+            f"opacities and include must be (B, X, Y, Z) = {(b, *grid.shape)}, got "
+            f"{tuple(opacities.shape)} and {tuple(include.shape)}"
+        )
     if include.dtype != torch.bool:
         raise ValueError(f"include must be a bool mask, got {include.dtype}")
     dev, dtype = colors.device, colors.dtype
@@ -160,8 +168,9 @@ def voxel_gaussians(colors: Tensor, opacities: Tensor, include: Tensor, grid: Vo
     order = torch.sort((~flat).to(torch.uint8), dim=1, stable=True).indices[:, :n]  # (B, N)
     present = torch.arange(n, device=dev)[None] < counts[:, None]
     means = centers[order]
-    take = lambda t: torch.gather(t.reshape(b, -1, *t.shape[4:]), 1,
-                                  order if t.dim() == 4 else order[..., None].expand(b, n, k))
+    take = lambda t: torch.gather(
+        t.reshape(b, -1, *t.shape[4:]), 1, order if t.dim() == 4 else order[..., None].expand(b, n, k)
+    )
     gathered_colors = torch.where(present[..., None], take(colors), torch.zeros((), device=dev, dtype=dtype))
     gathered_opacity = torch.where(present, take(opacities), torch.zeros((), device=dev, dtype=dtype))
     rotations = torch.zeros(b, n, 4, device=dev, dtype=dtype)
@@ -197,8 +206,9 @@ def coarse_grid(grid: VoxelGrid, factor: int) -> VoxelGrid:
     return VoxelGrid(grid.range, grid.voxel_size * factor)
 
 
-def coarsen_labels(semantics: Tensor, mask: Tensor | None, num_classes: int, factor: int
-                   ) -> tuple[Tensor, Tensor | None]:
+def coarsen_labels(
+    semantics: Tensor, mask: Tensor | None, num_classes: int, factor: int
+) -> tuple[Tensor, Tensor | None]:
     """Ground truth on a ``factor`` times coarser grid.
 
     Args:
@@ -258,8 +268,9 @@ class RenderView:
     far: float = 100.0
 
 
-def sensor_view(cameras: CameraBatch, size: tuple[int, int], views: Tensor | None = None,
-                max_depth: float = 50.0) -> RenderView:
+def sensor_view(
+    cameras: CameraBatch, size: tuple[int, int], views: Tensor | None = None, max_depth: float = 50.0
+) -> RenderView:
     """The input cameras at ``size`` (all of them, or ``views`` (B, V') indices per scene)."""
     k = (resize_matrix(cameras.image_size, size).to(cameras.intrinsics) @ cameras.input_intrinsics()).float()
     pose = cameras.cam_to_ego.float()
@@ -269,8 +280,9 @@ def sensor_view(cameras: CameraBatch, size: tuple[int, int], views: Tensor | Non
     return RenderView("sensor", k, pose, tuple(size), "pinhole", max_depth)
 
 
-def elevated_poses(cam_to_ego: Tensor, elevation: float, pitch_deg: float, yaw_deg: Tensor,
-                   shift: Tensor) -> Tensor:
+def elevated_poses(
+    cam_to_ego: Tensor, elevation: float, pitch_deg: float, yaw_deg: Tensor, shift: Tensor
+) -> Tensor:
     """Cameras lifted, pitched down, turned and moved (GaussRender's "elevated" strategy).
 
     Args:
@@ -284,13 +296,16 @@ def elevated_poses(cam_to_ego: Tensor, elevation: float, pitch_deg: float, yaw_d
     """
     t = math.radians(pitch_deg)
     # Columns: the new camera axes in the old camera frame; z' = (0, sin, cos) leans down (+y).
-    tilt = cam_to_ego.new_tensor([[1.0, 0.0, 0.0], [0.0, math.cos(t), math.sin(t)],
-                                  [0.0, -math.sin(t), math.cos(t)]])
+    tilt = cam_to_ego.new_tensor(
+        [[1.0, 0.0, 0.0], [0.0, math.cos(t), math.sin(t)], [0.0, -math.sin(t), math.cos(t)]]
+    )
     yaw = torch.deg2rad(yaw_deg.to(cam_to_ego.dtype))
     c, s = torch.cos(yaw), torch.sin(yaw)
     zero, one = torch.zeros_like(c), torch.ones_like(c)
-    turn = torch.stack([torch.stack([c, -s, zero], -1), torch.stack([s, c, zero], -1),
-                        torch.stack([zero, zero, one], -1)], -2)
+    turn = torch.stack(
+        [torch.stack([c, -s, zero], -1), torch.stack([s, c, zero], -1), torch.stack([zero, zero, one], -1)],
+        -2,
+    )
     out = cam_to_ego.clone()
     out[..., :3, :3] = turn @ cam_to_ego[..., :3, :3] @ tilt
     out[..., 0, 3] = cam_to_ego[..., 0, 3] + shift[..., 0]
@@ -299,8 +314,13 @@ def elevated_poses(cam_to_ego: Tensor, elevation: float, pitch_deg: float, yaw_d
     return out
 
 
-def elevated_view(cameras: CameraBatch, size: tuple[int, int], config: GaussRenderConfig, count: int,
-                  generator: torch.Generator | None = None) -> RenderView:
+def elevated_view(
+    cameras: CameraBatch,
+    size: tuple[int, int],
+    config: GaussRenderConfig,
+    count: int,
+    generator: torch.Generator | None = None,
+) -> RenderView:
     """``count`` elevated cameras per scene, each from a random sensor camera (random yaw and shift)."""
     b, v = cameras.batch_size, cameras.num_views
     base = sensor_view(cameras, size, max_depth=config.max_depth)
@@ -315,8 +335,9 @@ def elevated_view(cameras: CameraBatch, size: tuple[int, int], config: GaussRend
     return RenderView("elevated", k, pose, tuple(size), "pinhole", config.max_depth)
 
 
-def bev_view(grid: VoxelGrid, batch_size: int, resolution: float, device=None,
-             height: float = 1.0) -> RenderView:
+def bev_view(
+    grid: VoxelGrid, batch_size: int, resolution: float, device=None, height: float = 1.0
+) -> RenderView:
     """The fixed orthographic camera ``height`` m above the grid's top, looking straight down.
 
     Image rows run from the grid's front (x max, top row) to its back, columns from its left (y max)
@@ -333,12 +354,25 @@ def bev_view(grid: VoxelGrid, batch_size: int, resolution: float, device=None,
     f = 1.0 / resolution
     k = torch.tensor([[f, 0.0, (w - 1) / 2], [0.0, f, (h - 1) / 2], [0.0, 0.0, 1.0]], device=device)
     depth_range = z1 + height - z0
-    return RenderView("bev", k.expand(batch_size, 1, 3, 3).clone(), pose.expand(batch_size, 1, 4, 4).clone(),
-                      (h, w), "ortho", depth_range, near=0.5 * height, far=depth_range + 1.0)
+    return RenderView(
+        "bev",
+        k.expand(batch_size, 1, 3, 3).clone(),
+        pose.expand(batch_size, 1, 4, 4).clone(),
+        (h, w),
+        "ortho",
+        depth_range,
+        near=0.5 * height,
+        far=depth_range + 1.0,
+    )
 
 
-def render_views(cameras: CameraBatch, grid: VoxelGrid, config: GaussRenderConfig,
-                 generator: torch.Generator | None = None, all_sensors: bool = False) -> list[RenderView]:
+def render_views(
+    cameras: CameraBatch,
+    grid: VoxelGrid,
+    config: GaussRenderConfig,
+    generator: torch.Generator | None = None,
+    all_sensors: bool = False,
+) -> list[RenderView]:
     """The cameras of one GaussRender evaluation (sensor, elevated, BEV) as the config asks.
 
     ``all_sensors`` renders every sensor camera (the metric); otherwise ``config.sensor_views``
@@ -353,8 +387,9 @@ def render_views(cameras: CameraBatch, grid: VoxelGrid, config: GaussRenderConfi
         chosen = None
         if count < v:
             gen_device = generator.device if generator is not None else "cpu"
-            chosen = torch.stack([torch.randperm(v, generator=generator, device=gen_device)[:count]
-                                  for _ in range(b)]).to(cameras.images.device)
+            chosen = torch.stack(
+                [torch.randperm(v, generator=generator, device=gen_device)[:count] for _ in range(b)]
+            ).to(cameras.images.device)
         views.append(sensor_view(cameras, size, chosen, config.max_depth))
     if config.elevated_views > 0:
         views.append(elevated_view(cameras, size, config, config.elevated_views, generator))
@@ -366,12 +401,22 @@ def render_views(cameras: CameraBatch, grid: VoxelGrid, config: GaussRenderConfi
 # --- the loss -------------------------------------------------------------------------------------
 
 
-def render_occupancy(gaussians: Gaussians, view: RenderView, tile_size: int | None = 8,
-                     backend: str = "auto") -> RenderOutput:
+def render_occupancy(
+    gaussians: Gaussians, view: RenderView, tile_size: int | None = 8, backend: str = "auto"
+) -> RenderOutput:
     """Render voxel Gaussians into a view: semantics (B, V, K, H, W), accumulated depth (B, V, H, W)."""
     k, pose = view.intrinsics.to(gaussians.means), view.cam_to_ego.to(gaussians.means)
-    return render_gaussians(gaussians, k, pose, view.image_size, near=view.near, far=view.far,
-                            backend=backend, camera_model=view.camera_model, tile_size=tile_size)
+    return render_gaussians(
+        gaussians,
+        k,
+        pose,
+        view.image_size,
+        near=view.near,
+        far=view.far,
+        backend=backend,
+        camera_model=view.camera_model,
+        tile_size=tile_size,
+    )
 
 
 def view_errors(pred: RenderOutput, target: RenderOutput, max_depth: float) -> tuple[Tensor, Tensor]:
@@ -384,9 +429,18 @@ def view_errors(pred: RenderOutput, target: RenderOutput, max_depth: float) -> t
     return semantic, depth
 
 
-def gaussrender_terms(pred_colors: Tensor, pred_opacity: Tensor, pred_include: Tensor, target_colors: Tensor,
-                      target_opacity: Tensor, target_include: Tensor, views: list[RenderView],
-                      grid: VoxelGrid, config: GaussRenderConfig, backend: str = "auto") -> dict[str, Tensor]:
+def gaussrender_terms(
+    pred_colors: Tensor,
+    pred_opacity: Tensor,
+    pred_include: Tensor,
+    target_colors: Tensor,
+    target_opacity: Tensor,
+    target_include: Tensor,
+    views: list[RenderView],
+    grid: VoxelGrid,
+    config: GaussRenderConfig,
+    backend: str = "auto",
+) -> dict[str, Tensor]:
     """Render prediction and target voxel grids into every view and compare them.
 
     Args:
@@ -402,8 +456,9 @@ def gaussrender_terms(pred_colors: Tensor, pred_opacity: Tensor, pred_include: T
     """
     pred = voxel_gaussians(pred_colors, pred_opacity, pred_include, grid, config.scale)
     with torch.no_grad():
-        target = voxel_gaussians(target_colors.to(pred_colors), target_opacity.to(pred_colors),
-                                 target_include, grid, config.scale)
+        target = voxel_gaussians(
+            target_colors.to(pred_colors), target_opacity.to(pred_colors), target_include, grid, config.scale
+        )
     terms: dict[str, Tensor] = {}
     total = pred_colors.new_zeros(())
     for view in views:
@@ -450,8 +505,9 @@ class ClassPrototypes:
         return out.index_add(-1, self.groups.to(probs.device), probs[..., :p])
 
     def to(self, device) -> ClassPrototypes:
-        return ClassPrototypes(self.prototypes.to(device), self.groups.to(device), self.num_classes,
-                               self.logit_scale)
+        return ClassPrototypes(
+            self.prototypes.to(device), self.groups.to(device), self.num_classes, self.logit_scale
+        )
 
     @classmethod
     def from_config(cls, config, categories, device="cpu") -> ClassPrototypes:
@@ -470,8 +526,13 @@ class ClassPrototypes:
         return cls(prototypes, groups, vocabulary.num_classes, config.inference.logit_scale)
 
 
-def predicted_occupancy(gaussians: Gaussians, class_probs: Tensor, grid: VoxelGrid,
-                        gain: float = DEFAULT_GAIN, backend: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
+def predicted_occupancy(
+    gaussians: Gaussians,
+    class_probs: Tensor,
+    grid: VoxelGrid,
+    gain: float = DEFAULT_GAIN,
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor, Tensor]:
     """Voxelize Gaussians with their class probabilities (differentiable).
 
     Args:
@@ -488,15 +549,23 @@ def predicted_occupancy(gaussians: Gaussians, class_probs: Tensor, grid: VoxelGr
 
     covariances = gaussians.covariances()
     valid = filter_gaussians(gaussians.means, covariances, gaussians.opacities, grid)
-    density, colors = voxelize_gaussians(gaussians.means, covariances, gaussians.opacities, class_probs, grid,
-                                         valid, backend=backend)
+    density, colors = voxelize_gaussians(
+        gaussians.means, covariances, gaussians.opacities, class_probs, grid, valid, backend=backend
+    )
     return colors, 1 - torch.exp(-gain * density), density
 
 
-def gaussrender_loss(gaussians: Gaussians, prototypes: ClassPrototypes, ground_truth, cameras: CameraBatch,
-                     grid: VoxelGrid, config: GaussRenderConfig, render_backend: str = "auto",
-                     voxelizer_backend: str = "auto",
-                     generator: torch.Generator | None = None) -> dict[str, Tensor]:
+def gaussrender_loss(
+    gaussians: Gaussians,
+    prototypes: ClassPrototypes,
+    ground_truth,
+    cameras: CameraBatch,
+    grid: VoxelGrid,
+    config: GaussRenderConfig,
+    render_backend: str = "auto",
+    voxelizer_backend: str = "auto",
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
     """The GaussRender loss of the model's Gaussians against ground-truth occupancy.
 
     Args:
@@ -512,16 +581,19 @@ def gaussrender_loss(gaussians: Gaussians, prototypes: ClassPrototypes, ground_t
     """
     semantics = ground_truth.semantics.to(gaussians.means.device)
     if tuple(semantics.shape) != (gaussians.batch_size, *grid.shape):
-        raise ValueError(f"ground-truth semantics must be (B, X, Y, Z) = "
-                         f"{(gaussians.batch_size, *grid.shape)}, got {tuple(semantics.shape)}")
+        raise ValueError(
+            f"ground-truth semantics must be (B, X, Y, Z) = "
+            f"{(gaussians.batch_size, *grid.shape)}, got {tuple(semantics.shape)}"
+        )
     k = prototypes.num_classes
     mask = getattr(ground_truth, "mask_camera", None)
     mask = None if mask is None else mask.to(semantics.device)
     semantics, mask = coarsen_labels(semantics, mask, k, config.grid_factor)
     grid = coarse_grid(grid, config.grid_factor)
     probs = prototypes.probabilities(gaussians.features.float())
-    pred_colors, pred_opacity, density = predicted_occupancy(gaussians, probs, grid, config.occupancy_gain,
-                                                             voxelizer_backend)
+    pred_colors, pred_opacity, density = predicted_occupancy(
+        gaussians, probs, grid, config.occupancy_gain, voxelizer_backend
+    )
     target_colors, target_opacity, ignored = ground_truth_occupancy(semantics, k)
     considered = ~ignored
     if config.visible_only and mask is not None:
@@ -529,8 +601,18 @@ def gaussrender_loss(gaussians: Gaussians, prototypes: ClassPrototypes, ground_t
     target_include = considered & (target_opacity > 0)
     pred_include = considered & ((density.detach() > config.density_floor) | target_include)
     views = render_views(cameras, grid, config, generator)
-    terms = gaussrender_terms(pred_colors, pred_opacity, pred_include, target_colors, target_opacity,
-                              target_include, views, grid, config, render_backend)
+    terms = gaussrender_terms(
+        pred_colors,
+        pred_opacity,
+        pred_include,
+        target_colors,
+        target_opacity,
+        target_include,
+        views,
+        grid,
+        config,
+        render_backend,
+    )
     terms["loss"] = config.weight * terms["total"]
     return terms
 
@@ -550,8 +632,14 @@ class ProjectiveConsistency:
     prediction equal to the ground truth scores 0.
     """
 
-    def __init__(self, num_classes: int, grid: VoxelGrid | None = None,
-                 config: GaussRenderConfig | None = None, seed: int = 0, render_backend: str = "auto"):
+    def __init__(
+        self,
+        num_classes: int,
+        grid: VoxelGrid | None = None,
+        config: GaussRenderConfig | None = None,
+        seed: int = 0,
+        render_backend: str = "auto",
+    ):
         self.num_classes = num_classes
         self.grid = grid or VoxelGrid()
         self.config = config or GaussRenderConfig()
@@ -561,8 +649,9 @@ class ProjectiveConsistency:
         self.frames = 0
 
     @torch.no_grad()
-    def update(self, labels: Tensor, semantics: Tensor, mask: Tensor | None,
-               cameras: CameraBatch) -> dict[str, float]:
+    def update(
+        self, labels: Tensor, semantics: Tensor, mask: Tensor | None, cameras: CameraBatch
+    ) -> dict[str, float]:
         """Add B scenes: labels and semantics (B, X, Y, Z), mask (B, X, Y, Z) bool or None. Returns
         this batch's scores."""
         if labels.shape != semantics.shape:
@@ -580,9 +669,18 @@ class ProjectiveConsistency:
         if mask is not None:
             considered &= mask.to(device).bool()
         views = render_views(cameras, grid, self.config, self.generator, all_sensors=True)
-        terms = gaussrender_terms(pred_colors, pred_opacity, considered & (pred_opacity > 0), gt_colors,
-                                  gt_opacity, considered & (gt_opacity > 0), views, grid, self.config,
-                                  self.render_backend)
+        terms = gaussrender_terms(
+            pred_colors,
+            pred_opacity,
+            considered & (pred_opacity > 0),
+            gt_colors,
+            gt_opacity,
+            considered & (gt_opacity > 0),
+            views,
+            grid,
+            self.config,
+            self.render_backend,
+        )
         scores = {}
         for view in views:
             scores[f"{view.kind}/semantic_l1"] = float(terms[f"{view.kind}/semantic"]) * k

@@ -91,8 +91,9 @@ def _blur(x: Tensor, window: Tensor) -> Tensor:
     return F.conv2d(x, window.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5, c1: float = SSIM_C1,
-         c2: float = SSIM_C2) -> Tensor:
+def ssim(
+    x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5, c1: float = SSIM_C1, c2: float = SSIM_C2
+) -> Tensor:
     """Per-pixel structural similarity (Wang et al. 2004) of images in [0, 1].
 
     Args:
@@ -105,8 +106,9 @@ def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5, c1: float =
         with local means, variances and covariance under the window; 1 where x == y.
     """
     if x.shape != y.shape or x.dim() < 3:
-        raise ValueError(f"ssim needs two (..., C, H, W) images of one shape, got {tuple(x.shape)} and "
-                         f"{tuple(y.shape)}")
+        raise ValueError(
+            f"ssim needs two (..., C, H, W) images of one shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     lead, (c, h, w) = x.shape[:-3], x.shape[-3:]
     w1 = gaussian_window(window, sigma, x.dtype, x.device)
     x4, y4 = x.reshape(-1, c, h, w), y.reshape(-1, c, h, w)
@@ -119,8 +121,14 @@ def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5, c1: float =
     return (num / den).reshape(*lead, c, h, w)
 
 
-def photometric_loss(rendered: Tensor, target: Tensor, mask: Tensor | None = None, ssim_weight: float = 0.85,
-                     window: int = 11, sigma: float = 1.5) -> Tensor:
+def photometric_loss(
+    rendered: Tensor,
+    target: Tensor,
+    mask: Tensor | None = None,
+    ssim_weight: float = 0.85,
+    window: int = 11,
+    sigma: float = 1.5,
+) -> Tensor:
     """Mean over kept pixels of ssim_weight * (1 - SSIM) / 2 + (1 - ssim_weight) * |rendered - target|.
 
     Args:
@@ -171,8 +179,9 @@ def normalize_to_unit_cuboid(points: Tensor, valid: Tensor | None = None) -> tup
     return torch.where(valid[..., None], normalized, torch.zeros_like(normalized)), lower, extent
 
 
-def depth_point_cloud(depth: Tensor, intrinsics: Tensor, cam_to_ego: Tensor, stride: int = 4,
-                      max_depth: float | None = None) -> tuple[Tensor, Tensor]:
+def depth_point_cloud(
+    depth: Tensor, intrinsics: Tensor, cam_to_ego: Tensor, stride: int = 4, max_depth: float | None = None
+) -> tuple[Tensor, Tensor]:
     """The ego-frame point cloud of depth images (a depth camera's cloud), every ``stride``-th pixel.
 
     Args:
@@ -184,7 +193,7 @@ def depth_point_cloud(depth: Tensor, intrinsics: Tensor, cam_to_ego: Tensor, str
         points (B, V * h * w, 3) and valid (B, V * h * w) bool.
     """
     b, v = depth.shape[:2]
-    pooled = depth[..., (stride - 1) // 2::stride, (stride - 1) // 2::stride]
+    pooled = depth[..., (stride - 1) // 2 :: stride, (stride - 1) // 2 :: stride]
     hs, ws = pooled.shape[-2:]
     rows = torch.arange(hs, device=depth.device, dtype=torch.float32) * stride + (stride - 1) // 2
     cols = torch.arange(ws, device=depth.device, dtype=torch.float32) * stride + (stride - 1) // 2
@@ -199,8 +208,9 @@ def depth_point_cloud(depth: Tensor, intrinsics: Tensor, cam_to_ego: Tensor, str
     return points.reshape(b, -1, 3), valid.reshape(b, -1)
 
 
-def cell_representatives(points: Tensor, valid: Tensor, cells: int,
-                         generator: torch.Generator | None = None) -> Tensor:
+def cell_representatives(
+    points: Tensor, valid: Tensor, cells: int, generator: torch.Generator | None = None
+) -> Tensor:
     """One random point per occupied cell of the unit-cuboid-normalised cloud.
 
     Args:
@@ -229,9 +239,17 @@ def cell_representatives(points: Tensor, valid: Tensor, cells: int,
     return keep
 
 
-def point_cloud_reference_points(points: Tensor, valid: Tensor, intrinsics: Tensor, cam_to_ego: Tensor,
-                                 image_size: tuple[int, int], queries: int, cells: int = 64,
-                                 near: float = 0.1, generator: torch.Generator | None = None) -> Tensor:
+def point_cloud_reference_points(
+    points: Tensor,
+    valid: Tensor,
+    intrinsics: Tensor,
+    cam_to_ego: Tensor,
+    image_size: tuple[int, int],
+    queries: int,
+    cells: int = 64,
+    near: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Initial reference points of every view's queries, drawn from a point cloud.
 
     Args:
@@ -250,8 +268,9 @@ def point_cloud_reference_points(points: Tensor, valid: Tensor, intrinsics: Tens
     h, w = image_size
     dev = intrinsics.device
     keep = cell_representatives(points, valid, cells, generator)
-    pixels, depth = project(points[:, None].expand(b, v, *points.shape[1:]).float(), intrinsics.float(),
-                            cam_to_ego.float())
+    pixels, depth = project(
+        points[:, None].expand(b, v, *points.shape[1:]).float(), intrinsics.float(), cam_to_ego.float()
+    )
     seen = keep[:, None] & (depth > near) & (pixels[..., 0] > -0.5) & (pixels[..., 0] < w - 0.5)
     seen &= (pixels[..., 1] > -0.5) & (pixels[..., 1] < h - 0.5)
     out = torch.rand(b, v, queries, 2, generator=generator).to(dev)
@@ -295,7 +314,11 @@ def prune_by_opacity(gaussians: Gaussians, threshold: float) -> tuple[Gaussians,
 
     zero = torch.zeros((), dtype=gaussians.opacities.dtype, device=keep.device)
     opacities = torch.where(present, take(gaussians.opacities), zero)
-    pruned = Gaussians(take(gaussians.means), take(gaussians.scales), take(gaussians.rotations), opacities,
-                       take(gaussians.features))
+    pruned = Gaussians(
+        take(gaussians.means),
+        take(gaussians.scales),
+        take(gaussians.rotations),
+        opacities,
+        take(gaussians.features),
+    )
     return pruned, keep
-

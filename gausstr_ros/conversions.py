@@ -76,20 +76,25 @@ def image_to_array(msg) -> np.ndarray:
     """
     encoding = str(msg.encoding)
     if encoding not in IMAGE_ENCODINGS:
-        raise ConversionError(f"unsupported image encoding {encoding!r}; expected one of "
-                              f"{', '.join(IMAGE_ENCODINGS)}")
+        raise ConversionError(
+            f"unsupported image encoding {encoding!r}; expected one of {', '.join(IMAGE_ENCODINGS)}"
+        )
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ConversionError(f"image size must be positive, got {width}x{height} ({encoding})")
     dtype, channels = IMAGE_ENCODINGS[encoding]
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
-        raise ConversionError(f"image step {step} is shorter than a row of {width} px x {channels} ch x "
-                              f"{dtype.itemsize} B = {row_bytes} B ({encoding})")
+        raise ConversionError(
+            f"image step {step} is shorter than a row of {width} px x {channels} ch x "
+            f"{dtype.itemsize} B = {row_bytes} B ({encoding})"
+        )
     raw = _message_bytes(msg.data)
     if raw.size != step * height:
-        raise ConversionError(f"image data has {raw.size} bytes, expected step * height = {step} * {height} "
-                              f"= {step * height} ({encoding}, {width}x{height})")
+        raise ConversionError(
+            f"image data has {raw.size} bytes, expected step * height = {step} * {height} "
+            f"= {step * height} ({encoding}, {width}x{height})"
+        )
     rows = raw.reshape(height, step)[:, :row_bytes]
     wire = dtype.newbyteorder(">" if msg.is_bigendian else "<")
     pixels = rows.view(wire)  # the last axis is contiguous, so this is a view even with row padding
@@ -106,8 +111,10 @@ def image_to_rgb(msg) -> np.ndarray:
         ConversionError: the encoding is not a colour encoding, or the data is malformed.
     """
     if str(msg.encoding) not in COLOR_ENCODINGS:
-        raise ConversionError(f"colour image encoding {msg.encoding!r} is not supported; expected one of "
-                              f"{', '.join(COLOR_ENCODINGS)}")
+        raise ConversionError(
+            f"colour image encoding {msg.encoding!r} is not supported; expected one of "
+            f"{', '.join(COLOR_ENCODINGS)}"
+        )
     pixels = image_to_array(msg)
     if msg.encoding == "bgr8":
         return pixels[..., ::-1]
@@ -126,8 +133,10 @@ def depth_image_to_metres(msg) -> np.ndarray:
         ConversionError: the encoding is not a depth encoding, or the data is malformed.
     """
     if str(msg.encoding) not in DEPTH_ENCODINGS:
-        raise ConversionError(f"depth image encoding {msg.encoding!r} is not supported; expected 32FC1 "
-                              f"(metres) or 16UC1 (millimetres)")
+        raise ConversionError(
+            f"depth image encoding {msg.encoding!r} is not supported; expected 32FC1 "
+            f"(metres) or 16UC1 (millimetres)"
+        )
     pixels = image_to_array(msg)
     if msg.encoding == "16UC1":
         return pixels.astype(np.float32) * np.float32(0.001)
@@ -157,13 +166,15 @@ def array_to_image_message(pixels: np.ndarray, encoding: str, header):
     from sensor_msgs.msg import Image
 
     if encoding not in IMAGE_ENCODINGS:
-        raise ConversionError(f"unsupported image encoding {encoding!r}; expected one of "
-                              f"{', '.join(IMAGE_ENCODINGS)}")
+        raise ConversionError(
+            f"unsupported image encoding {encoding!r}; expected one of {', '.join(IMAGE_ENCODINGS)}"
+        )
     dtype, channels = IMAGE_ENCODINGS[encoding]
     expected_dims = 2 if channels == 1 else 3
     if pixels.ndim != expected_dims or (channels > 1 and pixels.shape[2] != channels):
-        raise ConversionError(f"{encoding} needs an array of shape (H, W{'' if channels == 1 else ', 3'}), "
-                              f"got {pixels.shape}")
+        raise ConversionError(
+            f"{encoding} needs an array of shape (H, W{'' if channels == 1 else ', 3'}), got {pixels.shape}"
+        )
     if pixels.dtype != dtype:
         raise ConversionError(f"{encoding} needs dtype {dtype}, got {pixels.dtype}")
     pixels = np.ascontiguousarray(pixels)
@@ -228,8 +239,9 @@ def camera_info_to_camera(info) -> CameraModel:
     """
     width, height = int(info.width), int(info.height)
     if width <= 0 or height <= 0:
-        raise ConversionError(f"CameraInfo size must be positive, got {width}x{height} "
-                              f"(uncalibrated camera?)")
+        raise ConversionError(
+            f"CameraInfo size must be positive, got {width}x{height} (uncalibrated camera?)"
+        )
     p = np.asarray(_field(info, "p", "P"), dtype=np.float64).reshape(-1)
     k = np.asarray(_field(info, "k", "K"), dtype=np.float64).reshape(-1)
     if p.size == 12 and np.isfinite(p).all() and p[0] > 0 and p[5] > 0:
@@ -237,8 +249,10 @@ def camera_info_to_camera(info) -> CameraModel:
     elif k.size == 9 and np.isfinite(k).all() and k[0] > 0 and k[4] > 0:
         intrinsics, source = k.reshape(3, 3).copy(), "K"
     else:
-        raise ConversionError(f"CameraInfo has no valid pinhole matrix: P = {p.tolist()}, K = {k.tolist()} "
-                              f"(focal lengths must be positive and finite)")
+        raise ConversionError(
+            f"CameraInfo has no valid pinhole matrix: P = {p.tolist()}, K = {k.tolist()} "
+            f"(focal lengths must be positive and finite)"
+        )
     if not np.allclose(intrinsics[2], (0.0, 0.0, 1.0)):
         raise ConversionError(f"CameraInfo {source} last row must be (0, 0, 1), got {intrinsics[2].tolist()}")
     distortion = np.asarray(_field(info, "d", "D"), dtype=np.float64).reshape(-1)
@@ -271,9 +285,11 @@ def distortion_warning(info, image_topic: str) -> str | None:
     distortion = np.asarray(_field(info, "d", "D"), dtype=np.float64).reshape(-1)
     if not (distortion.size and np.any(distortion != 0)) or "rect" in image_topic:
         return None
-    return (f"CameraInfo for {image_topic} has non-zero distortion ({info.distortion_model}: "
-            f"{np.round(distortion, 4).tolist()}) but the topic does not look rectified; the node expects "
-            f"rectified images (image_proc's image_rect) and uses P as a pinhole model")
+    return (
+        f"CameraInfo for {image_topic} has non-zero distortion ({info.distortion_model}: "
+        f"{np.round(distortion, 4).tolist()}) but the topic does not look rectified; the node expects "
+        f"rectified images (image_proc's image_rect) and uses P as a pinhole model"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,11 +302,20 @@ def quaternion_xyzw_to_matrix(q: np.ndarray) -> np.ndarray:
     q = np.asarray(q, dtype=np.float64)
     q = q / np.linalg.norm(q, axis=-1, keepdims=True)
     x, y, z, w = np.moveaxis(q, -1, 0)
-    m = np.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], axis=-1)
+    m = np.stack(
+        [
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
+        ],
+        axis=-1,
+    )
     return m.reshape(*q.shape[:-1], 3, 3)
 
 
@@ -309,8 +334,9 @@ def transform_to_matrix(transform) -> np.ndarray:
     translation = np.array([t.translation.x, t.translation.y, t.translation.z], dtype=np.float64)
     q = np.array([t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w], dtype=np.float64)
     if not (np.isfinite(translation).all() and np.isfinite(q).all()):
-        raise ConversionError(f"transform has non-finite values: translation {translation.tolist()}, "
-                              f"rotation {q.tolist()}")
+        raise ConversionError(
+            f"transform has non-finite values: translation {translation.tolist()}, rotation {q.tolist()}"
+        )
     if np.linalg.norm(q) < 1e-9:
         raise ConversionError("transform rotation is a zero quaternion")
     out = np.eye(4)
@@ -332,7 +358,8 @@ def matrix_to_transform_message(matrix: np.ndarray, header, child_frame_id: str)
     msg.header = header
     msg.child_frame_id = child_frame_id
     msg.transform.translation.x, msg.transform.translation.y, msg.transform.translation.z = (
-        float(v) for v in matrix[:3, 3])
+        float(v) for v in matrix[:3, 3]
+    )
     msg.transform.rotation.x, msg.transform.rotation.y = x, y
     msg.transform.rotation.z, msg.transform.rotation.w = z, w
     return msg
@@ -384,8 +411,14 @@ def _check_grid_array(name: str, values: np.ndarray, grid: VoxelGrid) -> None:
         raise ConversionError(f"{name} must have the grid's shape {grid.shape}, got {tuple(values.shape)}")
 
 
-def occupancy_message(labels: np.ndarray, grid: VoxelGrid, class_names: Sequence[str], free_label: int,
-                      header, confidence: np.ndarray | None = None):
+def occupancy_message(
+    labels: np.ndarray,
+    grid: VoxelGrid,
+    class_names: Sequence[str],
+    free_label: int,
+    header,
+    confidence: np.ndarray | None = None,
+):
     """gausstr_ros/SemanticOccupancy of a dense label grid.
 
     Args:
@@ -399,8 +432,9 @@ def occupancy_message(labels: np.ndarray, grid: VoxelGrid, class_names: Sequence
 
     _check_grid_array("labels", labels, grid)
     if free_label != len(class_names) or free_label > 255:
-        raise ConversionError(f"free_label must be len(class_names) = {len(class_names)} <= 255, "
-                              f"got {free_label}")
+        raise ConversionError(
+            f"free_label must be len(class_names) = {len(class_names)} <= 255, got {free_label}"
+        )
     msg = SemanticOccupancy()
     msg.header = header
     msg.origin.position.x, msg.origin.position.y, msg.origin.position.z = (float(v) for v in grid.lower)
@@ -433,19 +467,27 @@ def occupied_voxels(labels: np.ndarray, grid: VoxelGrid, free_label: int) -> tup
 
 
 # Point layout of the occupancy cloud: RViz colours by "rgb" and can also colour by "label".
-POINTCLOUD_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4"),
-                             ("label", "<u4"), ("confidence", "<f4")])
+POINTCLOUD_DTYPE = np.dtype(
+    [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4"), ("label", "<u4"), ("confidence", "<f4")]
+)
 
 
-def occupancy_points(labels: np.ndarray, grid: VoxelGrid, class_names: Sequence[str], free_label: int,
-                     confidence: np.ndarray | None = None) -> np.ndarray:
+def occupancy_points(
+    labels: np.ndarray,
+    grid: VoxelGrid,
+    class_names: Sequence[str],
+    free_label: int,
+    confidence: np.ndarray | None = None,
+) -> np.ndarray:
     """(M,) structured array (POINTCLOUD_DTYPE) of the occupied voxel centres with label and colour."""
     centres, flat = occupied_voxels(labels, grid, free_label)
     points = np.empty(len(flat), dtype=POINTCLOUD_DTYPE)
     point_labels = labels.reshape(-1)[flat]
     if len(flat) and int(point_labels.max()) >= len(class_names):
-        raise ConversionError(f"labels must be < {len(class_names)} classes or {free_label} (free), "
-                              f"got {int(point_labels.max())}")
+        raise ConversionError(
+            f"labels must be < {len(class_names)} classes or {free_label} (free), "
+            f"got {int(point_labels.max())}"
+        )
     points["x"], points["y"], points["z"] = centres.T
     points["rgb"] = pack_rgb(class_colors(class_names))[point_labels]
     points["label"] = point_labels
@@ -463,9 +505,15 @@ def pointcloud_message(points: np.ndarray, header):
     msg.header = header
     msg.height, msg.width = 1, len(points)
     datatype = {"f": _POINTFIELD_FLOAT32, "u": _POINTFIELD_UINT32}
-    msg.fields = [PointField(name=name, offset=POINTCLOUD_DTYPE.fields[name][1],
-                             datatype=datatype[POINTCLOUD_DTYPE.fields[name][0].kind], count=1)
-                  for name in POINTCLOUD_DTYPE.names]
+    msg.fields = [
+        PointField(
+            name=name,
+            offset=POINTCLOUD_DTYPE.fields[name][1],
+            datatype=datatype[POINTCLOUD_DTYPE.fields[name][0].kind],
+            count=1,
+        )
+        for name in POINTCLOUD_DTYPE.names
+    ]
     msg.is_bigendian = False
     msg.point_step = POINTCLOUD_DTYPE.itemsize
     msg.row_step = msg.point_step * len(points)
@@ -482,11 +530,17 @@ def pointcloud_to_points(msg) -> np.ndarray:
     kinds = {_POINTFIELD_FLOAT32: "<f4", _POINTFIELD_UINT32: "<u4"}
     for f in msg.fields:
         if f.datatype not in kinds or f.count != 1:
-            raise ConversionError(f"PointCloud2 field {f.name!r}: datatype {f.datatype} x {f.count} "
-                                  f"not supported")
-    dtype = np.dtype({"names": [f.name for f in msg.fields],
-                      "formats": [kinds[f.datatype] for f in msg.fields],
-                      "offsets": [f.offset for f in msg.fields], "itemsize": msg.point_step})
+            raise ConversionError(
+                f"PointCloud2 field {f.name!r}: datatype {f.datatype} x {f.count} not supported"
+            )
+    dtype = np.dtype(
+        {
+            "names": [f.name for f in msg.fields],
+            "formats": [kinds[f.datatype] for f in msg.fields],
+            "offsets": [f.offset for f in msg.fields],
+            "itemsize": msg.point_step,
+        }
+    )
     raw = _message_bytes(msg.data)
     count = int(msg.width) * int(msg.height)
     if raw.size != count * msg.point_step:
@@ -494,9 +548,16 @@ def pointcloud_to_points(msg) -> np.ndarray:
     return raw.view(dtype)
 
 
-def gaussian_array_message(means: np.ndarray, scales: np.ndarray, rotations_wxyz: np.ndarray,
-                           opacities: np.ndarray, labels: np.ndarray, confidence: np.ndarray,
-                           class_names: Sequence[str], header):
+def gaussian_array_message(
+    means: np.ndarray,
+    scales: np.ndarray,
+    rotations_wxyz: np.ndarray,
+    opacities: np.ndarray,
+    labels: np.ndarray,
+    confidence: np.ndarray,
+    class_names: Sequence[str],
+    header,
+):
     """gausstr_ros/GaussianArray of N Gaussians.
 
     Args:
@@ -507,9 +568,14 @@ def gaussian_array_message(means: np.ndarray, scales: np.ndarray, rotations_wxyz
     from gausstr_ros.msg import GaussianArray
 
     n = means.shape[0]
-    shapes = {"means": (means, (n, 3)), "scales": (scales, (n, 3)),
-              "rotations_wxyz": (rotations_wxyz, (n, 4)), "opacities": (opacities, (n,)),
-              "labels": (labels, (n,)), "confidence": (confidence, (n,))}
+    shapes = {
+        "means": (means, (n, 3)),
+        "scales": (scales, (n, 3)),
+        "rotations_wxyz": (rotations_wxyz, (n, 4)),
+        "opacities": (opacities, (n,)),
+        "labels": (labels, (n,)),
+        "confidence": (confidence, (n,)),
+    }
     for name, (values, shape) in shapes.items():
         if tuple(values.shape) != shape:
             raise ConversionError(f"{name} must be {shape}, got {tuple(values.shape)}")
@@ -546,10 +612,17 @@ class MarkerData:
     colors: np.ndarray
 
 
-def gaussian_marker_data(means: np.ndarray, scales: np.ndarray, rotations_wxyz: np.ndarray,
-                         opacities: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
-                         max_markers: int, sigma_extent: float = 2.0,
-                         min_diameter: float = 0.01) -> MarkerData:
+def gaussian_marker_data(
+    means: np.ndarray,
+    scales: np.ndarray,
+    rotations_wxyz: np.ndarray,
+    opacities: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    max_markers: int,
+    sigma_extent: float = 2.0,
+    min_diameter: float = 0.01,
+) -> MarkerData:
     """Ellipsoid marker arrays for the ``max_markers`` most opaque Gaussians.
 
     A Gaussian with covariance R diag(s)^2 R^T is drawn as the ellipsoid at ``sigma_extent``
@@ -607,8 +680,9 @@ def gaussian_marker_array(data: MarkerData, header, namespace: str = "gaussians"
     for i in range(len(positions)):
         m = Marker(header=header, ns=namespace, id=i, type=_MARKER_SPHERE, action=_MARKER_ADD)
         p, q, d, c = positions[i], orientations[i], diameters[i], colors[i]
-        m.pose = Pose(position=Point(x=p[0], y=p[1], z=p[2]),
-                      orientation=Quaternion(x=q[0], y=q[1], z=q[2], w=q[3]))
+        m.pose = Pose(
+            position=Point(x=p[0], y=p[1], z=p[2]), orientation=Quaternion(x=q[0], y=q[1], z=q[2], w=q[3])
+        )
         m.scale = Vector3(x=d[0], y=d[1], z=d[2])
         m.color = ColorRGBA(r=c[0], g=c[1], b=c[2], a=c[3])
         markers.append(m)
@@ -618,11 +692,20 @@ def gaussian_marker_array(data: MarkerData, header, namespace: str = "gaussians"
 # Fields of a SPHERE marker that change from one Gaussian to the next, with their CDR types.
 _MARKER_VARYING_FIELDS: tuple[tuple[str, str], ...] = (
     ("id", "<i4"),
-    ("pose.position.x", "<f8"), ("pose.position.y", "<f8"), ("pose.position.z", "<f8"),
-    ("pose.orientation.x", "<f8"), ("pose.orientation.y", "<f8"), ("pose.orientation.z", "<f8"),
+    ("pose.position.x", "<f8"),
+    ("pose.position.y", "<f8"),
+    ("pose.position.z", "<f8"),
+    ("pose.orientation.x", "<f8"),
+    ("pose.orientation.y", "<f8"),
+    ("pose.orientation.z", "<f8"),
     ("pose.orientation.w", "<f8"),
-    ("scale.x", "<f8"), ("scale.y", "<f8"), ("scale.z", "<f8"),
-    ("color.r", "<f4"), ("color.g", "<f4"), ("color.b", "<f4"), ("color.a", "<f4"),
+    ("scale.x", "<f8"),
+    ("scale.y", "<f8"),
+    ("scale.z", "<f8"),
+    ("color.r", "<f4"),
+    ("color.g", "<f4"),
+    ("color.b", "<f4"),
+    ("color.a", "<f4"),
 )
 _marker_layouts: dict[tuple[str, str], tuple[int, dict[str, int]] | None] = {}
 
@@ -655,9 +738,16 @@ def _marker_cdr_layout(header, namespace: str) -> tuple[int, dict[str, int]] | N
     one = serialize_message(MarkerArray(markers=[clear, plain]))
     two = serialize_message(MarkerArray(markers=[clear, plain, plain]))
     size = len(two) - len(one)
-    sentinels = {name: (0x1A2B3C4D if dtype == "<i4" else 1000.0 + 17.0 * k + 1.0 / 7.0 if dtype == "<f8"
-                        else float(np.float32(0.1234567 + 0.0101 * k)))
-                 for k, (name, dtype) in enumerate(_MARKER_VARYING_FIELDS)}
+    sentinels = {
+        name: (
+            0x1A2B3C4D
+            if dtype == "<i4"
+            else 1000.0 + 17.0 * k + 1.0 / 7.0
+            if dtype == "<f8"
+            else float(np.float32(0.1234567 + 0.0101 * k))
+        )
+        for k, (name, dtype) in enumerate(_MARKER_VARYING_FIELDS)
+    }
     marked = serialize_message(MarkerArray(markers=[clear, _sphere_marker(header, namespace, sentinels)]))
     layout = None
     if size % 8 == 0 and len(marked) == len(one) and one[:2] == b"\x00\x01":  # CDR little-endian

@@ -37,8 +37,9 @@ def test_features_without_blur_or_noise_are_patch_means_of_pixel_embeddings():
 
 def test_feature_size_may_be_any_grid():
     ids = torch.zeros(1, 30, 50, dtype=torch.long)
-    feats = feature_targets(ids, random_embeddings(K, 4), FeatureTargetConfig(feature_size=(7, 11),
-                                                                              noise_std=0))
+    feats = feature_targets(
+        ids, random_embeddings(K, 4), FeatureTargetConfig(feature_size=(7, 11), noise_std=0)
+    )
     assert feats.shape == (1, 4, 7, 11)
     torch.testing.assert_close(feats[0, :, 3, 5], random_embeddings(K, 4)[0])
 
@@ -67,8 +68,9 @@ def test_nearest_text_embedding_recovers_the_pixel_class(source):
         emb = name_embeddings(tiny_text(0))
     sample = generate_sample(0, 0, 0, config, emb, with_labels=False)
     feats = sample.features  # (V, D, h, w), default blur and noise
-    fractions = F.adaptive_avg_pool2d(F.one_hot(sample.views.name_id.long(), K).permute(0, 3, 1, 2).float(),
-                                      feats.shape[-2:])
+    fractions = F.adaptive_avg_pool2d(
+        F.one_hot(sample.views.name_id.long(), K).permute(0, 3, 1, 2).float(), feats.shape[-2:]
+    )
     share, dominant = fractions.max(1)  # (V, h, w)
     nearest = torch.einsum("vdhw,kd->vkhw", F.normalize(feats, dim=1), emb).argmax(1)
     pure = share > 0.75
@@ -105,8 +107,14 @@ def test_feature_target_errors_are_clear():
 @pytest.mark.parametrize(("far_field", "far"), [("far", FAR_DEPTH), ("invalid", 0.0)])
 def test_depth_target_is_the_true_depth_without_noise_and_bias(far_field, far):
     depth = torch.tensor([[[0.0, 5.0, 20.0, 90.0, float("inf")]]])
-    cfg = DepthTargetConfig(scale_bias=1.0, scale_jitter=0.0, smooth_noise_std=0.0, pixel_noise_std=0.0,
-                            max_depth=80.0, far_field=far_field)
+    cfg = DepthTargetConfig(
+        scale_bias=1.0,
+        scale_jitter=0.0,
+        smooth_noise_std=0.0,
+        pixel_noise_std=0.0,
+        max_depth=80.0,
+        far_field=far_field,
+    )
     out = depth_targets(depth, cfg)
     # sky (0 / inf in the true depth) and beyond max_depth: the far depth, or 0 in the ablation
     torch.testing.assert_close(out, torch.tensor([[[far, 5.0, 20.0, far, far]]]))
@@ -134,18 +142,27 @@ def test_sky_pixels_reach_the_depth_loss_as_the_beyond_limit_target():
     cfg = DepthTargetConfig(scale_bias=1.0, scale_jitter=0.0, smooth_noise_std=0.0, pixel_noise_std=0.0)
     k = torch.tensor([[10.0, 0, w / 2 - 0.5], [0, 10.0, h / 2 - 0.5], [0, 0, 1]])
     # One big Gaussian 10 m ahead, covering the whole image (sky rows included).
-    g = Gaussians(means=torch.tensor([[[0.0, 0.0, 10.0]]]), scales=torch.full((1, 1, 3), 20.0),
-                  rotations=torch.tensor([[[1.0, 0, 0, 0]]]), opacities=torch.tensor([[0.99]]),
-                  features=torch.zeros(1, 1, 0))
-    output = SimpleNamespace(gaussians=[g], target_features=None, predicted_depth=None, segment_heads=None,
-                             colors=None)
+    g = Gaussians(
+        means=torch.tensor([[[0.0, 0.0, 10.0]]]),
+        scales=torch.full((1, 1, 3), 20.0),
+        rotations=torch.tensor([[[1.0, 0, 0, 0]]]),
+        opacities=torch.tensor([[0.99]]),
+        features=torch.zeros(1, 1, 0),
+    )
+    output = SimpleNamespace(
+        gaussians=[g], target_features=None, predicted_depth=None, segment_heads=None, colors=None
+    )
     loss = GaussTRLoss(LossConfig(render_backend="torch"))
     values = {}
     for mode in ("far", "invalid"):
         target = depth_targets(true_depth, dataclasses.replace(cfg, far_field=mode))
-        batch = CameraBatch(images=torch.rand(1, 1, 3, h, w), intrinsics=k[None, None],
-                            cam_to_ego=torch.eye(4)[None, None], image_aug=torch.eye(3)[None, None],
-                            depth=target[None])
+        batch = CameraBatch(
+            images=torch.rand(1, 1, 3, h, w),
+            intrinsics=k[None, None],
+            cam_to_ego=torch.eye(4)[None, None],
+            image_aug=torch.eye(3)[None, None],
+            depth=target[None],
+        )
         out = loss(output, batch)
         sky = out.target_depth[0, 0, :3]
         values[mode] = float(out.terms["layer0/depth"])

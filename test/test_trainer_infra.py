@@ -20,10 +20,12 @@ def _torch_reference_lrs(steps: int, steps_per_epoch: int, base: float = 2e-4) -
     LinearLR(1e-3 -> 1 over 200 iterations) chained with MultiStepLR(x0.1 at epoch 16)."""
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=base)
-    sched = torch.optim.lr_scheduler.ChainedScheduler([
-        torch.optim.lr_scheduler.LinearLR(opt, start_factor=1e-3, total_iters=200),
-        torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[16 * steps_per_epoch], gamma=0.1),
-    ])
+    sched = torch.optim.lr_scheduler.ChainedScheduler(
+        [
+            torch.optim.lr_scheduler.LinearLR(opt, start_factor=1e-3, total_iters=200),
+            torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[16 * steps_per_epoch], gamma=0.1),
+        ]
+    )
     lrs = []
     for _ in range(steps):
         lrs.append(opt.param_groups[0]["lr"])
@@ -51,8 +53,9 @@ def test_schedule_edges_and_errors():
     with pytest.raises(ValueError, match="ascending"):
         lr_factor(0, 10, decay_epochs=(3, 1))
     p = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.AdamW([{"params": [p], "lr": 1.0}, {"params": [torch.nn.Parameter(torch.zeros(1))],
-                                                            "lr": 2.0}])
+    opt = torch.optim.AdamW(
+        [{"params": [p], "lr": 1.0}, {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 2.0}]
+    )
     set_learning_rate(opt, [1.0, 2.0], 0.1)
     assert [g["lr"] for g in opt.param_groups] == [0.1, 0.2]
 
@@ -65,7 +68,7 @@ def test_budget_schedule_keeps_its_phases_whatever_ends_the_run():
         full = sum(f == 1.0 for f in factors)
         decayed = [s for s, f in enumerate(factors) if f == pytest.approx(0.1)]
         assert decayed[0] == math.ceil(total * 2 / 3), (total, decayed[0])
-        assert all(f == pytest.approx(0.1) for f in factors[decayed[0]:])
+        assert all(f == pytest.approx(0.1) for f in factors[decayed[0] :])
         # warm-up: 200 steps or 10 % of the run, whichever is shorter
         warm = min(200, math.ceil(0.1 * total))
         assert factors[0] == pytest.approx(1e-3) and factors[warm] == 1.0 and factors[warm - 1] < 1.0
@@ -74,8 +77,12 @@ def test_budget_schedule_keeps_its_phases_whatever_ends_the_run():
     assert budget_lr_factor(10, progress=0.5) == 1.0  # 10 steps, but past the 10 % time warm-up
     assert budget_lr_factor(10, progress=0.7) == pytest.approx(0.1)
     assert budget_lr_factor(5000, progress=2.0) == pytest.approx(0.1)  # clipped to the end
-    assert budget_lr_factor(0, 0.9, warmup_steps=0, warmup_fraction=0, decay_fractions=(0.5, 0.8),
-                            decay_gamma=0.5) == 0.25
+    assert (
+        budget_lr_factor(
+            0, 0.9, warmup_steps=0, warmup_fraction=0, decay_fractions=(0.5, 0.8), decay_gamma=0.5
+        )
+        == 0.25
+    )
     with pytest.raises(ValueError, match="ascending in"):
         budget_lr_factor(0, 0.1, decay_fractions=(0.8, 0.5))
     with pytest.raises(ValueError, match="ascending in"):

@@ -41,8 +41,9 @@ def all_free(grid: VoxelGrid, num_classes: int, batch_size: int = 1, device=None
     return torch.full((batch_size, *grid.shape), num_classes, dtype=torch.uint8, device=device)
 
 
-def pixel_labels(features: Tensor, prototypes: Tensor, out_size: tuple[int, int],
-                 prompt_classes: Tensor | None = None) -> Tensor:
+def pixel_labels(
+    features: Tensor, prototypes: Tensor, out_size: tuple[int, int], prompt_classes: Tensor | None = None
+) -> Tensor:
     """Label of the nearest (cosine) text prototype for every pixel of bilinearly upsampled features.
 
     Cosine argmax over prototypes does not depend on the feature's norm, and dot products are
@@ -59,8 +60,10 @@ def pixel_labels(features: Tensor, prototypes: Tensor, out_size: tuple[int, int]
         (V, H, W) long labels in [0, K).
     """
     if features.dim() != 4 or prototypes.dim() != 2 or features.shape[1] != prototypes.shape[1]:
-        raise ValueError(f"features must be (V, C, h, w) and prototypes (P, C) with the same C, got "
-                         f"{tuple(features.shape)} and {tuple(prototypes.shape)}")
+        raise ValueError(
+            f"features must be (V, C, h, w) and prototypes (P, C) with the same C, got "
+            f"{tuple(features.shape)} and {tuple(prototypes.shape)}"
+        )
     protos = F.normalize(prototypes.float(), dim=-1)
     labels = []
     for f in features.float():  # one view at a time bounds memory at (P, H, W)
@@ -75,8 +78,13 @@ def pixel_labels(features: Tensor, prototypes: Tensor, out_size: tuple[int, int]
     return torch.stack(labels)
 
 
-def depth_unprojection(batch: CameraBatch, prototypes: Tensor, grid: VoxelGrid,
-                       prompt_classes: Tensor | None = None, num_classes: int | None = None) -> Tensor:
+def depth_unprojection(
+    batch: CameraBatch,
+    prototypes: Tensor,
+    grid: VoxelGrid,
+    prompt_classes: Tensor | None = None,
+    num_classes: int | None = None,
+) -> Tensor:
     """Label volume from unprojected target depth + nearest-prototype labels (see module doc).
 
     Args:
@@ -90,13 +98,17 @@ def depth_unprojection(batch: CameraBatch, prototypes: Tensor, grid: VoxelGrid,
     """
     if batch.depth is None or batch.features is None:
         raise ValueError("depth_unprojection needs a batch with depth and features targets")
-    k = num_classes if num_classes is not None else (
-        int(prompt_classes.max()) + 1 if prompt_classes is not None else prototypes.shape[0])
+    k = (
+        num_classes
+        if num_classes is not None
+        else (int(prompt_classes.max()) + 1 if prompt_classes is not None else prototypes.shape[0])
+    )
     b, v, _, h, w = batch.images.shape
     xs, ys, zs = grid.shape
     n_vox = xs * ys * zs
-    v_grid, u_grid = torch.meshgrid(torch.arange(h, dtype=torch.float32),
-                                    torch.arange(w, dtype=torch.float32), indexing="ij")
+    v_grid, u_grid = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
     pixels = torch.stack([u_grid, v_grid], -1).reshape(-1, 2).to(batch.depth.device)
     k_in = batch.input_intrinsics()
     out = []
@@ -130,18 +142,23 @@ class InitialGaussians(nn.Module):
 
     def forward(self, batch: CameraBatch) -> SimpleNamespace:
         if batch.depth is None or batch.features is None:
-            raise ValueError("the init baseline lifts the input depth and reads the target features: the "
-                             "batch needs depth (B, V, H, W) and features (B, V, C, h, w)")
+            raise ValueError(
+                "the init baseline lifts the input depth and reads the target features: the "
+                "batch needs depth (B, V, H, W) and features (B, V, C, h, w)"
+            )
         cfg = self.config
         b, v = batch.batch_size, batch.num_views
         q = cfg.decoder.queries_per_view
         h, w = batch.image_size
         if batch.features.shape[2] != cfg.head.feature_dim:
-            raise ValueError(f"the target features have {batch.features.shape[2]} channels, the model's "
-                             f"Gaussian features {cfg.head.feature_dim}")
+            raise ValueError(
+                f"the target features have {batch.features.shape[2]} channels, the model's "
+                f"Gaussian features {cfg.head.feature_dim}"
+            )
         mode = "random" if cfg.decoder.reference_init == "point_cloud" else cfg.decoder.reference_init
-        ref = initial_reference_points(b * v, q, mode, False, cfg.decoder.reference_seed, (h, w),
-                                       batch.depth.device)  # (BV, Q, 2)
+        ref = initial_reference_points(
+            b * v, q, mode, False, cfg.decoder.reference_seed, (h, w), batch.depth.device
+        )  # (BV, Q, 2)
         depth = batch.depth.flatten(0, 1).float().clamp(max=cfg.head.depth_limit)
         sampled = sample_depth(depth, ref)  # (BV, Q): the untrained depth offset is ~0
         intrinsics = batch.input_intrinsics().flatten(0, 1).float()
@@ -154,8 +171,9 @@ class InitialGaussians(nn.Module):
         scales = scales.expand(-1, -1, 3)
         rotations = matrix_to_quaternion(cam_to_ego[:, :3, :3])[:, None].expand(b * v, q, 4)
         grid = (2 * ref - 1).unsqueeze(1).to(batch.features.dtype)  # (BV, 1, Q, 2)
-        features = F.grid_sample(batch.features.flatten(0, 1), grid, mode="bilinear", padding_mode="border",
-                                 align_corners=False)[:, :, 0].transpose(1, 2)  # (BV, Q, C)
+        features = F.grid_sample(
+            batch.features.flatten(0, 1), grid, mode="bilinear", padding_mode="border", align_corners=False
+        )[:, :, 0].transpose(1, 2)  # (BV, Q, C)
         gaussians = Gaussians(
             means=means.reshape(b, v * q, 3),
             scales=scales.reshape(b, v * q, 3),

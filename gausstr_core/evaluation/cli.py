@@ -26,15 +26,23 @@ OCC3D_NUM_CLASSES = 17
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gausstr-eval", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="gausstr-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     a = p.add_argument
     a("--checkpoint", type=Path, help="model checkpoint (.safetensors from gausstr-train or the converter)")
-    a("--baseline", choices=BASELINES, help="score a trivial baseline instead of a model: all-free, init "
-                                             "(the preset's untrained Gaussians at the input depth, "
-                                             "labelled by their target feature) or depth-unprojection")
-    a("--preset", default="tiny", help="config (text encoder, grid, input size) for baselines: tiny, "
-                                       "talk2dino, featup (default tiny)")
+    a(
+        "--baseline",
+        choices=BASELINES,
+        help="score a trivial baseline instead of a model: all-free, init "
+        "(the preset's untrained Gaussians at the input depth, "
+        "labelled by their target feature) or depth-unprojection",
+    )
+    a(
+        "--preset",
+        default="tiny",
+        help="config (text encoder, grid, input size) for baselines: tiny, talk2dino, featup (default tiny)",
+    )
     a("--data", required=True, help="directory in the nuScenes/Occ3D layout, or synthetic:scenes=N,seed=S")
     a("--split", default="val", help="split of a data directory (default val)")
     a("--out", type=Path, required=True, help="output directory")
@@ -42,12 +50,23 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-scenes", type=int, default=0, help="evaluate at most this many scenes (0 = all)")
     a("--bev", type=int, default=4, help="BEV pictures of the first N scenes")
     a("--no-rayiou", action="store_true", help="skip RayIoU")
-    a("--density-sweep", type=float, nargs="+", metavar="T",
-      help="also score these density thresholds (model or init baseline; one prediction per scene) and "
-           "write sweep.json: for choosing inference.density_threshold on tune data")
+    a(
+        "--density-sweep",
+        type=float,
+        nargs="+",
+        metavar="T",
+        help="also score these density thresholds (model or init baseline; one prediction per scene) and "
+        "write sweep.json: for choosing inference.density_threshold on tune data",
+    )
     a("--device", default="auto")
-    a("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-      help="config override, e.g. inference.density_threshold=0.1 (repeatable)")
+    a(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. inference.density_threshold=0.1 (repeatable)",
+    )
     a("--threads", type=int, help="torch CPU threads")
     return p
 
@@ -84,13 +103,16 @@ def run(args: argparse.Namespace) -> dict:
     dataset = build_dataset(args.data, args.split, config, training=False)
     categories = args.categories or categories_for(dataset)
     if len(categories) != OCC3D_NUM_CLASSES:
-        raise ValueError(f"the ground truth uses Occ3D's labels, so --categories must name the "
-                         f"{OCC3D_NUM_CLASSES} Occ3D classes in label order (others, barrier, ..., "
-                         f"vegetation); got {len(categories)}")
+        raise ValueError(
+            f"the ground truth uses Occ3D's labels, so --categories must name the "
+            f"{OCC3D_NUM_CLASSES} Occ3D classes in label order (others, barrier, ..., "
+            f"vegetation); got {len(categories)}"
+        )
     names = display_names(categories)
     n = len(dataset) if not args.max_scenes else min(args.max_scenes, len(dataset))
-    loader = DataLoader(Subset(dataset, list(range(n))), batch_size=1, shuffle=False,
-                        collate_fn=collate_evaluation)
+    loader = DataLoader(
+        Subset(dataset, list(range(n))), batch_size=1, shuffle=False, collate_fn=collate_evaluation
+    )
 
     if args.baseline == "init":
         from gausstr_core.evaluation.baselines import InitialGaussians
@@ -100,13 +122,17 @@ def run(args: argparse.Namespace) -> dict:
         # Every initial Gaussian has opacity 0.5: an opacity filter (talk2dino, tiny: 0.6) would drop
         # them all and measure nothing, so the baseline voxelizes every one (as featup does).
         inference = dataclasses.replace(config.inference, opacity_threshold=0.0)
-        predictor = OccupancyPredictor(InitialGaussians(config.model), text, config.grid, inference,
-                                       categories, device)
+        predictor = OccupancyPredictor(
+            InitialGaussians(config.model), text, config.grid, inference, categories, device
+        )
     if predictor is not None:
         predictor.set_categories(categories)
         predict = lambda batch: predictor.predict(batch, render_depth=False).labels
-        what = (f"checkpoint {args.checkpoint}" if args.checkpoint is not None else
-                f"baseline: the {config.preset} preset's untrained Gaussians (init)")
+        what = (
+            f"checkpoint {args.checkpoint}"
+            if args.checkpoint is not None
+            else f"baseline: the {config.preset} preset's untrained Gaussians (init)"
+        )
     elif args.baseline == "all-free":
         from gausstr_core.evaluation.baselines import all_free
 
@@ -126,11 +152,22 @@ def run(args: argparse.Namespace) -> dict:
         if predictor is None:
             raise ValueError("--density-sweep needs a model (--checkpoint) or --baseline init")
         predict, on_scored, sweep = _density_sweep(predictor, args.density_sweep, names)
-    print(f"gausstr-eval: {what} on {n} scene(s) of {args.data} ({args.split}), {len(categories)} classes",
-          flush=True)
+    print(
+        f"gausstr-eval: {what} on {n} scene(s) of {args.data} ({args.split}), {len(categories)} classes",
+        flush=True,
+    )
     with torch.inference_mode():
-        result = evaluate(predict, loader, names, config.grid, out_dir=args.out, rayiou=not args.no_rayiou,
-                          bev_scenes=args.bev, total=len(loader), on_scored=on_scored)
+        result = evaluate(
+            predict,
+            loader,
+            names,
+            config.grid,
+            out_dir=args.out,
+            rayiou=not args.no_rayiou,
+            bev_scenes=args.bev,
+            total=len(loader),
+            on_scored=on_scored,
+        )
     result["evaluated"] = {"what": what, "data": args.data, "split": args.split, "categories": categories}
     (args.out / "metrics.json").write_text(json.dumps(result, indent=1))
     if args.density_sweep:
@@ -138,8 +175,9 @@ def run(args: argparse.Namespace) -> dict:
         for row in rows.values():
             row.pop("per_class_iou")
         (args.out / "sweep.json").write_text(json.dumps(rows, indent=1))
-        print("density threshold: " + "  ".join(f"{t} IoU {r['iou']} mIoU {r['miou']}"
-                                                for t, r in rows.items()))
+        print(
+            "density threshold: " + "  ".join(f"{t} IoU {r['iou']} mIoU {r['miou']}" for t, r in rows.items())
+        )
     return result
 
 
@@ -200,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     s = result["summary"]
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"
-    print(f"IoU {fmt(s['iou'])}  mIoU {fmt(s['miou'])}  mIoU (zero-shot classes) {fmt(s['miou_zero_shot'])}  "
-          f"RayIoU {fmt(s['rayiou'])}  ({s['scenes']} scenes) -> {args.out}")
+    print(
+        f"IoU {fmt(s['iou'])}  mIoU {fmt(s['miou'])}  mIoU (zero-shot classes) {fmt(s['miou_zero_shot'])}  "
+        f"RayIoU {fmt(s['rayiou'])}  ({s['scenes']} scenes) -> {args.out}"
+    )
     return 0
 
 

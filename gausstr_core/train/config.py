@@ -108,8 +108,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        positive = {"batch_size": self.batch_size, "log_every": self.log_every,
-                    "checkpoint_every": self.checkpoint_every}
+        positive = {
+            "batch_size": self.batch_size,
+            "log_every": self.log_every,
+            "checkpoint_every": self.checkpoint_every,
+        }
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -120,8 +123,10 @@ class TrainConfig:
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"max_minutes must be positive (or unset), got {self.max_minutes}")
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError(f"need lr > 0, weight_decay >= 0, grad_clip >= 0; got {self.lr}, "
-                             f"{self.weight_decay}, {self.grad_clip}")
+            raise ValueError(
+                f"need lr > 0, weight_decay >= 0, grad_clip >= 0; got {self.lr}, "
+                f"{self.weight_decay}, {self.grad_clip}"
+            )
         if list(self.decay_epochs) != sorted(self.decay_epochs):
             raise ValueError(f"decay_epochs must be ascending, got {list(self.decay_epochs)}")
         if self.schedule not in SCHEDULES:
@@ -155,12 +160,14 @@ def apply_overrides(data: dict, overrides: list[str], where: str) -> dict:
         for p in parts[:-1]:
             if not isinstance(node.get(p), dict):
                 sections = ", ".join(k for k, v in node.items() if isinstance(v, dict))
-                raise ValueError(f"{where} override {item!r}: {p!r} is not a section "
-                                 f"(sections here: {sections})")
+                raise ValueError(
+                    f"{where} override {item!r}: {p!r} is not a section (sections here: {sections})"
+                )
             node = node[p]
         if parts[-1] not in node:
-            raise ValueError(f"{where} override {item!r}: unknown key {parts[-1]!r}; allowed: "
-                             f"{', '.join(node)}")
+            raise ValueError(
+                f"{where} override {item!r}: unknown key {parts[-1]!r}; allowed: {', '.join(node)}"
+            )
         node[parts[-1]] = parse_value(value)
     return data
 
@@ -204,8 +211,15 @@ def recipe(name: str) -> TrainConfig:
       docs/results.md for how it was chosen.
     """
     if name in ("talk2dino", "featup"):
-        return TrainConfig(preset=name, batch_size=2, num_workers=4, log_every=50, image_every=500,
-                           checkpoint_every=1000, schedule="budget")
+        return TrainConfig(
+            preset=name,
+            batch_size=2,
+            num_workers=4,
+            log_every=50,
+            image_every=500,
+            checkpoint_every=1000,
+            schedule="budget",
+        )
     if name == "tiny":
         return TrainConfig(preset="tiny", **TINY_RECIPE)
     raise ValueError(f"no training recipe for preset {name!r}; available: tiny, talk2dino, featup")

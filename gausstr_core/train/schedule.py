@@ -21,8 +21,14 @@ from collections.abc import Sequence
 import torch
 
 
-def lr_factor(step: int, steps_per_epoch: int, warmup_steps: int = 200, warmup_start: float = 1e-3,
-              decay_epochs: Sequence[float] = (16,), decay_gamma: float = 0.1) -> float:
+def lr_factor(
+    step: int,
+    steps_per_epoch: int,
+    warmup_steps: int = 200,
+    warmup_start: float = 1e-3,
+    decay_epochs: Sequence[float] = (16,),
+    decay_gamma: float = 0.1,
+) -> float:
     """Multiplier of the base learning rate at optimizer step ``step`` (0-based).
 
     Warm-up: mmengine's LinearLR, factor = start + (1 - start) * min(step, warmup) / warmup.
@@ -57,9 +63,15 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, base_lrs: Sequence[float
         group["lr"] = base * factor
 
 
-def budget_lr_factor(step: int, progress: float, warmup_steps: int = 200, warmup_fraction: float = 0.1,
-                     warmup_start: float = 1e-3, decay_fractions: Sequence[float] = (2 / 3,),
-                     decay_gamma: float = 0.1) -> float:
+def budget_lr_factor(
+    step: int,
+    progress: float,
+    warmup_steps: int = 200,
+    warmup_fraction: float = 0.1,
+    warmup_start: float = 1e-3,
+    decay_fractions: Sequence[float] = (2 / 3,),
+    decay_gamma: float = 0.1,
+) -> float:
     """Multiplier of the base learning rate at step ``step`` of a run that has used ``progress`` of
     its budget.
 
@@ -83,7 +95,9 @@ def budget_lr_factor(step: int, progress: float, warmup_steps: int = 200, warmup
     progress = min(max(float(progress), 0.0), 1.0)
     factor = 1.0
     if warmup_steps > 0 or warmup_fraction > 0:
-        done = max(step / warmup_steps if warmup_steps > 0 else 0.0,
-                   progress / warmup_fraction if warmup_fraction > 0 else 0.0)
+        done = max(
+            step / warmup_steps if warmup_steps > 0 else 0.0,
+            progress / warmup_fraction if warmup_fraction > 0 else 0.0,
+        )
         factor = warmup_start + (1.0 - warmup_start) * min(1.0, done)
     return factor * decay_gamma ** bisect.bisect_right(list(decay_fractions), progress)
