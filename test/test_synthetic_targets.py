@@ -60,7 +60,7 @@ def test_nearest_text_embedding_recovers_the_pixel_class(source):
         emb = random_embeddings(K, 64, seed=3)
     else:  # the project's CPU text tower (random weights, 64-d): the embeddings the tiny preset uses
         from gausstr_core.data.synthetic import name_embeddings
-        from gausstr_core.text import tiny_text
+        from gausstr_core.presets import tiny_text
 
         emb = name_embeddings(tiny_text(0))
     sample = generate_sample(0, 0, 0, config, emb, with_labels=False)

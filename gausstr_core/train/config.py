@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from gausstr_core.config import GaussTRConfig, from_dict, to_dict
+from gausstr_core.config import from_dict, to_dict
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 
@@ -146,17 +146,6 @@ def apply_overrides(data: dict, overrides: list[str], where: str) -> dict:
     return data
 
 
-def build_model_config(train: TrainConfig) -> GaussTRConfig:
-    """The GaussTRConfig of a run: preset or YAML file, then ``train.overrides``."""
-    from gausstr_core.config import load_config, preset
-
-    base = load_config(train.model_config) if train.model_config else preset(train.preset)
-    if not train.overrides:
-        return base
-    data = apply_overrides(to_dict(base), train.overrides, "model config")
-    return from_dict(GaussTRConfig, data)
-
-
 def train_config_to_yaml(cfg: TrainConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
@@ -174,34 +163,3 @@ def load_train_config(path: str | Path) -> TrainConfig:
         raise ValueError(f"{path}: {exc}") from exc
 
 
-def recipe(name: str) -> TrainConfig:
-    """The training recipe of a model preset.
-
-    * "talk2dino", "featup": the official schedule (AdamW 2e-4 / 5e-3, 200-step warm-up from 1e-3,
-      x0.1 at epoch 16 of 24, clip 35, 2 scenes per GPU, bf16 on CUDA).
-    * "tiny": the CPU recipe (2 cores, < 15 minutes) tuned on the synthetic world; see
-      docs/results.md for how it was chosen.
-    """
-    if name in ("talk2dino", "featup"):
-        return TrainConfig(preset=name, batch_size=2, num_workers=4, log_every=50, image_every=500,
-                           checkpoint_every=1000)
-    if name == "tiny":
-        return TrainConfig(preset="tiny", **TINY_RECIPE)
-    raise ValueError(f"no training recipe for preset {name!r}; available: tiny, talk2dino, featup")
-
-
-# The tiny CPU recipe (see recipe()): 1,000 steps of one scene; on the 80 training scenes of
-# scripts/run_results_cpu.sh that is 12.5 epochs with the x0.1 decay after 9.5 (76 %).
-TINY_RECIPE: dict[str, Any] = {
-    "lr": 1e-3,
-    "epochs": 12.5,
-    "max_steps": 1000,
-    "warmup_steps": 50,
-    "decay_epochs": (9.5,),
-    "batch_size": 1,
-    "num_workers": 0,
-    "log_every": 10,
-    "image_every": 100,
-    "checkpoint_every": 50,
-    "eval_scenes": 0,
-}
