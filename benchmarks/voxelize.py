@@ -185,7 +185,8 @@ def main() -> None:
     command = "python3 benchmarks/voxelize.py " + " ".join(sys.argv[1:])
     body = "\n\n".join(part for part in [
         "## Voxelizer (`benchmarks/voxelize.py`)",
-        f"Device: {described}. Device-to-device copy bandwidth (read + write): {bandwidth / 1e9:,.0f} GB/s. "
+        f"Device: {described}. Device-to-device copy bandwidth (read + write): "
+        f"{bandwidth / 1e9:,.0f} GB/s. "
         f"Run {datetime.date.today().isoformat()} with `{command.strip()}`.",
         "Scene: one Occ3D grid (200 x 200 x 16 voxels of 0.4 m); Gaussians with means uniform over the "
         "range, log-uniform per-axis scales in 0.1-2 m, random rotations, opacities uniform in [0, 1], "
