@@ -13,8 +13,10 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["gausstr_core", "gausstr_core.*", "gausstr_ros", "gausstr_ros.*"]),
-    package_data={"gausstr_core": ["voxelize/csrc/*.cu", "voxelize/csrc/*.cpp", "voxelize/csrc/*.h"],
-                  "gausstr_ros": ["assets/*.safetensors", "assets/*.mcap", "assets/*.json"]},
+    package_data={
+        "gausstr_core": ["voxelize/csrc/*.cu", "voxelize/csrc/*.cpp", "voxelize/csrc/*.h"],
+        "gausstr_ros": ["assets/*.safetensors", "assets/*.mcap", "assets/*.json"],
+    },
     # Ranges, not pins: a training cluster brings its own CUDA build of torch. The exact versions
     # this project is tested with are pinned in requirements/.
     install_requires=[

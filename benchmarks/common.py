@@ -15,7 +15,7 @@ import torch
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda if available else cpu; otherwise the named device."""
+    """ "auto" -> cuda if available else cpu; otherwise the named device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -25,8 +25,10 @@ def device_description(device: torch.device) -> str:
     """A one-line name of the device and software stack, for tables and reports."""
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        return (f"{props.name} (sm_{props.major}{props.minor}, {props.total_memory / 2**30:.0f} GiB, "
-                f"{props.multi_processor_count} SMs), torch {torch.__version__}, CUDA {torch.version.cuda}")
+        return (
+            f"{props.name} (sm_{props.major}{props.minor}, {props.total_memory / 2**30:.0f} GiB, "
+            f"{props.multi_processor_count} SMs), torch {torch.__version__}, CUDA {torch.version.cuda}"
+        )
     cpu = platform.processor() or platform.machine()
     threads = torch.get_num_threads()
     return f"CPU {cpu} ({os.cpu_count()} cores, {threads} torch threads), torch {torch.__version__}"
@@ -44,8 +46,9 @@ class Timing:
     repeats: int
 
 
-def time_function(fn: Callable[[], object], device: torch.device, warmup: int = 2,
-                  repeats: int = 10) -> Timing:
+def time_function(
+    fn: Callable[[], object], device: torch.device, warmup: int = 2, repeats: int = 10
+) -> Timing:
     """Median wall time of ``fn`` [ms]: CUDA events around each call on a GPU (after ``warmup``
     calls), ``time.perf_counter`` on the CPU."""
     for _ in range(warmup):
@@ -53,8 +56,10 @@ def time_function(fn: Callable[[], object], device: torch.device, warmup: int = 
     synchronize(device)
     times = []
     if device.type == "cuda":
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                  for _ in range(repeats)]
+        events = [
+            (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            for _ in range(repeats)
+        ]
         for start, end in events:
             start.record()
             fn()
@@ -98,11 +103,14 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
     numeric = [all(_is_number(r[i]) for r in cells) and bool(cells) for i in range(len(headers))]
     rule = [("-" * (w - 1) + ":") if n else "-" * w for w, n in zip(widths, numeric)]
-    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |",
-             "| " + " | ".join(rule) + " |"]
+    lines = [
+        "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |",
+        "| " + " | ".join(rule) + " |",
+    ]
     for row in cells:
-        lines.append("| " + " | ".join(c.rjust(w) if n else c.ljust(w)
-                                       for c, w, n in zip(row, widths, numeric)) + " |")
+        lines.append(
+            "| " + " | ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(row, widths, numeric)) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -114,9 +122,13 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def update_markdown_section(path: str | Path, key: str, body: str,
-                            header: str = "# Benchmarks\n\nMeasured results; each section is written by "
-                                          "its script in `benchmarks/`.\n") -> None:
+def update_markdown_section(
+    path: str | Path,
+    key: str,
+    body: str,
+    header: str = "# Benchmarks\n\nMeasured results; each section is written by "
+    "its script in `benchmarks/`.\n",
+) -> None:
     """Replace the text between ``<!-- key:start -->`` and ``<!-- key:end -->`` in ``path`` (created
     with ``header`` if missing; the section is appended if absent)."""
     path = Path(path)

@@ -49,12 +49,18 @@ def scene(device: torch.device, size: tuple[int, int], per_view: int):
     from gausstr_core.losses.gaussrender import ClassPrototypes
 
     sample = generate_sample(0, 3, 0, SyntheticConfig(image_size=(90, 160)), None)
-    gt = SimpleNamespace(semantics=torch.as_tensor(sample.labels.semantics)[None].to(device),
-                         mask_camera=torch.as_tensor(sample.labels.mask_camera)[None].bool().to(device))
+    gt = SimpleNamespace(
+        semantics=torch.as_tensor(sample.labels.semantics)[None].to(device),
+        mask_camera=torch.as_tensor(sample.labels.mask_camera)[None].bool().to(device),
+    )
     gaussians, k, pose = gausstr_like_scene(6, size, per_view, 768, device)
     h, w = size
-    cameras = CameraBatch(torch.zeros(1, 6, 3, h, w, device=device), k, pose,
-                          torch.eye(3, device=device).expand(1, 6, 3, 3).clone())
+    cameras = CameraBatch(
+        torch.zeros(1, 6, 3, h, w, device=device),
+        k,
+        pose,
+        torch.eye(3, device=device).expand(1, 6, 3, 3).clone(),
+    )
     g = torch.Generator().manual_seed(1)
     protos = torch.nn.functional.normalize(torch.randn(26, 768, generator=g), dim=-1).to(device)
     groups = torch.cat([torch.arange(17), torch.randint(0, 17, (8,), generator=g)]).to(device)
@@ -71,12 +77,20 @@ def gaussrender_case(gaussians, prototypes, gt, cameras, backend: str, factor: i
     config = GaussRenderConfig(weight=10.0, grid_factor=factor, tile_size=tile)
 
     def run() -> None:
-        params = [t.detach().requires_grad_(True) for t in (gaussians.means, gaussians.scales,
-                                                              gaussians.rotations, gaussians.opacities,
-                                                              gaussians.features)]
+        params = [
+            t.detach().requires_grad_(True)
+            for t in (
+                gaussians.means,
+                gaussians.scales,
+                gaussians.rotations,
+                gaussians.opacities,
+                gaussians.features,
+            )
+        ]
         torch.manual_seed(0)
-        terms = gaussrender_loss(Gaussians(*params), prototypes, gt, cameras, VoxelGrid(), config,
-                                 render_backend=backend)
+        terms = gaussrender_loss(
+            Gaussians(*params), prototypes, gt, cameras, VoxelGrid(), config, render_backend=backend
+        )
         terms["loss"].backward()
 
     return run
@@ -113,11 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         result = timer(loss_case(gaussians, k, pose, size, "gsplat"))
         baseline = result[0] if result else None
         rows.append(["gausstr-loss (3 layers)", "gsplat", *fmt(result), "-", "1.00"])
-    for name, make in [("gaussrender, grid_factor 1", lambda b: gaussrender_case(gaussians, prototypes, gt,
-                                                                                  cameras, b, 1)),
-                       ("gaussrender, grid_factor 2", lambda b: gaussrender_case(gaussians, prototypes, gt,
-                                                                                  cameras, b, 2)),
-                       ("metric (no gradients)", lambda b: metric_case(gt, cameras, b))]:
+    for name, make in [
+        ("gaussrender, grid_factor 1", lambda b: gaussrender_case(gaussians, prototypes, gt, cameras, b, 1)),
+        ("gaussrender, grid_factor 2", lambda b: gaussrender_case(gaussians, prototypes, gt, cameras, b, 2)),
+        ("metric (no gradients)", lambda b: metric_case(gt, cameras, b)),
+    ]:
         results = {b: timer(make(b)) for b in backends}
         for b in backends:
             r = results[b]
@@ -127,18 +141,22 @@ def main(argv: list[str] | None = None) -> int:
             share = f"{r[0] / baseline:.2f}" if r and baseline else "-"
             rows.append([name, b, *fmt(r), ratio, share])
             print(rows[-1], flush=True)
-    table = markdown_table(["case", "backend", "time [ms]", "peak extra [MiB]", "reference / gsplat",
-                            "vs GaussTR loss step"], rows)
-    body = (f"## GaussRender (`benchmarks/gaussrender.py`)\n\nDevice: {device_description(device)}. Run "
-            f"{datetime.date.today().isoformat()} with `python benchmarks/gaussrender.py"
-            f"{' --quick' if args.quick else ''}`.\n\n"
-            f"Scene: one synthetic-world ground truth (Occ3D grid, camera-visible voxels), 6 cameras of "
-            f"{size[0]} x {size[1]}, {6 * per_view} GaussTR-like Gaussians with 768-d features; forward + "
-            f"backward of the GaussRender loss (lambda 10; 1 sensor + 1 elevated camera at half size, "
-            f"100 x 100 BEV), and the label metric without gradients. Median of {repeats} after "
-            f"{warmup} warm-up (CUDA events on a GPU). The reference renderer runs tiled (16 x 16 on a "
-            f"GPU, 8 x 8 on a CPU). Last column: time relative to GaussTRLoss over 3 layers at the "
-            f"input size (gsplat), the step GaussRender is added to.\n\n{table}\n")
+    table = markdown_table(
+        ["case", "backend", "time [ms]", "peak extra [MiB]", "reference / gsplat", "vs GaussTR loss step"],
+        rows,
+    )
+    body = (
+        f"## GaussRender (`benchmarks/gaussrender.py`)\n\nDevice: {device_description(device)}. Run "
+        f"{datetime.date.today().isoformat()} with `python benchmarks/gaussrender.py"
+        f"{' --quick' if args.quick else ''}`.\n\n"
+        f"Scene: one synthetic-world ground truth (Occ3D grid, camera-visible voxels), 6 cameras of "
+        f"{size[0]} x {size[1]}, {6 * per_view} GaussTR-like Gaussians with 768-d features; forward + "
+        f"backward of the GaussRender loss (lambda 10; 1 sensor + 1 elevated camera at half size, "
+        f"100 x 100 BEV), and the label metric without gradients. Median of {repeats} after "
+        f"{warmup} warm-up (CUDA events on a GPU). The reference renderer runs tiled (16 x 16 on a "
+        f"GPU, 8 x 8 on a CPU). Last column: time relative to GaussTRLoss over 3 layers at the "
+        f"input size (gsplat), the step GaussRender is added to.\n\n{table}\n"
+    )
     print(body)
     if args.output:
         update_markdown_section(args.output, SECTION, body)

@@ -94,8 +94,15 @@ class StageTimer:
         return out
 
 
-def run_pipeline(model, batch, grid, projection: torch.Tensor, prototypes: torch.Tensor,
-                 timer: StageTimer, autocast: Callable[[], contextlib.AbstractContextManager]) -> None:
+def run_pipeline(
+    model,
+    batch,
+    grid,
+    projection: torch.Tensor,
+    prototypes: torch.Tensor,
+    timer: StageTimer,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+) -> None:
     """One forward pass, every stage in its own timed region."""
     from gausstr_core.render import render_gaussians
     from gausstr_core.voxelize import voxelize_gaussians
@@ -112,8 +119,12 @@ def run_pipeline(model, batch, grid, projection: torch.Tensor, prototypes: torch
             gaussians, _ = model.gaussians(batch, decoded)
         final = gaussians[-1]
         with timer.region("render"):
-            render_gaussians(final.with_features(final.features @ projection), batch.input_intrinsics(),
-                             batch.cam_to_ego, (h, w))
+            render_gaussians(
+                final.with_features(final.features @ projection),
+                batch.input_intrinsics(),
+                batch.cam_to_ego,
+                (h, w),
+            )
         with timer.region("voxelize"):
             probs = (final.features @ prototypes).softmax(-1)
             voxelize_gaussians(final.means, final.covariances(), final.opacities, probs, grid)
@@ -127,8 +138,12 @@ def run_total(model, batch, grid, projection, prototypes, timer, autocast) -> No
     with torch.no_grad(), timer.region("total"):
         with autocast():
             final = model(batch).final
-        render_gaussians(final.with_features(final.features @ projection), batch.input_intrinsics(),
-                         batch.cam_to_ego, batch.image_size)
+        render_gaussians(
+            final.with_features(final.features @ projection),
+            batch.input_intrinsics(),
+            batch.cam_to_ego,
+            batch.image_size,
+        )
         probs = (final.features @ prototypes).softmax(-1)
         voxelize_gaussians(final.means, final.covariances(), final.opacities, probs, grid)
 
@@ -197,15 +212,22 @@ def format_table(results: dict[str, dict], args, device: torch.device, wall: flo
     for s in STAGES:
         row = f"| {s} | " + " | ".join(f"{results[d][s]['ms']:.2f}" for d in dtypes)
         if len(dtypes) > 1:
-            row += " | " + " | ".join(f"{results[base][s]['ms'] / results[d][s]['ms']:.2f}x"
-                                      for d in dtypes if d != base)
+            row += " | " + " | ".join(
+                f"{results[base][s]['ms'] / results[d][s]['ms']:.2f}x" for d in dtypes if d != base
+            )
         if device.type == "cuda":
             row += " | " + " | ".join(
-                f"{results[d][s]['peak'] / mib:,.0f} (+{results[d][s]['extra'] / mib:,.0f})" for d in dtypes)
+                f"{results[d][s]['peak'] / mib:,.0f} (+{results[d][s]['extra'] / mib:,.0f})" for d in dtypes
+            )
         lines.append(row + " |")
     stage_sum = {d: sum(results[d][s]["ms"] for s in STAGES[:-1]) for d in dtypes}
-    lines += ["", "Sum of stages: " + ", ".join(f"{d} {stage_sum[d]:.1f} ms" for d in dtypes)
-              + f". Benchmark wall time {wall:.0f} s.", SECTION_END]
+    lines += [
+        "",
+        "Sum of stages: "
+        + ", ".join(f"{d} {stage_sum[d]:.1f} ms" for d in dtypes)
+        + f". Benchmark wall time {wall:.0f} s.",
+        SECTION_END,
+    ]
     return "\n".join(lines)
 
 
@@ -223,8 +245,11 @@ def write_section(path: Path, section: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--random-init", action="store_true",
-                   help="required: build the backbone with random weights (no weight files are used here)")
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="required: build the backbone with random weights (no weight files are used here)",
+    )
     p.add_argument("--device", default="cuda")
     p.add_argument("--views", type=int, default=6)
     p.add_argument("--height", type=int, default=504)

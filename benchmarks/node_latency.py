@@ -77,8 +77,10 @@ def device_name(device: torch.device) -> str:
 
     # The CPU machine is shared: the load says how much of it this run had.
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"{torch.get_num_threads()} torch threads, load average {load:.1f} at start)")
+    return (
+        f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{torch.get_num_threads()} torch threads, load average {load:.1f} at start)"
+    )
 
 
 def build_predictor(preset_name: str, device: str, grid_occ3d: bool):
@@ -115,9 +117,15 @@ def output_arrays(result, max_markers: int = 2000) -> None:
 
     occupancy_points(result.labels, result.grid, result.class_names, result.free_label, result.confidence)
     keep = result.gaussian_labels < result.free_label
-    gaussian_marker_data(result.means[keep], result.scales[keep], result.rotations[keep],
-                         result.opacities[keep], result.gaussian_labels[keep], result.class_names,
-                         max_markers)
+    gaussian_marker_data(
+        result.means[keep],
+        result.scales[keep],
+        result.rotations[keep],
+        result.opacities[keep],
+        result.gaussian_labels[keep],
+        result.class_names,
+        max_markers,
+    )
     result.labels.tobytes()
     result.confidence.tobytes()
     if result.rendered_depth is not None:
@@ -161,9 +169,16 @@ def _pipeline_measurement(args) -> dict:
     # depth cameras or a depth network in front of the node: feed a plausible 32FC1 image.
     use_depth = args.depth == "on" or (args.depth == "auto" and not predictor.model.config.depth_head.enabled)
     depths = synthetic_depth(rig.num_views, h, w) if use_depth else [None] * rig.num_views
-    frames = [CameraFrame(name, msgs.image(k, images[k], 0), msgs.camera_info(k),
-                          None if depths[k] is None else msgs.depth(k, depths[k], 0), msgs.cam_to_target(k))
-              for k, name in enumerate(rig.names)]
+    frames = [
+        CameraFrame(
+            name,
+            msgs.image(k, images[k], 0),
+            msgs.camera_info(k),
+            None if depths[k] is None else msgs.depth(k, depths[k], 0),
+            msgs.cam_to_target(k),
+        )
+        for k, name in enumerate(rig.names)
+    ]
 
     batch = pipeline.prepare(frames)  # the baseline's input, already on the device
 
@@ -202,10 +217,20 @@ def _pipeline_measurement(args) -> dict:
         output_arrays(pipeline.run(frames, stamp_ns=i, render_depth=True))
     sustained_hz = args.frames / (time.perf_counter() - t0)
     n = int(predictor.model.config.decoder.queries_per_view) * rig.num_views
-    return {"mode": "pipeline (no ROS: FramePipeline + output arrays)", "device": device_name(device),
-            "preset": args.preset, "views": rig.num_views, "image": (h, w), "input": predictor.input_size,
-            "gaussians": n, "grid": predictor.grid.shape, "stages": stages, "predict_only": predict_only,
-            "sustained_hz": sustained_hz, "frames": args.frames}
+    return {
+        "mode": "pipeline (no ROS: FramePipeline + output arrays)",
+        "device": device_name(device),
+        "preset": args.preset,
+        "views": rig.num_views,
+        "image": (h, w),
+        "input": predictor.input_size,
+        "gaussians": n,
+        "grid": predictor.grid.shape,
+        "stages": stages,
+        "predict_only": predict_only,
+        "sustained_hz": sustained_hz,
+        "frames": args.frames,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,18 +262,31 @@ def run_ros_mode(args) -> dict:
     rclpy.init(context=context)
     ns = f"/bench_{uuid.uuid4().hex[:6]}"
     names = list(rig.names)
-    params = {"camera_names": names,
-              "image_topics": [f"{n.lower()}/image_rect" for n in names],
-              "camera_info_topics": [f"{n.lower()}/camera_info" for n in names],
-              "image_qos": "reliable", "status_period_s": 0.5, "sync_timeout_s": 5.0}
-    node = OccupancyNode(predictor=predictor, context=context, namespace=ns,
-                         parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    params = {
+        "camera_names": names,
+        "image_topics": [f"{n.lower()}/image_rect" for n in names],
+        "camera_info_topics": [f"{n.lower()}/camera_info" for n in names],
+        "image_qos": "reliable",
+        "status_period_s": 0.5,
+        "sync_timeout_s": 5.0,
+    }
+    node = OccupancyNode(
+        predictor=predictor,
+        context=context,
+        namespace=ns,
+        parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
+    )
     feeder = rclpy.create_node("bench_feeder", namespace=ns, context=context)
     qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
     image_pubs = [feeder.create_publisher(Image, t, qos) for t in params["image_topics"]]
     info_pubs = [feeder.create_publisher(CameraInfo, t, qos) for t in params["camera_info_topics"]]
-    static = feeder.create_publisher(TFMessage, "/tf_static", QoSProfile(
-        depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL))
+    static = feeder.create_publisher(
+        TFMessage,
+        "/tf_static",
+        QoSProfile(
+            depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL
+        ),
+    )
     static.publish(msgs.static_transforms())
     received: dict[int, float] = {}
     statuses = []
@@ -266,8 +304,11 @@ def run_ros_mode(args) -> dict:
     def count(topic):
         return lambda _msg: counts.__setitem__(topic, counts.get(topic, 0) + 1)
 
-    for topic, msg_type in (("occupancy_cloud", PointCloud2), ("gaussians", GaussianArray),
-                            ("gaussian_markers", MarkerArray)):
+    for topic, msg_type in (
+        ("occupancy_cloud", PointCloud2),
+        ("gaussians", GaussianArray),
+        ("gaussian_markers", MarkerArray),
+    ):
         feeder.create_subscription(msg_type, topic, count(topic), qos)
     for name in rig.names:
         feeder.create_subscription(Image, f"rendered_depth/{name}", count(f"rendered_depth/{name}"), qos)
@@ -285,8 +326,10 @@ def run_ros_mode(args) -> dict:
 
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (node.inputs.missing_camera_info() or any(
-                p.get_subscription_count() == 0 for p in image_pubs + info_pubs)):
+        while time.monotonic() < deadline and (
+            node.inputs.missing_camera_info()
+            or any(p.get_subscription_count() == 0 for p in image_pubs + info_pubs)
+        ):
             for k, p in enumerate(info_pubs):
                 p.publish(msgs.camera_info(k))
             time.sleep(0.1)
@@ -324,13 +367,26 @@ def run_ros_mode(args) -> dict:
         feeder.destroy_node()
         rclpy.shutdown(context=context)
     n = int(predictor.model.config.decoder.queries_per_view) * rig.num_views
-    return {"mode": "ros (real node, rclpy, in-process DDS)", "device": device_name(predictor.device),
-            "preset": args.preset, "views": rig.num_views, "image": (h, w), "input": predictor.input_size,
-            "gaussians": n, "grid": predictor.grid.shape, "latencies": latencies, "frames": args.frames,
-            "node_p50": closed.latency_p50_ms, "node_p99": closed.latency_p99_ms,
-            "outputs_seen": dict(counts),
-            "input_rate": args.rate, "sent": k, "outputs": out, "sustained_hz": out / elapsed,
-            "dropped": snap.dropped - dropped_before}
+    return {
+        "mode": "ros (real node, rclpy, in-process DDS)",
+        "device": device_name(predictor.device),
+        "preset": args.preset,
+        "views": rig.num_views,
+        "image": (h, w),
+        "input": predictor.input_size,
+        "gaussians": n,
+        "grid": predictor.grid.shape,
+        "latencies": latencies,
+        "frames": args.frames,
+        "node_p50": closed.latency_p50_ms,
+        "node_p99": closed.latency_p99_ms,
+        "outputs_seen": dict(counts),
+        "input_rate": args.rate,
+        "sent": k,
+        "outputs": out,
+        "sustained_hz": out / elapsed,
+        "dropped": snap.dropped - dropped_before,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,37 +395,54 @@ def run_ros_mode(args) -> dict:
 
 
 def report(r: dict, wall_s: float) -> str:
-    head = (f"{r['mode']} on {r['device']}: preset {r['preset']} (random weights), {r['views']} x "
-            f"{r['image'][0]}x{r['image'][1]} images -> input {r['input'][0]}x{r['input'][1]}, "
-            f"{r['gaussians']} Gaussians, grid {'x'.join(map(str, r['grid']))}, {r['frames']} frames")
+    head = (
+        f"{r['mode']} on {r['device']}: preset {r['preset']} (random weights), {r['views']} x "
+        f"{r['image'][0]}x{r['image'][1]} images -> input {r['input'][0]}x{r['input'][1]}, "
+        f"{r['gaussians']} Gaussians, grid {'x'.join(map(str, r['grid']))}, {r['frames']} frames"
+    )
     lines = [head, "", "| measure | p50 | p99 |", "| --- | --- | --- |"]
     if "stages" in r:
-        for key, label in (("prepare", "messages -> batch on device"), ("predict", "predict"),
-                           ("to_host", "prediction -> host arrays"),
-                           ("outputs", "output arrays (cloud, markers)"), ("end_to_end", "**end to end**")):
+        for key, label in (
+            ("prepare", "messages -> batch on device"),
+            ("predict", "predict"),
+            ("to_host", "prediction -> host arrays"),
+            ("outputs", "output arrays (cloud, markers)"),
+            ("end_to_end", "**end to end**"),
+        ):
             v = r["stages"][key]
             lines.append(f"| {label} [ms] | {percentile(v, 50):.1f} | {percentile(v, 99):.1f} |")
         base = r["predict_only"]
-        lines.append(f"| baseline: predict alone on a ready batch [ms] | {percentile(base, 50):.1f} | "
-                     f"{percentile(base, 99):.1f} |")
+        lines.append(
+            f"| baseline: predict alone on a ready batch [ms] | {percentile(base, 50):.1f} | "
+            f"{percentile(base, 99):.1f} |"
+        )
         p99 = percentile(r["stages"]["end_to_end"], 99)
         ratio = percentile(r["stages"]["end_to_end"], 50) / percentile(base, 50)
-        lines += ["", f"End to end / baseline (p50): {ratio:.2f}x. Sustained rate (back to back): "
-                      f"{r['sustained_hz']:.1f} Hz = {r['sustained_hz'] / GOAL_RATE_HZ:.2f}x the 30 Hz goal; "
-                      f"p99 {p99:.1f} ms = {p99 / GOAL_P99_MS:.2f}x the 50 ms budget."]
+        lines += [
+            "",
+            f"End to end / baseline (p50): {ratio:.2f}x. Sustained rate (back to back): "
+            f"{r['sustained_hz']:.1f} Hz = {r['sustained_hz'] / GOAL_RATE_HZ:.2f}x the 30 Hz goal; "
+            f"p99 {p99:.1f} ms = {p99 / GOAL_P99_MS:.2f}x the 50 ms budget.",
+        ]
     else:
         lat = r["latencies"]
-        lines.append(f"| last image published -> occupancy received [ms] | {percentile(lat, 50):.1f} | "
-                     f"{percentile(lat, 99):.1f} |")
-        lines.append(f"| the node's own status (arrival -> publish) [ms] | {r['node_p50']:.1f} | "
-                     f"{r['node_p99']:.1f} |")
+        lines.append(
+            f"| last image published -> occupancy received [ms] | {percentile(lat, 50):.1f} | "
+            f"{percentile(lat, 99):.1f} |"
+        )
+        lines.append(
+            f"| the node's own status (arrival -> publish) [ms] | {r['node_p50']:.1f} | {r['node_p99']:.1f} |"
+        )
         p99 = percentile(lat, 99)
         rate = r["sustained_hz"]
-        lines += ["", f"Open loop at {r['input_rate']:g} Hz input ({r['sent']} sets): {r['outputs']} "
-                      f"published, sustained {rate:.2f} Hz = {rate / GOAL_RATE_HZ:.2f}x the 30 Hz goal, "
-                      f"{r['dropped']} dropped (latest-only queue); p99 {p99:.1f} ms = "
-                      f"{p99 / GOAL_P99_MS:.2f}x the 50 ms budget. Outputs also received: "
-                      f"{', '.join(f'{k} {v}' for k, v in sorted(r['outputs_seen'].items()))}."]
+        lines += [
+            "",
+            f"Open loop at {r['input_rate']:g} Hz input ({r['sent']} sets): {r['outputs']} "
+            f"published, sustained {rate:.2f} Hz = {rate / GOAL_RATE_HZ:.2f}x the 30 Hz goal, "
+            f"{r['dropped']} dropped (latest-only queue); p99 {p99:.1f} ms = "
+            f"{p99 / GOAL_P99_MS:.2f}x the 50 ms budget. Outputs also received: "
+            f"{', '.join(f'{k} {v}' for k, v in sorted(r['outputs_seen'].items()))}.",
+        ]
     lines.append(f"Benchmark wall time {wall_s:.0f} s.")
     return "\n".join(lines)
 
@@ -393,25 +466,45 @@ def write_section(path: Path, key: str, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--random-init", action="store_true", required=True,
-                        help="acknowledge random weights (latency only)")
-    parser.add_argument("--mode", choices=("auto", "pipeline", "ros"), default="auto",
-                        help="auto: ros when rclpy and the messages import, else pipeline")
-    parser.add_argument("--preset", default=None,
-                        help="tiny, talk2dino or featup (default: talk2dino on CUDA, tiny on the CPU)")
+    parser.add_argument(
+        "--random-init", action="store_true", required=True, help="acknowledge random weights (latency only)"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("auto", "pipeline", "ros"),
+        default="auto",
+        help="auto: ros when rclpy and the messages import, else pipeline",
+    )
+    parser.add_argument(
+        "--preset",
+        default=None,
+        help="tiny, talk2dino or featup (default: talk2dino on CUDA, tiny on the CPU)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--height", type=int, default=0, help="camera image height (default: the input's)")
     parser.add_argument("--width", type=int, default=0, help="camera image width (default: the input's)")
-    parser.add_argument("--depth", choices=("auto", "on", "off"), default="auto",
-                        help="pipeline mode: feed depth images (auto: when the model has no depth head)")
+    parser.add_argument(
+        "--depth",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="pipeline mode: feed depth images (auto: when the model has no depth head)",
+    )
     parser.add_argument("--frames", type=int, default=50, help="measured frames")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rate", type=float, default=30.0, help="ros mode: open-loop input rate [Hz]")
     parser.add_argument("--duration", type=float, default=10.0, help="ros mode: open-loop duration [s]")
-    parser.add_argument("--small-grid", dest="occ3d_grid", action="store_false",
-                        help="keep the preset's grid instead of forcing the Occ3D 200x200x16 grid")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (0 = torch's default); on a shared CPU 1 is the steadiest")
+    parser.add_argument(
+        "--small-grid",
+        dest="occ3d_grid",
+        action="store_false",
+        help="keep the preset's grid instead of forcing the Occ3D 200x200x16 grid",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0 = torch's default); on a shared CPU 1 is the steadiest",
+    )
     parser.add_argument("--output", type=Path, help="markdown file whose node_latency section is updated")
     args = parser.parse_args(argv)
     if args.threads:
@@ -428,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             import rclpy  # noqa: F401
 
             import gausstr_ros.msg  # noqa: F401
+
             mode = "ros"
         except ImportError:
             mode = "pipeline"

@@ -39,8 +39,9 @@ SECTION_START = "<!-- render:start -->"
 SECTION_END = "<!-- render:end -->"
 
 
-def gausstr_like_scene(views: int, size: tuple[int, int], per_view: int, channels: int, device,
-                       seed: int = 0):
+def gausstr_like_scene(
+    views: int, size: tuple[int, int], per_view: int, channels: int, device, seed: int = 0
+):
     """Gaussians (1, views * per_view) lifted from random pixels of each view, and the cameras."""
     from gausstr_core.data.synthetic.rig import nuscenes_rig
     from gausstr_core.gaussians import Gaussians
@@ -60,7 +61,9 @@ def gausstr_like_scene(views: int, size: tuple[int, int], per_view: int, channel
     quats = matrix_to_quaternion(pose[:, :3, :3])[:, None].expand(views, per_view, 4)
     n = views * per_view
     gaussians = Gaussians(
-        means=means.reshape(1, n, 3), scales=scales.reshape(1, n, 3), rotations=quats.reshape(1, n, 4),
+        means=means.reshape(1, n, 3),
+        scales=scales.reshape(1, n, 3),
+        rotations=quats.reshape(1, n, 4),
         opacities=0.3 + 0.6 * torch.rand(1, n, generator=g),
         features=torch.randn(1, n, channels, generator=g),
     )
@@ -111,9 +114,16 @@ def render_case(gaussians, k, pose, size, backend: str, backward: bool) -> Calla
             with torch.no_grad():
                 render_gaussians(gaussians, k, pose, size, backend=backend)
             return
-        params = [t.detach().requires_grad_(True) for t in (gaussians.means, gaussians.scales,
-                                                              gaussians.rotations, gaussians.opacities,
-                                                              gaussians.features)]
+        params = [
+            t.detach().requires_grad_(True)
+            for t in (
+                gaussians.means,
+                gaussians.scales,
+                gaussians.rotations,
+                gaussians.opacities,
+                gaussians.features,
+            )
+        ]
         out = render_gaussians(Gaussians(*params), k, pose, size, backend=backend)
         (out.features.square().sum() + out.depth.sum()).backward()
 
@@ -133,17 +143,27 @@ def loss_case(gaussians, k, pose, size, backend: str, layers: int = 3, patch: in
     g = torch.Generator(device=gaussians.means.device).manual_seed(2)
     device = gaussians.means.device
     batch = CameraBatch(
-        images=torch.zeros(1, v, 3, h, w, device=device), intrinsics=k, cam_to_ego=pose,
+        images=torch.zeros(1, v, 3, h, w, device=device),
+        intrinsics=k,
+        cam_to_ego=pose,
         image_aug=torch.eye(3, device=device).expand(1, v, 3, 3),
-        depth=3 + 47 * torch.rand(1, v, h, w, generator=g, device=device))
+        depth=3 + 47 * torch.rand(1, v, h, w, generator=g, device=device),
+    )
     c = gaussians.features.shape[-1]
     targets = torch.randn(1, v, c, h // patch, w // patch, generator=g, device=device)
     loss_fn = GaussTRLoss(LossConfig(pca_dims=min(128, c), render_backend=backend))
 
     def run() -> None:
-        params = [t.detach().requires_grad_(True) for t in (gaussians.means, gaussians.scales,
-                                                              gaussians.rotations, gaussians.opacities,
-                                                              gaussians.features)]
+        params = [
+            t.detach().requires_grad_(True)
+            for t in (
+                gaussians.means,
+                gaussians.scales,
+                gaussians.rotations,
+                gaussians.opacities,
+                gaussians.features,
+            )
+        ]
         per_layer = [Gaussians(*params) for _ in range(layers)]
         output = GaussTROutput(per_layer, [], batch.depth, None, targets)
         loss_fn(output, batch).terms["loss"].backward()
@@ -216,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         SECTION_START,
         "## Renderer (`benchmarks/render.py`)",
         "",
-        "`render_gaussians` with the gsplat backend (CUDA `rasterization`, render mode \"RGB+D\", unpacked, "
-        "classic 3DGS) against the PyTorch reference renderer (`backend=\"torch\"`, the oracle of the GPU "
+        '`render_gaussians` with the gsplat backend (CUDA `rasterization`, render mode "RGB+D", unpacked, '
+        'classic 3DGS) against the PyTorch reference renderer (`backend="torch"`, the oracle of the GPU '
         "parity tests) in the same run on the same device, fp32. GaussTR-like Gaussians: lifted from random "
         "pixels of each view at 3-50 m, the talk2dino scale range, camera-aligned rotations. Cases: depth "
         "only (inference); one training render of 128 PCA channels + depth (forward; forward + backward); "
@@ -236,8 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         ref, fast_r = r.get("torch", "n/a"), r.get(fast, "n/a")
         both = isinstance(ref, tuple) and isinstance(fast_r, tuple)
         ratio = f"{ref[0] / fast_r[0]:.1f}x" if both else "n/a"
-        lines.append(f"| {name} | {cell(ref, 'ms')} | {cell(fast_r, 'ms')} | {ratio} | {cell(ref, 'mem')} | "
-                     f"{cell(fast_r, 'mem')} |")
+        lines.append(
+            f"| {name} | {cell(ref, 'ms')} | {cell(fast_r, 'ms')} | {ratio} | {cell(ref, 'mem')} | "
+            f"{cell(fast_r, 'mem')} |"
+        )
     lines += ["", f"Benchmark wall time {wall:.0f} s.", SECTION_END]
     table = "\n".join(lines)
     print(table)

@@ -42,9 +42,9 @@ def brute_force_cast(scene, rig) -> torch.Tensor:
     for v in range(dirs.shape[0]):
         flat = dirs[v].reshape(-1, 1, 3)
         for start in range(0, flat.shape[0], 4096):
-            d = flat[start:start + 4096]
+            d = flat[start : start + 4096]
             t = ray_hit(origins[v], d, prims.kind, prims.center, prims.half_size, prims.yaw, near=0.05)
-            best[v].view(-1)[start:start + 4096] = t.min(-1).values
+            best[v].view(-1)[start : start + 4096] = t.min(-1).values
     return best
 
 
@@ -110,10 +110,26 @@ def raycast_table(resolutions: list[tuple[int, int]]) -> str:
         solid = (hit >= 0) & (hit < len(scene.primitives))
         agree = torch.isclose(t_tiled[solid], brute[solid], rtol=1e-5, atol=1e-4).float().mean()
         rays = 6 * h * w
-        rows.append([f"6 x {h}x{w}", len(scene.primitives), f"{rays / tiled_ms / 1e3:.2f}", f"{tiled_ms:.0f}",
-                     f"{brute_ms:.0f}", f"{brute_ms / tiled_ms:.1f}x", f"{100 * float(agree):.2f}%"])
-    headers = ["images", "solids", "Mrays/s tiled", "tiled [ms]", "brute force [ms]", "speed-up",
-               "same depth"]
+        rows.append(
+            [
+                f"6 x {h}x{w}",
+                len(scene.primitives),
+                f"{rays / tiled_ms / 1e3:.2f}",
+                f"{tiled_ms:.0f}",
+                f"{brute_ms:.0f}",
+                f"{brute_ms / tiled_ms:.1f}x",
+                f"{100 * float(agree):.2f}%",
+            ]
+        )
+    headers = [
+        "images",
+        "solids",
+        "Mrays/s tiled",
+        "tiled [ms]",
+        "brute force [ms]",
+        "speed-up",
+        "same depth",
+    ]
     return markdown_table(headers, rows)
 
 
@@ -125,19 +141,23 @@ def writer_line(scenes: int, workers: int, resolution: tuple[int, int]) -> str:
         write_dataset(tmp, scenes, seed=2, config=config, embeddings=emb, workers=workers, progress=False)
     seconds = clock.median("write") / 1e3
     per_scene = seconds / scenes
-    return (f"`write_dataset` of {scenes} scenes at 6 x {resolution[0]}x{resolution[1]} with {workers} "
-            f"worker(s): {seconds:.1f} s, {per_scene:.2f} s per scene -> 100 scenes in about "
-            f"{100 * per_scene / 60:.1f} min.")
+    return (
+        f"`write_dataset` of {scenes} scenes at 6 x {resolution[0]}x{resolution[1]} with {workers} "
+        f"worker(s): {seconds:.1f} s, {per_scene:.2f} s per scene -> 100 scenes in about "
+        f"{100 * per_scene / 60:.1f} min."
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--frames", type=int, default=3, help="key frames per resolution (median)")
     parser.add_argument("--writer-scenes", type=int, default=6, help="scenes for the writer timing")
     parser.add_argument("--workers", type=int, default=2, help="writer processes")
-    parser.add_argument("--output", type=Path,
-                        help="update the synthetic_world section of this markdown file")
+    parser.add_argument(
+        "--output", type=Path, help="update the synthetic_world section of this markdown file"
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(1)

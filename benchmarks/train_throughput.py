@@ -60,8 +60,18 @@ def synthetic_batch(batch_size: int, views: int, size: tuple[int, int], device: 
     return CameraBatch(images=images, intrinsics=intr, cam_to_ego=c2e, image_aug=aug, depth=depth)
 
 
-def measure(ctx, preset_name: str, batch_size: int, steps: int, warmup: int, views: int,
-            size: tuple[int, int], queries: int, amp: str, ddp: bool) -> dict:
+def measure(
+    ctx,
+    preset_name: str,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    views: int,
+    size: tuple[int, int],
+    queries: int,
+    amp: str,
+    ddp: bool,
+) -> dict:
     """Median training-step time of a preset (random init) on this process's device."""
     from gausstr_core.losses.gausstr import GaussTRLoss
     from gausstr_core.model.gausstr import GaussTR
@@ -124,12 +134,20 @@ def measure(ctx, preset_name: str, batch_size: int, steps: int, warmup: int, vie
             times.append(time.perf_counter() - t0)
     times.sort()
     median = times[len(times) // 2]
-    result = {"rank": ctx.rank, "world_size": ctx.world_size, "batch_size": batch_size,
-              "median_step_s": median, "scenes_per_s_per_gpu": batch_size / median,
-              "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan"),
-              "gpu": torch.cuda.get_device_name(device) if cuda else "CPU",
-              "gaussians": views * queries, "views": views, "size": list(size), "amp": amp,
-              "preset": preset_name}
+    result = {
+        "rank": ctx.rank,
+        "world_size": ctx.world_size,
+        "batch_size": batch_size,
+        "median_step_s": median,
+        "scenes_per_s_per_gpu": batch_size / median,
+        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan"),
+        "gpu": torch.cuda.get_device_name(device) if cuda else "CPU",
+        "gaussians": views * queries,
+        "views": views,
+        "size": list(size),
+        "amp": amp,
+        "preset": preset_name,
+    }
     if ctx.distributed:
         gathered = [None] * ctx.world_size
         torch.distributed.all_gather_object(gathered, result)
@@ -142,11 +160,36 @@ def measure(ctx, preset_name: str, batch_size: int, steps: int, warmup: int, vie
 def _run_torchrun(nproc: int, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               __file__, "--worker", "--json", str(out), "--batch-sizes", *map(str, args.batch_sizes),
-               "--steps", str(args.steps), "--warmup", str(args.warmup), "--views", str(args.views),
-               "--size", str(args.size[0]), str(args.size[1]), "--queries", str(args.queries),
-               "--amp", args.amp, "--preset", args.preset, "--device", args.device]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            __file__,
+            "--worker",
+            "--json",
+            str(out),
+            "--batch-sizes",
+            *map(str, args.batch_sizes),
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+            "--views",
+            str(args.views),
+            "--size",
+            str(args.size[0]),
+            str(args.size[1]),
+            "--queries",
+            str(args.queries),
+            "--amp",
+            args.amp,
+            "--preset",
+            args.preset,
+            "--device",
+            args.device,
+        ]
         subprocess.run(cmd, check=True)
         return json.loads(out.read_text())
 
@@ -165,20 +208,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ddp", type=int, default=0, help="also run torchrun with 1 and this many processes")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path, help="write the results as JSON")
-    p.add_argument("--output", type=Path,
-                   help="write the table as the training section of this markdown file (docs/benchmarks.md)")
+    p.add_argument(
+        "--output",
+        type=Path,
+        help="write the table as the training section of this markdown file (docs/benchmarks.md)",
+    )
     args = p.parse_args(argv)
     from gausstr_core.train.distributed import cleanup, init_distributed
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("train_throughput: needs a CUDA GPU (none visible); --device cpu runs a smoke test",
-              file=sys.stderr)
+        print(
+            "train_throughput: needs a CUDA GPU (none visible); --device cpu runs a smoke test",
+            file=sys.stderr,
+        )
         return 2
     if args.device == "cuda":
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "{}.{}".format(*torch.cuda.get_device_capability()))
+
     def run(ctx, b: int, ddp: bool) -> dict:
-        result = measure(ctx, args.preset, b, args.steps, args.warmup, args.views, tuple(args.size),
-                         args.queries, args.amp, ddp)
+        result = measure(
+            ctx,
+            args.preset,
+            b,
+            args.steps,
+            args.warmup,
+            args.views,
+            tuple(args.size),
+            args.queries,
+            args.amp,
+            ddp,
+        )
         if ctx.device.type == "cuda":
             torch.cuda.empty_cache()
         return result
@@ -201,21 +260,31 @@ def main(argv: list[str] | None = None) -> int:
         ddp_n = _run_torchrun(args.ddp, args)
         rows += [("torchrun 1 GPU", r) for r in ddp1] + [(f"torchrun {args.ddp} GPUs", r) for r in ddp_n]
     gpu = single[0]["gpu"]
-    lines = [f"Training throughput on {gpu} ({torch.cuda.device_count()} visible), "
-             f"torch {torch.__version__}, "
-             f"{args.views} x {args.size[0]} x {args.size[1]}, {args.views * args.queries} Gaussians, "
-             f"{args.amp}, {args.preset} preset (random init), median of {args.steps} steps after "
-             f"{args.warmup} warm-up:", "",
-             "| run | scenes/GPU/step | step (ms) | scenes/s per GPU | scenes/s total | vs paper (1.6/GPU) "
-             "| peak mem (GiB) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"Training throughput on {gpu} ({torch.cuda.device_count()} visible), "
+        f"torch {torch.__version__}, "
+        f"{args.views} x {args.size[0]} x {args.size[1]}, {args.views * args.queries} Gaussians, "
+        f"{args.amp}, {args.preset} preset (random init), median of {args.steps} steps after "
+        f"{args.warmup} warm-up:",
+        "",
+        "| run | scenes/GPU/step | step (ms) | scenes/s per GPU | scenes/s total | vs paper (1.6/GPU) "
+        "| peak mem (GiB) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, r in rows:
         per_gpu = r["scenes_per_s_per_gpu"]
-        lines.append(f"| {name} | {r['batch_size']} | {1000 * r['median_step_s']:.1f} | {per_gpu:.2f} | "
-                     f"{per_gpu * r['world_size']:.2f} | {per_gpu / PAPER_SCENES_PER_S_PER_GPU:.2f}x | "
-                     f"{r['peak_memory_gib']:.1f} |")
+        lines.append(
+            f"| {name} | {r['batch_size']} | {1000 * r['median_step_s']:.1f} | {per_gpu:.2f} | "
+            f"{per_gpu * r['world_size']:.2f} | {per_gpu / PAPER_SCENES_PER_S_PER_GPU:.2f}x | "
+            f"{r['peak_memory_gib']:.1f} |"
+        )
     if ddp1 and ddp_n:
-        lines += ["", f"DDP scaling ({args.ddp} GPUs vs 1, same batch per GPU, total scenes/s ratio; ideal "
-                  f"{args.ddp:.1f}x):", ""]
+        lines += [
+            "",
+            f"DDP scaling ({args.ddp} GPUs vs 1, same batch per GPU, total scenes/s ratio; ideal "
+            f"{args.ddp:.1f}x):",
+            "",
+        ]
         for a, b in zip(ddp1, ddp_n):
             ratio = b["scenes_per_s_per_gpu"] * b["world_size"] / a["scenes_per_s_per_gpu"]
             eff = 100 * ratio / args.ddp

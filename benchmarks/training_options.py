@@ -39,10 +39,14 @@ SECTION = "training-options"
 VARIANTS = {
     "baseline": ("tiny recipe (features + depth, no labels)", []),
     "gaussrender": ("+ GaussRender, lambda 10 (uses ground truth)", ["loss.gaussrender.weight=10"]),
-    "photometric": ("+ RGB head, photometric loss (weight 1)",
-                    ["model.head.rgb_head=true", "loss.photometric.weight=1"]),
-    "point_cloud_init": ("reference points from the depth point cloud",
-                         ["model.decoder.reference_init=point_cloud"]),
+    "photometric": (
+        "+ RGB head, photometric loss (weight 1)",
+        ["model.head.rgb_head=true", "loss.photometric.weight=1"],
+    ),
+    "point_cloud_init": (
+        "reference points from the depth point cloud",
+        ["model.decoder.reference_init=point_cloud"],
+    ),
     "prune_training": ("opacity <= 0.3 pruned from training renders", ["loss.prune_opacity=0.3"]),
 }
 PRUNE_SWEEP = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6)
@@ -53,9 +57,28 @@ def train(name: str, args: argparse.Namespace) -> subprocess.Popen:
     """Start one training run (a subprocess writing <out>/<name>/train.log)."""
     out = args.out / name
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "gausstr_core.train.cli", "--preset", "tiny", "--data", args.data,
-           "--out", str(out), "--max-steps", str(args.steps), "--seed", str(args.seed), "--threads",
-           str(args.threads), "--no-eval", "--image-every", "0", "--checkpoint-every", str(args.steps)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gausstr_core.train.cli",
+        "--preset",
+        "tiny",
+        "--data",
+        args.data,
+        "--out",
+        str(out),
+        "--max-steps",
+        str(args.steps),
+        "--seed",
+        str(args.seed),
+        "--threads",
+        str(args.threads),
+        "--no-eval",
+        "--image-every",
+        "0",
+        "--checkpoint-every",
+        str(args.steps),
+    ]
     for item in VARIANTS[name][1]:
         cmd += ["--set", item]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONUNBUFFERED="1")
@@ -94,9 +117,18 @@ def step_seconds(name: str, args: argparse.Namespace, steps: int = 6, warmup: in
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = dataclasses.replace(recipe("tiny"), data=args.data, out=tmp, overrides=list(VARIANTS[name][1]),
-                                  threads=args.threads, device="cpu", eval_at_end=False, eval_every=0,
-                                  image_every=0, seed=args.seed)
+        cfg = dataclasses.replace(
+            recipe("tiny"),
+            data=args.data,
+            out=tmp,
+            overrides=list(VARIANTS[name][1]),
+            threads=args.threads,
+            device="cpu",
+            eval_at_end=False,
+            eval_every=0,
+            image_every=0,
+            seed=args.seed,
+        )
         trainer = Trainer(cfg, DistributedContext(), build_model_config(cfg))
         times = []
         for batch in trainer._loader(list(range(steps + warmup))):
@@ -106,8 +138,12 @@ def step_seconds(name: str, args: argparse.Namespace, steps: int = 6, warmup: in
     return statistics.median(times[warmup:])
 
 
-def evaluate(checkpoint: Path, args: argparse.Namespace, opacity_threshold: float | None = None,
-             consistency: bool = True) -> dict:
+def evaluate(
+    checkpoint: Path,
+    args: argparse.Namespace,
+    opacity_threshold: float | None = None,
+    consistency: bool = True,
+) -> dict:
     """Scores of a checkpoint on the held-out scenes: Occ3D IoU / mIoU (camera mask), RayIoU,
     GaussRender projective consistency (all sensor cameras, one elevated camera per scene, BEV) and
     the rendered-depth error against the depth targets. Cached next to the checkpoint (the cache
@@ -121,8 +157,9 @@ def evaluate(checkpoint: Path, args: argparse.Namespace, opacity_threshold: floa
     return dict(cache[key])
 
 
-def _evaluate(checkpoint: Path, args: argparse.Namespace, opacity_threshold: float | None,
-              consistency: bool) -> dict:
+def _evaluate(
+    checkpoint: Path, args: argparse.Namespace, opacity_threshold: float | None, consistency: bool
+) -> dict:
     import torch
     from torch.utils.data import DataLoader, Subset
     from tqdm import tqdm
@@ -168,8 +205,12 @@ def _evaluate(checkpoint: Path, args: argparse.Namespace, opacity_threshold: flo
             if opacity_threshold is not None:
                 # The sweep renders only the Gaussians the threshold keeps (pruned before rendering).
                 g = prune_by_opacity(pred.gaussians, opacity_threshold)[0]
-                rendered = render_gaussians(g.with_features(g.features[..., :0]), batch.input_intrinsics(),
-                                            batch.cam_to_ego, batch.image_size).expected_depth(0.05)
+                rendered = render_gaussians(
+                    g.with_features(g.features[..., :0]),
+                    batch.input_intrinsics(),
+                    batch.cam_to_ego,
+                    batch.image_size,
+                ).expected_depth(0.05)
             valid = (target > 0) & (target < 51.2) & (rendered > 0)
             depth_err += float((rendered - target).abs()[valid].sum())
             depth_px += int(valid.sum())
@@ -177,10 +218,15 @@ def _evaluate(checkpoint: Path, args: argparse.Namespace, opacity_threshold: flo
             total += pred.gaussians.opacities.numel()
     scores = occupancy.compute()
     ray = rays.compute()
-    out = {"iou": 100 * scores.iou, "miou": 100 * scores.miou, "rayiou": 100 * ray["rayiou"],
-           "depth_mae": depth_err / depth_px if depth_px else None,  # None: nothing rendered
-           "kept": kept / max(total, 1),
-           "predict_s": seconds / max(n, 1), "scenes": n}
+    out = {
+        "iou": 100 * scores.iou,
+        "miou": 100 * scores.miou,
+        "rayiou": 100 * ray["rayiou"],
+        "depth_mae": depth_err / depth_px if depth_px else None,  # None: nothing rendered
+        "kept": kept / max(total, 1),
+        "predict_s": seconds / max(n, 1),
+        "scenes": n,
+    }
     if consistency:
         out.update(pc.compute())
     return out
@@ -245,12 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     sweep = {}
     if "baseline" in names:
         for t in PRUNE_SWEEP:
-            sweep[t] = evaluate(args.out / "baseline" / "model.safetensors", args, opacity_threshold=t,
-                                consistency=False)
+            sweep[t] = evaluate(
+                args.out / "baseline" / "model.safetensors", args, opacity_threshold=t, consistency=False
+            )
             shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in sweep[t].items()}
             print(f"prune {t}", json.dumps(shown), flush=True)
-    (args.out / "results.json").write_text(json.dumps({"variants": results, "unfiltered": unfiltered,
-                                                       "prune_sweep": sweep}, indent=1))
+    (args.out / "results.json").write_text(
+        json.dumps({"variants": results, "unfiltered": unfiltered, "prune_sweep": sweep}, indent=1)
+    )
 
     body = report(results, unfiltered, sweep, args, load, time.perf_counter() - started)
     print(body)
@@ -265,25 +313,69 @@ def variant_table(results: dict) -> str:
     rows = []
     base = results.get("baseline")
     for name, r in results.items():
+
         def delta(k: str, r=r, name=name) -> str:
             return "" if base is None or name == "baseline" else f" ({r[k] - base[k]:+.2f})"
 
-        rows.append([name, VARIANTS[name][0], f2(r["iou"]) + delta("iou"), f2(r["miou"]) + delta("miou"),
-                     f2(r["rayiou"]) + delta("rayiou"), f2(r.get("sensor/depth_error_m")),
-                     f2(r.get("bev/semantic_l1")), f2(r["depth_mae"]), f"{100 * r['kept']:.0f}%",
-                     f2(r.get("s_per_step"))])
-    return markdown_table(["variant", "what changes", "IoU", "mIoU", "RayIoU", "proj. depth err [m]",
-                           "BEV sem. L1", "rendered depth MAE [m]", "voxelized", "s / step"], rows)
+        rows.append(
+            [
+                name,
+                VARIANTS[name][0],
+                f2(r["iou"]) + delta("iou"),
+                f2(r["miou"]) + delta("miou"),
+                f2(r["rayiou"]) + delta("rayiou"),
+                f2(r.get("sensor/depth_error_m")),
+                f2(r.get("bev/semantic_l1")),
+                f2(r["depth_mae"]),
+                f"{100 * r['kept']:.0f}%",
+                f2(r.get("s_per_step")),
+            ]
+        )
+    return markdown_table(
+        [
+            "variant",
+            "what changes",
+            "IoU",
+            "mIoU",
+            "RayIoU",
+            "proj. depth err [m]",
+            "BEV sem. L1",
+            "rendered depth MAE [m]",
+            "voxelized",
+            "s / step",
+        ],
+        rows,
+    )
 
 
 def report(results: dict, unfiltered: dict, sweep: dict, args, load: str, seconds: float) -> str:
     f2 = lambda v: "n/a" if v is None else f"{v:.2f}"
     table, table_unfiltered = variant_table(results), variant_table(unfiltered)
     minutes = ", ".join(f"{name} {r['train_min']:.0f}" for name, r in results.items() if r.get("train_min"))
-    sweep_rows = [[f"{t:.1f}", f"{100 * r['kept']:.0f}%", f2(r["iou"]), f2(r["miou"]), f2(r["rayiou"]),
-                   f2(r["depth_mae"]), f"{r['predict_s']:.2f}"] for t, r in sweep.items()]
-    sweep_table = markdown_table(["opacity threshold", "Gaussians kept", "IoU", "mIoU", "RayIoU",
-                                  "rendered depth MAE [m]", "predict [s/scene]"], sweep_rows)
+    sweep_rows = [
+        [
+            f"{t:.1f}",
+            f"{100 * r['kept']:.0f}%",
+            f2(r["iou"]),
+            f2(r["miou"]),
+            f2(r["rayiou"]),
+            f2(r["depth_mae"]),
+            f"{r['predict_s']:.2f}",
+        ]
+        for t, r in sweep.items()
+    ]
+    sweep_table = markdown_table(
+        [
+            "opacity threshold",
+            "Gaussians kept",
+            "IoU",
+            "mIoU",
+            "RayIoU",
+            "rendered depth MAE [m]",
+            "predict [s/scene]",
+        ],
+        sweep_rows,
+    )
     date = datetime.date.today().isoformat()
     n = next(iter(results.values()))["scenes"] if results else 0
     return f"""## Training options: GaussRender and GaussianCross (`benchmarks/training_options.py`)

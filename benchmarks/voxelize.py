@@ -49,7 +49,7 @@ SECTION = "voxelize"
 
 @dataclass
 class Measurement:
-    ms: float            # for all N Gaussians (extrapolated when measured_n < N)
+    ms: float  # for all N Gaussians (extrapolated when measured_n < N)
     measured_n: int
     total_n: int
     peak_bytes: int | None
@@ -60,8 +60,14 @@ class Measurement:
         return self.measured_n < self.total_n
 
 
-def measure(run_on: Callable[[int], object], total: int, device: torch.device, budget_s: float,
-            start: int, max_repeats: int = 20) -> Measurement:
+def measure(
+    run_on: Callable[[int], object],
+    total: int,
+    device: torch.device,
+    budget_s: float,
+    start: int,
+    max_repeats: int = 20,
+) -> Measurement:
     """Time ``run_on(n)`` for n = total if that fits the budget, else for the largest n in
     start * 10^k that does, and scale linearly to ``total``."""
     run_on(min(total, 16))  # warm-up of one-time costs (kernel loading, allocator)
@@ -86,8 +92,9 @@ def minimal_bytes(n: int, channels: int, grid: VoxelGrid) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--counts", type=int, nargs="+", default=[1800, 18000, 180000])
     parser.add_argument("--channels", type=int, nargs="+", default=[18, 128, 768])
     parser.add_argument("--device", default="auto", help="auto | cuda | cpu")
@@ -129,8 +136,9 @@ def main() -> None:
         if (n, c) not in inputs_cache:
             inputs_cache.clear()
             torch.cuda.empty_cache() if device.type == "cuda" else None
-            inputs_cache[(n, c)] = random_gaussians(1, n, c, grid, scale_range=(0.1, 2.0), device=device,
-                                                    generator=gen)
+            inputs_cache[(n, c)] = random_gaussians(
+                1, n, c, grid, scale_range=(0.1, 2.0), device=device, generator=gen
+            )
         inputs = inputs_cache[(n, c)]
         fn, start = methods[method]
 
@@ -152,15 +160,32 @@ def main() -> None:
                 r = results[(n, c, method)]
                 achieved = minimal_bytes(n, c, grid) / (r.ms * 1e-3)
                 mark = "~" if r.extrapolated else ""
-                rows.append([
-                    f"{n:,}", c, method, f"{mark}{r.ms:.3f}" if r.ms < 100 else f"{mark}{r.ms:,.0f}",
-                    f"{loop.ms / r.ms:,.1f}x", f"{ref.ms / r.ms:,.1f}x",
-                    "-" if r.peak_bytes is None else f"{r.peak_bytes / 2**20:,.0f}",
-                    f"{achieved / 1e9:,.1f}", f"{100 * achieved / bandwidth:.1f}%",
-                    f"extrapolated from {r.measured_n:,}" if r.extrapolated else f"median of {r.repeats}",
-                ])
-    headers = ["Gaussians", "C", "method", "time [ms]", "vs loop", "vs reference", "peak extra [MiB]",
-               "GB/s", "of copy BW", "note"]
+                rows.append(
+                    [
+                        f"{n:,}",
+                        c,
+                        method,
+                        f"{mark}{r.ms:.3f}" if r.ms < 100 else f"{mark}{r.ms:,.0f}",
+                        f"{loop.ms / r.ms:,.1f}x",
+                        f"{ref.ms / r.ms:,.1f}x",
+                        "-" if r.peak_bytes is None else f"{r.peak_bytes / 2**20:,.0f}",
+                        f"{achieved / 1e9:,.1f}",
+                        f"{100 * achieved / bandwidth:.1f}%",
+                        f"extrapolated from {r.measured_n:,}" if r.extrapolated else f"median of {r.repeats}",
+                    ]
+                )
+    headers = [
+        "Gaussians",
+        "C",
+        "method",
+        "time [ms]",
+        "vs loop",
+        "vs reference",
+        "peak extra [MiB]",
+        "GB/s",
+        "of copy BW",
+        "note",
+    ]
     table = markdown_table(headers, rows)
 
     lines = []
@@ -169,12 +194,16 @@ def main() -> None:
         loop_x = results[(1800, 18, "loop")].ms / r.ms
         ref_x = results[(1800, 18, "reference")].ms / r.ms
         met = {True: "met", False: "MISSED"}
-        lines.append(f"Targets at 1,800 x 18: CUDA {r.ms:.3f} ms (< 2 ms: {met[r.ms < 2]}), "
-                     f"{loop_x:,.0f}x the loop (>= 100x: {met[loop_x >= 100]}), "
-                     f"{ref_x:,.1f}x the reference (>= 10x: {met[ref_x >= 10]}).")
+        lines.append(
+            f"Targets at 1,800 x 18: CUDA {r.ms:.3f} ms (< 2 ms: {met[r.ms < 2]}), "
+            f"{loop_x:,.0f}x the loop (>= 100x: {met[loop_x >= 100]}), "
+            f"{ref_x:,.1f}x the reference (>= 10x: {met[ref_x >= 10]})."
+        )
     if "cuda" in methods and max(args.counts) >= 180000:
-        lines.append(f"{max(args.counts):,} Gaussians x {max(args.channels)} channels ran on the GPU "
-                     f"(CUDA {results[(max(args.counts), max(args.channels), 'cuda')].ms:,.1f} ms).")
+        lines.append(
+            f"{max(args.counts):,} Gaussians x {max(args.channels)} channels ran on the GPU "
+            f"(CUDA {results[(max(args.counts), max(args.channels), 'cuda')].ms:,.1f} ms)."
+        )
     if cuda_note:
         lines.append(f"CUDA kernel not measured: {cuda_note}")
 
@@ -183,21 +212,25 @@ def main() -> None:
         backward_table = backward_benchmark(args, grid, device, gen)
 
     command = "python3 benchmarks/voxelize.py " + " ".join(sys.argv[1:])
-    body = "\n\n".join(part for part in [
-        "## Voxelizer (`benchmarks/voxelize.py`)",
-        f"Device: {described}. Device-to-device copy bandwidth (read + write): "
-        f"{bandwidth / 1e9:,.0f} GB/s. "
-        f"Run {datetime.date.today().isoformat()} with `{command.strip()}`.",
-        "Scene: one Occ3D grid (200 x 200 x 16 voxels of 0.4 m); Gaussians with means uniform over the "
-        "range, log-uniform per-axis scales in 0.1-2 m, random rotations, opacities uniform in [0, 1], "
-        "normal features; float32, no autograd. Time: median of CUDA-event timings after warm-up "
-        "(perf_counter on a CPU). `~`: timed on the first n Gaussians and scaled linearly to N. GB/s: "
-        "minimal traffic (each input read once, each output written once) per second; peak extra: "
-        "device memory allocated beyond the inputs.",
-        table,
-        "\n".join(lines),
-        backward_table,
-    ] if part)
+    body = "\n\n".join(
+        part
+        for part in [
+            "## Voxelizer (`benchmarks/voxelize.py`)",
+            f"Device: {described}. Device-to-device copy bandwidth (read + write): "
+            f"{bandwidth / 1e9:,.0f} GB/s. "
+            f"Run {datetime.date.today().isoformat()} with `{command.strip()}`.",
+            "Scene: one Occ3D grid (200 x 200 x 16 voxels of 0.4 m); Gaussians with means uniform over the "
+            "range, log-uniform per-axis scales in 0.1-2 m, random rotations, opacities uniform in [0, 1], "
+            "normal features; float32, no autograd. Time: median of CUDA-event timings after warm-up "
+            "(perf_counter on a CPU). `~`: timed on the first n Gaussians and scaled linearly to N. GB/s: "
+            "minimal traffic (each input read once, each output written once) per second; peak extra: "
+            "device memory allocated beyond the inputs.",
+            table,
+            "\n".join(lines),
+            backward_table,
+        ]
+        if part
+    )
     print("\n" + body)
     if args.output:
         update_markdown_section(args.output, SECTION, body)
@@ -212,6 +245,7 @@ def backward_benchmark(args, grid: VoxelGrid, device: torch.device, gen: torch.G
         grads = (torch.randn(1, *grid.shape, device=device), torch.randn(1, *grid.shape, 18, device=device))
         timed = {}
         for backend, start in (("torch", 1800), ("cuda", 10**9)):
+
             def run_on(k, backend=backend, inputs=inputs, grads=grads):
                 leaves = [t[:, :k].detach().requires_grad_() for t in inputs]
                 outputs = voxelize_gaussians(*leaves, grid, backend=backend)
@@ -223,12 +257,29 @@ def backward_benchmark(args, grid: VoxelGrid, device: torch.device, gen: torch.G
             r = timed[backend]
             mark = "~" if r.extrapolated else ""
             note = f"extrapolated from {r.measured_n:,}" if r.extrapolated else f"median of {r.repeats}"
-            rows.append([f"{n:,}", 18, label, f"{mark}{r.ms:,.3f}", f"{timed['torch'].ms / r.ms:,.1f}x",
-                         "-" if r.peak_bytes is None else f"{r.peak_bytes / 2**20:,.0f}", note])
-    headers = ["Gaussians", "C", "method", "forward + backward [ms]", "vs reference", "peak extra [MiB]",
-               "note"]
-    return "Forward + backward (gradients for means, covariances, opacities, features):\n\n" + \
-        markdown_table(headers, rows)
+            rows.append(
+                [
+                    f"{n:,}",
+                    18,
+                    label,
+                    f"{mark}{r.ms:,.3f}",
+                    f"{timed['torch'].ms / r.ms:,.1f}x",
+                    "-" if r.peak_bytes is None else f"{r.peak_bytes / 2**20:,.0f}",
+                    note,
+                ]
+            )
+    headers = [
+        "Gaussians",
+        "C",
+        "method",
+        "forward + backward [ms]",
+        "vs reference",
+        "peak extra [MiB]",
+        "note",
+    ]
+    return "Forward + backward (gradients for means, covariances, opacities, features):\n\n" + markdown_table(
+        headers, rows
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,9 @@ class CameraBatch:
         if self.depth is not None and tuple(self.depth.shape) != (b, v, h, w):
             raise ValueError(f"depth must be {(b, v, h, w)}, got {tuple(self.depth.shape)}")
         if self.features is not None and (self.features.dim() != 5 or self.features.shape[:2] != (b, v)):
-            raise ValueError(f"features must be (B, V, C, h, w) with B, V = {b}, {v}, "
-                             f"got {tuple(self.features.shape)}")
+            raise ValueError(
+                f"features must be (B, V, C, h, w) with B, V = {b}, {v}, got {tuple(self.features.shape)}"
+            )
 
     @property
     def batch_size(self) -> int:

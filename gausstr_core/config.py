@@ -57,13 +57,17 @@ class GaussTRConfig:
         the segmentation head reads the loss' PCA-reduced features."""
         head = self.model.head
         if self.text.embed_dim != head.feature_dim:
-            raise ValueError(f"model.head.feature_dim ({head.feature_dim}) must equal the text "
-                             f"encoder's embedding width ({self.text.embed_dim}): Gaussian features are "
-                             f"compared with text embeddings")
+            raise ValueError(
+                f"model.head.feature_dim ({head.feature_dim}) must equal the text "
+                f"encoder's embedding width ({self.text.embed_dim}): Gaussian features are "
+                f"compared with text embeddings"
+            )
         pca = self.loss.pca_dims
         if head.segment_classes and pca is not None and pca != head.segment_input_dim:
-            raise ValueError(f"model.head.segment_input_dim ({head.segment_input_dim}) must equal "
-                             f"the loss PCA width ({pca}): the segmentation head reads rendered PCA features")
+            raise ValueError(
+                f"model.head.segment_input_dim ({head.segment_input_dim}) must equal "
+                f"the loss PCA width ({pca}): the segmentation head reads rendered PCA features"
+            )
 
 
 # --- dict / YAML conversion ----------------------------------------------------------------------
@@ -91,8 +95,10 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
     if unknown:
-        raise ValueError(f"unknown config key {where + '.' if where else ''}{unknown[0]!r} in "
-                         f"{cls.__name__}; allowed: {', '.join(names)}")
+        raise ValueError(
+            f"unknown config key {where + '.' if where else ''}{unknown[0]!r} in "
+            f"{cls.__name__}; allowed: {', '.join(names)}"
+        )
     hints = _type_hints(cls)
     kwargs = {}
     for name, value in data.items():

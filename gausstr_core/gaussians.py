@@ -35,14 +35,17 @@ class Gaussians:
         for name, last in expected.items():
             t = getattr(self, name)
             if t.dim() != 3 or t.shape[:2] != (b, n) or t.shape[-1] != last:
-                raise ValueError(f"Gaussians.{name} must be (B, N, {last}) = ({b}, {n}, {last}), "
-                                 f"got {tuple(t.shape)}")
+                raise ValueError(
+                    f"Gaussians.{name} must be (B, N, {last}) = ({b}, {n}, {last}), got {tuple(t.shape)}"
+                )
         if self.opacities.shape != (b, n):
-            raise ValueError(f"Gaussians.opacities must be (B, N) = ({b}, {n}), "
-                             f"got {tuple(self.opacities.shape)}")
+            raise ValueError(
+                f"Gaussians.opacities must be (B, N) = ({b}, {n}), got {tuple(self.opacities.shape)}"
+            )
         if self.features.dim() != 3 or self.features.shape[:2] != (b, n):
-            raise ValueError(f"Gaussians.features must be (B, N, C) with B, N = {b}, {n}, "
-                             f"got {tuple(self.features.shape)}")
+            raise ValueError(
+                f"Gaussians.features must be (B, N, C) with B, N = {b}, {n}, got {tuple(self.features.shape)}"
+            )
 
     @property
     def batch_size(self) -> int:
@@ -80,5 +83,6 @@ class Gaussians:
     @staticmethod
     def concatenate(parts: list[Gaussians], dim: int = 1) -> Gaussians:
         """Concatenate Gaussian sets along scenes (dim=0) or Gaussians (dim=1)."""
-        return Gaussians(**{f.name: torch.cat([getattr(p, f.name) for p in parts], dim=dim)
-                            for f in fields(Gaussians)})
+        return Gaussians(
+            **{f.name: torch.cat([getattr(p, f.name) for p in parts], dim=dim) for f in fields(Gaussians)}
+        )

@@ -32,9 +32,15 @@ def quaternion_to_matrix(quaternions: Tensor) -> Tensor:
     two = 2.0
     m = torch.stack(
         [
-            1 - two * (y * y + z * z), two * (x * y - w * z), two * (x * z + w * y),
-            two * (x * y + w * z), 1 - two * (x * x + z * z), two * (y * z - w * x),
-            two * (x * z - w * y), two * (y * z + w * x), 1 - two * (x * x + y * y),
+            1 - two * (y * y + z * z),
+            two * (x * y - w * z),
+            two * (x * z + w * y),
+            two * (x * y + w * z),
+            1 - two * (x * x + z * z),
+            two * (y * z - w * x),
+            two * (x * z - w * y),
+            two * (y * z + w * x),
+            1 - two * (x * x + y * y),
         ],
         dim=-1,
     )

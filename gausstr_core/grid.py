@@ -29,8 +29,9 @@ class VoxelGrid:
 
     def __post_init__(self) -> None:
         if len(self.range) != 6:
-            raise ValueError(f"grid range needs 6 numbers (x_min, y_min, z_min, x_max, y_max, z_max), "
-                             f"got {self.range}")
+            raise ValueError(
+                f"grid range needs 6 numbers (x_min, y_min, z_min, x_max, y_max, z_max), got {self.range}"
+            )
         object.__setattr__(self, "range", tuple(float(v) for v in self.range))
         if not self.voxel_size > 0:
             raise ValueError(f"voxel_size must be positive, got {self.voxel_size}")
@@ -39,14 +40,15 @@ class VoxelGrid:
                 raise ValueError(f"grid range axis {'xyz'[axis]} is empty: [{lo}, {hi}]")
             n = (hi - lo) / self.voxel_size
             if abs(n - round(n)) > 1e-4:
-                raise ValueError(f"grid extent {hi - lo} m along {'xyz'[axis]} is not a whole number of "
-                                 f"{self.voxel_size} m voxels")
+                raise ValueError(
+                    f"grid extent {hi - lo} m along {'xyz'[axis]} is not a whole number of "
+                    f"{self.voxel_size} m voxels"
+                )
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """(X, Y, Z) number of voxels per axis."""
-        return tuple(round((hi - lo) / self.voxel_size)
-                     for lo, hi in zip(self.range[:3], self.range[3:]))  # type: ignore[return-value]
+        return tuple(round((hi - lo) / self.voxel_size) for lo, hi in zip(self.range[:3], self.range[3:]))  # type: ignore[return-value]
 
     @property
     def num_voxels(self) -> int:

@@ -35,8 +35,9 @@ def talk2dino_model() -> ModelConfig:
     return ModelConfig(
         image_size=(504, 896),
         embed_dim=256,
-        backbone=BackboneConfig(kind="dinov2", name="vit_base_patch14_reg4_dinov2", channels=768,
-                                patch_size=14),
+        backbone=BackboneConfig(
+            kind="dinov2", name="vit_base_patch14_reg4_dinov2", channels=768, patch_size=14
+        ),
         decoder=DecoderConfig(),
         head=HeadConfig(feature_dim=768, scale_multiplier=7.5 * 0.56),
     )
@@ -50,8 +51,7 @@ def featup_model() -> ModelConfig:
     return ModelConfig(
         image_size=(432, 768),
         embed_dim=256,
-        backbone=BackboneConfig(kind="precomputed", name="ViT-B-16-quickgelu", channels=512,
-                                patch_size=16),
+        backbone=BackboneConfig(kind="precomputed", name="ViT-B-16-quickgelu", channels=512, patch_size=16),
         decoder=DecoderConfig(),
         head=HeadConfig(feature_dim=512, scale_multiplier=7.5 * 0.48, segment_classes=26),
     )
@@ -63,10 +63,19 @@ def tiny_model(feature_dim: int = 64) -> ModelConfig:
     return ModelConfig(
         image_size=(112, 200),
         embed_dim=64,
-        backbone=BackboneConfig(kind="vit", name="tiny_vit", frozen=False, random_init=True, channels=128,
-                                patch_size=8, vit_depth=4, vit_heads=4),
-        decoder=DecoderConfig(num_layers=2, queries_per_view=40, num_heads=4, num_points=4, ffn_dim=256,
-                              cross_attn_dropout=0.0),
+        backbone=BackboneConfig(
+            kind="vit",
+            name="tiny_vit",
+            frozen=False,
+            random_init=True,
+            channels=128,
+            patch_size=8,
+            vit_depth=4,
+            vit_heads=4,
+        ),
+        decoder=DecoderConfig(
+            num_layers=2, queries_per_view=40, num_heads=4, num_points=4, ffn_dim=256, cross_attn_dropout=0.0
+        ),
         head=HeadConfig(feature_dim=feature_dim, scale_multiplier=4.2),
         depth_head=DepthHeadConfig(enabled=True),
     )
@@ -92,8 +101,14 @@ def tiny_text(seed: int = 0) -> TextEncoderConfig:
     their words to nearly the same vector (mean pairwise cosine ~0.9 over the synthetic world's names
     with the default templates, ~0.6 with the bare names), and the tiny model needs its classes apart.
     """
-    return TextEncoderConfig(model_name=TINY_MODEL_NAME, random_init_seed=seed, templates=("{}",),
-                             embed_dim=TINY_EMBED_DIM, projection=False, device="cpu")
+    return TextEncoderConfig(
+        model_name=TINY_MODEL_NAME,
+        random_init_seed=seed,
+        templates=("{}",),
+        embed_dim=TINY_EMBED_DIM,
+        projection=False,
+        device="cpu",
+    )
 
 
 # --- losses ---------------------------------------------------------------------------------------
@@ -118,8 +133,12 @@ def tiny_loss() -> LossConfig:
     0.58, and at 400 steps on the tune worlds (density threshold 0.04) the centred term took the model
     from IoU 10.9 / mIoU 1.6 to IoU 14.3 / mIoU 4.2 (weight 5) and 17.2 / 5.3 (weight 10); 20, or 10
     without the official term, were worse (docs/results.md)."""
-    return LossConfig(pca_dims=32, render_scale=0.5, centered_feature_weight=10.0,
-                      gaussrender=GaussRenderConfig(grid_factor=2))
+    return LossConfig(
+        pca_dims=32,
+        render_scale=0.5,
+        centered_feature_weight=10.0,
+        gaussrender=GaussRenderConfig(grid_factor=2),
+    )
 
 
 # --- inference ------------------------------------------------------------------------------------
@@ -154,8 +173,9 @@ def tiny_inference() -> InferenceConfig:
 def _official_recipe(name: str) -> TrainConfig:
     """The official schedule (AdamW 2e-4 / 5e-3, 200-step warm-up from 1e-3, x0.1 at epoch 16 of 24,
     clip 35, 2 scenes per GPU, bf16 on CUDA)."""
-    return TrainConfig(preset=name, batch_size=2, num_workers=4, log_every=50, image_every=500,
-                       checkpoint_every=1000)
+    return TrainConfig(
+        preset=name, batch_size=2, num_workers=4, log_every=50, image_every=500, checkpoint_every=1000
+    )
 
 
 def talk2dino_recipe() -> TrainConfig:
@@ -172,9 +192,20 @@ def tiny_recipe() -> TrainConfig:
     """The CPU recipe (2 cores, < 15 minutes) tuned on the synthetic world (docs/results.md): 1,000
     steps of one scene; on the 80 training scenes of scripts/run_results_cpu.sh that is 12.5 epochs
     with the x0.1 decay after 9.5 (76 %)."""
-    return TrainConfig(preset="tiny", lr=1e-3, epochs=12.5, max_steps=1000, warmup_steps=50,
-                       decay_epochs=(9.5,), batch_size=1, num_workers=0, log_every=10, image_every=100,
-                       checkpoint_every=50, eval_scenes=0)
+    return TrainConfig(
+        preset="tiny",
+        lr=1e-3,
+        epochs=12.5,
+        max_steps=1000,
+        warmup_steps=50,
+        decay_epochs=(9.5,),
+        batch_size=1,
+        num_workers=0,
+        log_every=10,
+        image_every=100,
+        checkpoint_every=50,
+        eval_scenes=0,
+    )
 
 
 # --- the table ------------------------------------------------------------------------------------
@@ -193,8 +224,9 @@ class Preset:
 
 PRESETS_BY_NAME: dict[str, Preset] = {
     "tiny": Preset(tiny_model, tiny_text, tiny_loss, tiny_inference, tiny_recipe),
-    "talk2dino": Preset(talk2dino_model, talk2dino_text, talk2dino_loss, talk2dino_inference,
-                        talk2dino_recipe),
+    "talk2dino": Preset(
+        talk2dino_model, talk2dino_text, talk2dino_loss, talk2dino_inference, talk2dino_recipe
+    ),
     "featup": Preset(featup_model, featup_text, featup_loss, featup_inference, featup_recipe),
 }
 PRESETS = tuple(PRESETS_BY_NAME)

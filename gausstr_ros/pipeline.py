@@ -105,8 +105,9 @@ class FrameResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
-def random_weight_predictor(preset_name: str, device: str = "auto", grid: VoxelGrid | None = None,
-                            seed: int = 0):
+def random_weight_predictor(
+    preset_name: str, device: str = "auto", grid: VoxelGrid | None = None, seed: int = 0
+):
     """An OccupancyPredictor of a preset with RANDOM weights (backbone, text tower, projection): for
     tests and benchmarks only, where latency and plumbing matter and predictions do not.
 
@@ -120,8 +121,9 @@ def random_weight_predictor(preset_name: str, device: str = "auto", grid: VoxelG
     config = preset(preset_name)
     config.model.backbone.random_init = True
     config.model.backbone.weights = None
-    config.text = dataclasses.replace(config.text, checkpoint=None, projection_checkpoint=None,
-                                      random_init_seed=0)
+    config.text = dataclasses.replace(
+        config.text, checkpoint=None, projection_checkpoint=None, random_init_seed=0
+    )
     if grid is not None:
         config.grid = grid
     with torch.random.fork_rng(devices=[]):
@@ -136,8 +138,9 @@ def predictor_input_size(predictor: Any) -> tuple[int, int]:
         config = getattr(predictor, "config", None)
         size = getattr(getattr(config, "model", None), "image_size", None)
     if size is None:
-        raise ValueError("the predictor exposes no input size (expected .input_size or "
-                         ".config.model.image_size)")
+        raise ValueError(
+            "the predictor exposes no input size (expected .input_size or .config.model.image_size)"
+        )
     return int(size[0]), int(size[1])
 
 
@@ -157,8 +160,12 @@ class FramePipeline:
             model). The default rejects only depth images without a single valid pixel.
     """
 
-    def __init__(self, predictor: Predictor, input_size: tuple[int, int] | None = None,
-                 min_valid_depth_fraction: float = 1e-9):
+    def __init__(
+        self,
+        predictor: Predictor,
+        input_size: tuple[int, int] | None = None,
+        min_valid_depth_fraction: float = 1e-9,
+    ):
         if not 0 <= min_valid_depth_fraction <= 1:
             raise ValueError(f"min_valid_depth_fraction must be in [0, 1], got {min_valid_depth_fraction}")
         self.predictor = predictor
@@ -183,8 +190,11 @@ class FramePipeline:
         except ConversionError as exc:
             raise FrameRejected("encoding", f"camera {cam.name}: {exc}") from exc
         if rgb.shape[:2] != (model.height, model.width):
-            raise FrameRejected("size", f"camera {cam.name}: image is {rgb.shape[1]}x{rgb.shape[0]} but its "
-                                        f"CameraInfo describes {model.width}x{model.height}")
+            raise FrameRejected(
+                "size",
+                f"camera {cam.name}: image is {rgb.shape[1]}x{rgb.shape[0]} but its "
+                f"CameraInfo describes {model.width}x{model.height}",
+            )
         depth = None
         if cam.depth is not None:
             try:
@@ -192,14 +202,18 @@ class FramePipeline:
             except ConversionError as exc:
                 raise FrameRejected("encoding", f"camera {cam.name} depth: {exc}") from exc
             if raw.shape != rgb.shape[:2]:
-                raise FrameRejected("size", f"camera {cam.name}: depth is {raw.shape[1]}x{raw.shape[0]}, the "
-                                            f"image {rgb.shape[1]}x{rgb.shape[0]} (depth must be registered "
-                                            f"to the image)")
+                raise FrameRejected(
+                    "size",
+                    f"camera {cam.name}: depth is {raw.shape[1]}x{raw.shape[0]}, the "
+                    f"image {rgb.shape[1]}x{rgb.shape[0]} (depth must be registered "
+                    f"to the image)",
+                )
             depth = raw  # validated and cleaned on the device, after upload
         transform = np.asarray(cam.cam_to_target, dtype=np.float64)
         if transform.shape != (4, 4) or not np.isfinite(transform).all():
-            raise FrameRejected("transform", f"camera {cam.name}: camera-to-target transform must be a "
-                                             f"finite (4, 4) matrix")
+            raise FrameRejected(
+                "transform", f"camera {cam.name}: camera-to-target transform must be a finite (4, 4) matrix"
+            )
         return rgb, model.intrinsics, depth
 
     def prepare(self, cameras: Sequence[CameraFrame]) -> CameraBatch:
@@ -214,17 +228,20 @@ class FramePipeline:
         has_depth = [d is not None for _, _, d in arrays]
         if any(has_depth) and not all(has_depth):
             missing = [c.name for c, h in zip(cameras, has_depth) if not h]
-            raise FrameRejected("depth", f"depth is given for some cameras but not for {missing}: "
-                                         f"all or none")
+            raise FrameRejected(
+                "depth", f"depth is given for some cameras but not for {missing}: all or none"
+            )
         intrinsics = torch.from_numpy(np.stack([k for _, k, _ in arrays])).float()
-        cam_to_target = torch.from_numpy(np.stack([np.asarray(c.cam_to_target, np.float64)
-                                                   for c in cameras])).float()
+        cam_to_target = torch.from_numpy(
+            np.stack([np.asarray(c.cam_to_target, np.float64) for c in cameras])
+        ).float()
 
         use_depth = all(has_depth)
         sizes = {rgb.shape for rgb, _, _ in arrays}
         if len(sizes) == 1:
-            images, depth, aug, valid = self._resize_group([a[0] for a in arrays],
-                                                           [a[2] for a in arrays] if use_depth else None)
+            images, depth, aug, valid = self._resize_group(
+                [a[0] for a in arrays], [a[2] for a in arrays] if use_depth else None
+            )
         else:  # cameras of different sizes: resize each on its own
             parts = [self._resize_group([rgb], [d] if use_depth else None) for rgb, _, d in arrays]
             images = torch.cat([p[0] for p in parts])
@@ -235,9 +252,12 @@ class FramePipeline:
             for cam, fraction in zip(cameras, valid.tolist()):
                 if fraction < self.min_valid_depth_fraction or fraction == 0.0:
                     need = 100 * self.min_valid_depth_fraction
-                    raise FrameRejected("depth", f"camera {cam.name}: only {100 * fraction:.2f}% of depth "
-                                                 f"pixels are valid (finite, > 0); need {need:.2f}% and at "
-                                                 f"least one")
+                    raise FrameRejected(
+                        "depth",
+                        f"camera {cam.name}: only {100 * fraction:.2f}% of depth "
+                        f"pixels are valid (finite, > 0); need {need:.2f}% and at "
+                        f"least one",
+                    )
         device = self.device
         return CameraBatch(
             images=images[None],
@@ -294,8 +314,9 @@ class FramePipeline:
 
     # -- inference ------------------------------------------------------------------------------
 
-    def run(self, cameras: Sequence[CameraFrame], stamp_ns: int,
-            render_depth: bool | None = None) -> FrameResult:
+    def run(
+        self, cameras: Sequence[CameraFrame], stamp_ns: int, render_depth: bool | None = None
+    ) -> FrameResult:
         """Validate, predict, and copy the prediction to the host.
 
         Args:
@@ -315,8 +336,11 @@ class FramePipeline:
         t2 = time.perf_counter()
         result = self._to_host(prediction, stamp_ns)
         t3 = time.perf_counter()
-        result.timings_ms = {"prepare": 1e3 * (t1 - t0), "predict": 1e3 * (t2 - t1),
-                             "to_host": 1e3 * (t3 - t2)}
+        result.timings_ms = {
+            "prepare": 1e3 * (t1 - t0),
+            "predict": 1e3 * (t2 - t1),
+            "to_host": 1e3 * (t3 - t2),
+        }
         return result
 
     @staticmethod
@@ -343,7 +367,6 @@ class FramePipeline:
         )
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Set-up and TF wiring shared with the rosbag evaluator (no rclpy)
 # ---------------------------------------------------------------------------------------------
@@ -359,9 +382,12 @@ def configure_predictor(predictor: Any, config: Any) -> None:
     configure = getattr(predictor, "configure", None)
     if configure is not None:
         try:
-            configure(grid_range=tuple(config.grid_range), voxel_size=config.voxel_size,
-                      density_threshold=None if config.density_threshold < 0 else config.density_threshold,
-                      prompt_templates=config.prompt_template_list)
+            configure(
+                grid_range=tuple(config.grid_range),
+                voxel_size=config.voxel_size,
+                density_threshold=None if config.density_threshold < 0 else config.density_threshold,
+                prompt_templates=config.prompt_template_list,
+            )
         except ValueError as exc:
             raise ValueError(f"invalid grid or text parameters: {exc}") from exc
     try:
@@ -370,9 +396,15 @@ def configure_predictor(predictor: Any, config: Any) -> None:
         raise ValueError(f"invalid parameter 'categories': {exc}") from exc
 
 
-def camera_frames_of(images: Sequence[Any], infos: Sequence[Any], depths: Sequence[Any] | None,
-                     camera_names: Sequence[str], target_frame: str, stamp_ns: int,
-                     lookup: Any) -> list[CameraFrame]:
+def camera_frames_of(
+    images: Sequence[Any],
+    infos: Sequence[Any],
+    depths: Sequence[Any] | None,
+    camera_names: Sequence[str],
+    target_frame: str,
+    stamp_ns: int,
+    lookup: Any,
+) -> list[CameraFrame]:
     """The ``CameraFrame``s of one synchronized set: each image's camera pose from TF at the set stamp.
 
     Args:
@@ -393,11 +425,15 @@ def camera_frames_of(images: Sequence[Any], infos: Sequence[Any], depths: Sequen
         try:
             cam_to_target = lookup(target_frame, source, stamp_ns)
         except TransformExtrapolation as exc:
-            raise FrameRejected("transform", f"camera {name}: stale or missing TF {target_frame} <- {source} "
-                                             f"at the image stamp: {exc}") from exc
+            raise FrameRejected(
+                "transform",
+                f"camera {name}: stale or missing TF {target_frame} <- {source} at the image stamp: {exc}",
+            ) from exc
         except TransformError as exc:
-            raise FrameRejected("transform", f"camera {name}: no TF {target_frame} <- {source}: "
-                                             f"{exc}") from exc
-        cameras.append(CameraFrame(name, images[v], infos[v], depths[v] if depths is not None else None,
-                                   cam_to_target))
+            raise FrameRejected(
+                "transform", f"camera {name}: no TF {target_frame} <- {source}: {exc}"
+            ) from exc
+        cameras.append(
+            CameraFrame(name, images[v], infos[v], depths[v] if depths is not None else None, cam_to_target)
+        )
     return cameras

@@ -41,8 +41,15 @@ def _image(pixels: np.ndarray, encoding: str, header, like: bool):
     pixels = np.ascontiguousarray(pixels)
     data = array.array("B")
     data.frombytes(pixels.tobytes())
-    return SimpleNamespace(header=header, height=pixels.shape[0], width=pixels.shape[1], encoding=encoding,
-                           is_bigendian=0, step=pixels.strides[0], data=data)
+    return SimpleNamespace(
+        header=header,
+        height=pixels.shape[0],
+        width=pixels.shape[1],
+        encoding=encoding,
+        is_bigendian=0,
+        step=pixels.strides[0],
+        data=data,
+    )
 
 
 class RigMessages:
@@ -87,9 +94,18 @@ class RigMessages:
         spec = self.rig.cameras[camera]
         k = [spec.fx, 0.0, spec.cx, 0.0, spec.fy, spec.cy, 0.0, 0.0, 1.0]
         p = [spec.fx, 0.0, spec.cx, 0.0, 0.0, spec.fy, spec.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
-        fields = dict(header=make_header(self.frame_id(camera), stamp_ns, self.like), width=spec.width,
-                      height=spec.height, distortion_model="plumb_bob", d=[0.0] * 5, k=k,
-                      r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0], p=p, binning_x=0, binning_y=0)
+        fields = dict(
+            header=make_header(self.frame_id(camera), stamp_ns, self.like),
+            width=spec.width,
+            height=spec.height,
+            distortion_model="plumb_bob",
+            d=[0.0] * 5,
+            k=k,
+            r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+            p=p,
+            binning_x=0,
+            binning_y=0,
+        )
         if self.like:
             return SimpleNamespace(**fields, roi=SimpleNamespace(x_offset=0, y_offset=0, width=0, height=0))
         from sensor_msgs.msg import CameraInfo
@@ -107,6 +123,8 @@ class RigMessages:
         from gausstr_ros.conversions.transforms import matrix_to_transform_message
 
         header = make_header(target_frame, 0)
-        transforms = [matrix_to_transform_message(self.cam_to_target(k), header, self.frame_id(k))
-                      for k in range(len(self.names))]
+        transforms = [
+            matrix_to_transform_message(self.cam_to_target(k), header, self.frame_id(k))
+            for k in range(len(self.names))
+        ]
         return TFMessage(transforms=transforms)

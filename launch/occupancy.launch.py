@@ -37,18 +37,39 @@ def _occupancy_node(context):
         if value:
             overrides[name] = value
     parameters = [LaunchConfiguration("params_file")] + ([overrides] if overrides else [])
-    return [Node(package="gausstr_ros", executable="occupancy_node", name="occupancy_node",
-                 namespace=LaunchConfiguration("namespace"), parameters=parameters, output="screen",
-                 emulate_tty=True)]
+    return [
+        Node(
+            package="gausstr_ros",
+            executable="occupancy_node",
+            name="occupancy_node",
+            namespace=LaunchConfiguration("namespace"),
+            parameters=parameters,
+            output="screen",
+            emulate_tty=True,
+        )
+    ]
 
 
 def generate_launch_description() -> LaunchDescription:
     share = FindPackageShare("gausstr_ros")
-    defaults = {"params_file": PathJoinSubstitution([share, "config", "occupancy.yaml"]), "checkpoint": "",
-                "device": "", "namespace": "", "use_rviz": "false"}
-    arguments = [DeclareLaunchArgument(name, default_value=defaults[name], description=text)
-                 for name, text in ARGUMENTS.items()]
-    rviz = Node(package="rviz2", executable="rviz2", name="rviz2", namespace=LaunchConfiguration("namespace"),
-                arguments=["-d", PathJoinSubstitution([share, "config", "occupancy.rviz"])],
-                condition=IfCondition(LaunchConfiguration("use_rviz")), output="screen")
+    defaults = {
+        "params_file": PathJoinSubstitution([share, "config", "occupancy.yaml"]),
+        "checkpoint": "",
+        "device": "",
+        "namespace": "",
+        "use_rviz": "false",
+    }
+    arguments = [
+        DeclareLaunchArgument(name, default_value=defaults[name], description=text)
+        for name, text in ARGUMENTS.items()
+    ]
+    rviz = Node(
+        package="rviz2",
+        executable="rviz2",
+        name="rviz2",
+        namespace=LaunchConfiguration("namespace"),
+        arguments=["-d", PathJoinSubstitution([share, "config", "occupancy.rviz"])],
+        condition=IfCondition(LaunchConfiguration("use_rviz")),
+        output="screen",
+    )
     return LaunchDescription([*arguments, OpaqueFunction(function=_occupancy_node), rviz])

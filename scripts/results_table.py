@@ -42,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         s = m["summary"]
         t = times.get(name)
         train = f"{t[0] / 60:.1f} min / {t[1]} steps" if t else "-"
-        rows.append(f"| {name} | {fmt(s['iou'])} | {fmt(s['miou'])} | {fmt(s['miou_zero_shot'])} | "
-                    f"{fmt(s['rayiou'])} | {s['scenes']} | {train} |")
+        rows.append(
+            f"| {name} | {fmt(s['iou'])} | {fmt(s['miou'])} | {fmt(s['miou_zero_shot'])} | "
+            f"{fmt(s['rayiou'])} | {s['scenes']} | {train} |"
+        )
         per_class[name] = m["occupancy"]["per_class_iou"]
     print("| model | IoU | mIoU (all classes) | mIoU (w/o others, other_flat) | RayIoU | scenes | training |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")

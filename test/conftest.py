@@ -38,8 +38,11 @@ def pytest_collection_modifyitems(config, items):
     ros_reason = _ros_reason()
     for item in items:
         if "gpu" in item.keywords and not cuda:
-            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (none here); run scripts/gpu_tests.sh "
-                                                    "on the GPU machine"))
+            item.add_marker(
+                pytest.mark.skip(
+                    reason="needs a CUDA GPU (none here); run scripts/gpu_tests.sh on the GPU machine"
+                )
+            )
         if "ros" in item.keywords and ros_reason is not None:
             item.add_marker(pytest.mark.skip(reason=ros_reason))
 

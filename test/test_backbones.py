@@ -23,8 +23,21 @@ SMALL_DINO = dict(kind="dinov2", name="vit_small_patch14_reg4_dinov2", channels=
 
 
 def tiny_vit_config(**kw) -> BackboneConfig:
-    return BackboneConfig(**{**dict(kind="vit", name="tiny", frozen=False, random_init=True, channels=32,
-                                    patch_size=8, vit_depth=2, vit_heads=2), **kw})
+    return BackboneConfig(
+        **{
+            **dict(
+                kind="vit",
+                name="tiny",
+                frozen=False,
+                random_init=True,
+                channels=32,
+                patch_size=8,
+                vit_depth=2,
+                vit_heads=2,
+            ),
+            **kw,
+        }
+    )
 
 
 def test_trainable_vit_shapes_and_gradients():
@@ -61,9 +74,12 @@ def _to_hub_names(timm_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     """Inverse of the documented hub -> timm mapping (cls position split off arbitrarily)."""
     sd = dict(timm_state)
     cls_pos = torch.randn_like(sd["cls_token"])
-    out = {"register_tokens": sd.pop("reg_token"), "cls_token": sd.pop("cls_token") - cls_pos,
-           "pos_embed": torch.cat([cls_pos, sd.pop("pos_embed")], dim=1),
-           "mask_token": torch.zeros(1, sd["patch_embed.proj.weight"].shape[0])}
+    out = {
+        "register_tokens": sd.pop("reg_token"),
+        "cls_token": sd.pop("cls_token") - cls_pos,
+        "pos_embed": torch.cat([cls_pos, sd.pop("pos_embed")], dim=1),
+        "mask_token": torch.zeros(1, sd["patch_embed.proj.weight"].shape[0]),
+    }
     out.update(sd)
     return out
 
@@ -85,12 +101,22 @@ def test_dinov2_loads_torch_hub_weights(tmp_path, suffix):
 
 
 def test_dinov2_hub_to_timm_mapping():
-    sd = {"cls_token": torch.ones(1, 1, 4), "pos_embed": torch.arange(12.0).view(1, 3, 4),
-          "register_tokens": torch.zeros(1, 4, 4), "mask_token": torch.zeros(1, 4),
-          "blocks.0.mlp.w12.weight": torch.ones(2), "blocks.0.attn.qkv.weight": torch.ones(3)}
+    sd = {
+        "cls_token": torch.ones(1, 1, 4),
+        "pos_embed": torch.arange(12.0).view(1, 3, 4),
+        "register_tokens": torch.zeros(1, 4, 4),
+        "mask_token": torch.zeros(1, 4),
+        "blocks.0.mlp.w12.weight": torch.ones(2),
+        "blocks.0.attn.qkv.weight": torch.ones(3),
+    }
     out = dinov2_hub_to_timm(sd)
-    assert set(out) == {"cls_token", "pos_embed", "reg_token", "blocks.0.mlp.fc1.weight",
-                        "blocks.0.attn.qkv.weight"}
+    assert set(out) == {
+        "cls_token",
+        "pos_embed",
+        "reg_token",
+        "blocks.0.mlp.fc1.weight",
+        "blocks.0.attn.qkv.weight",
+    }
     assert out["cls_token"].flatten().tolist() == [1.0, 2.0, 3.0, 4.0]  # cls + its position
     assert out["pos_embed"].shape == (1, 2, 4)
     timm_sd = {"cls_token": torch.ones(1)}
@@ -104,20 +130,27 @@ def test_timm_position_resampling_is_the_official_bicubic_antialias():
 
     grid = torch.randn(1, 37 * 37, 8)
     got = resample_abs_pos_embed(grid, new_size=(36, 64), old_size=(37, 37), num_prefix_tokens=0)
-    want = F.interpolate(grid.reshape(1, 37, 37, 8).permute(0, 3, 1, 2), size=(36, 64), mode="bicubic",
-                         antialias=True).permute(0, 2, 3, 1).reshape(1, -1, 8)
+    want = (
+        F.interpolate(
+            grid.reshape(1, 37, 37, 8).permute(0, 3, 1, 2), size=(36, 64), mode="bicubic", antialias=True
+        )
+        .permute(0, 2, 3, 1)
+        .reshape(1, -1, 8)
+    )
     torch.testing.assert_close(got, want)
 
 
 def small_visual() -> OpenCLIPVisionTransformer:
     torch.manual_seed(0)
-    return OpenCLIPVisionTransformer(image_size=32, patch_size=8, width=32, layers=2, heads=2, mlp_ratio=4.0,
-                                     output_dim=16).eval()
+    return OpenCLIPVisionTransformer(
+        image_size=32, patch_size=8, width=32, layers=2, heads=2, mlp_ratio=4.0, output_dim=16
+    ).eval()
 
 
 def clip_config(**kw) -> BackboneConfig:
-    return BackboneConfig(**{**dict(kind="open_clip", name="small", channels=16, patch_size=8,
-                                    random_init=True), **kw})
+    return BackboneConfig(
+        **{**dict(kind="open_clip", name="small", channels=16, patch_size=8, random_init=True), **kw}
+    )
 
 
 def test_maskclip_is_the_value_path_of_the_last_block():
@@ -137,8 +170,9 @@ def test_maskclip_is_the_value_path_of_the_last_block():
     last = blocks[-1]
     n = tokens.shape[1]
     diagonal = torch.full((n, n), float("-inf")).fill_diagonal_(0.0)
-    v = last.attn(last.ln_1(tokens), last.ln_1(tokens), last.ln_1(tokens), attn_mask=diagonal,
-                  need_weights=False)[0]
+    v = last.attn(
+        last.ln_1(tokens), last.ln_1(tokens), last.ln_1(tokens), attn_mask=diagonal, need_weights=False
+    )[0]
     want = (visual.ln_post(v) @ visual.proj)[:, 1:].transpose(1, 2).reshape(2, 16, 4, 4)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
@@ -164,8 +198,9 @@ def test_open_clip_weights_of_the_full_clip_model_load_into_the_visual_tower(tmp
         def __init__(self) -> None:
             super().__init__()
             torch.manual_seed(123)  # different random weights than the source
-            self.visual = OpenCLIPVisionTransformer(image_size=32, patch_size=8, width=32, layers=2, heads=2,
-                                                    mlp_ratio=4.0, output_dim=16)
+            self.visual = OpenCLIPVisionTransformer(
+                image_size=32, patch_size=8, width=32, layers=2, heads=2, mlp_ratio=4.0, output_dim=16
+            )
 
     monkeypatch.setattr(open_clip, "create_model", lambda name, pretrained=None: Clip())
     bb = MaskCLIPBackbone(clip_config(random_init=False, weights=str(path)))

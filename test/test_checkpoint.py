@@ -35,16 +35,26 @@ def small_config(**backbone) -> ModelConfig:
 def batch() -> CameraBatch:
     g = torch.Generator().manual_seed(0)
     k = torch.tensor([[40.0, 0, 40], [0, 40, 24], [0, 0, 1]]).expand(1, 2, 3, 3)
-    return CameraBatch(torch.rand(1, 2, 3, 48, 80, generator=g), k, torch.eye(4).expand(1, 2, 4, 4).clone(),
-                       CameraBatch.identity_aug(1, 2), depth=torch.rand(1, 2, 48, 80, generator=g) * 20 + 1)
+    return CameraBatch(
+        torch.rand(1, 2, 3, 48, 80, generator=g),
+        k,
+        torch.eye(4).expand(1, 2, 4, 4).clone(),
+        CameraBatch.identity_aug(1, 2),
+        depth=torch.rand(1, 2, 48, 80, generator=g) * 20 + 1,
+    )
 
 
 def test_round_trip_restores_outputs_config_and_metadata(tmp_path):
     torch.manual_seed(0)
     cfg = small_config()
     model = GaussTR(cfg).eval()
-    meta = {"preset": "tiny", "vocabulary": ["car|sedan", "road"], "step": 120, "metrics": {"miou": 0.25},
-            "text_encoder_fingerprint": "abc123"}
+    meta = {
+        "preset": "tiny",
+        "vocabulary": ["car|sedan", "road"],
+        "step": 120,
+        "metrics": {"miou": 0.25},
+        "text_encoder_fingerprint": "abc123",
+    }
     path = save_model_checkpoint(tmp_path / "ckpt.safetensors", model, cfg, meta)
     config, state, metadata = load_model_checkpoint(path)
     assert to_dict(config) == to_dict(cfg) and metadata == meta
@@ -90,8 +100,9 @@ def test_mismatch_lists_missing_unexpected_and_misshaped_keys():
     msg = str(info.value)
     assert "1 missing key(s): query_embed.weight" in msg
     assert "1 unexpected key(s): decoder.extra.weight" in msg
-    assert ("1 mis-shaped key(s): heads.0.feature.layers.1.weight (checkpoint (3, 3) vs model (64, 256))"
-            in msg)
+    assert (
+        "1 mis-shaped key(s): heads.0.feature.layers.1.weight (checkpoint (3, 3) vs model (64, 256))" in msg
+    )
     many = {k: v for k, v in model.state_dict().items() if not k.startswith("decoder.")}
     with pytest.raises(CheckpointMismatchError, match=r"missing key\(s\): .*, \.\.\."):
         load_state_dict_strict(model, many)

@@ -23,9 +23,16 @@ from gausstr_testing.ros_message_like import camera_info_like, image_like
 RNG = np.random.default_rng(0)
 
 
-@pytest.mark.parametrize("encoding,dtype,channels", [("rgb8", np.uint8, 3), ("bgr8", np.uint8, 3),
-                                                     ("mono8", np.uint8, 1), ("32FC1", np.float32, 1),
-                                                     ("16UC1", np.uint16, 1)])
+@pytest.mark.parametrize(
+    "encoding,dtype,channels",
+    [
+        ("rgb8", np.uint8, 3),
+        ("bgr8", np.uint8, 3),
+        ("mono8", np.uint8, 1),
+        ("32FC1", np.float32, 1),
+        ("16UC1", np.uint16, 1),
+    ],
+)
 @pytest.mark.parametrize("pad", [0, 5])
 @pytest.mark.parametrize("bigendian", [False, True])
 def test_image_to_array_round_trips_every_encoding(encoding, dtype, channels, pad, bigendian):
@@ -90,11 +97,19 @@ def test_rosbags_messages_are_accepted():
     from rosbags.typesys import Stores, get_typestore
 
     ts = get_typestore(Stores.ROS2_JAZZY)
-    Image, Header, Time = (ts.types[n] for n in ("sensor_msgs/msg/Image", "std_msgs/msg/Header",
-                                                 "builtin_interfaces/msg/Time"))
+    Image, Header, Time = (
+        ts.types[n] for n in ("sensor_msgs/msg/Image", "std_msgs/msg/Header", "builtin_interfaces/msg/Time")
+    )
     pixels = RNG.integers(0, 255, size=(3, 5, 3)).astype(np.uint8)
-    msg = Image(header=Header(stamp=Time(sec=1, nanosec=2), frame_id="cam"), height=3, width=5,
-                encoding="bgr8", is_bigendian=0, step=15, data=pixels.reshape(-1).copy())
+    msg = Image(
+        header=Header(stamp=Time(sec=1, nanosec=2), frame_id="cam"),
+        height=3,
+        width=5,
+        encoding="bgr8",
+        is_bigendian=0,
+        step=15,
+        data=pixels.reshape(-1).copy(),
+    )
     np.testing.assert_array_equal(image_to_rgb(msg), pixels[..., ::-1])
     raw = ts.serialize_cdr(msg, "sensor_msgs/msg/Image")
     back = ts.deserialize_cdr(raw, "sensor_msgs/msg/Image")
@@ -153,19 +168,23 @@ def test_transform_to_matrix_and_back():
     from gausstr_ros.conversions.transforms import matrix_to_transform_message
 
     for x, y, z, w in random_quaternions(10):
-        t = SimpleNamespace(translation=SimpleNamespace(x=1.0, y=-2.0, z=0.5),
-                            rotation=SimpleNamespace(x=x, y=y, z=z, w=w))
+        t = SimpleNamespace(
+            translation=SimpleNamespace(x=1.0, y=-2.0, z=0.5), rotation=SimpleNamespace(x=x, y=y, z=z, w=w)
+        )
         m = transform_to_matrix(SimpleNamespace(transform=t))
         np.testing.assert_allclose(m[:3, 3], [1, -2, 0.5])
         np.testing.assert_allclose(m[:3, :3] @ m[:3, :3].T, np.eye(3), atol=1e-12)
         back = transform_to_matrix(matrix_to_transform_message(m, Header(frame_id="a"), "b"))
         np.testing.assert_allclose(back, m, atol=1e-9)
-    bad = SimpleNamespace(translation=SimpleNamespace(x=np.nan, y=0.0, z=0.0),
-                          rotation=SimpleNamespace(x=0.0, y=0.0, z=0.0, w=1.0))
+    bad = SimpleNamespace(
+        translation=SimpleNamespace(x=np.nan, y=0.0, z=0.0),
+        rotation=SimpleNamespace(x=0.0, y=0.0, z=0.0, w=1.0),
+    )
     with pytest.raises(ConversionError, match="non-finite"):
         transform_to_matrix(bad)
-    zero = SimpleNamespace(translation=SimpleNamespace(x=0.0, y=0.0, z=0.0),
-                           rotation=SimpleNamespace(x=0.0, y=0.0, z=0.0, w=0.0))
+    zero = SimpleNamespace(
+        translation=SimpleNamespace(x=0.0, y=0.0, z=0.0), rotation=SimpleNamespace(x=0.0, y=0.0, z=0.0, w=0.0)
+    )
     with pytest.raises(ConversionError, match="zero quaternion"):
         transform_to_matrix(zero)
 
@@ -239,8 +258,13 @@ def test_occupancy_message_layout_and_pointcloud_round_trip():
 
 def gaussian_arrays(n: int):
     q = random_quaternions(n)[:, [3, 0, 1, 2]].astype(np.float32)  # w, x, y, z
-    return (RNG.normal(size=(n, 3)).astype(np.float32), RNG.uniform(0.05, 1, (n, 3)).astype(np.float32), q,
-            RNG.random(n, dtype=np.float32), RNG.integers(0, 3, n).astype(np.uint8))
+    return (
+        RNG.normal(size=(n, 3)).astype(np.float32),
+        RNG.uniform(0.05, 1, (n, 3)).astype(np.float32),
+        q,
+        RNG.random(n, dtype=np.float32),
+        RNG.integers(0, 3, n).astype(np.uint8),
+    )
 
 
 @pytest.mark.ros
@@ -261,8 +285,9 @@ def test_gaussian_array_message_reorders_quaternions():
 def test_markers_reproduce_the_covariance_and_keep_the_most_opaque():
     n, k = 200, 2.0
     means, scales, rot, opacity, labels = gaussian_arrays(n)
-    data = gaussian_marker_data(means, scales, rot, opacity, labels, ["a", "b", "c"], max_markers=50,
-                                sigma_extent=k, min_diameter=0.0)
+    data = gaussian_marker_data(
+        means, scales, rot, opacity, labels, ["a", "b", "c"], max_markers=50, sigma_extent=k, min_diameter=0.0
+    )
     assert len(data.index) == 50
     np.testing.assert_array_equal(np.sort(data.index), np.sort(np.argsort(-opacity)[:50]))
     assert np.all(np.diff(opacity[data.index]) <= 0)
@@ -270,8 +295,9 @@ def test_markers_reproduce_the_covariance_and_keep_the_most_opaque():
     r = quaternion_xyzw_to_matrix(data.orientations)
     sigma = data.diameters / (2 * k)
     cov = r @ (sigma[:, :, None] ** 2 * np.transpose(r, (0, 2, 1)))
-    ref = build_covariance(torch.from_numpy(scales[data.index]).double(),
-                           torch.from_numpy(rot[data.index]).double()).numpy()
+    ref = build_covariance(
+        torch.from_numpy(scales[data.index]).double(), torch.from_numpy(rot[data.index]).double()
+    ).numpy()
     np.testing.assert_allclose(cov, ref, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(data.colors[:, 3], opacity[data.index])
     np.testing.assert_allclose(data.positions, means[data.index])
@@ -294,8 +320,10 @@ def test_marker_array_starts_with_deleteall():
     m = spheres[0]
     assert m.header.frame_id == "base_link"
     np.testing.assert_allclose([m.scale.x, m.scale.y, m.scale.z], data.diameters[0])
-    np.testing.assert_allclose([m.pose.orientation.x, m.pose.orientation.y, m.pose.orientation.z,
-                                m.pose.orientation.w], data.orientations[0])
+    np.testing.assert_allclose(
+        [m.pose.orientation.x, m.pose.orientation.y, m.pose.orientation.z, m.pose.orientation.w],
+        data.orientations[0],
+    )
     assert gaussian_marker_data(means, scales, rot, opacity, labels, ["a", "b", "c"], 0).index.size == 0
 
 

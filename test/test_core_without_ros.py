@@ -8,9 +8,22 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ROS_MODULES = {"rclpy", "rosidl_runtime_py", "std_msgs", "sensor_msgs", "geometry_msgs",
-               "visualization_msgs", "tf2_ros", "message_filters", "cv_bridge", "gausstr_ros",
-               "builtin_interfaces", "launch", "launch_ros", "rosbags"}
+ROS_MODULES = {
+    "rclpy",
+    "rosidl_runtime_py",
+    "std_msgs",
+    "sensor_msgs",
+    "geometry_msgs",
+    "visualization_msgs",
+    "tf2_ros",
+    "message_filters",
+    "cv_bridge",
+    "gausstr_ros",
+    "builtin_interfaces",
+    "launch",
+    "launch_ros",
+    "rosbags",
+}
 
 
 def test_no_module_of_gausstr_core_imports_ros():
@@ -38,6 +51,7 @@ def test_every_gausstr_core_module_imports_with_ros_blocked():
         f"for module in {modules!r}: importlib.import_module(module)\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

@@ -17,8 +17,12 @@ from gausstr_core.data.synthetic.writer import write_dataset
 from gausstr_core.data.transforms import resize_matrix
 
 SEED = 5
-CONFIG = SyntheticConfig(image_size=(48, 80), samples_per_scene=2, visibility_spacing=(3.0, 3.0),
-                         features=FeatureTargetConfig(patch_size=8))
+CONFIG = SyntheticConfig(
+    image_size=(48, 80),
+    samples_per_scene=2,
+    visibility_spacing=(3.0, 3.0),
+    features=FeatureTargetConfig(patch_size=8),
+)
 EMB = random_embeddings(len(name_strings()), 8, seed=2)
 INPUT = (24, 40)
 # What a training item may carry: the model input and the label-free targets.
@@ -28,9 +32,9 @@ TRAINING_TENSORS = {"images", "intrinsics", "cam_to_ego", "image_aug", "depth", 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
-    return write_dataset(out, 2, seed=SEED, config=CONFIG, embeddings=EMB, image_format="png",
-                         val_fraction=0.5,
-                         progress=False).dataroot
+    return write_dataset(
+        out, 2, seed=SEED, config=CONFIG, embeddings=EMB, image_format="png", val_fraction=0.5, progress=False
+    ).dataroot
 
 
 def test_training_items_are_model_inputs_and_targets(root):
@@ -47,8 +51,10 @@ def test_training_items_are_model_inputs_and_targets(root):
 
 def test_labels_never_reach_the_trainer(root, tmp_path, monkeypatch):
     # 1. A training item holds nothing but model inputs and label-free targets.
-    for data in (OccupancyDataset(root, "all", input_size=INPUT),
-                 SyntheticWorldDataset(SEED, 1, CONFIG, input_size=INPUT, embeddings=EMB)):
+    for data in (
+        OccupancyDataset(root, "all", input_size=INPUT),
+        SyntheticWorldDataset(SEED, 1, CONFIG, input_size=INPUT, embeddings=EMB),
+    ):
         item = data[1]
         tensors = {k for k, v in vars(item).items() if isinstance(v, torch.Tensor)}
         assert tensors == TRAINING_TENSORS, tensors
@@ -58,8 +64,9 @@ def test_labels_never_reach_the_trainer(root, tmp_path, monkeypatch):
     # 2. A training dataset never opens a ground-truth file ...
     opened = []
     real_load = np.load
-    monkeypatch.setattr(np, "load", lambda path, *a, **k: (opened.append(str(path)), real_load(path, *a,
-                                                                                               **k))[1])
+    monkeypatch.setattr(
+        np, "load", lambda path, *a, **k: (opened.append(str(path)), real_load(path, *a, **k))[1]
+    )
     monkeypatch.setattr(ds, "load_labels", lambda *a, **k: pytest.fail("a training dataset read labels"))
     items = [OccupancyDataset(root, "all", input_size=INPUT)[i] for i in range(4)]
     assert opened and not any("labels.npz" in p or "/gts/" in p for p in opened)
@@ -87,8 +94,9 @@ def test_in_memory_worlds_equal_the_written_dataset(root):
         a, b = disk[i], memory[i]
         assert a.token == b.token and a.scene == b.scene
         for name in TRAINING_TENSORS:
-            torch.testing.assert_close(getattr(a, name).double(), getattr(b, name).double(), rtol=1e-6,
-                                       atol=1e-6, msg=name)
+            torch.testing.assert_close(
+                getattr(a, name).double(), getattr(b, name).double(), rtol=1e-6, atol=1e-6, msg=name
+            )
     assert memory[0] is memory[0]  # cached
 
 
@@ -98,14 +106,18 @@ def test_evaluation_items_carry_occ3d_ground_truth(root):
     gt = data[0].ground_truth
     assert gt.semantics.shape == (200, 200, 16) and gt.semantics.dtype == torch.uint8
     assert gt.mask_camera.dtype == torch.bool and bool(gt.mask_camera.any())
-    memory = SyntheticWorldDataset(SEED, 1, CONFIG, input_size=INPUT, embeddings=EMB, with_ground_truth=True,
-                                   first_scene=1)
+    memory = SyntheticWorldDataset(
+        SEED, 1, CONFIG, input_size=INPUT, embeddings=EMB, with_ground_truth=True, first_scene=1
+    )
     assert torch.equal(memory[0].ground_truth.semantics, gt.semantics)
 
 
 def test_collate_makes_camera_batches(root):
-    loader = DataLoader(OccupancyDataset(root, "all", input_size=INPUT, with_ground_truth=True), batch_size=2,
-                        collate_fn=collate_scenes)
+    loader = DataLoader(
+        OccupancyDataset(root, "all", input_size=INPUT, with_ground_truth=True),
+        batch_size=2,
+        collate_fn=collate_scenes,
+    )
     batch = next(iter(loader))
     assert isinstance(batch.cameras, CameraBatch)
     assert batch.cameras.images.shape == (2, 6, 3, 24, 40)

@@ -38,7 +38,7 @@ def reference_sample(value, shapes, locations, weights):
         for qi in range(q):
             for mi in range(m):
                 for li, (h, w) in enumerate(shapes):
-                    img = value[bi, starts[li]:starts[li + 1], mi].T.reshape(d, h, w)
+                    img = value[bi, starts[li] : starts[li + 1], mi].T.reshape(d, h, w)
                     for pi in range(p):
                         x, y = locations[bi, qi, mi, li, pi].tolist()
                         out[bi, qi, mi] += weights[bi, qi, mi, li, pi] * bilinear_zero_padded(img, x, y)

@@ -23,8 +23,15 @@ def synth(tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("synth_eval")
     config = SyntheticConfig(image_size=(48, 88), features=FeatureTargetConfig(patch_size=8))
-    write_dataset(out, 2, seed=3, config=config, embeddings=name_embeddings(tiny_text()), val_fraction=0.5,
-                  progress=False)
+    write_dataset(
+        out,
+        2,
+        seed=3,
+        config=config,
+        embeddings=name_embeddings(tiny_text()),
+        val_fraction=0.5,
+        progress=False,
+    )
     return out
 
 
@@ -35,8 +42,9 @@ def checkpoint(tmp_path_factory):
     from gausstr_core.train.config import TrainConfig
     from gausstr_core.train.data import save_deployment_checkpoint
 
-    cfg = build_model_config(TrainConfig(overrides=["model.image_size=[48, 88]",
-                                                    "model.decoder.queries_per_view=8"]))
+    cfg = build_model_config(
+        TrainConfig(overrides=["model.image_size=[48, 88]", "model.decoder.queries_per_view=8"])
+    )
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
     save_deployment_checkpoint(GaussTR(cfg.model), cfg, path, step=0, metrics={}, vocabulary=["car", "road"])
@@ -51,8 +59,21 @@ def _report(out):
 
 
 def test_checkpoint_and_baselines(synth, checkpoint, tmp_path, capsys):
-    assert main(["--checkpoint", str(checkpoint), "--data", str(synth), "--out", str(tmp_path / "m"),
-                 "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(checkpoint),
+                "--data",
+                str(synth),
+                "--out",
+                str(tmp_path / "m"),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     result = _report(tmp_path / "m")
     assert result["summary"]["scenes"] == 1
     # the synthetic data's own vocabulary (17 Occ3D classes) is used, not the checkpoint's 2 names
@@ -60,15 +81,42 @@ def test_checkpoint_and_baselines(synth, checkpoint, tmp_path, capsys):
     assert "barrier" in result["occupancy"]["per_class_iou"]
     assert "IoU" in capsys.readouterr().out
 
-    assert main(["--baseline", "all-free", "--data", str(synth), "--out", str(tmp_path / "f"), "--no-rayiou",
-                 *SET]) == 0
+    assert (
+        main(
+            [
+                "--baseline",
+                "all-free",
+                "--data",
+                str(synth),
+                "--out",
+                str(tmp_path / "f"),
+                "--no-rayiou",
+                *SET,
+            ]
+        )
+        == 0
+    )
     free = _report(tmp_path / "f")["summary"]
     assert free["iou"] == 0.0 and free["rayiou"] is None
 
     from gausstr_core.text.vocabulary import OCC3D_CATEGORIES
 
-    assert main(["--baseline", "depth-unprojection", "--data", str(synth), "--out", str(tmp_path / "u"),
-                 "--categories", *OCC3D_CATEGORIES, *SET]) == 0
+    assert (
+        main(
+            [
+                "--baseline",
+                "depth-unprojection",
+                "--data",
+                str(synth),
+                "--out",
+                str(tmp_path / "u"),
+                "--categories",
+                *OCC3D_CATEGORIES,
+                *SET,
+            ]
+        )
+        == 0
+    )
     unproj = _report(tmp_path / "u")
     assert unproj["summary"]["iou"] > 5.0  # geometry from the depth targets alone
     assert unproj["evaluated"]["categories"] == list(OCC3D_CATEGORIES)
@@ -79,14 +127,43 @@ def test_errors(synth, checkpoint, tmp_path, capsys):
     assert "exactly one of --checkpoint or --baseline" in capsys.readouterr().err
     assert main(["--baseline", "all-free", "--data", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
     assert "neither a directory nor a 'synthetic:...' spec" in capsys.readouterr().err
-    assert main(["--checkpoint", str(tmp_path / "missing.safetensors"), "--data", str(synth), "--out",
-                 str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(tmp_path / "missing.safetensors"),
+                "--data",
+                str(synth),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
-    assert main(["--baseline", "all-free", "--data", str(synth), "--out", str(tmp_path),
-                 "--set", "model.nope=1"]) == 2
+    assert (
+        main(
+            ["--baseline", "all-free", "--data", str(synth), "--out", str(tmp_path), "--set", "model.nope=1"]
+        )
+        == 2
+    )
     assert "unknown key 'nope'" in capsys.readouterr().err
-    assert main(["--baseline", "all-free", "--data", str(synth), "--out", str(tmp_path),
-                 "--categories", "car", "road"]) == 2
+    assert (
+        main(
+            [
+                "--baseline",
+                "all-free",
+                "--data",
+                str(synth),
+                "--out",
+                str(tmp_path),
+                "--categories",
+                "car",
+                "road",
+            ]
+        )
+        == 2
+    )
     assert "must name the 17 Occ3D classes in label order" in capsys.readouterr().err
 
 
@@ -97,7 +174,8 @@ def test_data_built_for_another_text_space_is_refused(synth):
 
     same = build_model_config(TrainConfig(overrides=["model.image_size=[48, 88]"]))
     assert len(build_dataset(str(synth), "train", same, training=True)) == 1
-    other = build_model_config(TrainConfig(overrides=["model.image_size=[48, 88]",
-                                                      "text.random_init_seed=1"]))
+    other = build_model_config(
+        TrainConfig(overrides=["model.image_size=[48, 88]", "text.random_init_seed=1"])
+    )
     with pytest.raises(ValueError, match="other text embeddings"):
         build_dataset(str(synth), "train", other, training=True)

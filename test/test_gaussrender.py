@@ -39,8 +39,12 @@ def _rig_batch(size=(36, 64)) -> CameraBatch:
     """The nuScenes rig (6 cameras) rendered straight at ``size``; images are placeholders."""
     rig = nuscenes_rig(*size)
     v = rig.num_views
-    return CameraBatch(images=torch.zeros(1, v, 3, *size), intrinsics=rig.intrinsics()[None],
-                       cam_to_ego=rig.cam_to_ego()[None], image_aug=CameraBatch.identity_aug(1, v))
+    return CameraBatch(
+        images=torch.zeros(1, v, 3, *size),
+        intrinsics=rig.intrinsics()[None],
+        cam_to_ego=rig.cam_to_ego()[None],
+        image_aug=CameraBatch.identity_aug(1, v),
+    )
 
 
 def _scene_labels(grid: VoxelGrid) -> torch.Tensor:
@@ -120,8 +124,13 @@ def test_coarse_ground_truth_keeps_majority_labels_and_any_visibility():
 def test_elevated_cameras_are_lifted_pitched_turned_and_shifted():
     rig = nuscenes_rig(36, 64)
     pose = rig.cam_to_ego().double()[:1]  # CAM_FRONT, level, looking along +x
-    out = elevated_poses(pose, 8.0, 20.0, torch.tensor([5.0], dtype=torch.float64),
-                         torch.tensor([[2.0, -3.0]], dtype=torch.float64))
+    out = elevated_poses(
+        pose,
+        8.0,
+        20.0,
+        torch.tensor([5.0], dtype=torch.float64),
+        torch.tensor([[2.0, -3.0]], dtype=torch.float64),
+    )
     moved = torch.tensor([2.0, -3.0, 8.0], dtype=torch.float64)
     torch.testing.assert_close(out[0, :3, 3], pose[0, :3, 3] + moved)
     axis = out[0, :3, 2]  # optical z in the ego frame
@@ -155,8 +164,9 @@ def test_bev_camera_maps_voxel_columns_to_pixels_and_depth_to_height():
     sem[0, 150, 60, 4] = 1  # x = 20.2 m ahead, y = -15.8 m (right), z = 0.8 m
     colors, opacity, _ = ground_truth_occupancy(sem, K)
     g = voxel_gaussians(colors, opacity, opacity > 0, grid)
-    out = render_gaussians(g, view.intrinsics, view.cam_to_ego, view.image_size, view.near, view.far,
-                           camera_model="ortho")
+    out = render_gaussians(
+        g, view.intrinsics, view.cam_to_ego, view.image_size, view.near, view.far, camera_model="ortho"
+    )
     # Forward is up: row = 199 - ix; the ego's left is left: column = 199 - iy.
     assert out.alpha[0, 0].flatten().argmax().item() == (199 - 150) * 200 + (199 - 60)
     assert out.expected_depth()[0, 0, 49, 139].item() == pytest.approx(5.4 + 1.0 - 0.8, abs=1e-4)
@@ -175,9 +185,13 @@ def test_the_orthographic_camera_renders_a_known_pattern():
     means = torch.tensor([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, -3.0, 2.0]], dtype=torch.float64)
     n = 3
     f64 = dict(dtype=torch.float64)
-    g = Gaussians(means[None], torch.full((1, n, 3), 0.25, **f64),
-                  torch.tensor([[1.0, 0, 0, 0]] * n, **f64)[None], torch.tensor([[0.8, 0.6, 0.5]], **f64),
-                  torch.eye(3, **f64)[None])
+    g = Gaussians(
+        means[None],
+        torch.full((1, n, 3), 0.25, **f64),
+        torch.tensor([[1.0, 0, 0, 0]] * n, **f64)[None],
+        torch.tensor([[0.8, 0.6, 0.5]], **f64),
+        torch.eye(3, **f64)[None],
+    )
     out = render_gaussians(g, k[None, None], pose[None, None], (30, 40), camera_model="ortho")
     # u = 4 * (-y) + 20, v = 4 * (-x) + 15: pixel centres at (row, col) (15, 20), (7, 20), (15, 32).
     for i, (row, col) in enumerate([(15, 20), (7, 20), (15, 32)]):
@@ -201,17 +215,32 @@ def test_orthographic_projection_matches_gsplats_own_pytorch_projection():
     n = 50
     means = torch.randn(1, n, 3, generator=g, dtype=torch.float64) * 5
     f64 = dict(generator=g, dtype=torch.float64)
-    gauss = Gaussians(means, 0.1 + torch.rand(1, n, 3, **f64), torch.randn(1, n, 4, **f64),
-                      torch.rand(1, n, **f64), torch.zeros(1, n, 0, dtype=torch.float64))
+    gauss = Gaussians(
+        means,
+        0.1 + torch.rand(1, n, 3, **f64),
+        torch.randn(1, n, 4, **f64),
+        torch.rand(1, n, **f64),
+        torch.zeros(1, n, 0, dtype=torch.float64),
+    )
     pose = torch.eye(4, dtype=torch.float64)
     pose[:3, :3] = quaternion_to_matrix(torch.randn(4, generator=g, dtype=torch.float64))
     pose[:3, 3] = -30 * pose[:3, 2]  # 30 m back along the optical axis: everything in front
     k = torch.tensor([[3.0, 0.0, 31.5], [0.0, 3.0, 23.5], [0.0, 0.0, 1.0]], dtype=torch.float64)
-    means2d, conics, depths, valid = project_gaussians(gauss, k[None, None], pose[None, None], (48, 64), 0.1,
-                                                       100.0, camera_model="ortho")
+    means2d, conics, depths, valid = project_gaussians(
+        gauss, k[None, None], pose[None, None], (48, 64), 0.1, 100.0, camera_model="ortho"
+    )
     _, means2d_gs, depths_gs, conics_gs, _ = torch_impl._fully_fused_projection(
-        means[0], gauss.covariances()[0], invert_rigid(pose)[None], gsplat_intrinsics(k)[None], 64, 48,
-        eps2d=EPS2D, near_plane=0.1, far_plane=100.0, camera_model="ortho")
+        means[0],
+        gauss.covariances()[0],
+        invert_rigid(pose)[None],
+        gsplat_intrinsics(k)[None],
+        64,
+        48,
+        eps2d=EPS2D,
+        near_plane=0.1,
+        far_plane=100.0,
+        camera_model="ortho",
+    )
     sel = valid[0, 0]
     assert sel.sum() > 20
     torch.testing.assert_close(means2d[0, 0][sel], means2d_gs[0][sel], rtol=1e-12, atol=1e-9)
@@ -234,14 +263,26 @@ def test_tiles_give_the_same_image_and_gradients_as_the_dense_renderer(camera_mo
         extent = torch.tensor([16.0, 16.0, 4.0])
         means = (torch.rand(1, n, 3, generator=g, dtype=torch.float64) - 0.5) * extent
     f64 = dict(generator=g, dtype=torch.float64)
-    params = [means, 0.05 + 0.6 * torch.rand(1, n, 3, **f64), torch.randn(1, n, 4, **f64),
-              torch.rand(1, n, **f64), torch.randn(1, n, 4, **f64)]
+    params = [
+        means,
+        0.05 + 0.6 * torch.rand(1, n, 3, **f64),
+        torch.randn(1, n, 4, **f64),
+        torch.rand(1, n, **f64),
+        torch.randn(1, n, 4, **f64),
+    ]
     weights = None
     results = {}
     for tile in (None, 8, 3):
         leaves = [p.clone().requires_grad_(True) for p in params]
-        out = render_reference(Gaussians(*leaves), k, pose, (h, w), camera_model=camera_model, tile_size=tile,
-                               block_elements=20_000)
+        out = render_reference(
+            Gaussians(*leaves),
+            k,
+            pose,
+            (h, w),
+            camera_model=camera_model,
+            tile_size=tile,
+            block_elements=20_000,
+        )
         if weights is None:
             weights = torch.randn(out.features.shape, generator=g, dtype=torch.float64)
             assert out.alpha.mean() > 0.05
@@ -258,8 +299,13 @@ def test_tiles_give_the_same_image_and_gradients_as_the_dense_renderer(camera_mo
 
 
 def test_bad_camera_models_and_tiles_are_rejected():
-    g = Gaussians(torch.zeros(1, 1, 3), torch.ones(1, 1, 3), torch.tensor([[[1.0, 0, 0, 0]]]),
-                  torch.ones(1, 1), torch.zeros(1, 1, 0))
+    g = Gaussians(
+        torch.zeros(1, 1, 3),
+        torch.ones(1, 1, 3),
+        torch.tensor([[[1.0, 0, 0, 0]]]),
+        torch.ones(1, 1),
+        torch.zeros(1, 1, 0),
+    )
     k, pose = torch.eye(3)[None, None], torch.eye(4)[None, None]
     with pytest.raises(ValueError, match="camera_model"):
         render_gaussians(g, k, pose, (4, 4), camera_model="fisheye")
@@ -349,7 +395,7 @@ def test_the_loss_is_zero_for_a_perfect_prediction_and_grows_when_a_voxel_moves(
     for shift in (1, 2, 4):
         moved = gt.clone()
         moved[0, 120:130, 95:105, 3:6] = FREE
-        moved[0, 120 + shift:130 + shift, 95:105, 3:6] = 4  # the car drives `shift` voxels further away
+        moved[0, 120 + shift : 130 + shift, 95:105, 3:6] = 4  # the car drives `shift` voxels further away
         terms = _terms(moved, gt, cameras, cfg)
         assert terms["sensor/depth"] > 0 and terms["sensor/semantic"] > 0 and terms["bev/semantic"] > 0
         totals.append(terms["total"].item())
@@ -363,10 +409,21 @@ def test_the_loss_is_zero_for_a_perfect_prediction_and_grows_when_a_voxel_moves(
 
 def _model_like_gaussians(n=60, d=8, seed=0):
     g = torch.Generator().manual_seed(seed)
-    means = torch.stack([4 + 10 * torch.rand(n, generator=g), -5 + 10 * torch.rand(n, generator=g),
-                         2 * torch.rand(n, generator=g)], -1)[None]
-    return Gaussians(means, 0.2 + 0.5 * torch.rand(1, n, 3, generator=g), torch.randn(1, n, 4, generator=g),
-                     0.2 + 0.7 * torch.rand(1, n, generator=g), torch.randn(1, n, d, generator=g))
+    means = torch.stack(
+        [
+            4 + 10 * torch.rand(n, generator=g),
+            -5 + 10 * torch.rand(n, generator=g),
+            2 * torch.rand(n, generator=g),
+        ],
+        -1,
+    )[None]
+    return Gaussians(
+        means,
+        0.2 + 0.5 * torch.rand(1, n, 3, generator=g),
+        torch.randn(1, n, 4, generator=g),
+        0.2 + 0.7 * torch.rand(1, n, generator=g),
+        torch.randn(1, n, d, generator=g),
+    )
 
 
 def test_gradients_flow_from_the_loss_to_every_gaussian_parameter():
@@ -378,8 +435,10 @@ def test_gradients_flow_from_the_loss_to_every_gaussian_parameter():
     visible = torch.ones(1, *grid.shape, dtype=torch.bool)
     gt = SimpleNamespace(semantics=_scene_labels(grid), mask_camera=visible)
     base = _model_like_gaussians()
-    leaves = [t.clone().requires_grad_(True)
-              for t in (base.means, base.scales, base.rotations, base.opacities, base.features)]
+    leaves = [
+        t.clone().requires_grad_(True)
+        for t in (base.means, base.scales, base.rotations, base.opacities, base.features)
+    ]
     cfg = GaussRenderConfig(weight=10.0, grid_factor=2, render_scale=1.0)
     torch.manual_seed(0)
     terms = gaussrender_loss(Gaussians(*leaves), prototypes, gt, cameras, grid, cfg)
@@ -481,18 +540,41 @@ def test_the_trainer_trains_with_gaussrender_on_ground_truth_items(tmp_path):
             rig = nuscenes_rig()
             depth = 4 + 20 * torch.rand(1, 6, *size, generator=g)
             aug = resize_matrix(rig.image_size, size).expand(1, 6, 3, 3).clone()
-            batch = CameraBatch(torch.rand(1, 6, 3, *size, generator=g), rig.intrinsics()[None],
-                                rig.cam_to_ego()[None], aug, depth,
-                                torch.randn(1, 6, 64, size[0] // 8, size[1] // 8, generator=g))
+            batch = CameraBatch(
+                torch.rand(1, 6, 3, *size, generator=g),
+                rig.intrinsics()[None],
+                rig.cam_to_ego()[None],
+                aug,
+                depth,
+                torch.randn(1, 6, 64, size[0] // 8, size[1] // 8, generator=g),
+            )
             grid = VoxelGrid()
-            return batch, SimpleNamespace(semantics=_scene_labels(grid),
-                                          mask_camera=torch.ones(1, *grid.shape, dtype=torch.bool))
+            return batch, SimpleNamespace(
+                semantics=_scene_labels(grid), mask_camera=torch.ones(1, *grid.shape, dtype=torch.bool)
+            )
 
-    overrides = ["model.image_size=[48, 88]", "loss.pca_dims=16", "model.decoder.queries_per_view=8",
-                 "loss.gaussrender.weight=10", "loss.gaussrender.bev_resolution=1.6"]
-    cfg = TrainConfig(preset="tiny", out=str(tmp_path), max_steps=2, epochs=10, warmup_steps=1,
-                      checkpoint_every=5, log_every=1, image_every=1, eval_at_end=False, overrides=overrides,
-                      threads=1, device="cpu", amp="off")
+    overrides = [
+        "model.image_size=[48, 88]",
+        "loss.pca_dims=16",
+        "model.decoder.queries_per_view=8",
+        "loss.gaussrender.weight=10",
+        "loss.gaussrender.bev_resolution=1.6",
+    ]
+    cfg = TrainConfig(
+        preset="tiny",
+        out=str(tmp_path),
+        max_steps=2,
+        epochs=10,
+        warmup_steps=1,
+        checkpoint_every=5,
+        log_every=1,
+        image_every=1,
+        eval_at_end=False,
+        overrides=overrides,
+        threads=1,
+        device="cpu",
+        amp="off",
+    )
     trainer = Trainer(cfg, DistributedContext(), build_model_config(cfg), train_set=Scenes())
     assert trainer.needs_ground_truth and trainer.loss_fn.class_prototypes.num_classes == K
     result, _, loss_out = trainer.train_step(next(iter(trainer._loader([0]))))
@@ -510,13 +592,35 @@ def test_gsplat_orthographic_and_voxel_renders_match_the_reference():
     gt = _scene_labels(grid)
     colors, opacity, _ = ground_truth_occupancy(gt, K)
     g = voxel_gaussians(colors, opacity * 0.9, opacity > 0, grid).to("cuda")
-    views = render_views(_rig_batch((90, 160)).to("cuda"), grid, GaussRenderConfig(render_scale=1.0),
-                         torch.Generator().manual_seed(0), all_sensors=True)
+    views = render_views(
+        _rig_batch((90, 160)).to("cuda"),
+        grid,
+        GaussRenderConfig(render_scale=1.0),
+        torch.Generator().manual_seed(0),
+        all_sensors=True,
+    )
     for view in views:
-        ref = render_gaussians(g, view.intrinsics, view.cam_to_ego, view.image_size, view.near, view.far,
-                               backend="torch", camera_model=view.camera_model, tile_size=16)
-        out = render_gaussians(g, view.intrinsics, view.cam_to_ego, view.image_size, view.near, view.far,
-                               backend="gsplat", camera_model=view.camera_model)
+        ref = render_gaussians(
+            g,
+            view.intrinsics,
+            view.cam_to_ego,
+            view.image_size,
+            view.near,
+            view.far,
+            backend="torch",
+            camera_model=view.camera_model,
+            tile_size=16,
+        )
+        out = render_gaussians(
+            g,
+            view.intrinsics,
+            view.cam_to_ego,
+            view.image_size,
+            view.near,
+            view.far,
+            backend="gsplat",
+            camera_model=view.camera_model,
+        )
         assert ref.alpha.mean() > 0.01, view.kind
         rel = lambda a, b: ((a - b).norm() / b.norm()).item()
         assert rel(out.features, ref.features) < 1e-3, view.kind
@@ -528,9 +632,16 @@ def test_gsplat_orthographic_and_voxel_renders_match_the_reference():
     for backend in ("torch", "gsplat"):
         o = g.opacities.clone().requires_grad_(True)
         f = g.features.clone().requires_grad_(True)
-        out = render_gaussians(Gaussians(g.means, g.scales, g.rotations, o, f), view.intrinsics,
-                               view.cam_to_ego, view.image_size, view.near, view.far, backend=backend,
-                               camera_model="ortho")
+        out = render_gaussians(
+            Gaussians(g.means, g.scales, g.rotations, o, f),
+            view.intrinsics,
+            view.cam_to_ego,
+            view.image_size,
+            view.near,
+            view.far,
+            backend=backend,
+            camera_model="ortho",
+        )
         (out.features.square().sum() + out.depth.sum()).backward()
         grads[backend] = (o.grad, f.grad)
     for a, b in zip(grads["gsplat"], grads["torch"]):

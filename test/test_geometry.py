@@ -113,27 +113,48 @@ def test_occ3d_grid_shape_centres_and_indices():
     assert not inside.any()
 
 
-@pytest.mark.parametrize("bad", [dict(range=(0, 0, 0, 1, 1)), dict(voxel_size=0.0),
-                                 dict(range=(0, 0, 0, 1, 1, 1), voxel_size=0.3),
-                                 dict(range=(1, 0, 0, 0, 1, 1))])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(range=(0, 0, 0, 1, 1)),
+        dict(voxel_size=0.0),
+        dict(range=(0, 0, 0, 1, 1, 1), voxel_size=0.3),
+        dict(range=(1, 0, 0, 0, 1, 1)),
+    ],
+)
 def test_grid_rejects_bad_definitions(bad):
     with pytest.raises(ValueError):
         VoxelGrid(**bad)
 
 
 def test_gaussians_and_camera_batch_validate_shapes():
-    g = Gaussians(torch.zeros(2, 5, 3), torch.ones(2, 5, 3), torch.tensor([1.0, 0, 0, 0]).expand(2, 5, 4),
-                  torch.ones(2, 5), torch.zeros(2, 5, 7))
+    g = Gaussians(
+        torch.zeros(2, 5, 3),
+        torch.ones(2, 5, 3),
+        torch.tensor([1.0, 0, 0, 0]).expand(2, 5, 4),
+        torch.ones(2, 5),
+        torch.zeros(2, 5, 7),
+    )
     assert g.covariances().shape == (2, 5, 3, 3)
     assert g.select(1, torch.tensor([True, False, True, False, False])).num_gaussians == 2
     with pytest.raises(ValueError, match="opacities"):
-        Gaussians(torch.zeros(2, 5, 3), torch.ones(2, 5, 3), torch.ones(2, 5, 4), torch.ones(2, 4),
-                  torch.zeros(2, 5, 1))
+        Gaussians(
+            torch.zeros(2, 5, 3),
+            torch.ones(2, 5, 3),
+            torch.ones(2, 5, 4),
+            torch.ones(2, 4),
+            torch.zeros(2, 5, 1),
+        )
     images = torch.rand(1, 6, 3, 32, 48)
     eye = CameraBatch.identity_aug(1, 6)
     batch = CameraBatch(images, torch.eye(3).expand(1, 6, 3, 3), torch.eye(4).expand(1, 6, 4, 4), eye)
     assert batch.image_size == (32, 48) and batch.num_views == 6
     with pytest.raises(ValueError, match="depth"):
-        CameraBatch(images, torch.eye(3).expand(1, 6, 3, 3), torch.eye(4).expand(1, 6, 4, 4), eye,
-                    depth=torch.ones(1, 6, 32, 47))
+        CameraBatch(
+            images,
+            torch.eye(3).expand(1, 6, 3, 3),
+            torch.eye(4).expand(1, 6, 4, 4),
+            eye,
+            depth=torch.ones(1, 6, 32, 47),
+        )
     assert math.isclose(float(batch.input_intrinsics()[0, 0, 0, 0]), 1.0)

@@ -33,9 +33,9 @@ def _ring_batch(v: int, h: int, w: int, seed: int = 0, depth: bool = True) -> Ca
     for i in range(v):
         yaw = 2 * math.pi * i / v
         pose = torch.eye(4)
-        pose[:3, :3] = torch.tensor([[math.sin(yaw), 0.0, math.cos(yaw)],
-                                     [-math.cos(yaw), 0.0, math.sin(yaw)],
-                                     [0.0, -1.0, 0.0]])
+        pose[:3, :3] = torch.tensor(
+            [[math.sin(yaw), 0.0, math.cos(yaw)], [-math.cos(yaw), 0.0, math.sin(yaw)], [0.0, -1.0, 0.0]]
+        )
         pose[:3, 3] = torch.tensor([0.0, 0.0, 1.6])
         poses.append(pose)
     return CameraBatch(
@@ -104,8 +104,9 @@ def test_prototypes_change_when_the_names_change(model, text):
 @pytest.mark.parametrize("denoise", [True, False])
 def test_labels_follow_a_reversed_vocabulary(model, text, batch, denoise):
     forward = _predictor(model, text, prompt_denoising=denoise, logit_scale=30.0).predict(batch)
-    reverse = _predictor(model, text, CATEGORIES[::-1], prompt_denoising=denoise,
-                         logit_scale=30.0).predict(batch)
+    reverse = _predictor(model, text, CATEGORIES[::-1], prompt_denoising=denoise, logit_scale=30.0).predict(
+        batch
+    )
     free = 4
     occupied = (forward.labels != free) & (reverse.labels != free)
     assert occupied.sum() > 100
@@ -141,9 +142,13 @@ class FixedGaussians(nn.Module):
 def _two_gaussian_scene(text, scale=10.0):
     protos = text.encode(["car", "road", "sky"])
     means = torch.tensor([[[2.0, 0.0, 0.0], [-2.0, 0.0, 0.0], [0.0, 2.0, 0.0]]])
-    g = Gaussians(means=means, scales=torch.full((1, 3, 3), 0.3),
-                  rotations=torch.tensor([[[1.0, 0, 0, 0]] * 3]),
-                  opacities=torch.tensor([[0.9, 0.9, 0.9]]), features=scale * protos[None])
+    g = Gaussians(
+        means=means,
+        scales=torch.full((1, 3, 3), 0.3),
+        rotations=torch.tensor([[[1.0, 0, 0, 0]] * 3]),
+        opacities=torch.tensor([[0.9, 0.9, 0.9]]),
+        features=scale * protos[None],
+    )
     return g, protos
 
 
@@ -171,16 +176,23 @@ def test_hand_built_scene_voxelizes_into_the_right_classes_in_the_right_voxels(t
 def test_unpredicted_classes_and_filtered_gaussians(text):
     g, _ = _two_gaussian_scene(text)
     grid = VoxelGrid((-4.0, -4.0, -1.0, 4.0, 4.0, 1.0), 0.4)
-    pred = OccupancyPredictor(FixedGaussians(g), text, grid, InferenceConfig(unpredicted_classes=("car",)),
-                              ["car", "road"], device="cpu")
+    pred = OccupancyPredictor(
+        FixedGaussians(g),
+        text,
+        grid,
+        InferenceConfig(unpredicted_classes=("car",)),
+        ["car", "road"],
+        device="cpu",
+    )
     out = pred.predict(_ring_batch(1, 16, 24), render_depth=False)
     assert not (out.labels == 0).any() and (out.labels == 1).any()
     with pytest.raises(ValueError, match="no category can be predicted"):
         config = InferenceConfig(unpredicted_classes=("car", "road"))
         OccupancyPredictor(FixedGaussians(g), text, grid, config, ["car", "road"], device="cpu")
     # Opacity filter: no Gaussian voxelized, all free, filtered Gaussians get the free label, conf 0.
-    pred = OccupancyPredictor(FixedGaussians(g), text, grid, InferenceConfig(opacity_threshold=0.95),
-                              ["car", "road"], device="cpu")
+    pred = OccupancyPredictor(
+        FixedGaussians(g), text, grid, InferenceConfig(opacity_threshold=0.95), ["car", "road"], device="cpu"
+    )
     out = pred.predict(_ring_batch(1, 16, 24), render_depth=False)
     assert (out.labels == 2).all() and (out.density == 0).all()
     assert out.gaussian_labels.tolist() == [[2, 2, 2]] and (out.gaussian_confidence == 0).all()
@@ -214,8 +226,12 @@ def test_configure_changes_grid_threshold_and_templates(model, text, batch):
     with pytest.raises(ValueError):
         pred.configure(grid_range=(-1.0, -1.0, -1.0, 1.0, 1.0), voxel_size=0.5)
     assert pred.grid == GRID
-    pred.configure(grid_range=(-8.0, -8.0, -2.0, 8.0, 8.0, 2.0), voxel_size=0.5, density_threshold=0.1,
-                   prompt_templates=["a photo of a {}."])
+    pred.configure(
+        grid_range=(-8.0, -8.0, -2.0, 8.0, 8.0, 2.0),
+        voxel_size=0.5,
+        density_threshold=0.1,
+        prompt_templates=["a photo of a {}."],
+    )
     assert pred.grid.shape == (32, 32, 8) and pred.config.density_threshold == 0.1
     assert (pred._prompts.prototypes - before).norm() > 0.1
     assert pred.predict(batch, render_depth=False).labels.shape == (1, 32, 32, 8)
@@ -227,15 +243,19 @@ def test_configure_changes_grid_threshold_and_templates(model, text, batch):
 def test_feature_and_text_widths_must_agree(model):
     from gausstr_core.text.config import TextEncoderConfig
 
-    other = TextEncoder(TextEncoderConfig(model_name="gausstr-tiny", random_init_seed=0, embed_dim=32,
-                                          projection=True, device="cpu"))
+    other = TextEncoder(
+        TextEncoderConfig(
+            model_name="gausstr-tiny", random_init_seed=0, embed_dim=32, projection=True, device="cpu"
+        )
+    )
     with pytest.raises(ValueError, match="must live in one space"):
         OccupancyPredictor(model, other, GRID, device="cpu")
 
 
 def test_default_vocabulary_is_occ3d_and_official_unpredicted_classes(model, text, batch):
-    pred = OccupancyPredictor(model, text, GRID, InferenceConfig(unpredicted_classes=OCC3D_UNPREDICTED),
-                              device="cpu")
+    pred = OccupancyPredictor(
+        model, text, GRID, InferenceConfig(unpredicted_classes=OCC3D_UNPREDICTED), device="cpu"
+    )
     assert pred.free_label == 17 and len(pred.class_names) == 17
     out = pred.predict(batch, render_depth=False)
     assert not ((out.labels == 0) | (out.labels == 12)).any()
@@ -246,8 +266,14 @@ def test_from_checkpoint_restores_model_text_grid_and_vocabulary(tmp_path, model
     from gausstr_core.io.checkpoint import save_model_checkpoint
     from gausstr_core.losses.config import LossConfig
 
-    cfg = GaussTRConfig(preset="tiny", model=model.config, text=tiny_text(), loss=LossConfig(pca_dims=16),
-                        inference=InferenceConfig(density_threshold=0.05), grid=GRID)
+    cfg = GaussTRConfig(
+        preset="tiny",
+        model=model.config,
+        text=tiny_text(),
+        loss=LossConfig(pca_dims=16),
+        inference=InferenceConfig(density_threshold=0.05),
+        grid=GRID,
+    )
     path = save_model_checkpoint(tmp_path / "tiny.safetensors", model, cfg, {"vocabulary": CATEGORIES})
     loaded = OccupancyPredictor.from_checkpoint(path, device="cpu")
     assert loaded.class_names == ["car", "road", "building", "tree"]
@@ -261,9 +287,15 @@ def test_from_checkpoint_restores_model_text_grid_and_vocabulary(tmp_path, model
 
 
 def test_inference_config_validation():
-    for bad in (dict(density_threshold=-1), dict(logit_scale=0), dict(autocast_dtype="int8"),
-                dict(voxelizer_backend="opencl"), dict(render_backend="gl"), dict(free_prompts=("",)),
-                dict(depth_min_alpha=1.0)):
+    for bad in (
+        dict(density_threshold=-1),
+        dict(logit_scale=0),
+        dict(autocast_dtype="int8"),
+        dict(voxelizer_backend="opencl"),
+        dict(render_backend="gl"),
+        dict(free_prompts=("",)),
+        dict(depth_min_alpha=1.0),
+    ):
         with pytest.raises(ValueError):
             InferenceConfig(**bad)
 
@@ -286,8 +318,9 @@ def _compare_cuda_with_cpu(model, text, batch):
     cpu = _predictor(model, text, autocast_dtype=None).predict(batch)
     gpu_model = copy.deepcopy(model).cuda()
     gpu_text = TextEncoder(tiny_text())
-    gpu = OccupancyPredictor(gpu_model, gpu_text, GRID, InferenceConfig(autocast_dtype=None), CATEGORIES,
-                             device="cuda").predict(batch)
+    gpu = OccupancyPredictor(
+        gpu_model, gpu_text, GRID, InferenceConfig(autocast_dtype=None), CATEGORIES, device="cuda"
+    ).predict(batch)
     assert gpu.labels.device.type == "cuda"
     agree = (gpu.labels.cpu() == cpu.labels).float().mean().item()
     assert agree > 0.995, agree
@@ -298,8 +331,9 @@ def _compare_cuda_with_cpu(model, text, batch):
     rel = ((gd[both] - cd[both]).norm() / cd[both].norm()).item()
     assert rel < 1e-3, rel
     torch.testing.assert_close(gpu.density.cpu(), cpu.density, rtol=1e-3, atol=1e-4)
-    bf16 = OccupancyPredictor(gpu_model, gpu_text, GRID, InferenceConfig(autocast_dtype="bfloat16"),
-                              CATEGORIES, device="cuda").predict(batch)
+    bf16 = OccupancyPredictor(
+        gpu_model, gpu_text, GRID, InferenceConfig(autocast_dtype="bfloat16"), CATEGORIES, device="cuda"
+    ).predict(batch)
     assert bf16.labels.shape == cpu.labels.shape and bf16.confidence.dtype == torch.float32
 
 
@@ -326,11 +360,20 @@ def test_official_prototype_table_next_to_a_checkpoint(tmp_path, model, text, ba
     table_prompts = ["car", "road", "building", "wall", "sky"]
     protos = text.encode(table_prompts)
     no_weights = TextEncoderConfig(model_name="gausstr-tiny", embed_dim=64, projection=False)
-    cfg = GaussTRConfig(preset="tiny", model=model.config, text=no_weights, loss=LossConfig(pca_dims=16),
-                        inference=InferenceConfig(logit_scale=30.0), grid=GRID)
+    cfg = GaussTRConfig(
+        preset="tiny",
+        model=model.config,
+        text=no_weights,
+        loss=LossConfig(pca_dims=16),
+        inference=InferenceConfig(logit_scale=30.0),
+        grid=GRID,
+    )
     path = save_model_checkpoint(tmp_path / "conv.safetensors", model, cfg, {})
-    save_file({"prototypes": protos.contiguous()}, str(tmp_path / "conv.text_prototypes.safetensors"),
-              metadata={"prompts": json.dumps(table_prompts)})
+    save_file(
+        {"prototypes": protos.contiguous()},
+        str(tmp_path / "conv.text_prototypes.safetensors"),
+        metadata={"prompts": json.dumps(table_prompts)},
+    )
     loaded = OccupancyPredictor.from_checkpoint(path, device="cpu", categories=CATEGORIES)
     assert isinstance(loaded.text_encoder, PrototypeTable)
     assert loaded.class_names == ["car", "road", "building", "tree"]
@@ -340,7 +383,8 @@ def test_official_prototype_table_next_to_a_checkpoint(tmp_path, model, text, ba
     assert (out.labels < 3).any()
     # The same as a text encoder with the table's prompts only (there, free is 3 instead of 4).
     expected = _predictor(model, text, ["car", "road", "building|wall"], logit_scale=30.0).predict(
-        batch, render_depth=False)
+        batch, render_depth=False
+    )
     assert torch.equal(torch.where(out.labels == 4, 3, out.labels), expected.labels)
     torch.testing.assert_close(out.confidence, expected.confidence)
     with pytest.raises(ValueError, match="not in the prototype table"):

@@ -26,8 +26,11 @@ def _launch_ros_reason() -> str | None:
 
 def test_launch_file_declares_the_documented_arguments():
     tree = ast.parse(LAUNCH_FILE.read_text())
-    arguments = next(node.value for node in tree.body if isinstance(node, ast.Assign)
-                     and any(getattr(t, "id", None) == "ARGUMENTS" for t in node.targets))
+    arguments = next(
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "ARGUMENTS" for t in node.targets)
+    )
     names = {k.value for k in arguments.keys}
     assert names == EXPECTED_ARGUMENTS
     docstring = ast.get_docstring(tree)
@@ -48,7 +51,10 @@ def test_rviz_config_shows_gaussians_cloud_and_depth_in_the_target_frame():
     from gausstr_ros.node.outputs import TOPIC_CLOUD, TOPIC_DEPTH, TOPIC_MARKERS
 
     assert {TOPIC_CLOUD, TOPIC_MARKERS, f"{TOPIC_DEPTH}/CAM_FRONT"} == {
-        "occupancy_cloud", "gaussian_markers", "rendered_depth/CAM_FRONT"}
+        "occupancy_cloud",
+        "gaussian_markers",
+        "rendered_depth/CAM_FRONT",
+    }
 
 
 @pytest.mark.skipif(_launch_ros_reason() is not None, reason=_launch_ros_reason() or "")
@@ -66,8 +72,15 @@ def test_launch_description_builds():
     assert declared == EXPECTED_ARGUMENTS
     assert any(isinstance(a, OpaqueFunction) for a in description.entities)
     context = LaunchContext()
-    context.launch_configurations.update({"params_file": "/tmp/p.yaml", "checkpoint": "/m.safetensors",
-                                          "device": "", "namespace": "robot", "use_rviz": "false"})
+    context.launch_configurations.update(
+        {
+            "params_file": "/tmp/p.yaml",
+            "checkpoint": "/m.safetensors",
+            "device": "",
+            "namespace": "robot",
+            "use_rviz": "false",
+        }
+    )
     nodes = module._occupancy_node(context)
     assert len(nodes) == 1 and isinstance(nodes[0], Node)
     assert nodes[0].node_package == "gausstr_ros" and nodes[0].node_executable == "occupancy_node"

@@ -31,7 +31,7 @@ def test_silog_hand_computed():
     # d = log target - log pred = (log 2, 0): mean d^2 = log2^2 / 2, mean d = log2 / 2.
     pred = torch.tensor([[1.0, 2.0, 7.0]])
     target = torch.tensor([[2.0, 2.0, 0.0]])  # the third pixel is invalid
-    expected = math.sqrt(LOG2 ** 2 / 2 - 0.5 * (LOG2 / 2) ** 2)  # = log 2 * sqrt(3/8)
+    expected = math.sqrt(LOG2**2 / 2 - 0.5 * (LOG2 / 2) ** 2)  # = log 2 * sqrt(3/8)
     assert silog_loss(pred, target).item() == pytest.approx(expected, rel=1e-6)
     assert expected == pytest.approx(LOG2 * math.sqrt(3 / 8))
     # Per-image values are averaged over images; a perfect image contributes 0.
@@ -98,8 +98,13 @@ def _one_big_gaussian(feature, z=10.0, opacity=0.9, layers=1, requires_grad=Fals
     """One Gaussian straight ahead, so large it covers every pixel (its rendered feature direction
     is the same everywhere), repeated as the output of ``layers`` decoder layers."""
     feature = torch.as_tensor(feature, dtype=torch.float32)
-    params = [torch.tensor([[[0.0, 0.0, z]]]), torch.full((1, 1, 3), 30.0),
-              torch.tensor([[[1.0, 0.0, 0.0, 0.0]]]), torch.tensor([[opacity]]), feature.reshape(1, 1, -1)]
+    params = [
+        torch.tensor([[[0.0, 0.0, z]]]),
+        torch.full((1, 1, 3), 30.0),
+        torch.tensor([[[1.0, 0.0, 0.0, 0.0]]]),
+        torch.tensor([[opacity]]),
+        feature.reshape(1, 1, -1),
+    ]
     params = [p.clone().requires_grad_(requires_grad) for p in params]
     g = Gaussians(*params)
     return _output([g] * layers), params
@@ -107,9 +112,14 @@ def _one_big_gaussian(feature, z=10.0, opacity=0.9, layers=1, requires_grad=Fals
 
 def _output(gaussians, target_features=None, predicted_depth=None, segment_heads=None):
     b = gaussians[0].batch_size
-    return GaussTROutput(gaussians=gaussians, reference_points=[torch.zeros(b, 1, 1, 2)] * len(gaussians),
-                         depth=torch.zeros(b, 1, 1, 1), predicted_depth=predicted_depth,
-                         target_features=target_features, segment_heads=segment_heads)
+    return GaussTROutput(
+        gaussians=gaussians,
+        reference_points=[torch.zeros(b, 1, 1, 2)] * len(gaussians),
+        depth=torch.zeros(b, 1, 1, 1),
+        predicted_depth=predicted_depth,
+        target_features=target_features,
+        segment_heads=segment_heads,
+    )
 
 
 def test_feature_loss_end_to_end_without_and_with_pca():
@@ -211,8 +221,13 @@ def test_render_scale_renders_smaller_images():
 
 
 def test_config_validation():
-    for bad in (dict(pca_dims=0), dict(render_scale=0), dict(render_backend="vulkan"),
-                dict(beyond_limit_depth=60.0), dict(feature_weight=-1)):
+    for bad in (
+        dict(pca_dims=0),
+        dict(render_scale=0),
+        dict(render_backend="vulkan"),
+        dict(beyond_limit_depth=60.0),
+        dict(feature_weight=-1),
+    ):
         with pytest.raises(ValueError):
             LossConfig(**bad)
     out, _ = _one_big_gaussian([1.0, 0.0, 0.0])
@@ -235,10 +250,13 @@ def test_real_tiny_model_end_to_end_with_gradients_under_autocast():
     poses = torch.eye(4).repeat(v, 1, 1)
     poses[1, :3, :3] = torch.tensor([[-1.0, 0, 0], [0, 1.0, 0], [0, 0, -1.0]])  # looking backwards
     batch = CameraBatch(
-        images=torch.rand(1, v, 3, h, w), intrinsics=k.expand(1, v, 3, 3).clone(),
-        cam_to_ego=poses[None], image_aug=resize_matrix((h, w), (h, w)).expand(1, v, 3, 3).clone(),
+        images=torch.rand(1, v, 3, h, w),
+        intrinsics=k.expand(1, v, 3, 3).clone(),
+        cam_to_ego=poses[None],
+        image_aug=resize_matrix((h, w), (h, w)).expand(1, v, 3, 3).clone(),
         depth=torch.rand(1, v, h, w) * 40 + 2,
-        features=torch.randn(1, v, cfg.head.feature_dim, h // 8, w // 8))
+        features=torch.randn(1, v, cfg.head.feature_dim, h // 8, w // 8),
+    )
     loss_fn = GaussTRLoss(LossConfig(pca_dims=16, render_scale=0.5))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         output = model(batch)
@@ -270,11 +288,13 @@ def test_gsplat_and_reference_losses_agree_on_the_gpu():
     h, w = cfg.image_size
     k = torch.tensor([[0.6 * w, 0.0, w / 2], [0.0, 0.6 * w, h / 2], [0.0, 0.0, 1.0]])
     batch = CameraBatch(
-        images=torch.rand(2, 1, 3, h, w), intrinsics=k.expand(2, 1, 3, 3).clone(),
+        images=torch.rand(2, 1, 3, h, w),
+        intrinsics=k.expand(2, 1, 3, 3).clone(),
         cam_to_ego=torch.eye(4).expand(2, 1, 4, 4).clone(),
         image_aug=resize_matrix((h, w), (h, w)).expand(2, 1, 3, 3).clone(),
         depth=torch.rand(2, 1, h, w) * 40 + 2,
-        features=torch.randn(2, 1, cfg.head.feature_dim, h // 8, w // 8)).to("cuda")
+        features=torch.randn(2, 1, cfg.head.feature_dim, h // 8, w // 8),
+    ).to("cuda")
     output = model(batch)
     results, grads = {}, {}
     for backend in ("torch", "gsplat"):
@@ -295,10 +315,13 @@ def _scattered_gaussians(n=12, c=3, seed=0, requires_grad=False):
     g = torch.Generator().manual_seed(seed)
     z = 5 + 10 * torch.rand(1, n, 1, generator=g)
     xy = (torch.rand(1, n, 2, generator=g) - 0.5) * z * torch.tensor([0.9, 0.6])
-    params = [torch.cat([xy, z], -1), 0.3 + torch.rand(1, n, 3, generator=g),
-              F.normalize(torch.randn(1, n, 4, generator=g), dim=-1),
-              0.3 + 0.6 * torch.rand(1, n, generator=g),
-              torch.randn(1, n, c, generator=g)]
+    params = [
+        torch.cat([xy, z], -1),
+        0.3 + torch.rand(1, n, 3, generator=g),
+        F.normalize(torch.randn(1, n, 4, generator=g), dim=-1),
+        0.3 + 0.6 * torch.rand(1, n, generator=g),
+        torch.randn(1, n, c, generator=g),
+    ]
     params = [p.clone().requires_grad_(requires_grad) for p in params]
     return Gaussians(*params), params
 
@@ -317,8 +340,13 @@ def test_centered_feature_term_equals_the_cosine_of_the_render_of_centred_featur
         out.target_features = targets
         batch = _camera_batch()
         mu = targets.mean(dim=(0, 1, 3, 4))
-        ref_render = render_gaussians(gaussians.with_features(gaussians.features - mu),
-                                      batch.input_intrinsics(), batch.cam_to_ego, (8, 12), backend="torch")
+        ref_render = render_gaussians(
+            gaussians.with_features(gaussians.features - mu),
+            batch.input_intrinsics(),
+            batch.cam_to_ego,
+            (8, 12),
+            backend="torch",
+        )
         up = F.interpolate(targets[0], size=(8, 12), mode="bilinear", align_corners=False)[None]
         expected = 2.0 * cosine_loss(ref_render.features, up - mu.view(1, 1, 3, 1, 1)).item()
         # q = C: the PCA basis is a rotation, so the centred cosine is the same as without PCA.

@@ -73,24 +73,33 @@ def test_messages_cross_rclpy_between_processes(ros_context):
     count = 3
     path = [str(ROOT / "test"), str(ROOT), os.environ.get("PYTHONPATH", "")]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
-    proc = subprocess.Popen([sys.executable, "-m", "gausstr_testing.publish_samples", str(count)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gausstr_testing.publish_samples", str(count)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     node = rclpy.create_node("message_listener", context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)
     occ, gauss = {}, {}
     qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
-    node.create_subscription(SemanticOccupancy, "test_occupancy",
-                             lambda m: occ.setdefault(m.header.stamp.sec, m), qos)
-    node.create_subscription(GaussianArray, "test_gaussians",
-                             lambda m: gauss.setdefault(m.header.stamp.sec, m), qos)
+    node.create_subscription(
+        SemanticOccupancy, "test_occupancy", lambda m: occ.setdefault(m.header.stamp.sec, m), qos
+    )
+    node.create_subscription(
+        GaussianArray, "test_gaussians", lambda m: gauss.setdefault(m.header.stamp.sec, m), qos
+    )
     try:
         ok = _spin_until(executor, lambda: len(occ) == count and len(gauss) == count, timeout=45.0)
         if not ok:
             proc.kill()
             output = proc.communicate()[0].decode(errors="replace")
-            pytest.fail(f"received {len(occ)}/{count} occupancy and {len(gauss)}/{count} Gaussian "
-                        f"messages from the publisher process; its output:\n{output}")
+            pytest.fail(
+                f"received {len(occ)}/{count} occupancy and {len(gauss)}/{count} Gaussian "
+                f"messages from the publisher process; its output:\n{output}"
+            )
         for i in range(count):
             assert_same_occupancy(occ[1_700_000_000 + i], occupancy_sample(i))
             assert_same_gaussians(gauss[1_700_000_000 + i], gaussian_sample(i))

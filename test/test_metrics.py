@@ -56,8 +56,10 @@ def test_confusion_matrix_matches_numpy_reference():
         np.testing.assert_array_equal(ours, ref)
         assert ours.sum() == mask.sum()
     # numpy inputs work the same
-    np.testing.assert_array_equal(confusion_matrix(pred.numpy().astype(np.uint8), gt.numpy(), 18).numpy(),
-                                  _reference_hist(pred.numpy(), gt.numpy(), 18, None))
+    np.testing.assert_array_equal(
+        confusion_matrix(pred.numpy().astype(np.uint8), gt.numpy(), 18).numpy(),
+        _reference_hist(pred.numpy(), gt.numpy(), 18, None),
+    )
 
 
 def test_hand_computed_ious():
@@ -141,8 +143,10 @@ def test_zero_shot_exclusion_matches_spaced_names():
 
 def test_merge_equals_single_accumulator():
     g = torch.Generator().manual_seed(2)
-    frames = [(torch.randint(0, 4, (5, 5, 3), generator=g), torch.randint(0, 4, (5, 5, 3), generator=g))
-              for _ in range(4)]
+    frames = [
+        (torch.randint(0, 4, (5, 5, 3), generator=g), torch.randint(0, 4, (5, 5, 3), generator=g))
+        for _ in range(4)
+    ]
     a, b, whole = OccupancyMetric("xyz"), OccupancyMetric("xyz"), OccupancyMetric("xyz")
     for i, (p, t) in enumerate(frames):
         (a if i % 2 else b).update(p, t)
@@ -157,8 +161,12 @@ def test_merge_equals_single_accumulator():
         (torch.zeros(2, 2, 2, dtype=torch.long), torch.zeros(2, 2, 3, dtype=torch.long), None, "same shape"),
         (torch.full((2, 2, 2), 18), torch.zeros(2, 2, 2, dtype=torch.long), None, r"\[0, 17\]"),
         (torch.zeros(2, 2, 2), torch.zeros(2, 2, 2, dtype=torch.long), None, "integer labels"),
-        (torch.zeros(2, 2, 2, dtype=torch.long), torch.zeros(2, 2, 2, dtype=torch.long),
-         torch.ones(2, 2, dtype=torch.bool), "mask must have"),
+        (
+            torch.zeros(2, 2, 2, dtype=torch.long),
+            torch.zeros(2, 2, 2, dtype=torch.long),
+            torch.ones(2, 2, dtype=torch.bool),
+            "mask must have",
+        ),
     ],
 )
 def test_bad_input_is_rejected(pred, gt, mask, match):

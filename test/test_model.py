@@ -66,8 +66,9 @@ def test_gradients_reach_every_trainable_parameter():
         loss = loss + g.features.square().mean()
         loss = loss + seg(torch.randn(4, 8)).square().mean()
     loss.backward()
-    missing = [n for n, p in model.named_parameters()
-               if p.requires_grad and (p.grad is None or not p.grad.any())]
+    missing = [
+        n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())
+    ]
     assert not missing, f"no gradient reaches {missing}"
 
 
@@ -139,10 +140,13 @@ def test_frozen_backbone_no_grad_and_eval_in_train_mode():
 
 
 def test_precomputed_features_and_clear_errors():
-    cfg = ModelConfig(image_size=(48, 80), embed_dim=32,
-                      backbone=BackboneConfig(kind="precomputed", channels=64, patch_size=8),
-                      decoder=DecoderConfig(num_layers=1, queries_per_view=8, num_heads=4, ffn_dim=64),
-                      head=HeadConfig(feature_dim=16))
+    cfg = ModelConfig(
+        image_size=(48, 80),
+        embed_dim=32,
+        backbone=BackboneConfig(kind="precomputed", channels=64, patch_size=8),
+        decoder=DecoderConfig(num_layers=1, queries_per_view=8, num_heads=4, ffn_dim=64),
+        head=HeadConfig(feature_dim=16),
+    )
     model = GaussTR(cfg).eval()
     batch = rig(1, 2, 48, 80)
     out = model(batch)

@@ -45,8 +45,13 @@ def test_tiny_model_cuda_matches_cpu_and_bf16_is_close(no_tf32):
         with torch.autocast("cuda", dtype=torch.bfloat16):
             half = model_gpu(batch.to("cuda")).final
     for name in ("means", "scales", "opacities", "features"):
-        torch.testing.assert_close(getattr(got, name).cpu(), getattr(want, name), rtol=1e-3, atol=1e-3,
-                                   msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            getattr(got, name).cpu(),
+            getattr(want, name),
+            rtol=1e-3,
+            atol=1e-3,
+            msg=lambda m, name=name: f"{name}: {m}",
+        )
         ref, low = getattr(got, name), getattr(half, name)
         rel = (low - ref).norm() / ref.norm()
         # bf16 keeps 8 mantissa bits (~0.4% per rounding); through a random-init backbone, 3 decoder
@@ -66,8 +71,10 @@ def test_talk2dino_paper_scale_forward_backward():
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out = model(batch)
     assert out.final.means.shape == (1, 1800, 3) and out.target_features.shape == (1, 6, 768, 36, 64)
-    loss = sum(g.features.square().mean() + g.means.square().mean() + g.scales.mean() + g.opacities.mean()
-               for g in out.gaussians)
+    loss = sum(
+        g.features.square().mean() + g.means.square().mean() + g.scales.mean() + g.opacities.mean()
+        for g in out.gaussians
+    )
     loss.backward()
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trainable)

@@ -150,7 +150,8 @@ def test_depth_topics_in_metres_and_millimetres(ros_context, predictor):
         partial[:10] = np.nan
         partial[10:20] = np.inf
         partial[20:30] = -1.0
-        harness.publish_frame(2, T0 + 2 * S,
-                              depth_overrides={0: cams.depth_msg(0, T0 + 2 * S, depth=partial)})
+        harness.publish_frame(
+            2, T0 + 2 * S, depth_overrides={0: cams.depth_msg(0, T0 + 2 * S, depth=partial)}
+        )
         harness.wait_for_stamp("occupancy", T0 + 2 * S)
         assert harness.latest_status().frames_rejected == 0

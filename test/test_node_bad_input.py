@@ -30,8 +30,11 @@ FAST = {"publish_rendered_depth": False}
 
 def rejected(harness, kind_text: str, before: int, timeout: float = 20.0):
     """Wait until the status counts one more rejection and names the problem; return the status."""
-    return harness.wait_for_status(lambda s: s.frames_rejected > before and kind_text in s.last_error,
-                                   timeout, f"a rejection mentioning {kind_text!r}")
+    return harness.wait_for_status(
+        lambda s: s.frames_rejected > before and kind_text in s.last_error,
+        timeout,
+        f"a rejection mentioning {kind_text!r}",
+    )
 
 
 def rejections(harness) -> int:
@@ -62,17 +65,23 @@ def test_each_bad_frame_is_skipped_with_a_reason(ros_context, predictor):
             good_frame_flows(harness, 2, stamp)
             return status
 
-        step("CAM_FRONT_LEFT: colour image encoding 'rgba8' is not supported",
-             image_overrides={2: cams.image_msg(2, 1, stamp + S // 10, encoding="rgba8")})
+        step(
+            "CAM_FRONT_LEFT: colour image encoding 'rgba8' is not supported",
+            image_overrides={2: cams.image_msg(2, 1, stamp + S // 10, encoding="rgba8")},
+        )
         small = cams.rgb(3, 1)[:80, :150].copy()
-        step("image is 150x80 but its CameraInfo describes 160x90",
-             image_overrides={3: cams.image_msg(3, 1, stamp + S // 10, pixels=small)})
+        step(
+            "image is 150x80 but its CameraInfo describes 160x90",
+            image_overrides={3: cams.image_msg(3, 1, stamp + S // 10, pixels=small)},
+        )
         lost = cams.image_msg(1, 1, stamp + S // 10)
         lost.header.frame_id = "nowhere_optical"
         step("no TF base_link <- nowhere_optical", image_overrides={1: lost})
         nan = np.full((cams.height, cams.width), np.nan, np.float32)
-        step("CAM_FRONT_LEFT: only 0.00% of depth pixels are valid",
-             depth_overrides={2: cams.depth_msg(2, stamp + S // 10, depth=nan)})
+        step(
+            "CAM_FRONT_LEFT: only 0.00% of depth pixels are valid",
+            depth_overrides={2: cams.depth_msg(2, stamp + S // 10, depth=nan)},
+        )
         step("depth image encoding 'rgb8'", depth_overrides={0: cams.image_msg(0, 1, stamp + S // 10)})
         harness.wait_for_status(lambda s: s.frames_processed >= 6, 10, "6 processed frames")
 
@@ -80,8 +89,11 @@ def test_each_bad_frame_is_skipped_with_a_reason(ros_context, predictor):
 def test_missing_camera_info_then_recovery(ros_context, predictor):
     with running_node(ros_context, predictor, send_camera_info=False, **FAST) as (node, harness):
         harness.publish_infos(skip={4})
-        harness.wait_for(lambda: node.inputs.missing_camera_info() == [node.config.camera_info_topics[4]], 10,
-                         "CameraInfo of all but camera 4")
+        harness.wait_for(
+            lambda: node.inputs.missing_camera_info() == [node.config.camera_info_topics[4]],
+            10,
+            "CameraInfo of all but camera 4",
+        )
         harness.publish_frame(0, T0)
         rejected(harness, "CAM_BACK_LEFT: no CameraInfo received yet", -1)
         assert not harness.by_stamp("occupancy", T0)
@@ -147,8 +159,9 @@ def test_a_camera_that_stops_is_reported(ros_context, predictor):
         for k in range(1, 8):  # camera 5 stops publishing; no set can complete
             harness.publish_frame(k, T0 + k * S // 10, skip={5})
             time.sleep(0.1)
-        status = harness.wait_for_status(lambda s: silent_topic in s.last_error, 10,
-                                         "the silent camera in status")
+        status = harness.wait_for_status(
+            lambda s: silent_topic in s.last_error, 10, "the silent camera in status"
+        )
         assert "silent input" in status.last_error
         assert not harness.by_stamp("occupancy", T0 + 7 * S // 10)
         good_frame_flows(harness, 10, T0 + S)
@@ -204,9 +217,14 @@ def test_silent_topics_needs_others_to_keep_publishing(ros_context):
     now = [100.0]
     node = rclpy.node.Node("silent_topics_test", context=ros_context)
     try:
-        inputs = CameraInputs(node, NodeConfig.defaults(), on_frame_set=lambda s: None,
-                              on_reject=lambda k, r: None, on_time_reset=lambda r: None,
-                              clock=lambda: now[0])
+        inputs = CameraInputs(
+            node,
+            NodeConfig.defaults(),
+            on_frame_set=lambda s: None,
+            on_reject=lambda k, r: None,
+            on_time_reset=lambda r: None,
+            clock=lambda: now[0],
+        )
         n = len(inputs.topics)
 
         def image(frame: int) -> Image:

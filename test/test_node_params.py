@@ -65,15 +65,18 @@ def test_every_parameter_is_declared_with_a_descriptor(ros_context, predictor):
 
 
 @pytest.mark.ros
-@pytest.mark.parametrize("override,match", [
-    ({"sync_slop_s": 5.0}, "out of range"),
-    ({"synchronizer": "exact"}, "synchronizer must be one of"),
-    ({"grid_range": [1.0, 2.0]}, "grid_range needs 6 numbers"),
-    ({"categories": ["car", "car"]}, "duplicates"),
-    ({"camera_names": ["a", "a", "b", "c", "d", "e"]}, "must be unique"),
-    ({"prompt_templates": ["a photo without a placeholder"]}, r"exactly one '\{\}'"),
-    ({"voxel_size": 0.3}, "not a whole number"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ({"sync_slop_s": 5.0}, "out of range"),
+        ({"synchronizer": "exact"}, "synchronizer must be one of"),
+        ({"grid_range": [1.0, 2.0]}, "grid_range needs 6 numbers"),
+        ({"categories": ["car", "car"]}, "duplicates"),
+        ({"camera_names": ["a", "a", "b", "c", "d", "e"]}, "must be unique"),
+        ({"prompt_templates": ["a photo without a placeholder"]}, r"exactly one '\{\}'"),
+        ({"voxel_size": 0.3}, "not a whole number"),
+    ],
+)
 def test_invalid_parameters_stop_startup_in_process(ros_context, predictor, override, match):
     from gausstr_ros.node.occupancy_node import OccupancyNode, StartupError
     from gausstr_testing.ros_harness import as_parameters

@@ -38,14 +38,20 @@ class RecordingPredictor:
         raise RuntimeError("not used")
 
 
-def frame(cams: SyntheticCameras, k: int, encoding: str = "rgb8", depth: np.ndarray | None = None,
-          depth_encoding: str = "32FC1"):
+def frame(
+    cams: SyntheticCameras,
+    k: int,
+    encoding: str = "rgb8",
+    depth: np.ndarray | None = None,
+    depth_encoding: str = "32FC1",
+):
     """A CameraFrame of message-like namespaces (no ROS), like rosbags messages."""
     spec = cams.rig.cameras[k]
     rgb = cams.rgb(k, 0)
     pixels = {"rgb8": rgb, "bgr8": rgb[..., ::-1].copy(), "mono8": rgb[..., 0].copy()}[encoding]
-    info = camera_info_like(k=(spec.fx, 0, spec.cx, 0, spec.fy, spec.cy, 0, 0, 1), width=cams.width,
-                            height=cams.height)
+    info = camera_info_like(
+        k=(spec.fx, 0, spec.cx, 0, spec.fy, spec.cy, 0, 0, 1), width=cams.width, height=cams.height
+    )
     depth_msg = None
     if depth is not None:
         values = np.round(depth * 1000).astype(np.uint16) if depth_encoding == "16UC1" else depth
@@ -103,20 +109,28 @@ def test_bad_frames_are_refused_with_their_reason():
 
     refused("camera_info", "no CameraInfo", [CameraFrame("c", good.image, None, None, good.cam_to_target)])
     bad_info = camera_info_like(k=(0.0,) * 9, p=(0.0,) * 12, width=80, height=48)
-    refused("camera_info", "no valid pinhole",
-            [CameraFrame("c", good.image, bad_info, None, good.cam_to_target)])
+    refused(
+        "camera_info", "no valid pinhole", [CameraFrame("c", good.image, bad_info, None, good.cam_to_target)]
+    )
     rgba = SimpleNamespace(**{**vars(good.image), "encoding": "rgba8"})
-    refused("encoding", "'rgba8' is not supported",
-            [CameraFrame("c", rgba, good.info, None, good.cam_to_target)])
+    refused(
+        "encoding", "'rgba8' is not supported", [CameraFrame("c", rgba, good.info, None, good.cam_to_target)]
+    )
     other_size = camera_info_like(width=100, height=48)
-    refused("size", "image is 80x48 but its CameraInfo describes 100x48",
-            [CameraFrame("c", good.image, other_size, None, good.cam_to_target)])
+    refused(
+        "size",
+        "image is 80x48 but its CameraInfo describes 100x48",
+        [CameraFrame("c", good.image, other_size, None, good.cam_to_target)],
+    )
     half = cams.depth(0).copy()
-    half[: 30] = np.inf
+    half[:30] = np.inf
     refused("depth", "37.50% of depth pixels are valid", [frame(cams, 0, depth=half)])
     small_depth = image_like(np.ones((10, 10), np.float32), "32FC1")
-    refused("size", "depth must be registered",
-            [CameraFrame("c", good.image, good.info, small_depth, good.cam_to_target)])
+    refused(
+        "size",
+        "depth must be registered",
+        [CameraFrame("c", good.image, good.info, small_depth, good.cam_to_target)],
+    )
     refused("depth", "all or none", [frame(cams, 0, depth=cams.depth(0)), frame(cams, 1)])
     refused("transform", "finite", [CameraFrame("c", good.image, good.info, None, np.full((4, 4), np.nan))])
     refused("sync", "empty frame set", [])

@@ -33,8 +33,12 @@ def node_command(*ros_args: str) -> list[str]:
 
 
 def node_env() -> dict:
-    return dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
-                RCUTILS_LOGGING_BUFFERED_STREAM="0")
+    return dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+        RCUTILS_LOGGING_BUFFERED_STREAM="0",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +56,18 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def test_node_process_from_the_params_file(ros_context, tiny_checkpoint, tmp_path):
     cams = SyntheticCameras()
     log = tmp_path / "node.log"
-    cmd = node_command("--params-file", str(PARAMS_FILE),
-                       "-p", f"checkpoint:={tiny_checkpoint}",
-                       "-p", f"grid_range:={TEST_GRID_RANGE}", "-p", f"voxel_size:={TEST_VOXEL_SIZE}",
-                       "-p", "status_period_s:=0.2")
+    cmd = node_command(
+        "--params-file",
+        str(PARAMS_FILE),
+        "-p",
+        f"checkpoint:={tiny_checkpoint}",
+        "-p",
+        f"grid_range:={TEST_GRID_RANGE}",
+        "-p",
+        f"voxel_size:={TEST_VOXEL_SIZE}",
+        "-p",
+        "status_period_s:=0.2",
+    )
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=node_env(), stdout=out, stderr=subprocess.STDOUT)
     harness = None
@@ -88,8 +100,15 @@ def test_node_process_from_the_params_file(ros_context, tiny_checkpoint, tmp_pat
         assert T0 <= occ.header.stamp.sec * S + occ.header.stamp.nanosec < stamp
         assert len(occ.class_names) == 17 and occ.free_label == 17  # the yaml's Occ3D vocabulary
         assert (occ.size_x, occ.size_y, occ.size_z) == (50, 50, 5)
-        harness.wait_for(lambda: harness.messages("occupancy_cloud") and harness.messages("gaussians")
-                         and harness.messages("rendered_depth/CAM_FRONT"), 30, "the other outputs")
+        harness.wait_for(
+            lambda: (
+                harness.messages("occupancy_cloud")
+                and harness.messages("gaussians")
+                and harness.messages("rendered_depth/CAM_FRONT")
+            ),
+            30,
+            "the other outputs",
+        )
         status = harness.wait_for_status(lambda s: s.frames_processed >= 1)
         assert status.device == "cpu" and status.num_classes == 17
     finally:
@@ -112,8 +131,13 @@ def test_a_bad_checkpoint_stops_startup_with_a_clear_message(case, tmp_path):
     path = tmp_path / "model.safetensors"
     if case == "corrupt":
         path.write_bytes(os.urandom(1000))
-    proc = subprocess.run(node_command("--params-file", str(PARAMS_FILE), "-p", f"checkpoint:={path}"),
-                          cwd=ROOT, env=node_env(), capture_output=True, timeout=120)
+    proc = subprocess.run(
+        node_command("--params-file", str(PARAMS_FILE), "-p", f"checkpoint:={path}"),
+        cwd=ROOT,
+        env=node_env(),
+        capture_output=True,
+        timeout=120,
+    )
     output = (proc.stdout + proc.stderr).decode(errors="replace")
     assert proc.returncode == 1, output
     assert "cannot start" in output
@@ -122,9 +146,15 @@ def test_a_bad_checkpoint_stops_startup_with_a_clear_message(case, tmp_path):
 
 
 def test_invalid_parameters_stop_startup(tmp_path):
-    proc = subprocess.run(node_command("--params-file", str(PARAMS_FILE), "-p", "model_preset:=tiny",
-                                       "-p", "image_topics:=[/a, /b]"),
-                          cwd=ROOT, env=node_env(), capture_output=True, timeout=120)
+    proc = subprocess.run(
+        node_command(
+            "--params-file", str(PARAMS_FILE), "-p", "model_preset:=tiny", "-p", "image_topics:=[/a, /b]"
+        ),
+        cwd=ROOT,
+        env=node_env(),
+        capture_output=True,
+        timeout=120,
+    )
     output = (proc.stdout + proc.stderr).decode(errors="replace")
     assert proc.returncode == 1, output
     assert "image_topics needs one topic per camera" in output, output

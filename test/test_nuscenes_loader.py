@@ -22,17 +22,21 @@ from gausstr_core.data.synthetic import (
 from gausstr_core.data.synthetic.writer import EMBEDDINGS_FILE, NUSCENES_TABLES, write_dataset
 
 SEED = 3
-CONFIG = SyntheticConfig(image_size=(48, 80), samples_per_scene=2, visibility_spacing=(3.0, 3.0),
-                         features=FeatureTargetConfig(patch_size=8))
+CONFIG = SyntheticConfig(
+    image_size=(48, 80),
+    samples_per_scene=2,
+    visibility_spacing=(3.0, 3.0),
+    features=FeatureTargetConfig(patch_size=8),
+)
 EMB = random_embeddings(len(name_strings()), 8, seed=1)
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
-    layout = write_dataset(out, 2, seed=SEED, config=CONFIG, embeddings=EMB, image_format="png",
-                           val_fraction=0.5,
-                           progress=False)
+    layout = write_dataset(
+        out, 2, seed=SEED, config=CONFIG, embeddings=EMB, image_format="png", val_fraction=0.5, progress=False
+    )
     return layout
 
 
@@ -111,8 +115,16 @@ def test_rewriting_skips_finished_frames(dataset, tmp_path):
     image = next((dataset.dataroot / "samples" / "CAM_FRONT").glob("*.png"))
     before = image.stat().st_mtime_ns
     tables = (dataset.table_dir / "sample_data.json").read_text()
-    write_dataset(dataset.dataroot.parent, 2, seed=SEED, config=CONFIG, embeddings=EMB, image_format="png",
-                  val_fraction=0.5, progress=False)
+    write_dataset(
+        dataset.dataroot.parent,
+        2,
+        seed=SEED,
+        config=CONFIG,
+        embeddings=EMB,
+        image_format="png",
+        val_fraction=0.5,
+        progress=False,
+    )
     assert image.stat().st_mtime_ns == before
     assert (dataset.table_dir / "sample_data.json").read_text() == tables
 
@@ -131,17 +143,23 @@ def test_version_is_detected_or_must_be_named(dataset, tmp_path):
 
 def test_labels_npz_round_trip_and_validation(tmp_path):
     g = torch.Generator().manual_seed(0)
-    labels = Occ3DLabels(torch.randint(0, 18, (200, 200, 16), generator=g, dtype=torch.uint8),
-                         torch.rand(200, 200, 16, generator=g) > 0.5, torch.rand(200, 200, 16,
-                                                                                 generator=g) > 0.5)
+    labels = Occ3DLabels(
+        torch.randint(0, 18, (200, 200, 16), generator=g, dtype=torch.uint8),
+        torch.rand(200, 200, 16, generator=g) > 0.5,
+        torch.rand(200, 200, 16, generator=g) > 0.5,
+    )
     path = save_labels(tmp_path / "scene" / "token", labels)
     assert path.name == "labels.npz"
     with np.load(path) as raw:  # Occ3D's dtypes: uint8 everywhere
         assert raw["semantics"].dtype == np.uint8 and raw["mask_camera"].dtype == np.uint8
     back = load_labels(path.parent)
     assert torch.equal(back.semantics, labels.semantics) and torch.equal(back.mask_camera, labels.mask_camera)
-    np.savez(tmp_path / "bad.npz", semantics=np.full((200, 200, 16), 18, np.uint8),
-             mask_lidar=np.zeros((200, 200, 16), np.uint8), mask_camera=np.zeros((200, 200, 16), np.uint8))
+    np.savez(
+        tmp_path / "bad.npz",
+        semantics=np.full((200, 200, 16), 18, np.uint8),
+        mask_lidar=np.zeros((200, 200, 16), np.uint8),
+        mask_camera=np.zeros((200, 200, 16), np.uint8),
+    )
     with pytest.raises(ValueError, match=r"semantics must be in \[0, 17\]"):
         load_labels(tmp_path / "bad.npz")
     np.savez(tmp_path / "short.npz", semantics=np.zeros((200, 200, 16), np.uint8))
@@ -154,8 +172,9 @@ def test_labels_npz_round_trip_and_validation(tmp_path):
 def test_cli_writes_a_loadable_dataset_with_a_preview(tmp_path, capsys):
     from gausstr_core.data.synthetic.cli import main
 
-    code = main(["--out", str(tmp_path), "--scenes", "1", "--resolution", "48", "80", "--patch-size", "8",
-                 "--quiet"])
+    code = main(
+        ["--out", str(tmp_path), "--scenes", "1", "--resolution", "48", "80", "--patch-size", "8", "--quiet"]
+    )
     assert code == 0
     assert "wrote 1 key frames" in capsys.readouterr().out
     preview = Image.open(tmp_path / "preview.png")

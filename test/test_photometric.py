@@ -37,12 +37,15 @@ def _ssim_loop(x: torch.Tensor, y: torch.Tensor, size: int = 11, sigma: float = 
     out = torch.zeros_like(x)
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
-            a, b = xp[i:i + size, j:j + size], yp[i:i + size, j:j + size]
+            a, b = xp[i : i + size, j : j + size], yp[i : i + size, j : j + size]
             mx, my = (w2 * a).sum(), (w2 * b).sum()
             vx, vy = (w2 * (a - mx) ** 2).sum(), (w2 * (b - my) ** 2).sum()
             cov = (w2 * (a - mx) * (b - my)).sum()
-            out[i, j] = ((2 * mx * my + SSIM_C1) * (2 * cov + SSIM_C2)
-                         / ((mx**2 + my**2 + SSIM_C1) * (vx + vy + SSIM_C2)))
+            out[i, j] = (
+                (2 * mx * my + SSIM_C1)
+                * (2 * cov + SSIM_C2)
+                / ((mx**2 + my**2 + SSIM_C1) * (vx + vy + SSIM_C2))
+            )
     return out
 
 
@@ -66,7 +69,7 @@ def test_ssim_hand_cases():
 def test_ssim_matches_a_per_pixel_loop_of_its_definition():
     g = torch.Generator().manual_seed(1)
     x = torch.rand(13, 17, generator=g, dtype=torch.float64)
-    y = (0.6 * x + 0.4 * torch.rand(13, 17, generator=g, dtype=torch.float64))
+    y = 0.6 * x + 0.4 * torch.rand(13, 17, generator=g, dtype=torch.float64)
     expected = _ssim_loop(x, y)
     torch.testing.assert_close(ssim(x[None], y[None])[0], expected, rtol=1e-10, atol=1e-12)
 
@@ -98,10 +101,21 @@ def test_photometric_loss_of_a_render_is_zero_at_the_truth_and_grows_as_a_gaussi
     k, pose = rig.intrinsics()[None, :1], rig.cam_to_ego()[None, :1]
     g = torch.Generator().manual_seed(0)
     n = 30
-    means = torch.stack([6 + 10 * torch.rand(n, generator=g), -4 + 8 * torch.rand(n, generator=g),
-                         3 * torch.rand(n, generator=g)], -1)[None]
-    truth = Gaussians(means, 0.3 + 0.3 * torch.rand(1, n, 3, generator=g), torch.randn(1, n, 4, generator=g),
-                      0.6 + 0.3 * torch.rand(1, n, generator=g), torch.rand(1, n, 3, generator=g))
+    means = torch.stack(
+        [
+            6 + 10 * torch.rand(n, generator=g),
+            -4 + 8 * torch.rand(n, generator=g),
+            3 * torch.rand(n, generator=g),
+        ],
+        -1,
+    )[None]
+    truth = Gaussians(
+        means,
+        0.3 + 0.3 * torch.rand(1, n, 3, generator=g),
+        torch.randn(1, n, 4, generator=g),
+        0.6 + 0.3 * torch.rand(1, n, generator=g),
+        torch.rand(1, n, 3, generator=g),
+    )
     target = render_gaussians(truth, k, pose, (36, 64)).features
     losses = []
     for shift in (0.0, 0.3, 0.6, 1.2):  # the nearest Gaussian moves sideways [m]
@@ -143,13 +157,17 @@ def _batch(seed=0, size=(48, 88)):
 
     g = torch.Generator().manual_seed(seed)
     rig = nuscenes_rig()
-    depth = torch.nn.functional.interpolate(4 + 30 * torch.rand(6, 1, 3, 5, generator=g), size=size,
-                                            mode="bilinear", align_corners=False)[:, 0]
-    return CameraBatch(images=torch.rand(1, 6, 3, *size, generator=g), intrinsics=rig.intrinsics()[None],
-                       cam_to_ego=rig.cam_to_ego()[None],
-                       image_aug=resize_matrix(rig.image_size, size).expand(1, 6, 3, 3).clone(),
-                       depth=depth[None],
-                       features=torch.randn(1, 6, 64, size[0] // 8, size[1] // 8, generator=g))
+    depth = torch.nn.functional.interpolate(
+        4 + 30 * torch.rand(6, 1, 3, 5, generator=g), size=size, mode="bilinear", align_corners=False
+    )[:, 0]
+    return CameraBatch(
+        images=torch.rand(1, 6, 3, *size, generator=g),
+        intrinsics=rig.intrinsics()[None],
+        cam_to_ego=rig.cam_to_ego()[None],
+        image_aug=resize_matrix(rig.image_size, size).expand(1, 6, 3, 3).clone(),
+        depth=depth[None],
+        features=torch.randn(1, 6, 64, size[0] // 8, size[1] // 8, generator=g),
+    )
 
 
 def test_the_rgb_head_is_absent_by_default_and_changes_nothing_when_off():
@@ -244,7 +262,7 @@ def test_one_point_survives_per_occupied_cell():
     keep = cell_representatives(points, valid, cells=4, generator=g)
     assert not (keep & ~valid).any()
     for i in range(2):
-        normalized, _, _ = normalize_to_unit_cuboid(points[i:i + 1], valid[i:i + 1])
+        normalized, _, _ = normalize_to_unit_cuboid(points[i : i + 1], valid[i : i + 1])
         cells = (normalized[0] * 4).long().clamp(0, 3)
         keys = cells[:, 0] * 16 + cells[:, 1] * 4 + cells[:, 2]
         occupied = torch.unique(keys[valid[i]])
@@ -279,8 +297,9 @@ def test_reference_points_start_at_the_clouds_pixels_and_cover_sparse_structures
     g = torch.Generator().manual_seed(4)
     # In front of the front camera: a dense patch of ground (2,000 points on 1 m^2) and a sparse post
     # (20 points along 3 m) 4 m to its left.
-    ground = torch.stack([8 + torch.rand(2000, generator=g), -1 + torch.rand(2000, generator=g),
-                          torch.zeros(2000)], -1)
+    ground = torch.stack(
+        [8 + torch.rand(2000, generator=g), -1 + torch.rand(2000, generator=g), torch.zeros(2000)], -1
+    )
     post = torch.stack([torch.full((20,), 10.0), torch.full((20,), 3.0), torch.linspace(0, 3, 20)], -1)
     points = torch.cat([ground, post])[None]
     valid = torch.ones(1, 2020, dtype=torch.bool)
@@ -298,10 +317,12 @@ def test_reference_points_start_at_the_clouds_pixels_and_cover_sparse_structures
     # a share of the queries near its share of cells, not of points.
     assert torch.stack(on_post).mean() > 0.15
     # A view that sees nothing falls back to uniform random points; eval-style seeding repeats.
-    again = point_cloud_reference_points(points, valid, k, pose, (48, 88), 12, 32,
-                                         generator=torch.Generator().manual_seed(4))
-    same = point_cloud_reference_points(points, valid, k, pose, (48, 88), 12, 32,
-                                        generator=torch.Generator().manual_seed(4))
+    again = point_cloud_reference_points(
+        points, valid, k, pose, (48, 88), 12, 32, generator=torch.Generator().manual_seed(4)
+    )
+    same = point_cloud_reference_points(
+        points, valid, k, pose, (48, 88), 12, 32, generator=torch.Generator().manual_seed(4)
+    )
     torch.testing.assert_close(again, same)
 
 
@@ -332,11 +353,20 @@ def test_the_model_starts_its_queries_from_a_point_cloud_when_asked():
 def test_pruning_keeps_the_high_opacity_gaussians_in_order():
     g = torch.Generator().manual_seed(0)
     n = 10
-    opac = torch.tensor([[0.9, 0.1, 0.5, 0.05, 0.7, 0.2, 0.95, 0.3, 0.01, 0.6],
-                         [0.1, 0.1, 0.8, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]])
+    opac = torch.tensor(
+        [
+            [0.9, 0.1, 0.5, 0.05, 0.7, 0.2, 0.95, 0.3, 0.01, 0.6],
+            [0.1, 0.1, 0.8, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1],
+        ]
+    )
     ids = torch.arange(2 * n, dtype=torch.float32).view(2, n, 1)
-    gauss = Gaussians(torch.randn(2, n, 3, generator=g), torch.rand(2, n, 3, generator=g) + 0.1,
-                      torch.randn(2, n, 4, generator=g), opac, ids)
+    gauss = Gaussians(
+        torch.randn(2, n, 3, generator=g),
+        torch.rand(2, n, 3, generator=g) + 0.1,
+        torch.randn(2, n, 4, generator=g),
+        opac,
+        ids,
+    )
     pruned, keep = prune_by_opacity(gauss, 0.4)
     assert keep[0].tolist() == [o > 0.4 for o in opac[0].tolist()]
     assert pruned.num_gaussians == 5  # scene 0 keeps 5, scene 1 one and 4 padding
@@ -346,8 +376,9 @@ def test_pruning_keeps_the_high_opacity_gaussians_in_order():
     # Rendering the pruned set equals rendering with the dropped ones' opacities set to 0.
     rig = nuscenes_rig(24, 40)
     gauss.means[:] = torch.tensor([8.0, 0.0, 1.5]) + gauss.means
-    zeroed = Gaussians(gauss.means, gauss.scales, gauss.rotations, torch.where(keep, opac, 0.0),
-                       gauss.features)
+    zeroed = Gaussians(
+        gauss.means, gauss.scales, gauss.rotations, torch.where(keep, opac, 0.0), gauss.features
+    )
     k, pose = rig.intrinsics()[None].expand(2, 6, 3, 3), rig.cam_to_ego()[None].expand(2, 6, 4, 4)
     a = render_gaussians(prune_by_opacity(gauss, 0.4)[0], k, pose, (24, 40))
     b = render_gaussians(zeroed, k, pose, (24, 40))

@@ -44,8 +44,9 @@ def test_vectorised_cast_matches_reference(seed):
     g = torch.Generator().manual_seed(100 + seed)
     dirs = lidar_ray_directions()[torch.randperm(14040, generator=g)[:150]]
     # add axis-aligned and exactly diagonal directions (ties between voxel borders)
-    extra = torch.tensor([[1, 0, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1], [1, 1, 0], [-1, 1, -1]],
-                         dtype=torch.float64)
+    extra = torch.tensor(
+        [[1, 0, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1], [1, 1, 0], [-1, 1, -1]], dtype=torch.float64
+    )
     dirs = torch.cat([dirs, extra / extra.norm(dim=-1, keepdim=True)])
     origins = torch.tensor([NUSCENES_LIDAR_ORIGIN, [3.3, -7.1, 0.2], [-39.5, 39.9, 5.0]])
     ref_l, ref_d = cast_rays_reference(lab, origins, dirs, grid, FREE)

@@ -152,8 +152,12 @@ def test_compositing_stops_before_transmittance_drops_below_the_threshold():
     k, pose = _camera()
     # T after the first = 0.005, after the second it would be 2.5e-5 <= 1e-4: the second and third
     # Gaussians are left out entirely (gsplat's exclusive stop), and alpha stays 0.995.
-    g = _gaussians([[0, 0, 3.0], [0, 0, 5.0], [0, 0, 7.0]], [[0.4] * 3] * 3, [0.995] * 3,
-                   [[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    g = _gaussians(
+        [[0, 0, 3.0], [0, 0, 5.0], [0, 0, 7.0]],
+        [[0.4] * 3] * 3,
+        [0.995] * 3,
+        [[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]],
+    )
     out = render_gaussians(g, k, pose, (25, 41))
     expected = torch.tensor([0.995, 0, 0], dtype=torch.float64)
     torch.testing.assert_close(out.features[0, 0, :, 12, 20], expected)
@@ -195,8 +199,9 @@ def test_invariant_to_gaussian_order_to_the_world_frame_and_to_batching():
     assert ref.alpha.max() > 0.5
 
     perm = torch.randperm(50, generator=gen)
-    shuffled = Gaussians(g.means[:, perm], g.scales[:, perm], g.rotations[:, perm], g.opacities[:, perm],
-                         g.features[:, perm])
+    shuffled = Gaussians(
+        g.means[:, perm], g.scales[:, perm], g.rotations[:, perm], g.opacities[:, perm], g.features[:, perm]
+    )
     out = render_gaussians(shuffled, k, pose, size)
     torch.testing.assert_close(out.features, ref.features, rtol=1e-10, atol=1e-12)
 
@@ -205,8 +210,13 @@ def test_invariant_to_gaussian_order_to_the_world_frame_and_to_batching():
     shift = torch.randn(3, generator=gen, dtype=torch.float64)
     world = torch.eye(4, dtype=torch.float64)
     world[:3, :3], world[:3, 3] = rot, shift
-    moved = Gaussians(g.means @ rot.T + shift, g.scales,
-                      matrix_to_quaternion(rot @ quaternion_to_matrix(g.rotations)), g.opacities, g.features)
+    moved = Gaussians(
+        g.means @ rot.T + shift,
+        g.scales,
+        matrix_to_quaternion(rot @ quaternion_to_matrix(g.rotations)),
+        g.opacities,
+        g.features,
+    )
     out = render_gaussians(moved, k, world @ pose, size)
     torch.testing.assert_close(out.features, ref.features, rtol=1e-8, atol=1e-10)
     torch.testing.assert_close(out.depth, ref.depth, rtol=1e-8, atol=1e-10)
@@ -239,10 +249,11 @@ def test_small_pixel_blocks_give_the_same_image():
 
 def test_gradients_reach_every_gaussian_parameter_and_pass_gradcheck():
     g, k, pose, size = _random_scene(torch.Generator().manual_seed(2), v=2, n=12, c=2, h=8, w=10)
-    params = [t.clone().requires_grad_(True)
-              for t in (g.means, g.scales, g.rotations, g.opacities, g.features)]
+    params = [
+        t.clone().requires_grad_(True) for t in (g.means, g.scales, g.rotations, g.opacities, g.features)
+    ]
     out = render_gaussians(Gaussians(*params), k, pose, size)
-    loss = (out.features ** 2).sum() + out.depth.sum() + out.alpha.sum()
+    loss = (out.features**2).sum() + out.depth.sum() + out.alpha.sum()
     loss.backward()
     for name, p in zip(("means", "scales", "rotations", "opacities", "features"), params):
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
@@ -268,8 +279,9 @@ def test_float32_matches_float64():
 def test_a_realistic_cpu_render_is_quick():
     import time
 
-    g, k, pose, size = _random_scene(torch.Generator().manual_seed(1), v=6, n=300, c=16, h=56, w=100,
-                                     dtype=torch.float32)
+    g, k, pose, size = _random_scene(
+        torch.Generator().manual_seed(1), v=6, n=300, c=16, h=56, w=100, dtype=torch.float32
+    )
     start = time.perf_counter()
     out = render_gaussians(g, k, pose, size)
     elapsed = time.perf_counter() - start
@@ -318,8 +330,16 @@ def test_projection_matches_gsplats_own_pytorch_projection():
     g.means[0, :5] = g.means[0, :5] * 40  # some far outside the field of view: Jacobian clamping
     means2d, conics, depths, valid = project_gaussians(g, k, pose, (h, w), 0.1, 100.0)
     _, means2d_gs, depths_gs, conics_gs, _ = torch_impl._fully_fused_projection(
-        g.means[0], g.covariances()[0], invert_rigid(pose[0]), gsplat_intrinsics(k[0]), w, h,
-        eps2d=EPS2D, near_plane=0.1, far_plane=100.0)
+        g.means[0],
+        g.covariances()[0],
+        invert_rigid(pose[0]),
+        gsplat_intrinsics(k[0]),
+        w,
+        h,
+        eps2d=EPS2D,
+        near_plane=0.1,
+        far_plane=100.0,
+    )
     in_front = depths_gs > 0.1
     assert valid[0].sum() > 20 and (valid[0] & in_front).sum() == valid[0].sum()
     sel = valid[0]
@@ -328,8 +348,24 @@ def test_projection_matches_gsplats_own_pytorch_projection():
     torch.testing.assert_close(depths[0][sel], depths_gs[sel], rtol=1e-12, atol=1e-12)
 
 
-def _fake_rasterization(means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane,
-                        far_plane, eps2d, packed, render_mode, rasterize_mode, channel_chunk):
+def _fake_rasterization(
+    means,
+    quats,
+    scales,
+    opacities,
+    colors,
+    viewmats,
+    Ks,
+    width,
+    height,
+    near_plane,
+    far_plane,
+    eps2d,
+    packed,
+    render_mode,
+    rasterize_mode,
+    channel_chunk,
+):
     """gsplat.rasterization's contract (its argument checks and output layout) computed by the
     reference renderer, to test the gsplat backend's conversions without a GPU."""
     from gausstr_core.geometry import invert_rigid
@@ -340,8 +376,10 @@ def _fake_rasterization(means, quats, scales, opacities, colors, viewmats, Ks, w
     assert quats.shape == (b, n, 4) and scales.shape == (b, n, 3) and opacities.shape == (b, n)
     assert colors.dim() == 3 and colors.shape[:2] == (b, n) and colors.shape[2] >= 1
     assert viewmats.shape == (b, v, 4, 4) and Ks.shape == (b, v, 3, 3)
-    assert all(t.dtype == torch.float32 and t.is_contiguous()
-               for t in (means, quats, scales, opacities, colors, viewmats, Ks))
+    assert all(
+        t.dtype == torch.float32 and t.is_contiguous()
+        for t in (means, quats, scales, opacities, colors, viewmats, Ks)
+    )
     assert render_mode in ("RGB+D", "D") and not packed and rasterize_mode == "classic" and eps2d == EPS2D
     k = Ks.clone()
     k[..., :2, 2] -= 0.5  # back to the OpenCV convention
@@ -354,8 +392,9 @@ def _fake_rasterization(means, quats, scales, opacities, colors, viewmats, Ks, w
 def test_gsplat_backend_conversions_against_gsplats_contract():
     from gausstr_core.render.gsplat_backend import rasterize_with
 
-    g, k, pose, size = _random_scene(torch.Generator().manual_seed(21), b=2, v=3, n=40, c=5,
-                                     dtype=torch.float32)
+    g, k, pose, size = _random_scene(
+        torch.Generator().manual_seed(21), b=2, v=3, n=40, c=5, dtype=torch.float32
+    )
     ref = render_gaussians(g, k, pose, size, backend="torch")
     for gaussians in (g, g.with_features(g.features[..., :0])):
         out = rasterize_with(_fake_rasterization, gaussians, k, pose, size, 0.1, 100.0, 32)

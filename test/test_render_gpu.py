@@ -39,9 +39,9 @@ def _rig(v: int, h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     for i in range(v):
         yaw = 2 * math.pi * i / v
         # Optical z along (cos, sin, 0), x right = (sin, -cos, 0), y down = -ego z.
-        rot = torch.tensor([[math.sin(yaw), 0.0, math.cos(yaw)],
-                            [-math.cos(yaw), 0.0, math.sin(yaw)],
-                            [0.0, -1.0, 0.0]])
+        rot = torch.tensor(
+            [[math.sin(yaw), 0.0, math.cos(yaw)], [-math.cos(yaw), 0.0, math.sin(yaw)], [0.0, -1.0, 0.0]]
+        )
         pose = torch.eye(4)
         pose[:3, :3], pose[:3, 3] = rot, torch.tensor([0.0, 0.0, 1.5])
         poses.append(pose)
@@ -100,8 +100,9 @@ def test_gsplat_gradients_match_the_reference():
     w_depth = torch.randn(1, 6, *size, generator=gen, device="cuda")
     grads = {}
     for backend in ("torch", "gsplat"):
-        params = [t.clone().requires_grad_(True)
-                  for t in (g.means, g.scales, g.rotations, g.opacities, g.features)]
+        params = [
+            t.clone().requires_grad_(True) for t in (g.means, g.scales, g.rotations, g.opacities, g.features)
+        ]
         out = render_gaussians(Gaussians(*params), k, poses, size, backend=backend)
         ((out.features * w_feat).sum() + (out.depth * w_depth).sum()).backward()
         grads[backend] = [p.grad for p in params]

@@ -59,8 +59,15 @@ def run_ours(num_inputs: int, queue_size: int, slop_ns: int, events) -> list[lis
     return out
 
 
-def random_events(rng: np.random.Generator, num_inputs: int, frames: int, period_ms: float, jitter_ms: float,
-                  drop: float, shuffle_window: int):
+def random_events(
+    rng: np.random.Generator,
+    num_inputs: int,
+    frames: int,
+    period_ms: float,
+    jitter_ms: float,
+    drop: float,
+    shuffle_window: int,
+):
     """Camera-like streams: each input publishes every period with jitter, some messages are lost and
     arrival order is locally shuffled (the network interleaves topics)."""
     events = []
@@ -82,9 +89,15 @@ def test_matches_the_message_filters_algorithm_on_random_streams(seed):
     num_inputs = int(rng.integers(2, 6))
     queue_size = int(rng.integers(1, 6))
     slop_ns = int(rng.integers(5, 60)) * MS
-    events = random_events(rng, num_inputs, frames=60, period_ms=float(rng.choice([33.0, 50.0, 100.0])),
-                           jitter_ms=float(rng.uniform(0, 30)), drop=float(rng.uniform(0, 0.2)),
-                           shuffle_window=int(rng.integers(0, 8)))
+    events = random_events(
+        rng,
+        num_inputs,
+        frames=60,
+        period_ms=float(rng.choice([33.0, 50.0, 100.0])),
+        jitter_ms=float(rng.uniform(0, 30)),
+        drop=float(rng.uniform(0, 0.2)),
+        shuffle_window=int(rng.integers(0, 8)),
+    )
     ours = run_ours(num_inputs, queue_size, slop_ns, events)
     assert ours == reference_sync(num_inputs, queue_size, slop_ns, events)
     for stamps in ours:
@@ -170,8 +183,10 @@ def test_factory():
             make_synchronizer("message_filters", 2, 1, 0.1, print)
 
 
-@pytest.mark.skipif(not message_filters_available(),
-                    reason="message_filters is not installed (ROS 2 machines have it; PyPI does not)")
+@pytest.mark.skipif(
+    not message_filters_available(),
+    reason="message_filters is not installed (ROS 2 machines have it; PyPI does not)",
+)
 @pytest.mark.parametrize("seed", range(4))
 def test_message_filters_adapter_agrees_with_builtin(seed):
     from gausstr_ros.node.sync import MessageFiltersSynchronizer
@@ -182,8 +197,9 @@ def test_message_filters_adapter_agrees_with_builtin(seed):
     sync = MessageFiltersSynchronizer(3, 4, 0.02, got.append)
 
     def msg(stamp):
-        return SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=stamp // 10**9,
-                                                                            nanosec=stamp % 10**9)))
+        return SimpleNamespace(
+            header=SimpleNamespace(stamp=SimpleNamespace(sec=stamp // 10**9, nanosec=stamp % 10**9))
+        )
 
     for index, stamp in events:
         sync.add(index, msg(stamp))

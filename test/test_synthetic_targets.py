@@ -35,8 +35,9 @@ def test_features_without_blur_or_noise_are_patch_means_of_pixel_embeddings():
 
 def test_feature_size_may_be_any_grid():
     ids = torch.zeros(1, 30, 50, dtype=torch.long)
-    feats = feature_targets(ids, random_embeddings(K, 4), FeatureTargetConfig(feature_size=(7, 11),
-                                                                              noise_std=0))
+    feats = feature_targets(
+        ids, random_embeddings(K, 4), FeatureTargetConfig(feature_size=(7, 11), noise_std=0)
+    )
     assert feats.shape == (1, 4, 7, 11)
     torch.testing.assert_close(feats[0, :, 3, 5], random_embeddings(K, 4)[0])
 
@@ -65,8 +66,9 @@ def test_nearest_text_embedding_recovers_the_pixel_class(source):
         emb = name_embeddings(tiny_text(0))
     sample = generate_sample(0, 0, 0, config, emb, with_labels=False)
     feats = sample.features  # (V, D, h, w), default blur and noise
-    fractions = F.adaptive_avg_pool2d(F.one_hot(sample.views.name_id.long(), K).permute(0, 3, 1, 2).float(),
-                                      feats.shape[-2:])
+    fractions = F.adaptive_avg_pool2d(
+        F.one_hot(sample.views.name_id.long(), K).permute(0, 3, 1, 2).float(), feats.shape[-2:]
+    )
     share, dominant = fractions.max(1)  # (V, h, w)
     nearest = torch.einsum("vdhw,kd->vkhw", F.normalize(feats, dim=1), emb).argmax(1)
     pure = share > 0.75
@@ -102,8 +104,9 @@ def test_feature_target_errors_are_clear():
 
 def test_depth_target_is_the_true_depth_without_noise_and_bias():
     depth = torch.tensor([[[0.0, 5.0, 20.0, 90.0, float("inf")]]])
-    cfg = DepthTargetConfig(scale_bias=1.0, scale_jitter=0.0, smooth_noise_std=0.0, pixel_noise_std=0.0,
-                            max_depth=80.0)
+    cfg = DepthTargetConfig(
+        scale_bias=1.0, scale_jitter=0.0, smooth_noise_std=0.0, pixel_noise_std=0.0, max_depth=80.0
+    )
     out = depth_targets(depth, cfg)
     torch.testing.assert_close(out, torch.tensor([[[0.0, 5.0, 20.0, 0.0, 0.0]]]))
 

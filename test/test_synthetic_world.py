@@ -34,17 +34,31 @@ from gausstr_core.grid import VoxelGrid
 
 def make_scene(solids: list[tuple], ground: bool = True) -> Scene:
     """A scene of explicit solids (kind, centre, half size, yaw, name) on plain grass."""
-    prims = Primitives(
-        kind=torch.tensor([s[0] for s in solids], dtype=torch.long),
-        center=torch.tensor([s[1] for s in solids], dtype=torch.float32).reshape(-1, 3),
-        half_size=torch.tensor([s[2] for s in solids], dtype=torch.float32).reshape(-1, 3),
-        yaw=torch.tensor([s[3] for s in solids], dtype=torch.float32),
-        name_id=torch.tensor([NAME_ID[s[4]] for s in solids], dtype=torch.long),
-        color=torch.full((len(solids), 3), 0.5),
-    ) if solids else Primitives.empty()
-    layout = GroundLayout(torch.zeros(0, 2), torch.zeros(0), torch.zeros(0), torch.zeros(0),
-                          torch.zeros(0, dtype=torch.long), torch.zeros(0, 3), torch.zeros(0), torch.zeros(0),
-                          torch.zeros(0), torch.zeros(2), 150.0 if ground else 1e-3)
+    prims = (
+        Primitives(
+            kind=torch.tensor([s[0] for s in solids], dtype=torch.long),
+            center=torch.tensor([s[1] for s in solids], dtype=torch.float32).reshape(-1, 3),
+            half_size=torch.tensor([s[2] for s in solids], dtype=torch.float32).reshape(-1, 3),
+            yaw=torch.tensor([s[3] for s in solids], dtype=torch.float32),
+            name_id=torch.tensor([NAME_ID[s[4]] for s in solids], dtype=torch.long),
+            color=torch.full((len(solids), 3), 0.5),
+        )
+        if solids
+        else Primitives.empty()
+    )
+    layout = GroundLayout(
+        torch.zeros(0, 2),
+        torch.zeros(0),
+        torch.zeros(0),
+        torch.zeros(0),
+        torch.zeros(0, dtype=torch.long),
+        torch.zeros(0, 3),
+        torch.zeros(0),
+        torch.zeros(0),
+        torch.zeros(0),
+        torch.zeros(2),
+        150.0 if ground else 1e-3,
+    )
     return Scene(prims, layout, torch.tensor([0.0, 0.0, 1.0]), torch.full((3,), 0.8), torch.full((3,), 0.5))
 
 
@@ -64,14 +78,18 @@ def random_primitives(n: int, seed: int) -> Primitives:
 
 
 def test_worlds_are_deterministic_per_seed_and_differ_across_seeds():
-    a, b, c = generate_world(7, num_samples=2), generate_world(7, num_samples=2), generate_world(8,
-                                                                                                 num_samples=2)
+    a, b, c = (
+        generate_world(7, num_samples=2),
+        generate_world(7, num_samples=2),
+        generate_world(8, num_samples=2),
+    )
     for name in ("kind", "center", "half_size", "yaw", "name_id", "color"):
         assert torch.equal(getattr(a.scene.primitives, name), getattr(b.scene.primitives, name))
     assert torch.equal(a.scene.ground.center, b.scene.ground.center)
     assert torch.equal(a.ego_poses, b.ego_poses)
     assert len(a.scene.primitives) != len(c.scene.primitives) or not torch.equal(
-        a.scene.primitives.center, c.scene.primitives.center)
+        a.scene.primitives.center, c.scene.primitives.center
+    )
 
 
 def test_worlds_hold_the_driving_classes_and_keep_the_ego_clear():
@@ -81,22 +99,44 @@ def test_worlds_hold_the_driving_classes_and_keep_the_ego_clear():
         prims = world.scene.primitives
         seen.update(SYNTHETIC_NAMES[i].name for i in prims.name_id.tolist())
         # Nothing intersects the ego car and its cameras (x in [-1, 4.5], |y| < 1, z < 2).
-        probe = torch.stack(torch.meshgrid(torch.linspace(-1, 4.5, 12), torch.linspace(-1, 1, 5),
-                                           torch.linspace(0.05, 2, 5), indexing="ij"), -1).reshape(-1, 1, 3)
+        probe = torch.stack(
+            torch.meshgrid(
+                torch.linspace(-1, 4.5, 12),
+                torch.linspace(-1, 1, 5),
+                torch.linspace(0.05, 2, 5),
+                indexing="ij",
+            ),
+            -1,
+        ).reshape(-1, 1, 3)
         inside = contains(probe, prims.kind, prims.center, prims.half_size, prims.yaw)
         assert not bool(inside.any()), f"seed {seed}: a solid overlaps the ego"
-    required = {"car", "truck", "bus", "pedestrian", "pole", "building", "tree", "tree trunk", "bush",
-                "traffic cone", "barrier", "traffic sign", "wall"}
+    required = {
+        "car",
+        "truck",
+        "bus",
+        "pedestrian",
+        "pole",
+        "building",
+        "tree",
+        "tree trunk",
+        "bush",
+        "traffic cone",
+        "barrier",
+        "traffic sign",
+        "wall",
+    }
     assert required <= seen, f"missing {required - seen}"
 
 
 def test_optional_classes_appear_when_asked_for():
-    cfg = WorldConfig(bicycles=(2, 2), motorcycles=(2, 2), trailers=(1, 1), construction_vehicles=(1, 1),
-                      trash_bins=(2, 2))
+    cfg = WorldConfig(
+        bicycles=(2, 2), motorcycles=(2, 2), trailers=(1, 1), construction_vehicles=(1, 1), trash_bins=(2, 2)
+    )
     names = set()
     for seed in range(5):
-        names.update(SYNTHETIC_NAMES[i].name for i in generate_world(seed,
-                                                                     cfg).scene.primitives.name_id.tolist())
+        names.update(
+            SYNTHETIC_NAMES[i].name for i in generate_world(seed, cfg).scene.primitives.name_id.tolist()
+        )
     assert {"bicycle", "motorcycle", "trailer", "construction vehicle", "trash bin"} <= names
 
 
@@ -170,11 +210,23 @@ def test_normals_point_out_of_the_surface():
 
 def test_primitive_validation():
     with pytest.raises(ValueError, match="half_size"):
-        Primitives(torch.zeros(1, dtype=torch.long), torch.zeros(1, 3), -torch.ones(1, 3), torch.zeros(1),
-                   torch.zeros(1, dtype=torch.long), torch.zeros(1, 3))
+        Primitives(
+            torch.zeros(1, dtype=torch.long),
+            torch.zeros(1, 3),
+            -torch.ones(1, 3),
+            torch.zeros(1),
+            torch.zeros(1, dtype=torch.long),
+            torch.zeros(1, 3),
+        )
     with pytest.raises(ValueError, match=r"center must be \(1, 3\)"):
-        Primitives(torch.zeros(1, dtype=torch.long), torch.zeros(2, 3), torch.ones(1, 3), torch.zeros(1),
-                   torch.zeros(1, dtype=torch.long), torch.zeros(1, 3))
+        Primitives(
+            torch.zeros(1, dtype=torch.long),
+            torch.zeros(2, 3),
+            torch.ones(1, 3),
+            torch.zeros(1),
+            torch.zeros(1, dtype=torch.long),
+            torch.zeros(1, 3),
+        )
 
 
 # --- camera rig and rendering ------------------------------------------------------------------
@@ -207,9 +259,9 @@ def test_box_in_front_of_cam_front_renders_at_its_exact_depth():
     car = views.occ_class[0] == CLASS_ID["car"]
     assert 100 < int(car.sum()) < 90 * 160
     front = rig.cameras[0]
-    torch.testing.assert_close(views.depth[0][car], torch.full((int(car.sum()),),
-                                                               19.0 - front.translation[0]),
-                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        views.depth[0][car], torch.full((int(car.sum()),), 19.0 - front.translation[0]), atol=1e-4, rtol=0
+    )
     assert (views.depth[0][~car] == 0).all() and (views.occ_class[0][~car] == SKY_CLASS).all()
     # Its image extent is the projection of the face's edges y = +-2 m (camera x axis = -y).
     cols = torch.nonzero(car.any(0)).squeeze(1)
@@ -347,11 +399,11 @@ def test_mask_camera_excludes_voxels_behind_a_wall():
     iy, iz = 100, 6  # y ~ 0, z ~ 1.6
     assert sem[ix(10.1), iy, iz] == CLASS_ID["manmade"] and mask[ix(10.1), iy, iz]  # the wall face
     assert mask[ix(5.0), iy, iz]  # free space in front of it
-    assert not mask[ix(10.5):, 80:120, 3:].any()  # everything behind it
+    assert not mask[ix(10.5) :, 80:120, 3:].any()  # everything behind it
     assert not mask[:, :, :2].any()  # below the ground surface
-    assert (sem[ix(5.0), iy, iz] == FREE_LABEL)
+    assert sem[ix(5.0), iy, iz] == FREE_LABEL
     # The LiDAR on the roof sees the wall too and nothing behind it.
-    assert labels.mask_lidar[ix(10.1), iy, 5] and not labels.mask_lidar[ix(11.0):, 90:110, 3:].any()
+    assert labels.mask_lidar[ix(10.1), iy, 5] and not labels.mask_lidar[ix(11.0) :, 90:110, 3:].any()
 
 
 def test_visibility_rays_leave_no_gaps_on_the_far_ground():
@@ -359,14 +411,18 @@ def test_visibility_rays_leave_no_gaps_on_the_far_ground():
     labels = occ.occupancy_labels(scene, CameraRig((nuscenes_rig().camera("CAM_FRONT"),)))
     seen = labels.mask_camera[:, :, 2]  # the ground layer
     # Straight ahead along the optical axis, every ground voxel from 6 m to the grid edge is seen.
-    ahead = seen[int((6 + 40) / 0.4):, 99:101]
+    ahead = seen[int((6 + 40) / 0.4) :, 99:101]
     assert bool(ahead.all())
 
 
 def test_traverse_rejects_origins_outside_the_grid():
     with pytest.raises(ValueError, match="inside the grid"):
-        occ.traverse(torch.zeros(200, 200, 16, dtype=torch.bool), torch.tensor([[0.0, 0.0, 9.0]]),
-                     torch.tensor([[1.0, 0.0, 0.0]]), VoxelGrid())
+        occ.traverse(
+            torch.zeros(200, 200, 16, dtype=torch.bool),
+            torch.tensor([[0.0, 0.0, 9.0]]),
+            torch.tensor([[1.0, 0.0, 0.0]]),
+            VoxelGrid(),
+        )
 
 
 def test_camera_rays_have_unit_optical_depth():
@@ -378,13 +434,18 @@ def test_camera_rays_have_unit_optical_depth():
 
 
 def test_cylinders_and_ellipsoids_fill_the_voxels_their_subsamples_fall_in():
-    scene = make_scene([(CYLINDER, (8.2, 2.2, 2.0), (0.5, 0.5, 1.0), 0.0, "pole"),
-                        (ELLIPSOID, (-8.0, 3.0, 3.0), (1.0, 0.6, 0.8), 0.4, "tree")])
+    scene = make_scene(
+        [
+            (CYLINDER, (8.2, 2.2, 2.0), (0.5, 0.5, 1.0), 0.0, "pole"),
+            (ELLIPSOID, (-8.0, 3.0, 3.0), (1.0, 0.6, 0.8), 0.4, "tree"),
+        ]
+    )
     sem = occ.semantic_occupancy(scene, subsamples=2)
     centres = VoxelGrid().centers()
     offsets = torch.tensor([[a, b, c] for a in (-0.1, 0.1) for b in (-0.1, 0.1) for c in (-0.1, 0.1)])
     prims = scene.primitives
     for i, cls in ((0, "manmade"), (1, "vegetation")):
-        inside = contains(centres[..., None, :] + offsets, prims.kind[i], prims.center[i], prims.half_size[i],
-                          prims.yaw[i]).any(-1)
+        inside = contains(
+            centres[..., None, :] + offsets, prims.kind[i], prims.center[i], prims.half_size[i], prims.yaw[i]
+        ).any(-1)
         assert torch.equal(sem == CLASS_ID[cls], inside)

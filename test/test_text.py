@@ -45,13 +45,16 @@ def test_tiny_encoder_builds_quickly_and_is_deterministic_in_process(tiny):
 
 
 def test_random_init_is_the_same_in_another_process(tiny):
-    code = ("import json, torch; from gausstr_core.text.encoder import TextEncoder; "
-            "from gausstr_core.presets import tiny_text; "
-            "torch.manual_seed(1234); "  # the global RNG state must not matter
-            "print(json.dumps(TextEncoder(tiny_text()).encode(['car', 'vegetation']).tolist()))")
+    code = (
+        "import json, torch; from gausstr_core.text.encoder import TextEncoder; "
+        "from gausstr_core.presets import tiny_text; "
+        "torch.manual_seed(1234); "  # the global RNG state must not matter
+        "print(json.dumps(TextEncoder(tiny_text()).encode(['car', 'vegetation']).tolist()))"
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, timeout=120
+    )
     remote = torch.tensor(json.loads(out.stdout.strip().splitlines()[-1]))
     torch.testing.assert_close(remote, tiny.encode(["car", "vegetation"]), rtol=0, atol=1e-5)
 
@@ -78,8 +81,15 @@ def test_prototypes_average_the_templates_the_clip_way(tiny):
 
 
 def test_projection_maps_the_template_average_then_normalises():
-    cfg = TextEncoderConfig(model_name="gausstr-tiny", random_init_seed=3, templates=("{}", "a {}."),
-                            embed_dim=24, projection=True, projection_hidden_layers=2, device="cpu")
+    cfg = TextEncoderConfig(
+        model_name="gausstr-tiny",
+        random_init_seed=3,
+        templates=("{}", "a {}."),
+        embed_dim=24,
+        projection=True,
+        projection_hidden_layers=2,
+        device="cpu",
+    )
     enc = TextEncoder(cfg)
     assert enc.projection is not None and len(enc.projection.hidden_layers) == 2
     tokens = enc.tokenizer(["pole", "a pole."])
@@ -110,16 +120,21 @@ def test_weights_come_from_files_unless_random_init_is_asked_for(tmp_path):
     with pytest.raises(ValueError, match=r"text\.checkpoint is not set.*huggingface"):
         TextEncoder(TextEncoderConfig(projection=False, embed_dim=512))
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        TextEncoder(TextEncoderConfig(checkpoint=str(tmp_path / "nope.safetensors"), projection=False,
-                                      embed_dim=512))
+        TextEncoder(
+            TextEncoderConfig(checkpoint=str(tmp_path / "nope.safetensors"), projection=False, embed_dim=512)
+        )
     with pytest.raises(ValueError, match=r"projection_checkpoint is not set.*Talk2DINO"):
-        TextEncoder(TextEncoderConfig(model_name="gausstr-tiny", embed_dim=64,
-                                      checkpoint=_save_tiny_checkpoint(tmp_path)))
+        TextEncoder(
+            TextEncoderConfig(
+                model_name="gausstr-tiny", embed_dim=64, checkpoint=_save_tiny_checkpoint(tmp_path)
+            )
+        )
     with pytest.raises(ValueError, match="unknown open_clip model"):
         TextEncoder(TextEncoderConfig(model_name="ViT-Q-99", random_init_seed=0, projection=False))
     with pytest.raises(ValueError, match="embeds text in 64 dimensions"):
-        TextEncoder(TextEncoderConfig(model_name="gausstr-tiny", random_init_seed=0, embed_dim=32,
-                                      projection=False))
+        TextEncoder(
+            TextEncoderConfig(model_name="gausstr-tiny", random_init_seed=0, embed_dim=32, projection=False)
+        )
 
 
 def _save_tiny_checkpoint(tmp_path, seed: int = 7) -> str:
@@ -139,16 +154,24 @@ def _save_tiny_checkpoint(tmp_path, seed: int = 7) -> str:
 def test_checkpoints_and_talk2dino_projection_files_load(tmp_path):
     ckpt = _save_tiny_checkpoint(tmp_path)
     proj = TextProjection(64, 48, hidden_layers=1, activation="tanh")
-    state = {"linear_layer.weight": proj.linear_layer.weight.detach().clone(),
-             "linear_layer.bias": proj.linear_layer.bias.detach().clone(),
-             # Talk2DINO's older file layout and an image-side key it also stores
-             "linear_layer2.weight": proj.hidden_layers[0].weight.detach().clone(),
-             "linear_layer2.bias": proj.hidden_layers[0].bias.detach().clone(),
-             "attn_weights": torch.rand(12)}
+    state = {
+        "linear_layer.weight": proj.linear_layer.weight.detach().clone(),
+        "linear_layer.bias": proj.linear_layer.bias.detach().clone(),
+        # Talk2DINO's older file layout and an image-side key it also stores
+        "linear_layer2.weight": proj.hidden_layers[0].weight.detach().clone(),
+        "linear_layer2.bias": proj.hidden_layers[0].bias.detach().clone(),
+        "attn_weights": torch.rand(12),
+    }
     torch.save(state, tmp_path / "talk2dino.pth")
-    cfg = TextEncoderConfig(model_name="gausstr-tiny", checkpoint=ckpt, templates=("{}",), embed_dim=48,
-                            projection=True, projection_checkpoint=str(tmp_path / "talk2dino.pth"),
-                            device="cpu")
+    cfg = TextEncoderConfig(
+        model_name="gausstr-tiny",
+        checkpoint=ckpt,
+        templates=("{}",),
+        embed_dim=48,
+        projection=True,
+        projection_checkpoint=str(tmp_path / "talk2dino.pth"),
+        device="cpu",
+    )
     enc = TextEncoder(cfg)
     tokens = enc.tokenizer(["bus"])
     with torch.no_grad():
@@ -156,8 +179,16 @@ def test_checkpoints_and_talk2dino_projection_files_load(tmp_path):
     torch.testing.assert_close(enc.encode(["bus"]), expected, rtol=1e-5, atol=1e-6)
 
     # The checkpoint's weights are used, not the seed's.
-    plain = TextEncoder(TextEncoderConfig(model_name="gausstr-tiny", checkpoint=ckpt, templates=("{}",),
-                                          embed_dim=64, projection=False, device="cpu"))
+    plain = TextEncoder(
+        TextEncoderConfig(
+            model_name="gausstr-tiny",
+            checkpoint=ckpt,
+            templates=("{}",),
+            embed_dim=64,
+            projection=False,
+            device="cpu",
+        )
+    )
     seeded = TextEncoder(tiny_text(seed=0))
     assert (plain.encode(["bus"]) - seeded.encode(["bus"])).norm() > 0.1
 
@@ -171,8 +202,9 @@ def test_checkpoints_and_talk2dino_projection_files_load(tmp_path):
     with pytest.raises(ValueError, match=r"missing keys.*linear_layer\.bias"):
         TextEncoder(cfg)
 
-    wrong = TextEncoderConfig(model_name="ViT-B-16-quickgelu", checkpoint=ckpt, projection=False,
-                              embed_dim=512)
+    wrong = TextEncoderConfig(
+        model_name="ViT-B-16-quickgelu", checkpoint=ckpt, projection=False, embed_dim=512
+    )
     with pytest.raises(ValueError, match="cannot be loaded into open_clip"):
         TextEncoder(wrong)
 
@@ -202,20 +234,23 @@ def test_vocabulary_parses_groups_and_merges_by_max():
         vocab.merge(scores[:, :4])
 
 
-@pytest.mark.parametrize(("categories", "reason"), [
-    ([], "must not be empty"),
-    ("car", "list of strings"),
-    (None, "list of strings"),
-    (["car", 3], "category 1 must be a string"),
-    (["car", None], "category 1 must be a string"),
-    (["car", "   "], "empty name"),
-    (["car", "|road"], "empty name"),
-    (["car|", "road"], "empty prompt"),
-    (["car", "Car"], "duplicates category 0"),
-    (["car|van", "truck|van"], "also in category 0"),
-    (["car|sedan|sedan"], "twice in it"),
-    ([f"class {i}" for i in range(MAX_CATEGORIES + 1)], "at most 255"),
-])
+@pytest.mark.parametrize(
+    ("categories", "reason"),
+    [
+        ([], "must not be empty"),
+        ("car", "list of strings"),
+        (None, "list of strings"),
+        (["car", 3], "category 1 must be a string"),
+        (["car", None], "category 1 must be a string"),
+        (["car", "   "], "empty name"),
+        (["car", "|road"], "empty name"),
+        (["car|", "road"], "empty prompt"),
+        (["car", "Car"], "duplicates category 0"),
+        (["car|van", "truck|van"], "also in category 0"),
+        (["car|sedan|sedan"], "twice in it"),
+        ([f"class {i}" for i in range(MAX_CATEGORIES + 1)], "at most 255"),
+    ],
+)
 def test_vocabulary_rejects_bad_input_with_reasons(categories, reason):
     with pytest.raises(ValueError, match=reason):
         Vocabulary.parse(categories)
@@ -244,15 +279,19 @@ def test_prototype_table_reads_the_converter_file_and_knows_only_its_prompts(tmp
     from gausstr_core.text.encoder import PrototypeTable
 
     protos = tiny.encode(["road", "sky"])
-    save_file({"prototypes": protos.contiguous()}, str(tmp_path / "t.safetensors"),
-              metadata={"prompts": json.dumps(["road", "sky"])})
+    save_file(
+        {"prototypes": protos.contiguous()},
+        str(tmp_path / "t.safetensors"),
+        metadata={"prompts": json.dumps(["road", "sky"])},
+    )
     table = PrototypeTable.from_file(tmp_path / "t.safetensors")
     assert table.embed_dim == TINY_EMBED_DIM and table.knows(" Road ") and not table.knows("car")
     torch.testing.assert_close(table.encode(["sky", "road"]), protos.flip(0))
     with pytest.raises(ValueError, match="not in the prototype table"):
         table.encode(["car"])
-    save_file({"prototypes": protos.contiguous()}, str(tmp_path / "bare.safetensors"),
-              metadata={"prompts": "[]"})
+    save_file(
+        {"prototypes": protos.contiguous()}, str(tmp_path / "bare.safetensors"), metadata={"prompts": "[]"}
+    )
     with pytest.raises(ValueError, match="does not list its prompts"):
         PrototypeTable.from_file(tmp_path / "bare.safetensors")
     with pytest.raises(ValueError, match="distinct prompts"):

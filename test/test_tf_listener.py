@@ -26,9 +26,13 @@ def random_rigid() -> np.ndarray:
 def test_composes_a_tree_through_the_common_ancestor():
     # map -> odom -> base_link -> {cam_front, lidar}; base_link -> mast -> cam_top
     buf = TransformBuffer()
-    edges = {"odom": ("map", random_rigid()), "base_link": ("odom", random_rigid()),
-             "cam_front": ("base_link", random_rigid()), "mast": ("base_link", random_rigid()),
-             "cam_top": ("mast", random_rigid())}
+    edges = {
+        "odom": ("map", random_rigid()),
+        "base_link": ("odom", random_rigid()),
+        "cam_front": ("base_link", random_rigid()),
+        "mast": ("base_link", random_rigid()),
+        "cam_top": ("mast", random_rigid()),
+    }
     for child, (parent, m) in edges.items():
         buf.set_transform(parent, child, 0, m, static=True)
 
@@ -40,8 +44,13 @@ def test_composes_a_tree_through_the_common_ancestor():
             frame = parent
         return m
 
-    for target, source in [("base_link", "cam_front"), ("cam_front", "cam_top"), ("map", "cam_top"),
-                           ("cam_top", "map"), ("mast", "cam_front")]:
+    for target, source in [
+        ("base_link", "cam_front"),
+        ("cam_front", "cam_top"),
+        ("map", "cam_top"),
+        ("cam_top", "map"),
+        ("mast", "cam_front"),
+    ]:
         expected = np.linalg.inv(to_root(target)) @ to_root(source)
         np.testing.assert_allclose(buf.lookup(target, source, 5 * S), expected, atol=1e-12)
     np.testing.assert_array_equal(buf.lookup("cam_top", "cam_top"), np.eye(4))
@@ -131,12 +140,15 @@ def test_rosbags_tf_messages_are_wire_compatible():
     ts = get_typestore(Stores.ROS2_JAZZY)
     T = ts.types
     transform = T["geometry_msgs/msg/TransformStamped"](
-        header=T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=7, nanosec=5),
-                                        frame_id="base_link"),
+        header=T["std_msgs/msg/Header"](
+            stamp=T["builtin_interfaces/msg/Time"](sec=7, nanosec=5), frame_id="base_link"
+        ),
         child_frame_id="cam",
         transform=T["geometry_msgs/msg/Transform"](
             translation=T["geometry_msgs/msg/Vector3"](x=1.0, y=2.0, z=3.0),
-            rotation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)))
+            rotation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0),
+        ),
+    )
     raw = ts.serialize_cdr(T["tf2_msgs/msg/TFMessage"](transforms=[transform]), "tf2_msgs/msg/TFMessage")
     msg = deserialize_message(bytes(raw), tf2_msgs.TFMessage)
     assert msg.transforms[0].child_frame_id == "cam" and msg.transforms[0].header.stamp.sec == 7
@@ -166,8 +178,9 @@ def test_fallback_listener_over_rclpy(ros_context):
         return t
 
     pub_node = rclpy.create_node("tf_test_publisher", context=ros_context)
-    static_qos = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
-                            durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+    static_qos = QoSProfile(
+        depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL
+    )
     static_pub = pub_node.create_publisher(TFMessage, "/tf_static", static_qos)
     dynamic_pub = pub_node.create_publisher(TFMessage, "/tf", QoSProfile(depth=100))
     static_pub.publish(TFMessage(transforms=[stamped("base_link", "cam", 0, 1.5)]))
@@ -186,8 +199,14 @@ def test_fallback_listener_over_rclpy(ros_context):
         deadline = time.monotonic() + 10.0
         got = None
         while got is None and time.monotonic() < deadline:
-            dynamic_pub.publish(TFMessage(transforms=[stamped("odom", "base_link", 100, 0.0),
-                                                      stamped("odom", "base_link", 102, 2.0)]))
+            dynamic_pub.publish(
+                TFMessage(
+                    transforms=[
+                        stamped("odom", "base_link", 100, 0.0),
+                        stamped("odom", "base_link", 102, 2.0),
+                    ]
+                )
+            )
             try:
                 got = lookup.lookup("odom", "cam", 101 * S, timeout_s=0.2)
             except TransformExtrapolation:

@@ -14,8 +14,14 @@ from gausstr_testing.training import RandomScenes, train_config
 
 
 def _trainer(cfg: TrainConfig, resume: bool = False, val=None) -> Trainer:
-    return Trainer(cfg, DistributedContext(), build_model_config(cfg), train_set=RandomScenes(4), val_set=val,
-                   resume=resume)
+    return Trainer(
+        cfg,
+        DistributedContext(),
+        build_model_config(cfg),
+        train_set=RandomScenes(4),
+        val_set=val,
+        resume=resume,
+    )
 
 
 def test_fit_writes_checkpoints_tensorboard_and_a_loadable_model(tmp_path):

@@ -21,10 +21,16 @@ def test_bf16_training_on_cuda_and_resume(tmp_path):
 
     ctx = DistributedContext(device=torch.device("cuda", 0))
     assert autocast_dtype("auto", ctx.device) == torch.bfloat16
-    cfg = train_config(tmp_path, device="cuda", amp="auto", max_steps=4, checkpoint_every=2, eval_at_end=True,
-               eval_scenes=1)
-    trainer = Trainer(cfg, ctx, build_model_config(cfg), train_set=RandomScenes(4),
-                      val_set=RandomScenes(1, with_ground_truth=True, offset=50))
+    cfg = train_config(
+        tmp_path, device="cuda", amp="auto", max_steps=4, checkpoint_every=2, eval_at_end=True, eval_scenes=1
+    )
+    trainer = Trainer(
+        cfg,
+        ctx,
+        build_model_config(cfg),
+        train_set=RandomScenes(4),
+        val_set=RandomScenes(1, with_ground_truth=True, offset=50),
+    )
     result = trainer.fit()
     assert trainer.step == 4 and result["summary"]["scenes"] == 1
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())

@@ -19,10 +19,12 @@ def _torch_reference_lrs(steps: int, steps_per_epoch: int, base: float = 2e-4) -
     LinearLR(1e-3 -> 1 over 200 iterations) chained with MultiStepLR(x0.1 at epoch 16)."""
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=base)
-    sched = torch.optim.lr_scheduler.ChainedScheduler([
-        torch.optim.lr_scheduler.LinearLR(opt, start_factor=1e-3, total_iters=200),
-        torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[16 * steps_per_epoch], gamma=0.1),
-    ])
+    sched = torch.optim.lr_scheduler.ChainedScheduler(
+        [
+            torch.optim.lr_scheduler.LinearLR(opt, start_factor=1e-3, total_iters=200),
+            torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[16 * steps_per_epoch], gamma=0.1),
+        ]
+    )
     lrs = []
     for _ in range(steps):
         lrs.append(opt.param_groups[0]["lr"])
@@ -50,8 +52,9 @@ def test_schedule_edges_and_errors():
     with pytest.raises(ValueError, match="ascending"):
         lr_factor(0, 10, decay_epochs=(3, 1))
     p = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.AdamW([{"params": [p], "lr": 1.0}, {"params": [torch.nn.Parameter(torch.zeros(1))],
-                                                            "lr": 2.0}])
+    opt = torch.optim.AdamW(
+        [{"params": [p], "lr": 1.0}, {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 2.0}]
+    )
     set_learning_rate(opt, [1.0, 2.0], 0.1)
     assert [g["lr"] for g in opt.param_groups] == [0.1, 0.2]
 

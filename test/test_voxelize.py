@@ -54,8 +54,9 @@ def test_random_scenes_match_oracle(gen, dtype, tol):
 
 
 def test_gaussians_straddling_the_boundary(gen):
-    inputs = random_gaussians(1, 60, 4, SMALL, scale_range=(0.2, 1.5), margin=2.0,
-                              dtype=torch.float64, generator=gen)
+    inputs = random_gaussians(
+        1, 60, 4, SMALL, scale_range=(0.2, 1.5), margin=2.0, dtype=torch.float64, generator=gen
+    )
     means = inputs[0]
     lower = torch.tensor(SMALL.range[:3], dtype=torch.float64)
     upper = torch.tensor(SMALL.range[3:], dtype=torch.float64)
@@ -66,8 +67,9 @@ def test_gaussians_straddling_the_boundary(gen):
 
 
 def test_gaussians_entirely_outside_contribute_nothing(gen):
-    means, cov, opacities, features = random_gaussians(1, 30, 3, SMALL, scale_range=(0.1, 0.5),
-                                                       dtype=torch.float64, generator=gen)
+    means, cov, opacities, features = random_gaussians(
+        1, 30, 3, SMALL, scale_range=(0.1, 0.5), dtype=torch.float64, generator=gen
+    )
     means = means.clone()
     means[..., 0] = SMALL.range[3] + 1.6 + 3.0 * 0.5 * torch.rand(1, 30, generator=gen, dtype=torch.float64)
     assert (box_volumes(gaussian_boxes(means, cov, SMALL)) == 0).all()
@@ -159,14 +161,17 @@ def test_chunking_does_not_change_the_result(gen):
 def test_loop_baseline_matches_reference(gen):
     inputs = random_gaussians(2, 15, 3, SMALL, scale_range=(0.1, 1.0), dtype=torch.float64, generator=gen)
     valid = torch.rand(2, 15, generator=gen) < 0.8
-    for a, b in zip(voxelize_loop(*inputs, SMALL, valid=valid),
-                    voxelize_gaussians(*inputs, SMALL, valid=valid, backend="torch")):
+    for a, b in zip(
+        voxelize_loop(*inputs, SMALL, valid=valid),
+        voxelize_gaussians(*inputs, SMALL, valid=valid, backend="torch"),
+    ):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_gradcheck_reference_float64(gen):
-    means, cov, opacities, features = random_gaussians(2, 4, 3, TINY, scale_range=(0.3, 0.8),
-                                                       dtype=torch.float64, generator=gen)
+    means, cov, opacities, features = random_gaussians(
+        2, 4, 3, TINY, scale_range=(0.3, 0.8), dtype=torch.float64, generator=gen
+    )
     valid = torch.tensor([[True, True, False, True], [True, True, True, True]])
     inputs = tuple(t.clone().requires_grad_() for t in (means, cov, opacities, features))
 
@@ -181,8 +186,10 @@ def test_reference_gradients_match_oracle_gradients(gen):
     grad_d = torch.randn(1, *SMALL.shape, generator=gen, dtype=torch.float64)
     grad_f = torch.randn(1, *SMALL.shape, 4, generator=gen, dtype=torch.float64)
     grads = []
-    for fn in (lambda *a: voxelize_gaussians(*a, SMALL, backend="torch"),
-               lambda *a: voxelize_dense(*a, SMALL)):
+    for fn in (
+        lambda *a: voxelize_gaussians(*a, SMALL, backend="torch"),
+        lambda *a: voxelize_dense(*a, SMALL),
+    ):
         leaves = [t.clone().requires_grad_() for t in inputs]
         d, f = fn(*leaves)
         torch.autograd.backward([d, f], [grad_d, grad_f])
@@ -193,8 +200,19 @@ def test_reference_gradients_match_oracle_gradients(gen):
 
 def test_filter_semantics():
     grid = SMALL
-    means = torch.tensor([[[0.0, 0.0, 0.0], [2.0, 1.2, 0.6], [2.01, 0.0, 0.0], [-2.0, -2.0, -1.0],
-                           [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+    means = torch.tensor(
+        [
+            [
+                [0.0, 0.0, 0.0],
+                [2.0, 1.2, 0.6],
+                [2.01, 0.0, 0.0],
+                [-2.0, -2.0, -1.0],
+                [0.0, 0.0, 0.0],
+                [0.0, 0.0, 0.0],
+                [0.0, 0.0, 0.0],
+            ]
+        ]
+    )
     opacities = torch.tensor([[0.7, 0.7, 0.9, 0.61, 0.6, 0.9, 0.9]])
     variances = torch.tensor([[[1.0, 1.0, 1.0]] * 5 + [[1.0, 0.0024, 1.0], [1.0, 0.0026, 1.0]]])
     cov = torch.diag_embed(variances)
@@ -238,8 +256,9 @@ def test_bad_inputs_raise_clear_errors(gen):
 
 
 def test_excluded_gaussians_may_hold_garbage(gen):
-    means, cov, opacities, features = random_gaussians(1, 6, 3, SMALL, scale_range=(0.2, 1.0),
-                                                       dtype=torch.float64, generator=gen)
+    means, cov, opacities, features = random_gaussians(
+        1, 6, 3, SMALL, scale_range=(0.2, 1.0), dtype=torch.float64, generator=gen
+    )
     means, cov = means.clone(), cov.clone()
     means[0, 2] = math.nan
     cov[0, 2] = math.inf

@@ -59,15 +59,18 @@ def gradients(fn, inputs, grad_outputs):
 
 def hard_cases(gen, dtype, device):
     """(name, inputs, valid, grid) for the cases the issue lists, on `device`."""
+
     def put(*tensors):
         return tuple(t.to(device=device, dtype=dtype) for t in tensors)
 
     cases = []
-    inputs = random_gaussians(2, 60, 5, SMALL, scale_range=(0.2, 1.5), margin=2.0, dtype=torch.float64,
-                              generator=gen)
+    inputs = random_gaussians(
+        2, 60, 5, SMALL, scale_range=(0.2, 1.5), margin=2.0, dtype=torch.float64, generator=gen
+    )
     cases.append(("straddling", put(*inputs), None, SMALL))
-    means, cov, opacities, features = random_gaussians(1, 20, 3, SMALL, scale_range=(0.1, 0.5),
-                                                       dtype=torch.float64, generator=gen)
+    means, cov, opacities, features = random_gaussians(
+        1, 20, 3, SMALL, scale_range=(0.1, 0.5), dtype=torch.float64, generator=gen
+    )
     means = means.clone()
     means[..., 0] = SMALL.range[3] + 1.6 + 1.5 * torch.rand(1, 20, generator=gen, dtype=torch.float64)
     cases.append(("outside", put(means, cov, opacities, features), None, SMALL))
@@ -77,8 +80,9 @@ def hard_cases(gen, dtype, device):
     means = means + sigma * torch.randn(1, 50, 3, generator=gen, dtype=torch.float64)
     cov = build_covariance(sigma, torch.randn(1, 50, 4, generator=gen, dtype=torch.float64))
     features = torch.randn(1, 50, 4, generator=gen, dtype=torch.float64)
-    cases.append(("tiny", put(means, cov, torch.rand(1, 50, generator=gen, dtype=torch.float64), features),
-                  None, ODD))
+    cases.append(
+        ("tiny", put(means, cov, torch.rand(1, 50, generator=gen, dtype=torch.float64), features), None, ODD)
+    )
     inputs = random_gaussians(1, 4, 3, ODD, scale_range=(20.0, 100.0), dtype=torch.float64, generator=gen)
     cases.append(("huge", put(*inputs), None, ODD))
     n = 40
@@ -88,8 +92,9 @@ def hard_cases(gen, dtype, device):
     cases.append(("anisotropic", put(means, cov, opacities, features), None, ODD))
     inputs = random_gaussians(2, 0, 4, SMALL, dtype=torch.float64, generator=gen)
     cases.append(("zero gaussians", put(*inputs), None, SMALL))
-    inputs = random_gaussians(3, 12, 7, ODD, scale_range=(0.1, 1.2), margin=0.5, dtype=torch.float64,
-                              generator=gen)
+    inputs = random_gaussians(
+        3, 12, 7, ODD, scale_range=(0.1, 1.2), margin=0.5, dtype=torch.float64, generator=gen
+    )
     valid = torch.arange(12)[None] < torch.tensor([12, 5, 0])[:, None]
     valid &= torch.rand(3, 12, generator=gen) < 0.8
     cases.append(("batch with masks", put(*inputs), valid.to(device), ODD))
@@ -102,6 +107,7 @@ def hard_cases(gen, dtype, device):
 
 # ---------------------------------------------------------------------------------------------
 # CPU emulation of the kernels (runs everywhere).
+
 
 @pytest.fixture(scope="module")
 def emulation():
@@ -123,13 +129,19 @@ def test_emulated_kernel_forward_matches_reference(emulation, gen, dtype, tol):
 @pytest.mark.slow
 def test_emulated_kernel_backward_matches_reference(emulation, gen):
     for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
-        inputs = random_gaussians(2, 10, 5, SMALL, scale_range=(0.1, 1.0), margin=1.0, dtype=dtype,
-                                  generator=gen)
+        inputs = random_gaussians(
+            2, 10, 5, SMALL, scale_range=(0.1, 1.0), margin=1.0, dtype=dtype, generator=gen
+        )
         valid = torch.rand(2, 10, generator=gen) < 0.8
-        grad_out = (torch.randn(2, *SMALL.shape, generator=gen).to(dtype),
-                    torch.randn(2, *SMALL.shape, 5, generator=gen).to(dtype))
-        ours = gradients(lambda *a, v=valid: vcuda.voxelize_cuda(*a, SMALL, v, eps=1e-2, extension=emulation),
-                         inputs, grad_out)
+        grad_out = (
+            torch.randn(2, *SMALL.shape, generator=gen).to(dtype),
+            torch.randn(2, *SMALL.shape, 5, generator=gen).to(dtype),
+        )
+        ours = gradients(
+            lambda *a, v=valid: vcuda.voxelize_cuda(*a, SMALL, v, eps=1e-2, extension=emulation),
+            inputs,
+            grad_out,
+        )
         ref = gradients(lambda *a, v=valid: voxelize_reference(*a, SMALL, v, eps=1e-2), inputs, grad_out)
         for name, a, b in zip(("means", "covariances", "opacities", "features"), ours, ref):
             assert rel_err(a, b) < tol, f"{dtype} d/d{name}: relative error {rel_err(a, b):.3g}"
@@ -157,7 +169,12 @@ def test_emulated_kernel_gradcheck(emulation, gen):
     leaves = [t.clone().requires_grad_() for t in inputs]
     assert torch.autograd.gradcheck(
         lambda *a: vcuda.voxelize_cuda(*a, TINY, None, eps=1e-3, extension=emulation),
-        leaves, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
+        leaves,
+        eps=1e-6,
+        atol=1e-7,
+        rtol=1e-5,
+        fast_mode=True,
+    )
 
 
 @pytest.mark.slow
@@ -186,6 +203,7 @@ def test_failed_build_reports_the_compiler_error(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------
 # The real kernel on a GPU.
+
 
 def _cuda_reason():
     return vcuda.unavailable_reason()
@@ -252,25 +270,34 @@ def test_cuda_gradients_match_reference(kernel, gen, dtype, tol):
     grid = VoxelGrid((-10.0, -10.0, -1.0, 10.0, 10.0, 5.4), 0.4)
     inputs = random_gaussians(2, 400, 18, grid, margin=1.0, dtype=dtype, device="cuda", generator=gen)
     valid = (torch.rand(2, 400, generator=gen) < 0.9).cuda()
-    grad_out = (torch.randn(2, *grid.shape, generator=gen).to("cuda", dtype),
-                torch.randn(2, *grid.shape, 18, generator=gen).to("cuda", dtype))
-    ours = gradients(lambda *a: voxelize_gaussians(*a, grid, valid=valid, backend="cuda", eps=1e-3),
-                     inputs, grad_out)
-    ref = gradients(lambda *a: voxelize_gaussians(*a, grid, valid=valid, backend="torch", eps=1e-3),
-                    inputs, grad_out)
+    grad_out = (
+        torch.randn(2, *grid.shape, generator=gen).to("cuda", dtype),
+        torch.randn(2, *grid.shape, 18, generator=gen).to("cuda", dtype),
+    )
+    ours = gradients(
+        lambda *a: voxelize_gaussians(*a, grid, valid=valid, backend="cuda", eps=1e-3), inputs, grad_out
+    )
+    ref = gradients(
+        lambda *a: voxelize_gaussians(*a, grid, valid=valid, backend="torch", eps=1e-3), inputs, grad_out
+    )
     for name, a, b in zip(("means", "covariances", "opacities", "features"), ours, ref):
         assert rel_err(a, b) < tol, f"d/d{name}: relative error {rel_err(a, b):.3g}"
 
 
 @pytest.mark.gpu
 def test_cuda_gradcheck_float64(kernel, gen):
-    inputs = random_gaussians(2, 4, 3, TINY, scale_range=(0.3, 0.8), dtype=torch.float64, device="cuda",
-                              generator=gen)
+    inputs = random_gaussians(
+        2, 4, 3, TINY, scale_range=(0.3, 0.8), dtype=torch.float64, device="cuda", generator=gen
+    )
     leaves = [t.clone().requires_grad_() for t in inputs]
     valid = torch.tensor([[True, False, True, True], [True, True, True, True]], device="cuda")
     assert torch.autograd.gradcheck(
         lambda *a: voxelize_gaussians(*a, TINY, valid=valid, backend="cuda", eps=1e-3),
-        leaves, eps=1e-6, atol=1e-7, rtol=1e-5)
+        leaves,
+        eps=1e-6,
+        atol=1e-7,
+        rtol=1e-5,
+    )
 
 
 @pytest.mark.gpu
@@ -278,8 +305,10 @@ def test_cuda_writes_every_output_element(kernel, gen):
     """Outputs come from torch.empty: poison the allocator's cache with NaN first."""
     inputs = random_gaussians(2, 500, 18, OCC3D, device="cuda", generator=gen)
     for _ in range(3):
-        poison = [torch.full((2, *OCC3D.shape), math.nan, device="cuda"),
-                  torch.full((2, *OCC3D.shape, 18), math.nan, device="cuda")]
+        poison = [
+            torch.full((2, *OCC3D.shape), math.nan, device="cuda"),
+            torch.full((2, *OCC3D.shape, 18), math.nan, device="cuda"),
+        ]
         del poison
         density, features = voxelize_gaussians(*inputs, OCC3D, backend="cuda")
         assert torch.isfinite(density).all() and torch.isfinite(features).all()

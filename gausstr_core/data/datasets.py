@@ -95,10 +95,16 @@ class SceneBatch:
 
     def pin_memory(self) -> SceneBatch:
         cams = self.cameras
-        pinned = CameraBatch(**{f.name: (getattr(cams, f.name).pin_memory()
-                                         if isinstance(getattr(cams, f.name), Tensor) else getattr(cams,
-                                                                                                   f.name))
-                                for f in fields(cams)})
+        pinned = CameraBatch(
+            **{
+                f.name: (
+                    getattr(cams, f.name).pin_memory()
+                    if isinstance(getattr(cams, f.name), Tensor)
+                    else getattr(cams, f.name)
+                )
+                for f in fields(cams)
+            }
+        )
         gt = self.ground_truth.pin_memory() if self.ground_truth is not None else None
         return SceneBatch(pinned, gt, self.ego_to_global, self.tokens, self.scenes)
 
@@ -141,8 +147,13 @@ def collate_scenes(items: list[SceneItem]) -> SceneBatch:
             mask_camera=torch.stack([g.mask_camera for g in gts]),
             mask_lidar=torch.stack([g.mask_lidar for g in gts]),
         )
-    return SceneBatch(cameras, ground_truth, torch.stack([i.ego_to_global for i in items]),
-                      [i.token for i in items], [i.scene for i in items])
+    return SceneBatch(
+        cameras,
+        ground_truth,
+        torch.stack([i.ego_to_global for i in items]),
+        [i.token for i in items],
+        [i.scene for i in items],
+    )
 
 
 def _resize_features(features: Tensor, size: tuple[int, int] | None) -> Tensor:
@@ -183,12 +194,21 @@ class OccupancyDataset(Dataset):
         channels: camera channels in batch order.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", input_size: tuple[int,
-                                                                                        int] | None = None,
-                 with_ground_truth: bool = False, load_depth: bool = True, load_features: bool = True,
-                 version: str | None = None, depth_dir: str | os.PathLike | None = None,
-                 feature_dir: str | os.PathLike | None = None, feature_size: tuple[int, int] | None = None,
-                 cache: bool = False, channels: tuple[str, ...] = CAMERA_CHANNELS):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        input_size: tuple[int, int] | None = None,
+        with_ground_truth: bool = False,
+        load_depth: bool = True,
+        load_features: bool = True,
+        version: str | None = None,
+        depth_dir: str | os.PathLike | None = None,
+        feature_dir: str | os.PathLike | None = None,
+        feature_size: tuple[int, int] | None = None,
+        cache: bool = False,
+        channels: tuple[str, ...] = CAMERA_CHANNELS,
+    ):
         self.layout = DatasetLayout.create(root, version, depth_dir, feature_dir)
         self.index = NuScenesIndex(self.layout, split, channels)
         if len(self.index) == 0:
@@ -198,11 +218,15 @@ class OccupancyDataset(Dataset):
         self.load_depth = load_depth
         self.load_features = load_features
         self.feature_size = _check_size(feature_size)
-        for flag, directory, what in ((load_depth, self.layout.depth_dir, "depth"),
-                                      (load_features, self.layout.feature_dir, "feature")):
+        for flag, directory, what in (
+            (load_depth, self.layout.depth_dir, "depth"),
+            (load_features, self.layout.feature_dir, "feature"),
+        ):
             if flag and not directory.is_dir():
-                raise FileNotFoundError(f"{what} directory not found: {directory} (pass {what}_dir=..., or "
-                                        f"load_{'features' if what == 'feature' else 'depth'}=False)")
+                raise FileNotFoundError(
+                    f"{what} directory not found: {directory} (pass {what}_dir=..., or "
+                    f"load_{'features' if what == 'feature' else 'depth'}=False)"
+                )
         self._cache: dict[int, SceneItem] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -228,16 +252,20 @@ class OccupancyDataset(Dataset):
             with Image.open(path) as im:
                 array = np.asarray(im.convert("RGB"))
             if array.shape[:2] != frame.image_sizes[v]:
-                raise ValueError(f"{path} is {array.shape[1]}x{array.shape[0]} but its sample_data (and "
-                                 f"intrinsics) say {frame.image_sizes[v][1]}x{frame.image_sizes[v][0]}")
+                raise ValueError(
+                    f"{path} is {array.shape[1]}x{array.shape[0]} but its sample_data (and "
+                    f"intrinsics) say {frame.image_sizes[v][1]}x{frame.image_sizes[v][0]}"
+                )
             image = torch.from_numpy(array.copy()).permute(2, 0, 1)[None]
             depth = None
             if self.load_depth:
                 depth_path = self.layout.depth_path(path)
                 depth = _load_npy(depth_path, "depth")
                 if depth.dim() != 2 or tuple(depth.shape) != frame.image_sizes[v]:
-                    raise ValueError(f"{depth_path}: depth must be (H, W) = {frame.image_sizes[v]} like its "
-                                     f"image, got {tuple(depth.shape)}")
+                    raise ValueError(
+                        f"{depth_path}: depth must be (H, W) = {frame.image_sizes[v]} like its "
+                        f"image, got {tuple(depth.shape)}"
+                    )
                 depth = depth[None]
             size = self.input_size or frame.image_sizes[v]
             image, depth, aug = resize_views(image, size, depth)
@@ -249,8 +277,9 @@ class OccupancyDataset(Dataset):
                 feature_path = self.layout.feature_path(path)
                 feature = _load_npy(feature_path, "feature")
                 if feature.dim() != 3:
-                    raise ValueError(f"{feature_path}: features must be (C, h, w), "
-                                     f"got {tuple(feature.shape)}")
+                    raise ValueError(
+                        f"{feature_path}: features must be (C, h, w), got {tuple(feature.shape)}"
+                    )
                 feats.append(feature)
         features = None
         if feats:
@@ -262,11 +291,17 @@ class OccupancyDataset(Dataset):
         if self.with_ground_truth:
             ground_truth = load_labels(self.layout.gt_path(frame.scene_name, frame.token), VoxelGrid().shape)
         return SceneItem(
-            images=torch.stack(images), intrinsics=frame.intrinsics.clone(),
-            cam_to_ego=frame.cam_to_ego.clone(), image_aug=torch.stack(augs),
-            depth=torch.stack(depths) if depths else None, features=features,
-            ego_to_global=frame.ego_to_global.clone(), token=frame.token, scene=frame.scene_name,
-            ground_truth=ground_truth)
+            images=torch.stack(images),
+            intrinsics=frame.intrinsics.clone(),
+            cam_to_ego=frame.cam_to_ego.clone(),
+            image_aug=torch.stack(augs),
+            depth=torch.stack(depths) if depths else None,
+            features=features,
+            ego_to_global=frame.ego_to_global.clone(),
+            token=frame.token,
+            scene=frame.scene_name,
+            ground_truth=ground_truth,
+        )
 
 
 def _load_npy(path: Path, what: str) -> Tensor:
@@ -298,9 +333,18 @@ class SyntheticWorldDataset(Dataset):
         first_scene: index of the first scene (to take a disjoint range of worlds as a held-out set).
     """
 
-    def __init__(self, seed: int, num_scenes: int, config=None, input_size: tuple[int, int] | None = None,
-                 embeddings: Tensor | None = None, with_ground_truth: bool = False,
-                 feature_size: tuple[int, int] | None = None, cache: bool = True, first_scene: int = 0):
+    def __init__(
+        self,
+        seed: int,
+        num_scenes: int,
+        config=None,
+        input_size: tuple[int, int] | None = None,
+        embeddings: Tensor | None = None,
+        with_ground_truth: bool = False,
+        feature_size: tuple[int, int] | None = None,
+        cache: bool = True,
+        first_scene: int = 0,
+    ):
         from gausstr_core.data.synthetic.samples import SyntheticConfig
         from gausstr_core.data.synthetic.vocabulary import name_strings
 
@@ -309,8 +353,10 @@ class SyntheticWorldDataset(Dataset):
         self.seed, self.num_scenes, self.first_scene = seed, num_scenes, first_scene
         self.config = config or SyntheticConfig()
         if embeddings is not None and (embeddings.dim() != 2 or embeddings.shape[0] != len(name_strings())):
-            raise ValueError(f"embeddings must be (K, D) with K = {len(name_strings())} synthetic names, "
-                             f"got {tuple(embeddings.shape)}")
+            raise ValueError(
+                f"embeddings must be (K, D) with K = {len(name_strings())} synthetic names, "
+                f"got {tuple(embeddings.shape)}"
+            )
         self.embeddings = embeddings.detach().float().cpu() if embeddings is not None else None
         self.input_size = _check_size(input_size)
         self.feature_size = _check_size(feature_size)
@@ -336,8 +382,9 @@ class SyntheticWorldDataset(Dataset):
 
         scene = self.first_scene + index // self.config.samples_per_scene
         k = index % self.config.samples_per_scene
-        sample = generate_sample(self.seed, scene, k, self.config, self.embeddings,
-                                 with_labels=self.with_ground_truth)
+        sample = generate_sample(
+            self.seed, scene, k, self.config, self.embeddings, with_labels=self.with_ground_truth
+        )
         size = self.input_size or self.config.image_size
         images, depth, aug = resize_views(sample.views.rgb, size, sample.depth_target)
         features = sample.features.float() if sample.features is not None else None
@@ -345,8 +392,15 @@ class SyntheticWorldDataset(Dataset):
             features = _resize_features(features, self.feature_size)
         # Only the model inputs and the label-free targets leave this function: the rendered
         # per-pixel classes (sample.views.occ_class / name_id) and the true depth stay behind.
-        return SceneItem(images=images, intrinsics=sample.rig.intrinsics(),
-                         cam_to_ego=sample.rig.cam_to_ego(),
-                         image_aug=aug, depth=depth, features=features, ego_to_global=sample.ego_to_world,
-                         token=token("sample", self.seed, scene, k), scene=scene_name(self.seed, scene),
-                         ground_truth=sample.labels if self.with_ground_truth else None)
+        return SceneItem(
+            images=images,
+            intrinsics=sample.rig.intrinsics(),
+            cam_to_ego=sample.rig.cam_to_ego(),
+            image_aug=aug,
+            depth=depth,
+            features=features,
+            ego_to_global=sample.ego_to_world,
+            token=token("sample", self.seed, scene, k),
+            scene=scene_name(self.seed, scene),
+            ground_truth=sample.labels if self.with_ground_truth else None,
+        )

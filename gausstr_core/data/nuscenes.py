@@ -32,8 +32,14 @@ from torch import Tensor
 
 from gausstr_core.geometry import quaternion_to_matrix
 
-CAMERA_CHANNELS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT",
-                   "CAM_BACK_RIGHT")
+CAMERA_CHANNELS = (
+    "CAM_FRONT",
+    "CAM_FRONT_RIGHT",
+    "CAM_FRONT_LEFT",
+    "CAM_BACK",
+    "CAM_BACK_LEFT",
+    "CAM_BACK_RIGHT",
+)
 """Camera order of every batch (mmdetection3d's nuScenes info order, the official pipeline's)."""
 
 DEPTH_SUFFIX = "_metric3d"
@@ -63,9 +69,12 @@ class DatasetLayout:
     feature_dir: Path
 
     @staticmethod
-    def create(dataroot: str | os.PathLike, version: str | None = None,
-               depth_dir: str | os.PathLike | None = None,
-               feature_dir: str | os.PathLike | None = None) -> DatasetLayout:
+    def create(
+        dataroot: str | os.PathLike,
+        version: str | None = None,
+        depth_dir: str | os.PathLike | None = None,
+        feature_dir: str | os.PathLike | None = None,
+    ) -> DatasetLayout:
         """A layout with the official defaults for anything not given.
 
         Args:
@@ -100,8 +109,10 @@ def detect_version(dataroot: Path) -> str:
         raise FileNotFoundError(f"nuScenes dataroot not found: {dataroot}")
     found = sorted(p.name for p in dataroot.iterdir() if p.is_dir() and (p / "sample.json").is_file())
     if len(found) != 1:
-        raise ValueError(f"{dataroot}: expected exactly one table directory (e.g. v1.0-trainval/ with "
-                         f"sample.json), found {found or 'none'}; pass version= explicitly")
+        raise ValueError(
+            f"{dataroot}: expected exactly one table directory (e.g. v1.0-trainval/ with "
+            f"sample.json), found {found or 'none'}; pass version= explicitly"
+        )
     return found[0]
 
 
@@ -142,8 +153,10 @@ def _load_nuscenes(layout: DatasetLayout):
     try:
         from nuscenes.nuscenes import NuScenes
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("reading nuScenes tables needs nuscenes-devkit: pip install nuscenes-devkit "
-                          "(see docs/data.md for installing it next to numpy 2)") from exc
+        raise ImportError(
+            "reading nuScenes tables needs nuscenes-devkit: pip install nuscenes-devkit "
+            "(see docs/data.md for installing it next to numpy 2)"
+        ) from exc
     if not layout.table_dir.is_dir():
         raise FileNotFoundError(f"nuScenes tables not found: {layout.table_dir}")
     return NuScenes(version=layout.version, dataroot=str(layout.dataroot), verbose=False)
@@ -184,8 +197,9 @@ class NuScenesIndex:
         channels: camera channels, in batch order.
     """
 
-    def __init__(self, layout: DatasetLayout, split: str = "train", channels: tuple[str,
-                                                                                    ...] = CAMERA_CHANNELS):
+    def __init__(
+        self, layout: DatasetLayout, split: str = "train", channels: tuple[str, ...] = CAMERA_CHANNELS
+    ):
         self.layout = layout
         self.split = split
         self.channels = tuple(channels)
@@ -205,8 +219,10 @@ class NuScenesIndex:
         ego_to_global = None
         for channel in self.channels:
             if channel not in sample["data"]:
-                raise ValueError(f"sample {sample['token']} of {scene_name} has no {channel} image "
-                                 f"(has {sorted(sample['data'])})")
+                raise ValueError(
+                    f"sample {sample['token']} of {scene_name} has no {channel} image "
+                    f"(has {sorted(sample['data'])})"
+                )
             sd = nusc.get("sample_data", sample["data"][channel])
             cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
             if not cs["camera_intrinsic"]:
@@ -218,8 +234,16 @@ class NuScenesIndex:
             if ego_to_global is None:
                 ego = nusc.get("ego_pose", sd["ego_pose_token"])
                 ego_to_global = pose_matrix(ego["rotation"], ego["translation"])
-        return KeyFrame(sample["token"], scene_name, int(sample["timestamp"]), paths, sizes,
-                        torch.stack(ks).float(), torch.stack(poses).float(), ego_to_global)
+        return KeyFrame(
+            sample["token"],
+            scene_name,
+            int(sample["timestamp"]),
+            paths,
+            sizes,
+            torch.stack(ks).float(),
+            torch.stack(poses).float(),
+            ego_to_global,
+        )
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -230,4 +254,3 @@ class NuScenesIndex:
     @property
     def scene_names(self) -> list[str]:
         return list(dict.fromkeys(f.scene_name for f in self.frames))
-

@@ -21,9 +21,24 @@ import torch
 from torch import Tensor
 
 OCC3D_CLASS_NAMES: tuple[str, ...] = (
-    "others", "barrier", "bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian",
-    "traffic_cone", "trailer", "truck", "driveable_surface", "other_flat", "sidewalk", "terrain",
-    "manmade", "vegetation", "free",
+    "others",
+    "barrier",
+    "bicycle",
+    "bus",
+    "car",
+    "construction_vehicle",
+    "motorcycle",
+    "pedestrian",
+    "traffic_cone",
+    "trailer",
+    "truck",
+    "driveable_surface",
+    "other_flat",
+    "sidewalk",
+    "terrain",
+    "manmade",
+    "vegetation",
+    "free",
 )
 """The 18 Occ3D-nuScenes labels in id order; the last, ``free`` (17), is empty space."""
 
@@ -33,9 +48,24 @@ OCC3D_SHAPE = (200, 200, 16)
 
 # The palette of the Occ3D / SurroundOcc visualisations (RGB), so pictures read like the papers'.
 OCC3D_COLORS: tuple[tuple[int, int, int], ...] = (
-    (0, 0, 0), (255, 120, 50), (255, 192, 203), (255, 255, 0), (0, 150, 245), (0, 255, 255),
-    (200, 180, 0), (255, 0, 0), (255, 240, 150), (135, 60, 0), (160, 32, 240), (255, 0, 255),
-    (139, 137, 137), (75, 0, 75), (150, 240, 80), (230, 230, 250), (0, 175, 0), (255, 255, 255),
+    (0, 0, 0),
+    (255, 120, 50),
+    (255, 192, 203),
+    (255, 255, 0),
+    (0, 150, 245),
+    (0, 255, 255),
+    (200, 180, 0),
+    (255, 0, 0),
+    (255, 240, 150),
+    (135, 60, 0),
+    (160, 32, 240),
+    (255, 0, 255),
+    (139, 137, 137),
+    (75, 0, 75),
+    (150, 240, 80),
+    (230, 230, 250),
+    (0, 175, 0),
+    (255, 255, 255),
 )
 
 CLASS_ID = {name: i for i, name in enumerate(OCC3D_CLASS_NAMES)}
@@ -78,13 +108,15 @@ def _as_mask(name: str, array: np.ndarray, path: Path) -> Tensor:
     if array.dtype != np.bool_ and not np.issubdtype(array.dtype, np.integer):
         raise ValueError(f"{path}: {name} must be an integer or bool 0/1 array, got {array.dtype}")
     if array.dtype != np.bool_ and array.size and (array.min() < 0 or array.max() > 1):
-        raise ValueError(f"{path}: {name} must hold only 0 and 1, got values in "
-                         f"[{array.min()}, {array.max()}]")
+        raise ValueError(
+            f"{path}: {name} must hold only 0 and 1, got values in [{array.min()}, {array.max()}]"
+        )
     return torch.from_numpy(array.astype(np.bool_))
 
 
-def load_labels(path: str | os.PathLike, expected_shape: tuple[int, int,
-                                                               int] | None = OCC3D_SHAPE) -> Occ3DLabels:
+def load_labels(
+    path: str | os.PathLike, expected_shape: tuple[int, int, int] | None = OCC3D_SHAPE
+) -> Occ3DLabels:
     """Read an Occ3D ``labels.npz`` (never unpickles: ``allow_pickle=False``).
 
     Args:
@@ -110,8 +142,9 @@ def load_labels(path: str | os.PathLike, expected_shape: tuple[int, int,
     if not np.issubdtype(semantics.dtype, np.integer):
         raise ValueError(f"{path}: semantics must be integer class ids, got {semantics.dtype}")
     if semantics.size and (semantics.min() < 0 or semantics.max() > FREE_LABEL):
-        raise ValueError(f"{path}: semantics must be in [0, {FREE_LABEL}], got "
-                         f"[{semantics.min()}, {semantics.max()}]")
+        raise ValueError(
+            f"{path}: semantics must be in [0, {FREE_LABEL}], got [{semantics.min()}, {semantics.max()}]"
+        )
     return Occ3DLabels(
         semantics=torch.from_numpy(semantics.astype(np.uint8)),
         mask_lidar=_as_mask("mask_lidar", masks["mask_lidar"], path),
@@ -143,4 +176,3 @@ def save_labels(path: str | os.PathLike, labels: Occ3DLabels, compress: bool = T
     tmp.write_bytes(buffer.getvalue())
     os.replace(tmp, path)
     return path
-

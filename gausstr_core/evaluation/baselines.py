@@ -28,8 +28,9 @@ def all_free(grid: VoxelGrid, num_classes: int, batch_size: int = 1, device=None
     return torch.full((batch_size, *grid.shape), num_classes, dtype=torch.uint8, device=device)
 
 
-def pixel_labels(features: Tensor, prototypes: Tensor, out_size: tuple[int, int],
-                 prompt_classes: Tensor | None = None) -> Tensor:
+def pixel_labels(
+    features: Tensor, prototypes: Tensor, out_size: tuple[int, int], prompt_classes: Tensor | None = None
+) -> Tensor:
     """Label of the nearest (cosine) text prototype for every pixel of bilinearly upsampled features.
 
     Cosine argmax over prototypes does not depend on the feature's norm, and dot products are
@@ -46,8 +47,10 @@ def pixel_labels(features: Tensor, prototypes: Tensor, out_size: tuple[int, int]
         (V, H, W) long labels in [0, K).
     """
     if features.dim() != 4 or prototypes.dim() != 2 or features.shape[1] != prototypes.shape[1]:
-        raise ValueError(f"features must be (V, C, h, w) and prototypes (P, C) with the same C, got "
-                         f"{tuple(features.shape)} and {tuple(prototypes.shape)}")
+        raise ValueError(
+            f"features must be (V, C, h, w) and prototypes (P, C) with the same C, got "
+            f"{tuple(features.shape)} and {tuple(prototypes.shape)}"
+        )
     protos = F.normalize(prototypes.float(), dim=-1)
     labels = []
     for f in features.float():  # one view at a time bounds memory at (P, H, W)
@@ -62,8 +65,13 @@ def pixel_labels(features: Tensor, prototypes: Tensor, out_size: tuple[int, int]
     return torch.stack(labels)
 
 
-def depth_unprojection(batch: CameraBatch, prototypes: Tensor, grid: VoxelGrid,
-                       prompt_classes: Tensor | None = None, num_classes: int | None = None) -> Tensor:
+def depth_unprojection(
+    batch: CameraBatch,
+    prototypes: Tensor,
+    grid: VoxelGrid,
+    prompt_classes: Tensor | None = None,
+    num_classes: int | None = None,
+) -> Tensor:
     """Label volume from unprojected target depth + nearest-prototype labels (see module doc).
 
     Args:
@@ -77,13 +85,17 @@ def depth_unprojection(batch: CameraBatch, prototypes: Tensor, grid: VoxelGrid,
     """
     if batch.depth is None or batch.features is None:
         raise ValueError("depth_unprojection needs a batch with depth and features targets")
-    k = num_classes if num_classes is not None else (
-        int(prompt_classes.max()) + 1 if prompt_classes is not None else prototypes.shape[0])
+    k = (
+        num_classes
+        if num_classes is not None
+        else (int(prompt_classes.max()) + 1 if prompt_classes is not None else prototypes.shape[0])
+    )
     b, v, _, h, w = batch.images.shape
     xs, ys, zs = grid.shape
     n_vox = xs * ys * zs
-    v_grid, u_grid = torch.meshgrid(torch.arange(h, dtype=torch.float32),
-                                    torch.arange(w, dtype=torch.float32), indexing="ij")
+    v_grid, u_grid = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
     pixels = torch.stack([u_grid, v_grid], -1).reshape(-1, 2).to(batch.depth.device)
     k_in = batch.input_intrinsics()
     out = []

@@ -25,13 +25,17 @@ OCC3D_NUM_CLASSES = 17
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gausstr-eval", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="gausstr-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     a = p.add_argument
     a("--checkpoint", type=Path, help="model checkpoint (.safetensors from gausstr-train or the converter)")
     a("--baseline", choices=BASELINES, help="score a trivial baseline instead of a model")
-    a("--preset", default="tiny", help="config (text encoder, grid, input size) for baselines: tiny, "
-                                       "talk2dino, featup (default tiny)")
+    a(
+        "--preset",
+        default="tiny",
+        help="config (text encoder, grid, input size) for baselines: tiny, talk2dino, featup (default tiny)",
+    )
     a("--data", required=True, help="directory in the nuScenes/Occ3D layout, or synthetic:scenes=N,seed=S")
     a("--split", default="val", help="split of a data directory (default val)")
     a("--out", type=Path, required=True, help="output directory")
@@ -40,8 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--bev", type=int, default=4, help="BEV pictures of the first N scenes")
     a("--no-rayiou", action="store_true", help="skip RayIoU")
     a("--device", default="auto")
-    a("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-      help="config override, e.g. inference.density_threshold=0.1 (repeatable)")
+    a(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. inference.density_threshold=0.1 (repeatable)",
+    )
     a("--threads", type=int, help="torch CPU threads")
     return p
 
@@ -81,13 +91,16 @@ def run(args: argparse.Namespace) -> dict:
     dataset = build_dataset(args.data, args.split, config, training=False)
     categories = args.categories or categories_for(dataset)
     if len(categories) != OCC3D_NUM_CLASSES:
-        raise ValueError(f"the ground truth uses Occ3D's labels, so --categories must name the "
-                         f"{OCC3D_NUM_CLASSES} Occ3D classes in label order (others, barrier, ..., "
-                         f"vegetation); got {len(categories)}")
+        raise ValueError(
+            f"the ground truth uses Occ3D's labels, so --categories must name the "
+            f"{OCC3D_NUM_CLASSES} Occ3D classes in label order (others, barrier, ..., "
+            f"vegetation); got {len(categories)}"
+        )
     names = display_names(categories)
     n = len(dataset) if not args.max_scenes else min(args.max_scenes, len(dataset))
-    loader = DataLoader(Subset(dataset, list(range(n))), batch_size=1, shuffle=False,
-                        collate_fn=collate_evaluation)
+    loader = DataLoader(
+        Subset(dataset, list(range(n))), batch_size=1, shuffle=False, collate_fn=collate_evaluation
+    )
 
     if predictor is not None:
         predictor.set_categories(categories)
@@ -107,11 +120,21 @@ def run(args: argparse.Namespace) -> dict:
         groups = vocab.group_index()
         predict = lambda batch: depth_unprojection(batch, prototypes, config.grid, groups, vocab.num_classes)
         what = "baseline: depth unprojection + nearest text prototype"
-    print(f"gausstr-eval: {what} on {n} scene(s) of {args.data} ({args.split}), {len(categories)} classes",
-          flush=True)
+    print(
+        f"gausstr-eval: {what} on {n} scene(s) of {args.data} ({args.split}), {len(categories)} classes",
+        flush=True,
+    )
     with torch.inference_mode():
-        result = evaluate(predict, loader, names, config.grid, out_dir=args.out, rayiou=not args.no_rayiou,
-                          bev_scenes=args.bev, total=len(loader))
+        result = evaluate(
+            predict,
+            loader,
+            names,
+            config.grid,
+            out_dir=args.out,
+            rayiou=not args.no_rayiou,
+            bev_scenes=args.bev,
+            total=len(loader),
+        )
     result["evaluated"] = {"what": what, "data": args.data, "split": args.split, "categories": categories}
     (args.out / "metrics.json").write_text(json.dumps(result, indent=1))
     return result
@@ -146,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     s = result["summary"]
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"
-    print(f"IoU {fmt(s['iou'])}  mIoU {fmt(s['miou'])}  mIoU (zero-shot classes) {fmt(s['miou_zero_shot'])}  "
-          f"RayIoU {fmt(s['rayiou'])}  ({s['scenes']} scenes) -> {args.out}")
+    print(
+        f"IoU {fmt(s['iou'])}  mIoU {fmt(s['miou'])}  mIoU (zero-shot classes) {fmt(s['miou_zero_shot'])}  "
+        f"RayIoU {fmt(s['rayiou'])}  ({s['scenes']} scenes) -> {args.out}"
+    )
     return 0
 
 

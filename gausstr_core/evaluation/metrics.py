@@ -56,8 +56,9 @@ def confusion_matrix(pred, gt, num_labels: int, mask=None) -> Tensor:
     pred = _as_long_tensor(pred, "pred")
     gt = _as_long_tensor(gt, "gt").to(pred.device)
     if pred.shape != gt.shape:
-        raise ValueError(f"pred and gt must have the same shape, got {tuple(pred.shape)} and "
-                         f"{tuple(gt.shape)}")
+        raise ValueError(
+            f"pred and gt must have the same shape, got {tuple(pred.shape)} and {tuple(gt.shape)}"
+        )
     if num_labels < 2:
         raise ValueError(f"num_labels must be >= 2 (classes + free), got {num_labels}")
     if mask is not None:
@@ -70,8 +71,10 @@ def confusion_matrix(pred, gt, num_labels: int, mask=None) -> Tensor:
     pred, gt = pred.reshape(-1), gt.reshape(-1)
     for name, t in (("pred", pred), ("gt", gt)):
         if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_labels):
-            raise ValueError(f"{name} labels must lie in [0, {num_labels - 1}] (free = {num_labels - 1}), "
-                             f"got values in [{int(t.min())}, {int(t.max())}]")
+            raise ValueError(
+                f"{name} labels must lie in [0, {num_labels - 1}] (free = {num_labels - 1}), "
+                f"got values in [{int(t.min())}, {int(t.max())}]"
+            )
     counts = torch.bincount(gt * num_labels + pred, minlength=num_labels * num_labels)
     return counts.reshape(num_labels, num_labels).cpu()
 
@@ -156,8 +159,10 @@ class OccupancyScores:
             lines.append(f"| {name}{mark} | {fmt(v)} | {int(total[k])} |")
         lines.append(f"| **mIoU** (all {len(self.class_names)} classes) | **{fmt(self.miou)}** | |")
         if self.excluded:
-            lines.append(f"| **mIoU** (zero-shot, without {', '.join(self.excluded)}) | "
-                         f"**{fmt(self.miou_zero_shot)}** | |")
+            lines.append(
+                f"| **mIoU** (zero-shot, without {', '.join(self.excluded)}) | "
+                f"**{fmt(self.miou_zero_shot)}** | |"
+            )
         lines.append(f"| **IoU** (geometry) | **{fmt(self.iou)}** | |")
         return "\n".join(lines)
 
@@ -170,8 +175,9 @@ class OccupancyMetric:
         exclude_zero_shot: names left out of ``miou_zero_shot`` when present in ``class_names``.
     """
 
-    def __init__(self, class_names: Sequence[str],
-                 exclude_zero_shot: Sequence[str] = OCC3D_ZERO_SHOT_EXCLUDED):
+    def __init__(
+        self, class_names: Sequence[str], exclude_zero_shot: Sequence[str] = OCC3D_ZERO_SHOT_EXCLUDED
+    ):
         if len(class_names) < 1:
             raise ValueError("class_names must name at least one class")
         self.class_names = [str(n) for n in class_names]

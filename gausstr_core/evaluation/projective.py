@@ -30,8 +30,14 @@ class ProjectiveConsistency:
     prediction equal to the ground truth scores 0.
     """
 
-    def __init__(self, num_classes: int, grid: VoxelGrid | None = None,
-                 config: GaussRenderConfig | None = None, seed: int = 0, render_backend: str = "auto"):
+    def __init__(
+        self,
+        num_classes: int,
+        grid: VoxelGrid | None = None,
+        config: GaussRenderConfig | None = None,
+        seed: int = 0,
+        render_backend: str = "auto",
+    ):
         self.num_classes = num_classes
         self.grid = grid or VoxelGrid()
         self.config = config or GaussRenderConfig()
@@ -41,8 +47,9 @@ class ProjectiveConsistency:
         self.frames = 0
 
     @torch.no_grad()
-    def update(self, labels: Tensor, semantics: Tensor, mask: Tensor | None,
-               cameras: CameraBatch) -> dict[str, float]:
+    def update(
+        self, labels: Tensor, semantics: Tensor, mask: Tensor | None, cameras: CameraBatch
+    ) -> dict[str, float]:
         """Add B scenes: labels and semantics (B, X, Y, Z), mask (B, X, Y, Z) bool or None. Returns
         this batch's scores."""
         if labels.shape != semantics.shape:
@@ -60,9 +67,18 @@ class ProjectiveConsistency:
         if mask is not None:
             considered &= mask.to(device).bool()
         views = render_views(cameras, grid, self.config, self.generator, all_sensors=True)
-        terms = gaussrender_terms(pred_colors, pred_opacity, considered & (pred_opacity > 0), gt_colors,
-                                  gt_opacity, considered & (gt_opacity > 0), views, grid, self.config,
-                                  self.render_backend)
+        terms = gaussrender_terms(
+            pred_colors,
+            pred_opacity,
+            considered & (pred_opacity > 0),
+            gt_colors,
+            gt_opacity,
+            considered & (gt_opacity > 0),
+            views,
+            grid,
+            self.config,
+            self.render_backend,
+        )
         scores = {}
         for view in views:
             scores[f"{view.kind}/semantic_l1"] = float(terms[f"{view.kind}/semantic"]) * k

@@ -70,8 +70,13 @@ def _one_cpu_thread(device: torch.device):
         torch.set_num_threads(threads)
 
 
-def cast_rays(labels: Tensor, origins: Tensor, directions: Tensor, grid: VoxelGrid, free_label: int,
-              ) -> tuple[Tensor, Tensor]:
+def cast_rays(
+    labels: Tensor,
+    origins: Tensor,
+    directions: Tensor,
+    grid: VoxelGrid,
+    free_label: int,
+) -> tuple[Tensor, Tensor]:
     """First non-free voxel along each ray (vectorised over rays).
 
     Args:
@@ -90,14 +95,19 @@ def cast_rays(labels: Tensor, origins: Tensor, directions: Tensor, grid: VoxelGr
         return _cast_rays(labels, origins, directions, grid, free_label)
 
 
-def _cast_rays(labels: Tensor, origins: Tensor, directions: Tensor, grid: VoxelGrid, free_label: int,
-               ) -> tuple[Tensor, Tensor]:
+def _cast_rays(
+    labels: Tensor,
+    origins: Tensor,
+    directions: Tensor,
+    grid: VoxelGrid,
+    free_label: int,
+) -> tuple[Tensor, Tensor]:
     device = labels.device
     labels = labels.long()
     occupied = labels != free_label
     size = torch.tensor(grid.shape, device=device)
     lo = torch.tensor(grid.lower, dtype=torch.float64, device=device)
-    o = ((origins.to(device, torch.float64) - lo) / grid.voxel_size)  # voxel units
+    o = (origins.to(device, torch.float64) - lo) / grid.voxel_size  # voxel units
     t_count, r_count = o.shape[0], directions.shape[0]
     o = o[:, None, :].expand(t_count, r_count, 3).reshape(-1, 3)
     d = directions.to(device, torch.float64)[None].expand(t_count, r_count, 3).reshape(-1, 3)
@@ -151,8 +161,9 @@ def _cast_rays(labels: Tensor, origins: Tensor, directions: Tensor, grid: VoxelG
     return out_label, out_depth * grid.voxel_size
 
 
-def cast_rays_reference(labels: Tensor, origins: Tensor, directions: Tensor, grid: VoxelGrid,
-                        free_label: int) -> tuple[Tensor, Tensor]:
+def cast_rays_reference(
+    labels: Tensor, origins: Tensor, directions: Tensor, grid: VoxelGrid, free_label: int
+) -> tuple[Tensor, Tensor]:
     """Scalar per-ray port of the reference traversal (slow; for parity tests only). Same I/O as
     :func:`cast_rays`."""
     _validate(labels, grid)
@@ -165,8 +176,10 @@ def cast_rays_reference(labels: Tensor, origins: Tensor, directions: Tensor, gri
         for d in directions.double().cpu().numpy():
             v = [int(o[0]), int(o[1]), int(o[2])]
             step = [1 if c >= 0 else -1 for c in d]
-            t_max = [((v[i] + (1 if step[i] > 0 else 0)) - o[i]) / d[i] if d[i] != 0 else math.inf
-                     for i in range(3)]
+            t_max = [
+                ((v[i] + (1 if step[i] > 0 else 0)) - o[i]) / d[i] if d[i] != 0 else math.inf
+                for i in range(3)
+            ]
             t_delta = [step[i] / d[i] if d[i] != 0 else math.inf for i in range(3)]
             label, depth, was_inside = free_label, -1.0, False
             for _ in range(_MAX_STEPS + 1):
@@ -203,8 +216,13 @@ class RayIoUMetric:
         directions: (R, 3) ray fan; SparseOcc's LiDAR fan by default.
     """
 
-    def __init__(self, class_names: Sequence[str], grid: VoxelGrid | None = None,
-                 thresholds: Sequence[float] = RAYIOU_THRESHOLDS, directions: Tensor | None = None):
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        grid: VoxelGrid | None = None,
+        thresholds: Sequence[float] = RAYIOU_THRESHOLDS,
+        directions: Tensor | None = None,
+    ):
         self.class_names = [str(n) for n in class_names]
         self.free_label = len(self.class_names)
         self.grid = grid or VoxelGrid()
@@ -216,8 +234,9 @@ class RayIoUMetric:
         self.tp_count = torch.zeros(len(self.thresholds), k, dtype=torch.int64)
         self.num_frames = 0
 
-    def update(self, pred: Tensor, gt: Tensor,
-               origins: Tensor | Sequence[Sequence[float]] | None = None) -> None:
+    def update(
+        self, pred: Tensor, gt: Tensor, origins: Tensor | Sequence[Sequence[float]] | None = None
+    ) -> None:
         """Add one frame.
 
         Args:
@@ -227,12 +246,14 @@ class RayIoUMetric:
         """
         pred, gt = torch.as_tensor(pred), torch.as_tensor(gt)
         if pred.shape != gt.shape:
-            raise ValueError(f"pred and gt must have the same shape, got {tuple(pred.shape)} and "
-                             f"{tuple(gt.shape)}")
+            raise ValueError(
+                f"pred and gt must have the same shape, got {tuple(pred.shape)} and {tuple(gt.shape)}"
+            )
         for name, t in (("pred", pred), ("gt", gt)):
             if t.numel() and (int(t.min()) < 0 or int(t.max()) > self.free_label):
-                raise ValueError(f"{name} labels must lie in [0, {self.free_label}], "
-                                 f"got [{int(t.min())}, {int(t.max())}]")
+                raise ValueError(
+                    f"{name} labels must lie in [0, {self.free_label}], got [{int(t.min())}, {int(t.max())}]"
+                )
         if origins is None:
             origins = [NUSCENES_LIDAR_ORIGIN]
         origins = torch.as_tensor(origins, dtype=torch.float64).reshape(-1, 3)

@@ -36,11 +36,20 @@ def display_names(categories: Sequence[str]) -> list[str]:
     return [c.split("|")[0].strip() for c in categories]
 
 
-def evaluate(predict: Predictor, items: Iterable[tuple[CameraBatch, Any]], class_names: Sequence[str],
-             grid: VoxelGrid | None = None, out_dir: str | Path | None = None, rayiou: bool = True,
-             bev_scenes: int = 4, ray_origins: Sequence[Sequence[float]] | None = None,
-             progress: bool = True, total: int | None = None, metric: OccupancyMetric | None = None,
-             reduce: Callable[[OccupancyMetric, RayIoUMetric | None], None] | None = None) -> dict[str, Any]:
+def evaluate(
+    predict: Predictor,
+    items: Iterable[tuple[CameraBatch, Any]],
+    class_names: Sequence[str],
+    grid: VoxelGrid | None = None,
+    out_dir: str | Path | None = None,
+    rayiou: bool = True,
+    bev_scenes: int = 4,
+    ray_origins: Sequence[Sequence[float]] | None = None,
+    progress: bool = True,
+    total: int | None = None,
+    metric: OccupancyMetric | None = None,
+    reduce: Callable[[OccupancyMetric, RayIoUMetric | None], None] | None = None,
+) -> dict[str, Any]:
     """Score a predictor.
 
     Args:
@@ -72,25 +81,32 @@ def evaluate(predict: Predictor, items: Iterable[tuple[CameraBatch, Any]], class
     out = Path(out_dir) if out_dir is not None else None
     files: list[str] = []
     scenes, seconds = 0, 0.0
-    for batch, gt in tqdm(items, total=total, desc="evaluate", unit="batch", disable=not progress,
-                          dynamic_ncols=True):
+    for batch, gt in tqdm(
+        items, total=total, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True
+    ):
         t0 = time.perf_counter()
         labels = predict(batch).cpu()
         seconds += time.perf_counter() - t0
         semantics = gt.semantics.cpu()
         mask = None if getattr(gt, "mask_camera", None) is None else gt.mask_camera.cpu().bool()
         if labels.shape != semantics.shape:
-            raise ValueError(f"the predictor returned labels of shape {tuple(labels.shape)}, the ground "
-                             f"truth is {tuple(semantics.shape)}")
+            raise ValueError(
+                f"the predictor returned labels of shape {tuple(labels.shape)}, the ground "
+                f"truth is {tuple(semantics.shape)}"
+            )
         metric.update(labels, semantics, mask)
         for i in range(labels.shape[0]):
             if rays is not None:
                 rays.update(labels[i], semantics[i], ray_origins)
             if out is not None and scenes < bev_scenes:
-                path = save_bev_comparison(out / f"bev_{scenes:03d}.png", labels[i], semantics[i],
-                                           class_names, mask=None if mask is None else mask[i],
-                                           title=f"scene {scenes}: prediction | ground truth | error "
-                                                 f"(camera-visible voxels)")
+                path = save_bev_comparison(
+                    out / f"bev_{scenes:03d}.png",
+                    labels[i],
+                    semantics[i],
+                    class_names,
+                    mask=None if mask is None else mask[i],
+                    title=f"scene {scenes}: prediction | ground truth | error (camera-visible voxels)",
+                )
                 files.append(str(path))
             scenes += 1
     if reduce is not None:
@@ -117,9 +133,11 @@ def evaluate(predict: Predictor, items: Iterable[tuple[CameraBatch, Any]], class
         files.append(str(save_confusion_matrix(out / "confusion.png", scores.confusion, class_names)))
         table = scores.markdown_table()
         if ray_scores:
-            table += (f"\n\nRayIoU (SparseOcc, one origin per scene): {summary['rayiou']:.2f} "
-                      f"(@1 m {100 * ray_scores['rayiou@1']:.2f}, @2 m {100 * ray_scores['rayiou@2']:.2f}, "
-                      f"@4 m {100 * ray_scores['rayiou@4']:.2f})")
+            table += (
+                f"\n\nRayIoU (SparseOcc, one origin per scene): {summary['rayiou']:.2f} "
+                f"(@1 m {100 * ray_scores['rayiou@1']:.2f}, @2 m {100 * ray_scores['rayiou@2']:.2f}, "
+                f"@4 m {100 * ray_scores['rayiou@4']:.2f})"
+            )
         (out / "per_class.md").write_text(table + "\n")
         files.append(str(out / "per_class.md"))
         (out / "metrics.json").write_text(json.dumps(result, indent=1))
@@ -139,9 +157,19 @@ def model_predictor(predictor) -> Predictor:
     return lambda batch: predictor.predict(batch, render_depth=False).labels
 
 
-def evaluate_model(model, model_config, dataset, categories: Sequence[str], ctx=None,
-                   out_dir: Path | None = None, max_scenes: int | None = None, amp: str = "auto",
-                   rayiou: bool = True, batch_size: int = 1, num_workers: int = 0) -> dict[str, Any]:
+def evaluate_model(
+    model,
+    model_config,
+    dataset,
+    categories: Sequence[str],
+    ctx=None,
+    out_dir: Path | None = None,
+    max_scenes: int | None = None,
+    amp: str = "auto",
+    rayiou: bool = True,
+    batch_size: int = 1,
+    num_workers: int = 0,
+) -> dict[str, Any]:
     """Zero-shot evaluation of a (training) model through OccupancyPredictor, sharded over DDP ranks.
 
     Every rank scores every ``world_size``-th scene; the confusion matrices and RayIoU counts are
@@ -166,8 +194,9 @@ def evaluate_model(model, model_config, dataset, categories: Sequence[str], ctx=
     predictor = OccupancyPredictor(model, text, model_config.grid, inference, categories, device)
     n = len(dataset) if not max_scenes else min(max_scenes, len(dataset))
     shard = Subset(dataset, list(range(ctx.rank, n, ctx.world_size)))
-    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_evaluation)
+    loader = DataLoader(
+        shard, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_evaluation
+    )
     names = display_names(categories)
 
     def reduce(metric: OccupancyMetric, rays: RayIoUMetric | None) -> None:
@@ -181,6 +210,14 @@ def evaluate_model(model, model_config, dataset, categories: Sequence[str], ctx=
                 setattr(rays, name, all_reduce_sum(ctx, getattr(rays, name).to(dev)).cpu())
             rays.num_frames = int(all_reduce_sum(ctx, torch.tensor([rays.num_frames], device=dev)).item())
 
-    return evaluate(model_predictor(predictor), loader, names, model_config.grid,
-                    out_dir=out_dir if ctx.is_main else None, rayiou=rayiou, progress=ctx.is_main,
-                    total=len(loader), reduce=reduce)
+    return evaluate(
+        model_predictor(predictor),
+        loader,
+        names,
+        model_config.grid,
+        out_dir=out_dir if ctx.is_main else None,
+        rayiou=rayiou,
+        progress=ctx.is_main,
+        total=len(loader),
+        reduce=reduce,
+    )

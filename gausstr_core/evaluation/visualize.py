@@ -20,16 +20,27 @@ from gausstr_core.data.occ3d import OCC3D_COLORS as _OCC3D_PALETTE
 
 # Occ3D colours (RGB) by class name: the palette of gausstr_core.data.occ3d (Occ3D / SurroundOcc).
 OCC3D_COLORS: dict[str, tuple[int, int, int]] = dict(zip(_OCC3D_LABELS[:-1], _OCC3D_PALETTE[:-1]))
-_ALIASES = {"drivable_surface": "driveable_surface", "road": "driveable_surface", "building": "manmade",
-            "pole": "manmade", "cone": "traffic_cone", "person": "pedestrian", "tree": "vegetation"}
+_ALIASES = {
+    "drivable_surface": "driveable_surface",
+    "road": "driveable_surface",
+    "building": "manmade",
+    "pole": "manmade",
+    "cone": "traffic_cone",
+    "person": "pedestrian",
+    "tree": "vegetation",
+}
 FREE_COLOR = (255, 255, 255)
 # Columns with no voxel inside the camera mask: a light checkerboard, so that they cannot be taken
 # for a class colour (Occ3D's palette has greys and near-whites).
 UNSEEN_COLOR = (205, 205, 205)
 UNSEEN_COLOR_2 = (235, 235, 235)
 # Error panel: correct class, wrong class, predicted occupied where free, missed (predicted free).
-ERROR_COLORS = {"correct": (40, 160, 40), "wrong class": (220, 30, 30), "false occupied": (255, 165, 0),
-                "missed": (30, 90, 220)}
+ERROR_COLORS = {
+    "correct": (40, 160, 40),
+    "wrong class": (220, 30, 30),
+    "false occupied": (255, 165, 0),
+    "missed": (30, 90, 220),
+}
 
 
 def class_colors(class_names: Sequence[str]) -> np.ndarray:
@@ -97,8 +108,9 @@ def bev_rgb(top: Tensor, colors: np.ndarray, free_label: int, visible: Tensor | 
     return _to_image(torch.from_numpy(rgb)).numpy()
 
 
-def bev_error_rgb(pred_top: Tensor, gt_top: Tensor, free_label: int,
-                  visible: Tensor | None = None) -> np.ndarray:
+def bev_error_rgb(
+    pred_top: Tensor, gt_top: Tensor, free_label: int, visible: Tensor | None = None
+) -> np.ndarray:
     """(X, Y, 3) uint8 error map of two top-down label maps (colours: ``ERROR_COLORS``)."""
     rgb = np.full((*pred_top.shape, 3), FREE_COLOR, dtype=np.uint8)
     p_occ, g_occ = pred_top != free_label, gt_top != free_label
@@ -118,7 +130,7 @@ def bev_error_rgb(pred_top: Tensor, gt_top: Tensor, free_label: int,
 def _paint_unseen(rgb: np.ndarray, visible: Tensor) -> None:
     """Checkerboard (4-voxel squares) where ``visible`` (X, Y) is false; ``rgb`` is (X, Y, 3)."""
     x, y = np.meshgrid(np.arange(rgb.shape[0]), np.arange(rgb.shape[1]), indexing="ij")
-    checker = ((x // 4 + y // 4) % 2 == 0)
+    checker = (x // 4 + y // 4) % 2 == 0
     hidden = ~visible.numpy()
     rgb[hidden & checker] = UNSEEN_COLOR
     rgb[hidden & ~checker] = UNSEEN_COLOR_2
@@ -133,8 +145,9 @@ def _pyplot():
     return plt
 
 
-def save_bev_comparison(path: str | Path, pred, gt, class_names: Sequence[str], mask=None,
-                        title: str | None = None) -> Path:
+def save_bev_comparison(
+    path: str | Path, pred, gt, class_names: Sequence[str], mask=None, title: str | None = None
+) -> Path:
     """PNG with prediction | ground truth | error side by side, and a legend.
 
     Args:
@@ -152,9 +165,11 @@ def save_bev_comparison(path: str | Path, pred, gt, class_names: Sequence[str], 
     colors = class_colors(class_names)
     p_top, vis = bev_labels(pred, free, mask)
     g_top, _ = bev_labels(gt, free, mask)
-    panels = [("prediction", bev_rgb(p_top, colors, free, vis)),
-              ("ground truth", bev_rgb(g_top, colors, free, vis)),
-              ("error", bev_error_rgb(p_top, g_top, free, vis))]
+    panels = [
+        ("prediction", bev_rgb(p_top, colors, free, vis)),
+        ("ground truth", bev_rgb(g_top, colors, free, vis)),
+        ("error", bev_error_rgb(p_top, g_top, free, vis)),
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(15, 5.8), dpi=100)
     for ax, (name, img) in zip(axes, panels):
         ax.imshow(img, interpolation="nearest")
@@ -194,8 +209,15 @@ def save_confusion_matrix(path: str | Path, confusion, class_names: Sequence[str
     for i in range(n):
         for j in range(n):
             if norm[i, j] >= 0.01:
-                ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=6,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{100 * norm[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     fig.colorbar(im, ax=ax, fraction=0.04, label="fraction of the ground-truth row")
     ax.set_title("confusion matrix (camera-visible voxels, row-normalised, %)")
     fig.tight_layout()

@@ -66,11 +66,16 @@ class InferenceConfig:
         if not 0 <= self.depth_min_alpha < 1:
             raise ValueError(f"inference.depth_min_alpha must be in [0, 1), got {self.depth_min_alpha}")
         if self.autocast_dtype is not None and self.autocast_dtype not in AUTOCAST_DTYPES:
-            raise ValueError(f"inference.autocast_dtype must be one of {tuple(AUTOCAST_DTYPES)} or None, "
-                             f"got {self.autocast_dtype!r}")
+            raise ValueError(
+                f"inference.autocast_dtype must be one of {tuple(AUTOCAST_DTYPES)} or None, "
+                f"got {self.autocast_dtype!r}"
+            )
         if self.voxelizer_backend not in VOXELIZER_BACKENDS:
-            raise ValueError(f"inference.voxelizer_backend must be one of {VOXELIZER_BACKENDS}, "
-                             f"got {self.voxelizer_backend!r}")
+            raise ValueError(
+                f"inference.voxelizer_backend must be one of {VOXELIZER_BACKENDS}, "
+                f"got {self.voxelizer_backend!r}"
+            )
         if self.render_backend not in RENDER_BACKENDS:
-            raise ValueError(f"inference.render_backend must be one of {RENDER_BACKENDS}, "
-                             f"got {self.render_backend!r}")
+            raise ValueError(
+                f"inference.render_backend must be one of {RENDER_BACKENDS}, got {self.render_backend!r}"
+            )

@@ -101,8 +101,9 @@ class _Prompts:
         p = self.groups.shape[0]
         k = self.vocabulary.num_classes
         out = probs.new_zeros((*probs.shape[:-1], k))
-        return out.scatter_reduce(-1, self.groups.expand(*probs.shape[:-1], p), probs[..., :p], reduce="amax",
-                                  include_self=True)
+        return out.scatter_reduce(
+            -1, self.groups.expand(*probs.shape[:-1], p), probs[..., :p], reduce="amax", include_self=True
+        )
 
 
 class OccupancyPredictor:
@@ -119,9 +120,15 @@ class OccupancyPredictor:
         device: where to run; None = the model's device.
     """
 
-    def __init__(self, model: nn.Module, text_encoder: Any, grid: VoxelGrid | None = None,
-                 config: InferenceConfig | None = None, categories: Sequence[str] | None = None,
-                 device: str | torch.device | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        text_encoder: Any,
+        grid: VoxelGrid | None = None,
+        config: InferenceConfig | None = None,
+        categories: Sequence[str] | None = None,
+        device: str | torch.device | None = None,
+    ):
         if device is None:
             param = next(model.parameters(), None)
             device = param.device if param is not None else torch.device("cpu")
@@ -132,8 +139,10 @@ class OccupancyPredictor:
         self.config = config or InferenceConfig()
         feature_dim = _model_feature_dim(model)
         if feature_dim is not None and feature_dim != text_encoder.embed_dim:
-            raise ValueError(f"the model's Gaussian features have {feature_dim} channels but the text "
-                             f"encoder embeds into {text_encoder.embed_dim}: they must live in one space")
+            raise ValueError(
+                f"the model's Gaussian features have {feature_dim} channels but the text "
+                f"encoder embeds into {text_encoder.embed_dim}: they must live in one space"
+            )
         self._lock = threading.Lock()
         self._prompts: _Prompts | None = None
         self.set_categories(OCC3D_CATEGORIES if categories is None else categories)
@@ -141,8 +150,9 @@ class OccupancyPredictor:
     # --- construction ------------------------------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config, device: str | torch.device = "auto",
-                    categories: Sequence[str] | None = None) -> OccupancyPredictor:
+    def from_config(
+        cls, config, device: str | torch.device = "auto", categories: Sequence[str] | None = None
+    ) -> OccupancyPredictor:
         """Build the model (its weights as the config says: files or random init), the text encoder,
         the grid and the inference settings of a ``GaussTRConfig``."""
         from gausstr_core.model.gausstr import GaussTR
@@ -153,16 +163,18 @@ class OccupancyPredictor:
         return cls(model, text, config.grid, config.inference, categories, device)
 
     @classmethod
-    def from_preset(cls, name: str, device: str | torch.device = "auto",
-                    categories: Sequence[str] | None = None) -> OccupancyPredictor:
+    def from_preset(
+        cls, name: str, device: str | torch.device = "auto", categories: Sequence[str] | None = None
+    ) -> OccupancyPredictor:
         """A predictor of a preset ("tiny", "talk2dino", "featup") with the weights its config names."""
         from gausstr_core.presets import preset
 
         return cls.from_config(preset(name), device, categories)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto",
-                        categories: Sequence[str] | None = None) -> OccupancyPredictor:
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "auto", categories: Sequence[str] | None = None
+    ) -> OccupancyPredictor:
         """Load a GaussTR checkpoint (``gausstr_core.io.checkpoint``) with its configuration.
 
         The vocabulary is ``categories``, else the one stored in the checkpoint, else Occ3D's. A
@@ -181,8 +193,10 @@ class OccupancyPredictor:
         if not isinstance(config, GaussTRConfig):
             name = metadata.get("preset")
             if name is None:
-                raise ValueError(f"checkpoint {path} has a model config but no text/inference config and no "
-                                 f"'preset' in its metadata to take them from")
+                raise ValueError(
+                    f"checkpoint {path} has a model config but no text/inference config and no "
+                    f"'preset' in its metadata to take them from"
+                )
             full = preset(name)
             full.model = config
             config = full
@@ -227,9 +241,13 @@ class OccupancyPredictor:
         vocabulary = Vocabulary.parse(categories)
         self._prompts = self._prepare(vocabulary)
 
-    def configure(self, grid_range: Sequence[float] | None = None, voxel_size: float | None = None,
-                  density_threshold: float | None = None,
-                  prompt_templates: Sequence[str] | None = None) -> None:
+    def configure(
+        self,
+        grid_range: Sequence[float] | None = None,
+        voxel_size: float | None = None,
+        density_threshold: float | None = None,
+        prompt_templates: Sequence[str] | None = None,
+    ) -> None:
         """Change the grid, the density threshold or the prompt templates (None = keep).
 
         Raises:
@@ -237,8 +255,10 @@ class OccupancyPredictor:
         """
         grid = self.grid
         if grid_range is not None or voxel_size is not None:
-            grid = VoxelGrid(tuple(grid_range) if grid_range is not None else self.grid.range,
-                             voxel_size if voxel_size is not None else self.grid.voxel_size)
+            grid = VoxelGrid(
+                tuple(grid_range) if grid_range is not None else self.grid.range,
+                voxel_size if voxel_size is not None else self.grid.voxel_size,
+            )
         config = self.config
         if density_threshold is not None:
             config = dataclasses.replace(config, density_threshold=float(density_threshold))
@@ -267,11 +287,14 @@ class OccupancyPredictor:
         unpredicted = {n.casefold() for n in self.config.unpredicted_classes}
         has_prompt = torch.zeros(vocabulary.num_classes, dtype=torch.bool, device=self.device)
         has_prompt[groups] = True
-        predictable = has_prompt & torch.tensor([n.casefold() not in unpredicted for n in vocabulary.names],
-                                                device=self.device)
+        predictable = has_prompt & torch.tensor(
+            [n.casefold() not in unpredicted for n in vocabulary.names], device=self.device
+        )
         if not bool(predictable.any()):
-            raise ValueError(f"no category can be predicted: each is listed in inference.unpredicted_classes "
-                             f"({self.config.unpredicted_classes}) or has no text prototype")
+            raise ValueError(
+                f"no category can be predicted: each is listed in inference.unpredicted_classes "
+                f"({self.config.unpredicted_classes}) or has no text prototype"
+            )
         return _Prompts(vocabulary, prototypes, groups, len(free), predictable)
 
     # --- prediction -----------------------------------------------------------------------------------
@@ -287,15 +310,18 @@ class OccupancyPredictor:
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             output = self.model(batch)
         g = output.gaussians[-1]
-        g = Gaussians(g.means.float(), g.scales.float(), g.rotations.float(), g.opacities.float(),
-                      g.features.float())
+        g = Gaussians(
+            g.means.float(), g.scales.float(), g.rotations.float(), g.opacities.float(), g.features.float()
+        )
 
         probs = self.prompt_probabilities(g.features, prompts.prototypes)  # (B, N, P + F)
         covariances = g.covariances()
-        valid = filter_gaussians(g.means, covariances, g.opacities, grid, cfg.opacity_threshold,
-                                 cfg.min_extent)
-        density, voxel_probs = voxelize_gaussians(g.means, covariances, g.opacities, probs, grid, valid,
-                                                  backend=cfg.voxelizer_backend)
+        valid = filter_gaussians(
+            g.means, covariances, g.opacities, grid, cfg.opacity_threshold, cfg.min_extent
+        )
+        density, voxel_probs = voxelize_gaussians(
+            g.means, covariances, g.opacities, probs, grid, valid, backend=cfg.voxelizer_backend
+        )
         density, voxel_probs = density.float(), voxel_probs.float()
         keep = None
         if cfg.prompt_denoising:
@@ -309,16 +335,21 @@ class OccupancyPredictor:
         confidence = torch.where(occupied, confidence, torch.exp(-density))
 
         gaussian_labels, gaussian_confidence = self._decide(probs, prompts)
-        gaussian_labels = torch.where(valid, gaussian_labels,
-                                      torch.full_like(gaussian_labels, prompts.vocabulary.free_label))
+        gaussian_labels = torch.where(
+            valid, gaussian_labels, torch.full_like(gaussian_labels, prompts.vocabulary.free_label)
+        )
         gaussian_confidence = torch.where(valid, gaussian_confidence, torch.zeros_like(gaussian_confidence))
         class_probs = prompts.merge(probs)
 
         depth = None
         if render_depth:
-            rendered = render_gaussians(g.with_features(g.features[..., :0]),
-                                        batch.input_intrinsics().float(), batch.cam_to_ego.float(),
-                                        batch.image_size, backend=cfg.render_backend)
+            rendered = render_gaussians(
+                g.with_features(g.features[..., :0]),
+                batch.input_intrinsics().float(),
+                batch.cam_to_ego.float(),
+                batch.image_size,
+                backend=cfg.render_backend,
+            )
             depth = rendered.expected_depth(max(cfg.depth_min_alpha, 1e-6))
         return OccupancyPrediction(
             labels=labels.to(torch.uint8),
@@ -356,8 +387,9 @@ class OccupancyPredictor:
         return labels, confidence
 
 
-def denoise_prompts(voxel_probs: Tensor, defined: Tensor, scale: float = 100.0,
-                    threshold: float = 0.1) -> Tensor:
+def denoise_prompts(
+    voxel_probs: Tensor, defined: Tensor, scale: float = 100.0, threshold: float = 0.1
+) -> Tensor:
     """The official prompt denoising: which prompts some voxel of each scene clearly prefers.
 
     Args:

@@ -30,8 +30,13 @@ _CONFIG_CLASSES = {"GaussTRConfig": GaussTRConfig, "ModelConfig": ModelConfig}
 class CheckpointMismatchError(ValueError):
     """A state dict does not fit the model; the message lists the offending keys."""
 
-    def __init__(self, missing: list[str], unexpected: list[str], mismatched: list[tuple[str, tuple, tuple]],
-                 where: str = "checkpoint") -> None:
+    def __init__(
+        self,
+        missing: list[str],
+        unexpected: list[str],
+        mismatched: list[tuple[str, tuple, tuple]],
+        where: str = "checkpoint",
+    ) -> None:
         self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
 
         def listing(what: str, items: list[str]) -> str:
@@ -44,8 +49,12 @@ class CheckpointMismatchError(ValueError):
         if unexpected:
             parts.append(listing("unexpected", unexpected))
         if mismatched:
-            parts.append(listing("mis-shaped", [f"{k} (checkpoint {tuple(a)} vs model {tuple(b)})"
-                                                for k, a, b in mismatched]))
+            parts.append(
+                listing(
+                    "mis-shaped",
+                    [f"{k} (checkpoint {tuple(a)} vs model {tuple(b)})" for k, a, b in mismatched],
+                )
+            )
         super().__init__(f"{where} does not fit the model: " + "; ".join(parts))
 
 
@@ -59,8 +68,12 @@ def checkpoint_state_dict(model: nn.Module) -> dict[str, Tensor]:
     return {k: v for k, v in model.state_dict().items() if not k.startswith(excluded)}
 
 
-def save_model_checkpoint(path: str | Path, model: nn.Module, config: GaussTRConfig | ModelConfig,
-                          metadata: dict[str, Any] | None = None) -> Path:
+def save_model_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    config: GaussTRConfig | ModelConfig,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
     """Write ``model`` (with ``config`` and JSON-serialisable ``metadata``) to a safetensors file.
 
     The file is written next to ``path`` and renamed into place, so a crash never leaves a
@@ -96,11 +109,15 @@ def read_checkpoint_header(path: str | Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
     except Exception as exc:
-        raise ValueError(f"{path} is not a safetensors file (truncated, or another format; official .pth "
-                         f"checkpoints go through gausstr-convert-official): {exc}") from exc
+        raise ValueError(
+            f"{path} is not a safetensors file (truncated, or another format; official .pth "
+            f"checkpoints go through gausstr-convert-official): {exc}"
+        ) from exc
     if header.get("format") != FORMAT:
-        raise ValueError(f"{path} is a safetensors file but not a GaussTR checkpoint "
-                         f"(format {header.get('format')!r}, expected {FORMAT!r})")
+        raise ValueError(
+            f"{path} is a safetensors file but not a GaussTR checkpoint "
+            f"(format {header.get('format')!r}, expected {FORMAT!r})"
+        )
     return header
 
 
@@ -124,8 +141,9 @@ def load_model_checkpoint(path: str | Path) -> tuple[GaussTRConfig | ModelConfig
     return config, state, metadata
 
 
-def load_state_dict_strict(model: nn.Module, state_dict: dict[str, Tensor],
-                           where: str = "checkpoint") -> None:
+def load_state_dict_strict(
+    model: nn.Module, state_dict: dict[str, Tensor], where: str = "checkpoint"
+) -> None:
     """Load every tensor the model stores in checkpoints; anything missing, extra or mis-shaped is an
     error naming the keys (keys under the model's excluded prefixes may be present or absent)."""
     expected = model.state_dict()
@@ -133,8 +151,11 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict[str, Tensor],
     optional = {k for k in expected if excluded and k.startswith(excluded)}
     missing = sorted(k for k in expected if k not in state_dict and k not in optional)
     unexpected = sorted(k for k in state_dict if k not in expected)
-    mismatched = [(k, tuple(state_dict[k].shape), tuple(expected[k].shape)) for k in sorted(state_dict)
-                  if k in expected and state_dict[k].shape != expected[k].shape]
+    mismatched = [
+        (k, tuple(state_dict[k].shape), tuple(expected[k].shape))
+        for k in sorted(state_dict)
+        if k in expected and state_dict[k].shape != expected[k].shape
+    ]
     if missing or unexpected or mismatched:
         raise CheckpointMismatchError(missing, unexpected, mismatched, where)
     model.load_state_dict(state_dict, strict=False)

@@ -43,11 +43,21 @@ from gausstr_core.presets import preset_model
 # prototype columns; group i is Occ3D class i + 1 (+1 more from "sidewalk" on, skipping other_flat);
 # "sky" is mapped to free.
 OFFICIAL_PROMPT_GROUPS = (
-    ("barrier", ["barrier"]), ("bicycle", ["bicycle"]), ("bus", ["bus"]), ("car", ["car"]),
-    ("construction_vehicle", ["construction vehicle"]), ("motorcycle", ["motorcycle"]),
-    ("pedestrian", ["person"]), ("traffic_cone", ["cone"]), ("trailer", ["trailer"]), ("truck", ["truck"]),
-    ("driveable_surface", ["road"]), ("sidewalk", ["sidewalk"]), ("terrain", ["terrain", "grass"]),
-    ("manmade", ["building", "wall", "fence", "pole", "sign"]), ("vegetation", ["vegetation"]),
+    ("barrier", ["barrier"]),
+    ("bicycle", ["bicycle"]),
+    ("bus", ["bus"]),
+    ("car", ["car"]),
+    ("construction_vehicle", ["construction vehicle"]),
+    ("motorcycle", ["motorcycle"]),
+    ("pedestrian", ["person"]),
+    ("traffic_cone", ["cone"]),
+    ("trailer", ["trailer"]),
+    ("truck", ["truck"]),
+    ("driveable_surface", ["road"]),
+    ("sidewalk", ["sidewalk"]),
+    ("terrain", ["terrain", "grass"]),
+    ("manmade", ["building", "wall", "fence", "pole", "sign"]),
+    ("vegetation", ["vegetation"]),
     ("sky", ["sky"]),
 )
 
@@ -59,10 +69,15 @@ KEY_RULES: tuple[tuple[str, str], ...] = (
     (r"neck\.lateral_convs\.(\d+)\.norm_layer\.(weight|bias)", r"neck.lateral.\1.norm.\2"),
     (r"neck\.fpn_convs\.(\d+)\.conv\.weight", r"neck.output.\1.conv.weight"),
     (r"neck\.fpn_convs\.(\d+)\.norm_layer\.(weight|bias)", r"neck.output.\1.norm.\2"),
-    (r"decoder\.layers\.(\d+)\.self_attn\.attn\.(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)",
-     r"decoder.layers.\1.self_attn.\2"),
-    (r"decoder\.layers\.(\d+)\.cross_attn\.(sampling_offsets|attention_weights|value_proj|output_proj)\."
-     r"(weight|bias)", r"decoder.layers.\1.cross_attn.\2.\3"),
+    (
+        r"decoder\.layers\.(\d+)\.self_attn\.attn\.(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)",
+        r"decoder.layers.\1.self_attn.\2",
+    ),
+    (
+        r"decoder\.layers\.(\d+)\.cross_attn\.(sampling_offsets|attention_weights|value_proj|output_proj)\."
+        r"(weight|bias)",
+        r"decoder.layers.\1.cross_attn.\2.\3",
+    ),
     (r"decoder\.layers\.(\d+)\.ffn\.layers\.0\.0\.(weight|bias)", r"decoder.layers.\1.ffn.fc1.\2"),
     (r"decoder\.layers\.(\d+)\.ffn\.layers\.1\.(weight|bias)", r"decoder.layers.\1.ffn.fc2.\2"),
     (r"decoder\.layers\.(\d+)\.norms\.(\d)\.(weight|bias)", r"decoder.layers.\1.norms.\2.\3"),
@@ -125,7 +140,8 @@ def read_official_state_dict(path: str | Path) -> dict[str, Tensor]:
                 f"{path} could not be read with torch.load(weights_only=True), even with inert stand-ins for "
                 f"its non-tensor objects ({exc}). On a machine with mmengine, extract the weights with "
                 f"torch.save(torch.load(p, weights_only=False)['state_dict'], 'state_dict.pth') and convert "
-                f"that file.") from exc
+                f"that file."
+            ) from exc
     except Exception as exc:
         raise OfficialCheckpointError(f"{path} is not a readable torch checkpoint: {exc}") from exc
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
@@ -139,7 +155,7 @@ def read_official_state_dict(path: str | Path) -> dict[str, Tensor]:
 
 
 def detect_preset(state: dict[str, Tensor]) -> str:
-    """"talk2dino" (has a DINOv2 backbone) or "featup" (precomputed features, segmentation head)."""
+    """ "talk2dino" (has a DINOv2 backbone) or "featup" (precomputed features, segmentation head)."""
     if any(k.startswith("backbone.") for k in state):
         return "talk2dino"
     if any(".segment_head." in k for k in state) or "neck.lateral_convs.2.conv.weight" in state:
@@ -152,8 +168,13 @@ def official_model_config(preset: str) -> ModelConfig:
     if preset not in ("talk2dino", "featup"):
         raise ValueError(f"official presets are 'talk2dino' and 'featup', got {preset!r}")
     cfg = preset_model(preset)
-    cfg.decoder = dataclasses.replace(cfg.decoder, self_attention="view", mean_position_encoding=False,
-                                      reference_init="random", cross_attn_dropout=0.1)
+    cfg.decoder = dataclasses.replace(
+        cfg.decoder,
+        self_attention="view",
+        mean_position_encoding=False,
+        reference_init="random",
+        cross_attn_dropout=0.1,
+    )
     cfg.depth_head = dataclasses.replace(cfg.depth_head, enabled=False)
     if cfg.backbone.kind != "precomputed":
         cfg.backbone = dataclasses.replace(cfg.backbone, random_init=True, weights=None)
@@ -183,7 +204,7 @@ def convert_state_dict(official: dict[str, Tensor], feature_dim: int | None = No
         feature_dim: D of the Gaussian features, to orient the prototypes as (P, D).
     """
     out: dict[str, Tensor] = {}
-    backbone = {k[len("backbone."):]: v for k, v in official.items() if k.startswith("backbone.")}
+    backbone = {k[len("backbone.") :]: v for k, v in official.items() if k.startswith("backbone.")}
     for k, v in dinov2_hub_to_timm(backbone).items():
         out[f"backbone.vit.{k}"] = v
     prototypes, dropped, unknown = None, [], []
@@ -193,10 +214,12 @@ def convert_state_dict(official: dict[str, Tensor], feature_dim: int | None = No
             continue
         if VOXELIZER_KEY.fullmatch(key):
             grid = torch.tensor(OCC3D_RANGE)
-            if key.endswith("vol_range") and (value.shape != grid.shape
-                                              or not torch.allclose(value.float().cpu(), grid)):
-                raise OfficialCheckpointError(f"{key} = {value.tolist()} is not the Occ3D range "
-                                              f"{OCC3D_RANGE}")
+            if key.endswith("vol_range") and (
+                value.shape != grid.shape or not torch.allclose(value.float().cpu(), grid)
+            ):
+                raise OfficialCheckpointError(
+                    f"{key} = {value.tolist()} is not the Occ3D range {OCC3D_RANGE}"
+                )
             dropped.append(key)
             continue
         if PROTOTYPE_KEY.fullmatch(key):
@@ -213,8 +236,10 @@ def convert_state_dict(official: dict[str, Tensor], feature_dim: int | None = No
             unknown.append(key)
     if unknown:
         more = ", ..." if len(unknown) > 8 else ""
-        raise OfficialCheckpointError(f"{len(unknown)} official key(s) this converter does not know: "
-                                      f"{', '.join(sorted(unknown)[:8])}{more}")
+        raise OfficialCheckpointError(
+            f"{len(unknown)} official key(s) this converter does not know: "
+            f"{', '.join(sorted(unknown)[:8])}{more}"
+        )
     return ConvertedCheckpoint(out, prototypes, dropped)
 
 
@@ -236,14 +261,18 @@ def convert(path: str | Path, output: str | Path, preset: str | None = None) -> 
         from safetensors.torch import save_file
 
         backbone_path = output.with_name(f"{stem}.backbone.safetensors")
-        save_file({k: v.contiguous() for k, v in model.backbone.vit.state_dict().items()}, str(backbone_path),
-                  metadata={"source": str(Path(path).name), "naming": "timm"})
+        save_file(
+            {k: v.contiguous() for k, v in model.backbone.vit.state_dict().items()},
+            str(backbone_path),
+            metadata={"source": str(Path(path).name), "naming": "timm"},
+        )
         cfg.backbone = dataclasses.replace(cfg.backbone, weights=backbone_path.name, random_init=False)
         written["backbone"] = backbone_path
         # Build again from the file: proves the exported backbone reproduces the official one.
         rebuilt = GaussTR(_with_weights_path(cfg, backbone_path))
-        load_state_dict_strict(rebuilt, {k: v for k, v in converted.state_dict.items()
-                                         if not k.startswith("backbone.")})
+        load_state_dict_strict(
+            rebuilt, {k: v for k, v in converted.state_dict.items() if not k.startswith("backbone.")}
+        )
         model = rebuilt
     metadata = {"preset": preset, "source": Path(path).name, "dropped_official_keys": converted.dropped}
     written["checkpoint"] = save_model_checkpoint(output, model, cfg, metadata)
@@ -252,9 +281,12 @@ def convert(path: str | Path, output: str | Path, preset: str | None = None) -> 
 
         proto_path = output.with_name(f"{stem}.text_prototypes.safetensors")
         prompts = [p for _, group in OFFICIAL_PROMPT_GROUPS for p in group]
-        meta = {"source": Path(path).name, "layout": "(P, D): one row per prompt",
-                "prompts": json.dumps(prompts) if converted.prototypes.shape[0] == len(prompts) else "[]",
-                "groups": json.dumps(OFFICIAL_PROMPT_GROUPS)}
+        meta = {
+            "source": Path(path).name,
+            "layout": "(P, D): one row per prompt",
+            "prompts": json.dumps(prompts) if converted.prototypes.shape[0] == len(prompts) else "[]",
+            "groups": json.dumps(OFFICIAL_PROMPT_GROUPS),
+        }
         save_file({"prototypes": converted.prototypes.contiguous()}, str(proto_path), metadata=meta)
         written["text_prototypes"] = proto_path
     return written
@@ -269,13 +301,18 @@ def _with_weights_path(cfg: ModelConfig, path: Path) -> ModelConfig:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="gausstr-convert-official",
-        description="Convert a hustvl/GaussTR release checkpoint (.pth) to a gausstr safetensors checkpoint.")
-    parser.add_argument("checkpoint",
-                        help="gausstr_talk2dino_e20_miou12.27.pth or gausstr_featup_e24_miou11.70.pth")
+        description="Convert a hustvl/GaussTR release checkpoint (.pth) to a gausstr safetensors checkpoint.",
+    )
+    parser.add_argument(
+        "checkpoint", help="gausstr_talk2dino_e20_miou12.27.pth or gausstr_featup_e24_miou11.70.pth"
+    )
     parser.add_argument("-o", "--output", required=True, help="output .safetensors path")
-    parser.add_argument("--preset", choices=("talk2dino", "featup"), default=None,
-                        help="official config the checkpoint was trained with (default: detected from "
-                             "its keys)")
+    parser.add_argument(
+        "--preset",
+        choices=("talk2dino", "featup"),
+        default=None,
+        help="official config the checkpoint was trained with (default: detected from its keys)",
+    )
     args = parser.parse_args(argv)
     try:
         written = convert(args.checkpoint, args.output, args.preset)

@@ -48,6 +48,7 @@ class PhotometricConfig:
 
 DEFAULT_GAIN = math.log(2.0) / 0.04  # the inference density threshold renders at opacity 0.5
 
+
 @dataclass
 class GaussRenderConfig:
     """The GaussRender loss (a section of ``LossConfig``; off while ``weight`` is 0).
@@ -105,13 +106,17 @@ class GaussRenderConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"loss.gaussrender.{name} must be positive, got {getattr(self, name)}")
         if self.sensor_views < -1 or self.elevated_views < 0:
-            raise ValueError(f"loss.gaussrender needs sensor_views >= -1 and elevated_views >= 0, got "
-                             f"{self.sensor_views}, {self.elevated_views}")
+            raise ValueError(
+                f"loss.gaussrender needs sensor_views >= -1 and elevated_views >= 0, got "
+                f"{self.sensor_views}, {self.elevated_views}"
+            )
         if not 0 <= self.pitch < 90:
             raise ValueError(f"loss.gaussrender.pitch must be in [0, 90) degrees, got {self.pitch}")
         if self.tile_size < 1 or self.grid_factor < 1:
-            raise ValueError(f"loss.gaussrender.tile_size and grid_factor must be >= 1, got "
-                             f"{self.tile_size}, {self.grid_factor}")
+            raise ValueError(
+                f"loss.gaussrender.tile_size and grid_factor must be >= 1, got "
+                f"{self.tile_size}, {self.grid_factor}"
+            )
 
     @property
     def enabled(self) -> bool:
@@ -192,9 +197,18 @@ class LossConfig:
         if self.render_backend not in BACKENDS:
             raise ValueError(f"loss.render_backend must be one of {BACKENDS}, got {self.render_backend!r}")
         if not 0 < self.beyond_limit_depth < self.depth_limit:
-            raise ValueError(f"loss needs 0 < beyond_limit_depth < depth_limit, got "
-                             f"{self.beyond_limit_depth}, {self.depth_limit}")
-        for name in ("feature_weight", "centered_feature_weight", "depth_weight", "depth_l1_weight",
-                     "segmentation_weight", "depth_head_weight", "silog_lambda"):
+            raise ValueError(
+                f"loss needs 0 < beyond_limit_depth < depth_limit, got "
+                f"{self.beyond_limit_depth}, {self.depth_limit}"
+            )
+        for name in (
+            "feature_weight",
+            "centered_feature_weight",
+            "depth_weight",
+            "depth_l1_weight",
+            "segmentation_weight",
+            "depth_head_weight",
+            "silog_lambda",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")

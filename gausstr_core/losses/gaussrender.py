@@ -80,8 +80,9 @@ def coarse_grid(grid: VoxelGrid, factor: int) -> VoxelGrid:
     return VoxelGrid(grid.range, grid.voxel_size * factor)
 
 
-def coarsen_labels(semantics: Tensor, mask: Tensor | None, num_classes: int, factor: int
-                   ) -> tuple[Tensor, Tensor | None]:
+def coarsen_labels(
+    semantics: Tensor, mask: Tensor | None, num_classes: int, factor: int
+) -> tuple[Tensor, Tensor | None]:
     """Ground truth on a ``factor`` times coarser grid.
 
     Args:
@@ -117,8 +118,13 @@ def coarsen_labels(semantics: Tensor, mask: Tensor | None, num_classes: int, fac
 # --- cameras --------------------------------------------------------------------------------------
 
 
-def render_views(cameras: CameraBatch, grid: VoxelGrid, config: GaussRenderConfig,
-                 generator: torch.Generator | None = None, all_sensors: bool = False) -> list[RenderView]:
+def render_views(
+    cameras: CameraBatch,
+    grid: VoxelGrid,
+    config: GaussRenderConfig,
+    generator: torch.Generator | None = None,
+    all_sensors: bool = False,
+) -> list[RenderView]:
     """The cameras of one GaussRender evaluation (sensor, elevated, BEV) as the config asks.
 
     ``all_sensors`` renders every sensor camera (the metric); otherwise ``config.sensor_views``
@@ -133,12 +139,24 @@ def render_views(cameras: CameraBatch, grid: VoxelGrid, config: GaussRenderConfi
         chosen = None
         if count < v:
             gen_device = generator.device if generator is not None else "cpu"
-            chosen = torch.stack([torch.randperm(v, generator=generator, device=gen_device)[:count]
-                                  for _ in range(b)]).to(cameras.images.device)
+            chosen = torch.stack(
+                [torch.randperm(v, generator=generator, device=gen_device)[:count] for _ in range(b)]
+            ).to(cameras.images.device)
         views.append(sensor_view(cameras, size, chosen, config.max_depth))
     if config.elevated_views > 0:
-        views.append(elevated_view(cameras, size, config.elevated_views, config.elevation, config.pitch,
-                                   config.yaw_jitter, config.around, config.max_depth, generator))
+        views.append(
+            elevated_view(
+                cameras,
+                size,
+                config.elevated_views,
+                config.elevation,
+                config.pitch,
+                config.yaw_jitter,
+                config.around,
+                config.max_depth,
+                generator,
+            )
+        )
     if config.bev:
         views.append(bev_view(grid, b, config.bev_resolution, cameras.images.device))
     return views
@@ -157,9 +175,18 @@ def view_errors(pred: RenderOutput, target: RenderOutput, max_depth: float) -> t
     return semantic, depth
 
 
-def gaussrender_terms(pred_colors: Tensor, pred_opacity: Tensor, pred_include: Tensor, target_colors: Tensor,
-                      target_opacity: Tensor, target_include: Tensor, views: list[RenderView],
-                      grid: VoxelGrid, config: GaussRenderConfig, backend: str = "auto") -> dict[str, Tensor]:
+def gaussrender_terms(
+    pred_colors: Tensor,
+    pred_opacity: Tensor,
+    pred_include: Tensor,
+    target_colors: Tensor,
+    target_opacity: Tensor,
+    target_include: Tensor,
+    views: list[RenderView],
+    grid: VoxelGrid,
+    config: GaussRenderConfig,
+    backend: str = "auto",
+) -> dict[str, Tensor]:
     """Render prediction and target voxel grids into every view and compare them.
 
     Args:
@@ -175,8 +202,9 @@ def gaussrender_terms(pred_colors: Tensor, pred_opacity: Tensor, pred_include: T
     """
     pred = voxel_gaussians(pred_colors, pred_opacity, pred_include, grid, config.scale)
     with torch.no_grad():
-        target = voxel_gaussians(target_colors.to(pred_colors), target_opacity.to(pred_colors),
-                                 target_include, grid, config.scale)
+        target = voxel_gaussians(
+            target_colors.to(pred_colors), target_opacity.to(pred_colors), target_include, grid, config.scale
+        )
     terms: dict[str, Tensor] = {}
     total = pred_colors.new_zeros(())
     for view in views:
@@ -223,8 +251,9 @@ class ClassPrototypes:
         return out.index_add(-1, self.groups.to(probs.device), probs[..., :p])
 
     def to(self, device) -> ClassPrototypes:
-        return ClassPrototypes(self.prototypes.to(device), self.groups.to(device), self.num_classes,
-                               self.logit_scale)
+        return ClassPrototypes(
+            self.prototypes.to(device), self.groups.to(device), self.num_classes, self.logit_scale
+        )
 
     @classmethod
     def from_config(cls, config, categories, device="cpu") -> ClassPrototypes:
@@ -244,8 +273,13 @@ class ClassPrototypes:
         return cls(prototypes, groups, vocabulary.num_classes, config.inference.logit_scale)
 
 
-def predicted_occupancy(gaussians: Gaussians, class_probs: Tensor, grid: VoxelGrid,
-                        gain: float = DEFAULT_GAIN, backend: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
+def predicted_occupancy(
+    gaussians: Gaussians,
+    class_probs: Tensor,
+    grid: VoxelGrid,
+    gain: float = DEFAULT_GAIN,
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor, Tensor]:
     """Voxelize Gaussians with their class probabilities (differentiable).
 
     Args:
@@ -262,15 +296,23 @@ def predicted_occupancy(gaussians: Gaussians, class_probs: Tensor, grid: VoxelGr
 
     covariances = gaussians.covariances()
     valid = filter_gaussians(gaussians.means, covariances, gaussians.opacities, grid)
-    density, colors = voxelize_gaussians(gaussians.means, covariances, gaussians.opacities, class_probs, grid,
-                                         valid, backend=backend)
+    density, colors = voxelize_gaussians(
+        gaussians.means, covariances, gaussians.opacities, class_probs, grid, valid, backend=backend
+    )
     return colors, 1 - torch.exp(-gain * density), density
 
 
-def gaussrender_loss(gaussians: Gaussians, prototypes: ClassPrototypes, ground_truth, cameras: CameraBatch,
-                     grid: VoxelGrid, config: GaussRenderConfig, render_backend: str = "auto",
-                     voxelizer_backend: str = "auto",
-                     generator: torch.Generator | None = None) -> dict[str, Tensor]:
+def gaussrender_loss(
+    gaussians: Gaussians,
+    prototypes: ClassPrototypes,
+    ground_truth,
+    cameras: CameraBatch,
+    grid: VoxelGrid,
+    config: GaussRenderConfig,
+    render_backend: str = "auto",
+    voxelizer_backend: str = "auto",
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
     """The GaussRender loss of the model's Gaussians against ground-truth occupancy.
 
     Args:
@@ -286,16 +328,19 @@ def gaussrender_loss(gaussians: Gaussians, prototypes: ClassPrototypes, ground_t
     """
     semantics = ground_truth.semantics.to(gaussians.means.device)
     if tuple(semantics.shape) != (gaussians.batch_size, *grid.shape):
-        raise ValueError(f"ground-truth semantics must be (B, X, Y, Z) = "
-                         f"{(gaussians.batch_size, *grid.shape)}, got {tuple(semantics.shape)}")
+        raise ValueError(
+            f"ground-truth semantics must be (B, X, Y, Z) = "
+            f"{(gaussians.batch_size, *grid.shape)}, got {tuple(semantics.shape)}"
+        )
     k = prototypes.num_classes
     mask = getattr(ground_truth, "mask_camera", None)
     mask = None if mask is None else mask.to(semantics.device)
     semantics, mask = coarsen_labels(semantics, mask, k, config.grid_factor)
     grid = coarse_grid(grid, config.grid_factor)
     probs = prototypes.probabilities(gaussians.features.float())
-    pred_colors, pred_opacity, density = predicted_occupancy(gaussians, probs, grid, config.occupancy_gain,
-                                                             voxelizer_backend)
+    pred_colors, pred_opacity, density = predicted_occupancy(
+        gaussians, probs, grid, config.occupancy_gain, voxelizer_backend
+    )
     target_colors, target_opacity, ignored = ground_truth_occupancy(semantics, k)
     considered = ~ignored
     if config.visible_only and mask is not None:
@@ -303,7 +348,17 @@ def gaussrender_loss(gaussians: Gaussians, prototypes: ClassPrototypes, ground_t
     target_include = considered & (target_opacity > 0)
     pred_include = considered & ((density.detach() > config.density_floor) | target_include)
     views = render_views(cameras, grid, config, generator)
-    terms = gaussrender_terms(pred_colors, pred_opacity, pred_include, target_colors, target_opacity,
-                              target_include, views, grid, config, render_backend)
+    terms = gaussrender_terms(
+        pred_colors,
+        pred_opacity,
+        pred_include,
+        target_colors,
+        target_opacity,
+        target_include,
+        views,
+        grid,
+        config,
+        render_backend,
+    )
     terms["loss"] = config.weight * terms["total"]
     return terms

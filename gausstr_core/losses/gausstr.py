@@ -82,8 +82,9 @@ def pca_basis(features: Tensor, dims: int, niter: int = 4) -> Tensor:
         (C, q) orthonormal columns in the features' dtype (constant: no gradient).
     """
     if features.dim() != 2 or dims > min(features.shape):
-        raise ValueError(f"pca_basis needs (M, C) features with q <= min(M, C), got {tuple(features.shape)}, "
-                         f"q={dims}")
+        raise ValueError(
+            f"pca_basis needs (M, C) features with q <= min(M, C), got {tuple(features.shape)}, q={dims}"
+        )
     with torch.no_grad():
         _, _, v = torch.pca_lowrank(features.detach().double(), q=dims, center=True, niter=niter)
     return v.to(features.dtype)
@@ -108,8 +109,9 @@ def silog_loss(pred: Tensor, target: Tensor, lam: float = 0.5, eps: float = 1e-6
     mean = diff.sum(1) / count
     var = sq_mean - lam * mean.pow(2)
     positive = var > 1e-12
-    return torch.where(positive, torch.sqrt(torch.where(positive, var, torch.ones_like(var))),
-                       torch.zeros_like(var)).mean()
+    return torch.where(
+        positive, torch.sqrt(torch.where(positive, var, torch.ones_like(var))), torch.zeros_like(var)
+    ).mean()
 
 
 def masked_l1(pred: Tensor, target: Tensor) -> Tensor:
@@ -141,8 +143,12 @@ class GaussTRLoss:
     Computed in float32 whatever the caller's autocast.
     """
 
-    def __init__(self, config: LossConfig | None = None, class_prototypes: ClassPrototypes | None = None,
-                 grid: VoxelGrid | None = None):
+    def __init__(
+        self,
+        config: LossConfig | None = None,
+        class_prototypes: ClassPrototypes | None = None,
+        grid: VoxelGrid | None = None,
+    ):
         self.config = config or LossConfig()
         self.class_prototypes = class_prototypes
         self.grid = grid or VoxelGrid()
@@ -157,24 +163,32 @@ class GaussTRLoss:
         s = self.config.render_scale
         return max(1, round(image_size[0] * s)), max(1, round(image_size[1] * s))
 
-    def __call__(self, output, batch: CameraBatch, segmentation: Tensor | None = None,
-                 ground_truth=None) -> LossOutput:
+    def __call__(
+        self, output, batch: CameraBatch, segmentation: Tensor | None = None, ground_truth=None
+    ) -> LossOutput:
         if self.needs_ground_truth:
             if ground_truth is None:
-                raise ValueError("loss.gaussrender is on (weight > 0): the loss needs ground_truth= "
-                                 "(semantics, mask_camera); train on data with ground truth")
+                raise ValueError(
+                    "loss.gaussrender is on (weight > 0): the loss needs ground_truth= "
+                    "(semantics, mask_camera); train on data with ground truth"
+                )
             if self.class_prototypes is None:
-                raise ValueError("loss.gaussrender is on: GaussTRLoss needs class_prototypes "
-                                 "(ClassPrototypes.from_config(config, categories))")
+                raise ValueError(
+                    "loss.gaussrender is on: GaussTRLoss needs class_prototypes "
+                    "(ClassPrototypes.from_config(config, categories))"
+                )
         if self.config.photometric.enabled and getattr(output, "colors", None) is None:
-            raise ValueError("loss.photometric is on (weight > 0) but the model has no RGB head; set "
-                             "model.head.rgb_head=true")
+            raise ValueError(
+                "loss.photometric is on (weight > 0) but the model has no RGB head; set "
+                "model.head.rgb_head=true"
+            )
         device_type = batch.images.device.type
         with torch.autocast(device_type, enabled=False):
             return self._compute(output, batch, segmentation, ground_truth)
 
-    def _compute(self, output, batch: CameraBatch, segmentation: Tensor | None,
-                 ground_truth=None) -> LossOutput:
+    def _compute(
+        self, output, batch: CameraBatch, segmentation: Tensor | None, ground_truth=None
+    ) -> LossOutput:
         cfg = self.config
         b, v = batch.batch_size, batch.num_views
         h, w = batch.image_size
@@ -193,14 +207,19 @@ class GaussTRLoss:
             depth_target = clean_depth(batch.depth.float())
             if (hr, wr) != (h, w):
                 depth_target = F.interpolate(depth_target, size=(hr, wr), mode="nearest-exact")
-            depth_target = torch.where(depth_target < cfg.depth_limit, depth_target,
-                                       torch.full_like(depth_target, cfg.beyond_limit_depth))
+            depth_target = torch.where(
+                depth_target < cfg.depth_limit,
+                depth_target,
+                torch.full_like(depth_target, cfg.beyond_limit_depth),
+            )
 
         labels = None
         if segmentation is not None and output.segment_heads is not None and cfg.segmentation_weight > 0:
             if tuple(segmentation.shape) != (b, v, h, w):
-                raise ValueError(f"segmentation labels must be (B, V, H, W) = {(b, v, h, w)}, "
-                                 f"got {tuple(segmentation.shape)}")
+                raise ValueError(
+                    f"segmentation labels must be (B, V, H, W) = {(b, v, h, w)}, "
+                    f"got {tuple(segmentation.shape)}"
+                )
             labels = segmentation.long()
             if (hr, wr) != (h, w):
                 labels = F.interpolate(labels.float(), size=(hr, wr), mode="nearest-exact").long()
@@ -208,8 +227,13 @@ class GaussTRLoss:
         photometric = cfg.photometric.enabled
         images = photo_mask = None
         if photometric:
-            images = F.interpolate(batch.images.float().flatten(0, 1), size=(hr, wr), mode="bilinear",
-                                   align_corners=False, antialias=True).reshape(b, v, 3, hr, wr)
+            images = F.interpolate(
+                batch.images.float().flatten(0, 1),
+                size=(hr, wr),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            ).reshape(b, v, 3, hr, wr)
             if cfg.photometric.mask_by_depth and depth_target is not None:
                 photo_mask = depth_target > cfg.beyond_limit_depth  # valid and within the depth limit
 
@@ -226,19 +250,37 @@ class GaussTRLoss:
             if photometric:
                 # GaussianCross' tri-attribute splatting: colours ride along as extra channels.
                 features = torch.cat([features, output.colors[i].float()], dim=-1)
-            g = Gaussians(gaussians.means.float(), gaussians.scales.float(), gaussians.rotations.float(),
-                          gaussians.opacities.float(), features)
+            g = Gaussians(
+                gaussians.means.float(),
+                gaussians.scales.float(),
+                gaussians.rotations.float(),
+                gaussians.opacities.float(),
+                features,
+            )
             if cfg.prune_opacity > 0:
                 g, _ = prune_by_opacity(g, cfg.prune_opacity)
-            rendered = render_gaussians(g, intrinsics, cam_to_ego, (hr, wr), near=cfg.near, far=cfg.far,
-                                        backend=cfg.render_backend, channel_chunk=cfg.channel_chunk,
-                                        tile_size=cfg.render_tile_size)
+            rendered = render_gaussians(
+                g,
+                intrinsics,
+                cam_to_ego,
+                (hr, wr),
+                near=cfg.near,
+                far=cfg.far,
+                backend=cfg.render_backend,
+                channel_chunk=cfg.channel_chunk,
+                tile_size=cfg.render_tile_size,
+            )
             if photometric:
                 rendered_rgb = rendered.features[:, :, q:]
                 rendered = RenderOutput(rendered.features[:, :, :q], rendered.depth, rendered.alpha)
                 term = cfg.photometric.weight * photometric_loss(
-                    rendered_rgb, images, photo_mask, cfg.photometric.ssim_weight, cfg.photometric.window,
-                    cfg.photometric.sigma)
+                    rendered_rgb,
+                    images,
+                    photo_mask,
+                    cfg.photometric.ssim_weight,
+                    cfg.photometric.window,
+                    cfg.photometric.sigma,
+                )
                 terms[f"layer{i}/photometric"] = term
                 total = total + term
             if target is not None and cfg.feature_weight > 0:
@@ -249,12 +291,17 @@ class GaussTRLoss:
                 # sum_i w_i (f_i - mu) = F - alpha mu: the render of the centred Gaussian features
                 mean = target_mean.view(1, 1, -1, 1, 1)
                 term = cfg.centered_feature_weight * cosine_loss(
-                    rendered.features - rendered.alpha.unsqueeze(2) * mean, target - mean)
+                    rendered.features - rendered.alpha.unsqueeze(2) * mean, target - mean
+                )
                 terms[f"layer{i}/feature_centered"] = term
                 total = total + term
             if depth_target is not None and cfg.depth_weight > 0:
-                term = cfg.depth_weight * depth_loss(rendered.depth.flatten(0, 1), depth_target.flatten(0, 1),
-                                                     cfg.depth_l1_weight, cfg.silog_lambda)
+                term = cfg.depth_weight * depth_loss(
+                    rendered.depth.flatten(0, 1),
+                    depth_target.flatten(0, 1),
+                    cfg.depth_l1_weight,
+                    cfg.silog_lambda,
+                )
                 terms[f"layer{i}/depth"] = term
                 total = total + term
             if labels is not None:
@@ -263,28 +310,50 @@ class GaussTRLoss:
                 # A sum over labelled pixels / their count: the mean, and 0 (not NaN) if none is labelled.
                 flat_labels = labels.flatten()
                 labelled = (flat_labels != cfg.segmentation_ignore_index).sum().clamp_min(1)
-                term = cfg.segmentation_weight * F.cross_entropy(
-                    logits.flatten(0, 3).float(), flat_labels, ignore_index=cfg.segmentation_ignore_index,
-                    reduction="sum") / labelled
+                term = (
+                    cfg.segmentation_weight
+                    * F.cross_entropy(
+                        logits.flatten(0, 3).float(),
+                        flat_labels,
+                        ignore_index=cfg.segmentation_ignore_index,
+                        reduction="sum",
+                    )
+                    / labelled
+                )
                 terms[f"layer{i}/segmentation"] = term
                 total = total + term
 
         if output.predicted_depth is not None and batch.depth is not None and cfg.depth_head_weight > 0:
             target_in = clean_depth(batch.depth.float())
-            term = cfg.depth_head_weight * depth_loss(output.predicted_depth.float().flatten(0, 1),
-                                                      target_in.flatten(0, 1), cfg.depth_l1_weight,
-                                                      cfg.silog_lambda)
+            term = cfg.depth_head_weight * depth_loss(
+                output.predicted_depth.float().flatten(0, 1),
+                target_in.flatten(0, 1),
+                cfg.depth_l1_weight,
+                cfg.silog_lambda,
+            )
             terms["depth_head"] = term
             total = total + term
 
         if self.needs_ground_truth:
             final = output.gaussians[-1]
-            final = Gaussians(final.means.float(), final.scales.float(), final.rotations.float(),
-                              final.opacities.float(), final.features.float())
+            final = Gaussians(
+                final.means.float(),
+                final.scales.float(),
+                final.rotations.float(),
+                final.opacities.float(),
+                final.features.float(),
+            )
             if cfg.prune_opacity > 0:
                 final, _ = prune_by_opacity(final, cfg.prune_opacity)
-            gr = gaussrender_loss(final, self.class_prototypes.to(final.means.device), ground_truth, batch,
-                                  self.grid, cfg.gaussrender, render_backend=cfg.render_backend)
+            gr = gaussrender_loss(
+                final,
+                self.class_prototypes.to(final.means.device),
+                ground_truth,
+                batch,
+                self.grid,
+                cfg.gaussrender,
+                render_backend=cfg.render_backend,
+            )
             for name, value in gr.items():
                 if name not in ("loss", "total"):
                     terms[f"gaussrender/{name}"] = value.detach()
@@ -302,8 +371,9 @@ class GaussTRLoss:
             rendered_rgb=None if rendered_rgb is None else rendered_rgb.detach(),
         )
 
-    def _reduced_targets(self, targets: Tensor,
-                         size: tuple[int, int]) -> tuple[Tensor | None, Tensor, Tensor]:
+    def _reduced_targets(
+        self, targets: Tensor, size: tuple[int, int]
+    ) -> tuple[Tensor | None, Tensor, Tensor]:
         """PCA basis (C, q) or None, the reduced targets upsampled to size (B, V, q, Hr, Wr), and the
         mean reduced target feature (q,) of the batch (over all patches)."""
         if targets.dim() != 5:
@@ -314,8 +384,10 @@ class GaussTRLoss:
         if self.config.pca_dims is not None:
             q = self.config.pca_dims
             if q > min(samples.shape):
-                raise ValueError(f"loss.pca_dims ({q}) exceeds the target features' {c} channels or "
-                                 f"{samples.shape[0]} samples")
+                raise ValueError(
+                    f"loss.pca_dims ({q}) exceeds the target features' {c} channels or "
+                    f"{samples.shape[0]} samples"
+                )
             basis = pca_basis(samples, q, self.config.pca_niter)
             reduced = (samples @ basis).reshape(b, v, th, tw, q).permute(0, 1, 4, 2, 3)
         else:
@@ -329,8 +401,9 @@ class GaussTRLoss:
 def cosine_loss(rendered: Tensor, target: Tensor) -> Tensor:
     """Mean over pixels of 1 - cos(rendered, target), features along dim 2 of (B, V, C, H, W)."""
     if rendered.shape != target.shape:
-        raise ValueError(f"rendered features {tuple(rendered.shape)} and targets {tuple(target.shape)} "
-                         f"differ")
+        raise ValueError(
+            f"rendered features {tuple(rendered.shape)} and targets {tuple(target.shape)} differ"
+        )
     c = rendered.shape[2]
     x = rendered.movedim(2, -1).reshape(-1, c)
     y = target.movedim(2, -1).reshape(-1, c)

@@ -37,8 +37,9 @@ def _blur(x: Tensor, window: Tensor) -> Tensor:
     return F.conv2d(x, window.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5, c1: float = SSIM_C1,
-         c2: float = SSIM_C2) -> Tensor:
+def ssim(
+    x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5, c1: float = SSIM_C1, c2: float = SSIM_C2
+) -> Tensor:
     """Per-pixel structural similarity (Wang et al. 2004) of images in [0, 1].
 
     Args:
@@ -51,8 +52,9 @@ def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5, c1: float =
         with local means, variances and covariance under the window; 1 where x == y.
     """
     if x.shape != y.shape or x.dim() < 3:
-        raise ValueError(f"ssim needs two (..., C, H, W) images of one shape, got {tuple(x.shape)} and "
-                         f"{tuple(y.shape)}")
+        raise ValueError(
+            f"ssim needs two (..., C, H, W) images of one shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     lead, (c, h, w) = x.shape[:-3], x.shape[-3:]
     w1 = gaussian_window(window, sigma, x.dtype, x.device)
     x4, y4 = x.reshape(-1, c, h, w), y.reshape(-1, c, h, w)
@@ -65,8 +67,14 @@ def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5, c1: float =
     return (num / den).reshape(*lead, c, h, w)
 
 
-def photometric_loss(rendered: Tensor, target: Tensor, mask: Tensor | None = None, ssim_weight: float = 0.85,
-                     window: int = 11, sigma: float = 1.5) -> Tensor:
+def photometric_loss(
+    rendered: Tensor,
+    target: Tensor,
+    mask: Tensor | None = None,
+    ssim_weight: float = 0.85,
+    window: int = 11,
+    sigma: float = 1.5,
+) -> Tensor:
     """Mean over kept pixels of ssim_weight * (1 - SSIM) / 2 + (1 - ssim_weight) * |rendered - target|.
 
     Args:

@@ -37,6 +37,11 @@ def prune_by_opacity(gaussians: Gaussians, threshold: float) -> tuple[Gaussians,
 
     zero = torch.zeros((), dtype=gaussians.opacities.dtype, device=keep.device)
     opacities = torch.where(present, take(gaussians.opacities), zero)
-    pruned = Gaussians(take(gaussians.means), take(gaussians.scales), take(gaussians.rotations), opacities,
-                       take(gaussians.features))
+    pruned = Gaussians(
+        take(gaussians.means),
+        take(gaussians.scales),
+        take(gaussians.rotations),
+        opacities,
+        take(gaussians.features),
+    )
     return pruned, keep

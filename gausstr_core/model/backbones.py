@@ -57,9 +57,11 @@ def load_weights_file(path: str | Path) -> dict[str, Tensor]:
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path} cannot be read with torch.load(weights_only=True) (TorchScript archives "
-                         f"and pickled objects are refused; export a plain state dict or safetensors): "
-                         f"{exc}") from exc
+        raise ValueError(
+            f"{path} cannot be read with torch.load(weights_only=True) (TorchScript archives "
+            f"and pickled objects are refused; export a plain state dict or safetensors): "
+            f"{exc}"
+        ) from exc
     for key in ("state_dict", "model", "module"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
@@ -97,7 +99,8 @@ def _missing_weights_error(config: BackboneConfig) -> ValueError:
     return ValueError(
         f"backbone {config.kind!r} ({config.name}) needs local weights: set model.backbone.weights to a "
         f".safetensors or .pth file ({hint}); this machine cannot download them. Use random_init: true "
-        f"only for tests and benchmarks.")
+        f"only for tests and benchmarks."
+    )
 
 
 class Backbone(nn.Module):
@@ -127,8 +130,9 @@ class Backbone(nn.Module):
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"backbone input must be (BV, 3, H, W), got {tuple(images.shape)}")
         if images.shape[-2] % p or images.shape[-1] % p:
-            raise ValueError(f"input size {tuple(images.shape[-2:])} must be a multiple of the patch "
-                             f"size {p}")
+            raise ValueError(
+                f"input size {tuple(images.shape[-2:])} must be a multiple of the patch size {p}"
+            )
 
     def forward(self, images: Tensor) -> Tensor:
         """(BV, 3, H, W) RGB in [0, 1] -> (BV, C, H/p, W/p)."""
@@ -153,25 +157,37 @@ class TimmViTBackbone(Backbone):
 
         if config.kind == "vit":
             self.vit = VisionTransformer(
-                img_size=tuple(image_size), patch_size=config.patch_size, embed_dim=config.channels,
-                depth=config.vit_depth, num_heads=config.vit_heads, num_classes=0, global_pool="",
-                class_token=False, dynamic_img_size=True)
+                img_size=tuple(image_size),
+                patch_size=config.patch_size,
+                embed_dim=config.channels,
+                depth=config.vit_depth,
+                num_heads=config.vit_heads,
+                num_classes=0,
+                global_pool="",
+                class_token=False,
+                dynamic_img_size=True,
+            )
         else:
             self.vit = timm.create_model(config.name, pretrained=False, num_classes=0, dynamic_img_size=True)
         if self.vit.embed_dim != config.channels:
-            raise ValueError(f"backbone {config.name} has width {self.vit.embed_dim}, config says "
-                             f"channels={config.channels}")
+            raise ValueError(
+                f"backbone {config.name} has width {self.vit.embed_dim}, config says "
+                f"channels={config.channels}"
+            )
         patch = self.vit.patch_embed.patch_size[0]
         if patch != config.patch_size:
-            raise ValueError(f"backbone {config.name} has patch size {patch}, config says "
-                             f"{config.patch_size}")
+            raise ValueError(
+                f"backbone {config.name} has patch size {patch}, config says {config.patch_size}"
+            )
         if config.weights:
             state = dinov2_hub_to_timm(load_weights_file(config.weights))
             result = self.vit.load_state_dict(state, strict=False)
             if result.missing_keys or result.unexpected_keys:
-                raise ValueError(f"weights {config.weights} do not fit {config.name}: missing "
-                                 f"{result.missing_keys[:5]} ({len(result.missing_keys)}), unexpected "
-                                 f"{result.unexpected_keys[:5]} ({len(result.unexpected_keys)})")
+                raise ValueError(
+                    f"weights {config.weights} do not fit {config.name}: missing "
+                    f"{result.missing_keys[:5]} ({len(result.missing_keys)}), unexpected "
+                    f"{result.unexpected_keys[:5]} ({len(result.unexpected_keys)})"
+                )
         elif config.kind == "dinov2" and not config.random_init:
             raise _missing_weights_error(config)
         if config.frozen:
@@ -179,7 +195,7 @@ class TimmViTBackbone(Backbone):
 
     def features(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2] // self.config.patch_size, x.shape[-1] // self.config.patch_size
-        tokens = self.vit.forward_features(x)[:, self.vit.num_prefix_tokens:]  # final norm applied
+        tokens = self.vit.forward_features(x)[:, self.vit.num_prefix_tokens :]  # final norm applied
         return tokens.transpose(1, 2).reshape(x.shape[0], -1, h, w)
 
 
@@ -193,11 +209,15 @@ class MaskCLIPBackbone(Backbone):
         self.visual = visual
         out_dim = visual.proj.shape[1] if visual.proj is not None else visual.ln_post.normalized_shape[0]
         if out_dim != config.channels:
-            raise ValueError(f"open_clip {config.name} projects to {out_dim} channels, config says "
-                             f"channels={config.channels}")
+            raise ValueError(
+                f"open_clip {config.name} projects to {out_dim} channels, config says "
+                f"channels={config.channels}"
+            )
         if visual.conv1.kernel_size[0] != config.patch_size:
-            raise ValueError(f"open_clip {config.name} has patch size {visual.conv1.kernel_size[0]}, config "
-                             f"says {config.patch_size}")
+            raise ValueError(
+                f"open_clip {config.name} has patch size {visual.conv1.kernel_size[0]}, config "
+                f"says {config.patch_size}"
+            )
         if config.frozen:
             self.freeze()
 
@@ -216,12 +236,14 @@ class MaskCLIPBackbone(Backbone):
         if config.weights:
             state = load_weights_file(config.weights)
             if any(k.startswith("visual.") for k in state):
-                state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+                state = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
             result = model.visual.load_state_dict(state, strict=False)
             if result.missing_keys or result.unexpected_keys:
-                raise ValueError(f"weights {config.weights} do not fit open_clip {config.name}'s visual "
-                                 f"tower: missing {result.missing_keys[:5]} ({len(result.missing_keys)}), "
-                                 f"unexpected {result.unexpected_keys[:5]} ({len(result.unexpected_keys)})")
+                raise ValueError(
+                    f"weights {config.weights} do not fit open_clip {config.name}'s visual "
+                    f"tower: missing {result.missing_keys[:5]} ({len(result.missing_keys)}), "
+                    f"unexpected {result.unexpected_keys[:5]} ({len(result.unexpected_keys)})"
+                )
         return model.visual
 
     def positional_embedding(self, h: int, w: int) -> Tensor:
@@ -254,7 +276,7 @@ class MaskCLIPBackbone(Backbone):
         last = blocks[-1]
         # MaskCLIP: the value path of the last block alone keeps each patch's own content.
         attn = last.attn
-        v_weight, v_bias = attn.in_proj_weight[2 * width:], attn.in_proj_bias[2 * width:]
+        v_weight, v_bias = attn.in_proj_weight[2 * width :], attn.in_proj_bias[2 * width :]
         x = attn.out_proj(F.linear(last.ln_1(x[:, 1:]), v_weight, v_bias))
         x = v.ln_post(x)
         if v.proj is not None:

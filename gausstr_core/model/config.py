@@ -51,8 +51,9 @@ class BackboneConfig:
         if self.kind not in BACKBONE_KINDS:
             raise ValueError(f"backbone.kind must be one of {BACKBONE_KINDS}, got {self.kind!r}")
         if self.channels <= 0 or self.patch_size <= 0:
-            raise ValueError(f"backbone.channels and patch_size must be positive, got "
-                             f"{self.channels}, {self.patch_size}")
+            raise ValueError(
+                f"backbone.channels and patch_size must be positive, got {self.channels}, {self.patch_size}"
+            )
 
     def normalization(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
         """(mean, std) applied to [0, 1] RGB images."""
@@ -105,17 +106,22 @@ class DecoderConfig:
 
     def __post_init__(self) -> None:
         if self.self_attention not in ("scene", "view"):
-            raise ValueError(f"decoder.self_attention must be 'scene' or 'view', got "
-                             f"{self.self_attention!r}")
+            raise ValueError(f"decoder.self_attention must be 'scene' or 'view', got {self.self_attention!r}")
         if self.reference_init not in ("random", "grid", "point_cloud"):
-            raise ValueError(f"decoder.reference_init must be 'random', 'grid' or 'point_cloud', got "
-                             f"{self.reference_init!r}")
+            raise ValueError(
+                f"decoder.reference_init must be 'random', 'grid' or 'point_cloud', got "
+                f"{self.reference_init!r}"
+            )
         if self.point_cloud_cells < 1 or self.point_cloud_stride < 1:
-            raise ValueError(f"decoder.point_cloud_cells and point_cloud_stride must be >= 1, got "
-                             f"{self.point_cloud_cells}, {self.point_cloud_stride}")
+            raise ValueError(
+                f"decoder.point_cloud_cells and point_cloud_stride must be >= 1, got "
+                f"{self.point_cloud_cells}, {self.point_cloud_stride}"
+            )
         if self.num_layers < 1 or self.queries_per_view < 1:
-            raise ValueError(f"decoder needs >= 1 layer and >= 1 query per view, got "
-                             f"{self.num_layers}, {self.queries_per_view}")
+            raise ValueError(
+                f"decoder needs >= 1 layer and >= 1 query per view, got "
+                f"{self.num_layers}, {self.queries_per_view}"
+            )
         if len(self.position_range) != 6:
             raise ValueError(f"decoder.position_range needs 6 numbers, got {self.position_range}")
 
@@ -167,8 +173,9 @@ class DepthHeadConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.min_depth < self.max_depth:
-            raise ValueError(f"depth_head needs 0 < min_depth < max_depth, got "
-                             f"{self.min_depth}, {self.max_depth}")
+            raise ValueError(
+                f"depth_head needs 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}"
+            )
 
 
 @dataclass
@@ -190,14 +197,19 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.embed_dim % self.decoder.num_heads or self.embed_dim % 2:
-            raise ValueError(f"embed_dim ({self.embed_dim}) must be even and divisible by "
-                             f"decoder.num_heads ({self.decoder.num_heads})")
+            raise ValueError(
+                f"embed_dim ({self.embed_dim}) must be even and divisible by "
+                f"decoder.num_heads ({self.decoder.num_heads})"
+            )
         if self.backbone.kind != "precomputed":
             h, w = self.image_size
             p = self.backbone.patch_size
             if h % p or w % p:
-                raise ValueError(f"image_size {tuple(self.image_size)} must be a multiple of the backbone "
-                                 f"patch size {p}")
+                raise ValueError(
+                    f"image_size {tuple(self.image_size)} must be a multiple of the backbone patch size {p}"
+                )
         if self.backbone.channels % 4:
-            raise ValueError(f"backbone.channels ({self.backbone.channels}) must be divisible by 4 "
-                             f"(the neck's 4x upsampling level has channels / 4)")
+            raise ValueError(
+                f"backbone.channels ({self.backbone.channels}) must be divisible by 4 "
+                f"(the neck's 4x upsampling level has channels / 4)"
+            )

@@ -61,15 +61,24 @@ class DecoderLayer(nn.Module):
 
     def __init__(self, embed_dim: int, config: DecoderConfig, num_levels: int = 4) -> None:
         super().__init__()
-        self.cross_attn = MultiScaleDeformableAttention(embed_dim, config.num_heads, num_levels,
-                                                        config.num_points, config.cross_attn_dropout)
+        self.cross_attn = MultiScaleDeformableAttention(
+            embed_dim, config.num_heads, num_levels, config.num_points, config.cross_attn_dropout
+        )
         self.self_attn = nn.MultiheadAttention(embed_dim, config.num_heads, batch_first=True)
         self.ffn = FFN(embed_dim, config.ffn_dim)
         self.norms = nn.ModuleList(nn.LayerNorm(embed_dim) for _ in range(3))
 
-    def forward(self, query: Tensor, value: Tensor, reference_points: Tensor,
-                spatial_shapes: list[tuple[int, int]], query_pos: Tensor, self_pos: Tensor,
-                num_views: int, scene_attention: bool) -> Tensor:
+    def forward(
+        self,
+        query: Tensor,
+        value: Tensor,
+        reference_points: Tensor,
+        spatial_shapes: list[tuple[int, int]],
+        query_pos: Tensor,
+        self_pos: Tensor,
+        num_views: int,
+        scene_attention: bool,
+    ) -> Tensor:
         """One layer.
 
         Args:
@@ -106,15 +115,20 @@ class GaussianDecoder(nn.Module):
         super().__init__()
         self.config = config
         self.embed_dim = embed_dim
-        self.layers = nn.ModuleList(DecoderLayer(embed_dim, config, num_levels)
-                                    for _ in range(config.num_layers))
+        self.layers = nn.ModuleList(
+            DecoderLayer(embed_dim, config, num_levels) for _ in range(config.num_layers)
+        )
         self.reference_encoder = MLP(embed_dim, embed_dim, hidden_dim=embed_dim)
         self.mean_pos_feats = 2 * math.ceil(embed_dim / 6)  # per coordinate, even
-        self.mean_encoder = (MLP(3 * self.mean_pos_feats, embed_dim, hidden_dim=embed_dim)
-                             if config.mean_position_encoding else None)
+        self.mean_encoder = (
+            MLP(3 * self.mean_pos_feats, embed_dim, hidden_dim=embed_dim)
+            if config.mean_position_encoding
+            else None
+        )
         self.norm = nn.LayerNorm(embed_dim)
-        self.register_buffer("position_range", torch.tensor(config.position_range, dtype=torch.float32),
-                             persistent=False)
+        self.register_buffer(
+            "position_range", torch.tensor(config.position_range, dtype=torch.float32), persistent=False
+        )
 
     def encode_means(self, means: Tensor) -> Tensor:
         """(..., 3) ego-frame means [m] -> (..., C) positional encoding."""
@@ -157,8 +171,16 @@ class GaussianDecoder(nn.Module):
                 with torch.no_grad():
                     means = means_of(reference_points)
                 self_pos = query_pos + self.encode_means(means).to(query_pos.dtype)
-            query = layer(query, value, reference_points, spatial_shapes, query_pos, self_pos, num_views,
-                          cfg.self_attention == "scene")
+            query = layer(
+                query,
+                value,
+                reference_points,
+                spatial_shapes,
+                query_pos,
+                self_pos,
+                num_views,
+                cfg.self_attention == "scene",
+            )
             reference_points = refine_fn(query, reference_points).detach()
             hidden.append(self.norm(query))
             references.append(reference_points)

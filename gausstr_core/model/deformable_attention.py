@@ -39,8 +39,9 @@ def deformable_sample(
     b, s, m, d = value.shape
     _, q, _, num_levels, p, _ = sampling_locations.shape
     if sum(h * w for h, w in spatial_shapes) != s or len(spatial_shapes) != num_levels:
-        raise ValueError(f"spatial_shapes {spatial_shapes} do not cover the {s} values over "
-                         f"{num_levels} levels")
+        raise ValueError(
+            f"spatial_shapes {spatial_shapes} do not cover the {s} values over {num_levels} levels"
+        )
     values = value.split([h * w for h, w in spatial_shapes], dim=1)
     grids = 2 * sampling_locations - 1
     sampled = []
@@ -50,8 +51,9 @@ def deformable_sample(
         g = grids[:, :, :, level].transpose(1, 2).reshape(b * m, q, p, 2)
         # Sample in the wider of the two dtypes: bf16 locations would be off by up to half a pixel.
         dt = torch.promote_types(v.dtype, g.dtype)
-        sampled.append(F.grid_sample(v.to(dt), g.to(dt), mode="bilinear", padding_mode="zeros",
-                                     align_corners=False))  # (B*M, D, Q, P)
+        sampled.append(
+            F.grid_sample(v.to(dt), g.to(dt), mode="bilinear", padding_mode="zeros", align_corners=False)
+        )  # (B*M, D, Q, P)
     stacked = torch.stack(sampled, dim=-2).flatten(-2)  # (B*M, D, Q, L*P)
     weights = attention_weights.transpose(1, 2).reshape(b * m, 1, q, num_levels * p)
     out = (stacked * weights.to(stacked.dtype)).sum(-1)  # (B*M, D, Q)
@@ -65,8 +67,14 @@ class MultiScaleDeformableAttention(nn.Module):
     (C -> M*L*P), ``value_proj`` (C -> C), ``output_proj`` (C -> C).
     """
 
-    def __init__(self, embed_dim: int = 256, num_heads: int = 8, num_levels: int = 4, num_points: int = 4,
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        embed_dim: int = 256,
+        num_heads: int = 8,
+        num_levels: int = 4,
+        num_points: int = 4,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
@@ -127,9 +135,11 @@ class MultiScaleDeformableAttention(nn.Module):
         if reference_points.dim() == 3:
             reference_points = reference_points[:, :, None].expand(b, q, num_levels, 2)
         # Offsets are in pixels of each level: normalise by the level's (w, h).
-        normalizer = torch.tensor([[w, h] for h, w in spatial_shapes], device=query.device,
-                                  dtype=offsets.dtype)
-        locations = (reference_points[:, :, None, :, None, :]
-                     + offsets / normalizer[None, None, None, :, None, :])
+        normalizer = torch.tensor(
+            [[w, h] for h, w in spatial_shapes], device=query.device, dtype=offsets.dtype
+        )
+        locations = (
+            reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        )
         out = deformable_sample(v, spatial_shapes, locations, weights)
         return query + self.dropout(self.output_proj(out))

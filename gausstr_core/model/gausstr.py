@@ -98,8 +98,15 @@ class DecodedQueries:
     cam_to_ego: Tensor
 
 
-def _initial_reference_points(num: int, queries: int, mode: str, training: bool, seed: int,
-                              image_size: tuple[int, int], device: torch.device) -> Tensor:
+def _initial_reference_points(
+    num: int,
+    queries: int,
+    mode: str,
+    training: bool,
+    seed: int,
+    image_size: tuple[int, int],
+    device: torch.device,
+) -> Tensor:
     """(num, Q, 2) starting reference points in [0, 1]^2.
 
     "random" draws uniformly (every forward in training, as official); in eval mode from a generator
@@ -156,14 +163,17 @@ class GaussTR(nn.Module):
         b, v = batch.batch_size, batch.num_views
         if self.backbone is None:
             if batch.features is None:
-                raise ValueError("the 'precomputed' backbone reads batch.features (B, V, C, h, w), "
-                                 "which is None")
+                raise ValueError(
+                    "the 'precomputed' backbone reads batch.features (B, V, C, h, w), which is None"
+                )
             feats = batch.features.flatten(0, 1)
         else:
             feats = self.backbone(batch.images.flatten(0, 1))
         if feats.shape[1] != self.config.backbone.channels:
-            raise ValueError(f"backbone features have {feats.shape[1]} channels, the neck expects "
-                             f"{self.config.backbone.channels} (model.backbone.channels)")
+            raise ValueError(
+                f"backbone features have {feats.shape[1]} channels, the neck expects "
+                f"{self.config.backbone.channels} (model.backbone.channels)"
+            )
         if feats.shape[0] != b * v:
             raise ValueError(f"expected {b * v} feature maps, got {feats.shape[0]}")
         return feats
@@ -183,15 +193,24 @@ class GaussTR(nn.Module):
             target_features = feats.reshape(batch.batch_size, batch.num_views, *feats.shape[1:])
         else:
             target_features = batch.features
-        segment_heads = ([head.segment for head in self.heads] if self.config.head.segment_classes > 0
-                         else None)
-        return GaussTROutput(gaussians, reference_points, decoded.depth, decoded.predicted_depth,
-                             target_features, segment_heads, colors)
+        segment_heads = (
+            [head.segment for head in self.heads] if self.config.head.segment_classes > 0 else None
+        )
+        return GaussTROutput(
+            gaussians,
+            reference_points,
+            decoded.depth,
+            decoded.predicted_depth,
+            target_features,
+            segment_heads,
+            colors,
+        )
 
     # The stages of forward, public so that benchmarks can time them one by one.
 
-    def decode(self, batch: CameraBatch, levels: list[Tensor],
-               point_cloud: Tensor | None = None) -> DecodedQueries:
+    def decode(
+        self, batch: CameraBatch, levels: list[Tensor], point_cloud: Tensor | None = None
+    ) -> DecodedQueries:
         """Depth (input or predicted), then the decoder over the pyramid ``levels`` (B*V maps each)."""
         cfg = self.config
         b, v = batch.batch_size, batch.num_views
@@ -208,8 +227,10 @@ class GaussTR(nn.Module):
         elif predicted_depth is not None:
             depth = predicted_depth
         else:
-            raise ValueError("batch.depth is None and the model has no depth head "
-                             "(enable model.depth_head, or provide metric depth)")
+            raise ValueError(
+                "batch.depth is None and the model has no depth head "
+                "(enable model.depth_head, or provide metric depth)"
+            )
         depth_flat = depth.flatten(0, 1).float()
         clamped = depth_flat.clamp(max=cfg.head.depth_limit)
         intrinsics = batch.input_intrinsics().flatten(0, 1).float()
@@ -219,14 +240,22 @@ class GaussTR(nn.Module):
         if cfg.decoder.reference_init == "point_cloud":
             reference = self._point_cloud_reference(batch, depth, point_cloud).reshape(b * v, q, 2)
         else:
-            reference = _initial_reference_points(b * v, q, cfg.decoder.reference_init, self.training,
-                                                  cfg.decoder.reference_seed, (h, w), query.device)
+            reference = _initial_reference_points(
+                b * v,
+                q,
+                cfg.decoder.reference_init,
+                self.training,
+                cfg.decoder.reference_seed,
+                (h, w),
+                query.device,
+            )
 
         def means_of(ref: Tensor) -> Tensor:
             return lift_means(ref, sample_depth(clamped, ref), intrinsics, cam_to_ego, (h, w))
 
-        hidden, references = self.decoder(query, value, shapes, reference, v,
-                                          [head.refine for head in self.heads], means_of)
+        hidden, references = self.decoder(
+            query, value, shapes, reference, v, [head.refine for head in self.heads], means_of
+        )
         return DecodedQueries(hidden, references, depth, predicted_depth, intrinsics, cam_to_ego)
 
     def _point_cloud_reference(self, batch: CameraBatch, depth: Tensor, point_cloud: Tensor | None) -> Tensor:
@@ -238,26 +267,41 @@ class GaussTR(nn.Module):
             if point_cloud is not None:
                 b = batch.batch_size
                 if point_cloud.dim() != 3 or point_cloud.shape[0] != b or point_cloud.shape[-1] != 3:
-                    raise ValueError(f"point_cloud must be (B, P, 3) with B = {batch.batch_size}, got "
-                                     f"{tuple(point_cloud.shape)}")
+                    raise ValueError(
+                        f"point_cloud must be (B, P, 3) with B = {batch.batch_size}, got "
+                        f"{tuple(point_cloud.shape)}"
+                    )
                 points = point_cloud.float()
                 valid = torch.isfinite(points).all(-1)
             else:
-                points, valid = depth_point_cloud(depth.float(), batch.input_intrinsics(), batch.cam_to_ego,
-                                                  cfg.point_cloud_stride, self.config.head.depth_limit)
+                points, valid = depth_point_cloud(
+                    depth.float(),
+                    batch.input_intrinsics(),
+                    batch.cam_to_ego,
+                    cfg.point_cloud_stride,
+                    self.config.head.depth_limit,
+                )
             # Training draws afresh every forward (as "random" does); eval is seeded: same input, same output.
             generator = None if self.training else torch.Generator().manual_seed(cfg.reference_seed)
-            return point_cloud_reference_points(points, valid, batch.input_intrinsics(), batch.cam_to_ego,
-                                                batch.image_size, cfg.queries_per_view, cfg.point_cloud_cells,
-                                                generator=generator)
+            return point_cloud_reference_points(
+                points,
+                valid,
+                batch.input_intrinsics(),
+                batch.cam_to_ego,
+                batch.image_size,
+                cfg.queries_per_view,
+                cfg.point_cloud_cells,
+                generator=generator,
+            )
 
     def gaussians(self, batch: CameraBatch, decoded: DecodedQueries) -> tuple[list[Gaussians], list[Tensor]]:
         """Every layer's head: (L Gaussians (B, V*Q, ...), L reference points (B, V, Q, 2))."""
         gaussians, reference_points, _ = self.head_outputs(batch, decoded)
         return gaussians, reference_points
 
-    def head_outputs(self, batch: CameraBatch, decoded: DecodedQueries
-                     ) -> tuple[list[Gaussians], list[Tensor], list[Tensor] | None]:
+    def head_outputs(
+        self, batch: CameraBatch, decoded: DecodedQueries
+    ) -> tuple[list[Gaussians], list[Tensor], list[Tensor] | None]:
         """``gaussians`` plus every layer's colours (B, V*Q, 3) from the RGB head (None without it)."""
         b, v = batch.batch_size, batch.num_views
         q = self.config.decoder.queries_per_view
@@ -265,13 +309,15 @@ class GaussTR(nn.Module):
         gaussians, reference_points, colors = [], [], []
         for head, hid, ref in zip(self.heads, decoded.hidden, decoded.references):
             p = head(hid, ref, depth_flat, decoded.intrinsics, decoded.cam_to_ego)
-            gaussians.append(Gaussians(
-                means=p["means"].reshape(b, v * q, 3),
-                scales=p["scales"].reshape(b, v * q, 3),
-                rotations=p["rotations"].reshape(b, v * q, 4),
-                opacities=p["opacities"].reshape(b, v * q),
-                features=p["features"].reshape(b, v * q, -1),
-            ))
+            gaussians.append(
+                Gaussians(
+                    means=p["means"].reshape(b, v * q, 3),
+                    scales=p["scales"].reshape(b, v * q, 3),
+                    rotations=p["rotations"].reshape(b, v * q, 4),
+                    opacities=p["opacities"].reshape(b, v * q),
+                    features=p["features"].reshape(b, v * q, -1),
+                )
+            )
             reference_points.append(p["reference_points"].reshape(b, v, q, 2))
             if "colors" in p:
                 colors.append(p["colors"].reshape(b, v * q, 3))

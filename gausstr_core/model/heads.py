@@ -65,12 +65,18 @@ def sample_depth(depth: Tensor, reference_points: Tensor) -> Tensor:
         (B, Q) sampled depth.
     """
     grid = (2 * reference_points - 1).unsqueeze(1).to(depth.dtype)  # (B, 1, Q, 2)
-    return F.grid_sample(depth.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros",
-                         align_corners=False)[:, 0, 0]
+    return F.grid_sample(
+        depth.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )[:, 0, 0]
 
 
-def lift_means(reference_points: Tensor, depth: Tensor, intrinsics: Tensor, cam_to_ego: Tensor,
-               image_size: tuple[int, int]) -> Tensor:
+def lift_means(
+    reference_points: Tensor,
+    depth: Tensor,
+    intrinsics: Tensor,
+    cam_to_ego: Tensor,
+    image_size: tuple[int, int],
+) -> Tensor:
     """Ego-frame points of normalised image points at metric depth (fp32 whatever the autocast).
 
     Args:
@@ -100,8 +106,9 @@ class GaussianHead(nn.Module):
         self.opacity = MLP(embed_dim, 1)
         self.scale = MLP(embed_dim, 3)
         self.feature = MLP(embed_dim, config.feature_dim)
-        self.segment = (MLP(config.segment_input_dim, config.segment_classes)
-                        if config.segment_classes > 0 else None)
+        self.segment = (
+            MLP(config.segment_input_dim, config.segment_classes) if config.segment_classes > 0 else None
+        )
         # Created only when asked for, so that models without it keep their exact state dict.
         self.rgb = MLP(embed_dim, 3) if config.rgb_head else None
 
@@ -143,7 +150,7 @@ class GaussianHead(nn.Module):
         means = lift_means(ref, z, intrinsics, cam_to_ego, depth.shape[-2:])
 
         lo, hi = cfg.scale_range
-        size = (lo + (hi - lo) * self.scale(query).float().sigmoid())
+        size = lo + (hi - lo) * self.scale(query).float().sigmoid()
         focal = intrinsics[:, 0, 0].float().view(bv, 1, 1)
         scales = size * (sampled.unsqueeze(-1) * cfg.scale_multiplier / focal).clamp(min=1e-6)
         rotations = matrix_to_quaternion(cam_to_ego[:, :3, :3].float())[:, None].expand(bv, q, 4)
@@ -173,9 +180,12 @@ class DepthHead(nn.Module):
         self.config = config
         hidden = max(channels // 2, 16)
         self.blocks = nn.Sequential(
-            nn.Conv2d(channels, hidden, 3, padding=1), nn.GELU(),
-            nn.Conv2d(hidden, hidden, 3, padding=1), nn.GELU(),
-            nn.Conv2d(hidden, 1, 1))
+            nn.Conv2d(channels, hidden, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(hidden, 1, 1),
+        )
         # Start near the middle of the log range, not at an edge of the sigmoid (small, not zero,
         # weights so that the earlier convs get gradients from the first step).
         nn.init.normal_(self.blocks[-1].weight, std=1e-3)

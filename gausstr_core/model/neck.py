@@ -23,8 +23,9 @@ class LayerNorm2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
-        return F.layer_norm(x.permute(0, 2, 3, 1), self.weight.shape, self.weight, self.bias,
-                            self.eps).permute(0, 3, 1, 2)
+        return F.layer_norm(
+            x.permute(0, 2, 3, 1), self.weight.shape, self.weight, self.bias, self.eps
+        ).permute(0, 3, 1, 2)
 
 
 class ConvNorm(nn.Module):
@@ -44,8 +45,11 @@ def _rescale(scale: int, channels: int) -> nn.Module:
     """The level's resampling of the ViT map: scale -2 = x4 up, -1 = x2 up, 0 = same, 1 = x2 down."""
     if scale == -2:
         return nn.Sequential(
-            nn.ConvTranspose2d(channels, channels // 2, 2, 2), LayerNorm2d(channels // 2), nn.GELU(),
-            nn.ConvTranspose2d(channels // 2, channels // 4, 2, 2))
+            nn.ConvTranspose2d(channels, channels // 2, 2, 2),
+            LayerNorm2d(channels // 2),
+            nn.GELU(),
+            nn.ConvTranspose2d(channels // 2, channels // 4, 2, 2),
+        )
     if scale == -1:
         return nn.ConvTranspose2d(channels, channels // 2, 2, 2)
     if scale == 0:

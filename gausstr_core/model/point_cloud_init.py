@@ -48,8 +48,9 @@ def normalize_to_unit_cuboid(points: Tensor, valid: Tensor | None = None) -> tup
     return torch.where(valid[..., None], normalized, torch.zeros_like(normalized)), lower, extent
 
 
-def depth_point_cloud(depth: Tensor, intrinsics: Tensor, cam_to_ego: Tensor, stride: int = 4,
-                      max_depth: float | None = None) -> tuple[Tensor, Tensor]:
+def depth_point_cloud(
+    depth: Tensor, intrinsics: Tensor, cam_to_ego: Tensor, stride: int = 4, max_depth: float | None = None
+) -> tuple[Tensor, Tensor]:
     """The ego-frame point cloud of depth images (a depth camera's cloud), every ``stride``-th pixel.
 
     Args:
@@ -61,7 +62,7 @@ def depth_point_cloud(depth: Tensor, intrinsics: Tensor, cam_to_ego: Tensor, str
         points (B, V * h * w, 3) and valid (B, V * h * w) bool.
     """
     b, v = depth.shape[:2]
-    pooled = depth[..., (stride - 1) // 2::stride, (stride - 1) // 2::stride]
+    pooled = depth[..., (stride - 1) // 2 :: stride, (stride - 1) // 2 :: stride]
     hs, ws = pooled.shape[-2:]
     rows = torch.arange(hs, device=depth.device, dtype=torch.float32) * stride + (stride - 1) // 2
     cols = torch.arange(ws, device=depth.device, dtype=torch.float32) * stride + (stride - 1) // 2
@@ -76,8 +77,9 @@ def depth_point_cloud(depth: Tensor, intrinsics: Tensor, cam_to_ego: Tensor, str
     return points.reshape(b, -1, 3), valid.reshape(b, -1)
 
 
-def cell_representatives(points: Tensor, valid: Tensor, cells: int,
-                         generator: torch.Generator | None = None) -> Tensor:
+def cell_representatives(
+    points: Tensor, valid: Tensor, cells: int, generator: torch.Generator | None = None
+) -> Tensor:
     """One random point per occupied cell of the unit-cuboid-normalised cloud.
 
     Args:
@@ -106,9 +108,17 @@ def cell_representatives(points: Tensor, valid: Tensor, cells: int,
     return keep
 
 
-def point_cloud_reference_points(points: Tensor, valid: Tensor, intrinsics: Tensor, cam_to_ego: Tensor,
-                                 image_size: tuple[int, int], queries: int, cells: int = 64,
-                                 near: float = 0.1, generator: torch.Generator | None = None) -> Tensor:
+def point_cloud_reference_points(
+    points: Tensor,
+    valid: Tensor,
+    intrinsics: Tensor,
+    cam_to_ego: Tensor,
+    image_size: tuple[int, int],
+    queries: int,
+    cells: int = 64,
+    near: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Initial reference points of every view's queries, drawn from a point cloud.
 
     Args:
@@ -127,8 +137,9 @@ def point_cloud_reference_points(points: Tensor, valid: Tensor, intrinsics: Tens
     h, w = image_size
     dev = intrinsics.device
     keep = cell_representatives(points, valid, cells, generator)
-    pixels, depth = project(points[:, None].expand(b, v, *points.shape[1:]).float(), intrinsics.float(),
-                            cam_to_ego.float())
+    pixels, depth = project(
+        points[:, None].expand(b, v, *points.shape[1:]).float(), intrinsics.float(), cam_to_ego.float()
+    )
     seen = keep[:, None] & (depth > near) & (pixels[..., 0] > -0.5) & (pixels[..., 0] < w - 0.5)
     seen &= (pixels[..., 1] > -0.5) & (pixels[..., 1] < h - 0.5)
     out = torch.rand(b, v, queries, 2, generator=generator).to(dev)

@@ -16,8 +16,15 @@ from gausstr_core.render.reference import render_reference
 
 BACKENDS = ("auto", "gsplat", "torch")
 
-__all__ = ["BACKENDS", "RenderOutput", "gsplat_available", "render_gaussians", "render_gsplat",
-           "render_reference", "resolve_backend"]
+__all__ = [
+    "BACKENDS",
+    "RenderOutput",
+    "gsplat_available",
+    "render_gaussians",
+    "render_gsplat",
+    "render_reference",
+    "resolve_backend",
+]
 
 
 def resolve_backend(backend: str, device_type: str) -> str:
@@ -65,7 +72,16 @@ def render_gaussians(
     image_size = (h, w)
     chosen = resolve_backend(backend, gaussians.means.device.type)
     if chosen == "gsplat" and gaussians.num_gaussians > 0:
-        return render_gsplat(gaussians, intrinsics, cam_to_ego, image_size, near, far, channel_chunk,
-                             camera_model)
-    return render_reference(gaussians, intrinsics, cam_to_ego, image_size, near, far,
-                            camera_model=camera_model, tile_size=tile_size)
+        return render_gsplat(
+            gaussians, intrinsics, cam_to_ego, image_size, near, far, channel_chunk, camera_model
+        )
+    return render_reference(
+        gaussians,
+        intrinsics,
+        cam_to_ego,
+        image_size,
+        near,
+        far,
+        camera_model=camera_model,
+        tile_size=tile_size,
+    )

@@ -48,8 +48,13 @@ class RenderOutput:
 
 
 def check_render_inputs(
-    gaussians: Gaussians, intrinsics: Tensor, cam_to_ego: Tensor, image_size: tuple[int, int],
-    near: float, far: float, camera_model: str = "pinhole",
+    gaussians: Gaussians,
+    intrinsics: Tensor,
+    cam_to_ego: Tensor,
+    image_size: tuple[int, int],
+    near: float,
+    far: float,
+    camera_model: str = "pinhole",
 ) -> tuple[int, int, int, int]:
     """Validate the renderer's inputs; returns (B, V, H, W)."""
     if camera_model not in CAMERA_MODELS:
@@ -70,8 +75,10 @@ def check_render_inputs(
         raise ValueError(f"image_size must be positive, got {image_size!r}")
     skew = intrinsics[..., 0, 1].abs() > 1e-6 * intrinsics[..., 0, 0].abs()
     if bool(skew.any()):
-        raise ValueError("the renderer supports pinhole intrinsics without skew (K[0, 1] = 0) as gsplat "
-                         f"does; got K[0, 1] = {intrinsics[..., 0, 1][skew].flatten()[:4].tolist()}")
+        raise ValueError(
+            "the renderer supports pinhole intrinsics without skew (K[0, 1] = 0) as gsplat "
+            f"does; got K[0, 1] = {intrinsics[..., 0, 1][skew].flatten()[:4].tolist()}"
+        )
     if not 0 < near < far:
         raise ValueError(f"need 0 < near < far, got near={near}, far={far}")
     return b, v, h, w

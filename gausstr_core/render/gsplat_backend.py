@@ -24,8 +24,14 @@ def gsplat_available() -> bool:
 
 
 def render_gsplat(
-    gaussians: Gaussians, intrinsics: Tensor, cam_to_ego: Tensor, image_size: tuple[int, int],
-    near: float = 0.1, far: float = 100.0, channel_chunk: int = 32, camera_model: str = "pinhole",
+    gaussians: Gaussians,
+    intrinsics: Tensor,
+    cam_to_ego: Tensor,
+    image_size: tuple[int, int],
+    near: float = 0.1,
+    far: float = 100.0,
+    channel_chunk: int = 32,
+    camera_model: str = "pinhole",
 ) -> RenderOutput:
     """Render with gsplat's CUDA rasterizer (render_mode "RGB+D", unpacked, classic 3DGS).
 
@@ -44,22 +50,34 @@ def render_gsplat(
     """
     _, _, h, w = check_render_inputs(gaussians, intrinsics, cam_to_ego, image_size, near, far, camera_model)
     if gaussians.means.device.type != "cuda":
-        raise ValueError(f"the gsplat backend needs CUDA tensors, got {gaussians.means.device}; "
-                         "use backend='torch' (the reference renderer) on the CPU")
+        raise ValueError(
+            f"the gsplat backend needs CUDA tensors, got {gaussians.means.device}; "
+            "use backend='torch' (the reference renderer) on the CPU"
+        )
     if channel_chunk < 1:
         raise ValueError(f"channel_chunk must be >= 1, got {channel_chunk}")
     try:
         from gsplat import rasterization
     except ImportError as exc:
-        raise ImportError("backend='gsplat' needs the gsplat package (pip install gsplat==1.5.3); "
-                          "backend='torch' renders without it") from exc
-    return rasterize_with(rasterization, gaussians, intrinsics, cam_to_ego, (h, w), near, far, channel_chunk,
-                          camera_model)
+        raise ImportError(
+            "backend='gsplat' needs the gsplat package (pip install gsplat==1.5.3); "
+            "backend='torch' renders without it"
+        ) from exc
+    return rasterize_with(
+        rasterization, gaussians, intrinsics, cam_to_ego, (h, w), near, far, channel_chunk, camera_model
+    )
 
 
 def rasterize_with(
-    rasterization, gaussians: Gaussians, intrinsics: Tensor, cam_to_ego: Tensor, image_size: tuple[int, int],
-    near: float, far: float, channel_chunk: int, camera_model: str = "pinhole",
+    rasterization,
+    gaussians: Gaussians,
+    intrinsics: Tensor,
+    cam_to_ego: Tensor,
+    image_size: tuple[int, int],
+    near: float,
+    far: float,
+    channel_chunk: int,
+    camera_model: str = "pinhole",
 ) -> RenderOutput:
     """Call a function with ``gsplat.rasterization``'s interface on our Gaussians and cameras (the
     conversions: ego->camera view matrices, gsplat's pixel convention, float32, output layout)."""

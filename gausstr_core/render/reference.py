@@ -50,8 +50,14 @@ _BLOCK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 25}
 
 
 def project_gaussians(
-    gaussians: Gaussians, intrinsics: Tensor, cam_to_ego: Tensor, image_size: tuple[int, int],
-    near: float, far: float, camera_model: str = "pinhole", return_radii: bool = False,
+    gaussians: Gaussians,
+    intrinsics: Tensor,
+    cam_to_ego: Tensor,
+    image_size: tuple[int, int],
+    near: float,
+    far: float,
+    camera_model: str = "pinhole",
+    return_radii: bool = False,
 ):
     """Project Gaussians into every camera exactly as gsplat's ``fully_fused_projection`` does.
 
@@ -89,10 +95,13 @@ def project_gaussians(
     zero = torch.zeros_like(z)
     if camera_model == "ortho":
         fx_n, fy_n = fx.expand_as(z), fy.expand_as(z)
-        jac = torch.stack([
-            torch.stack([fx_n, zero, zero], dim=-1),
-            torch.stack([zero, fy_n, zero], dim=-1),
-        ], dim=-2)  # (B, V, N, 2, 3)
+        jac = torch.stack(
+            [
+                torch.stack([fx_n, zero, zero], dim=-1),
+                torch.stack([zero, fy_n, zero], dim=-1),
+            ],
+            dim=-2,
+        )  # (B, V, N, 2, 3)
     else:
         tan_fovx, tan_fovy = 0.5 * w / fx, 0.5 * h / fy
         lim_x_pos = (w - cx) / fx + FOV_CLIP_MARGIN * tan_fovx
@@ -101,10 +110,13 @@ def project_gaussians(
         lim_y_neg = cy / fy + FOV_CLIP_MARGIN * tan_fovy
         tx = z * torch.minimum(lim_x_pos, torch.maximum(-lim_x_neg, x / z))
         ty = z * torch.minimum(lim_y_pos, torch.maximum(-lim_y_neg, y / z))
-        jac = torch.stack([
-            torch.stack([fx / z, zero, -fx * tx / (z * z)], dim=-1),
-            torch.stack([zero, fy / z, -fy * ty / (z * z)], dim=-1),
-        ], dim=-2)  # (B, V, N, 2, 3)
+        jac = torch.stack(
+            [
+                torch.stack([fx / z, zero, -fx * tx / (z * z)], dim=-1),
+                torch.stack([zero, fy / z, -fy * ty / (z * z)], dim=-1),
+            ],
+            dim=-2,
+        )  # (B, V, N, 2, 3)
     cov2d = jac @ cov_c @ jac.transpose(-1, -2)
     a = cov2d[..., 0, 0] + EPS2D
     b = 0.5 * (cov2d[..., 0, 1] + cov2d[..., 1, 0])
@@ -174,9 +186,15 @@ def _take(values: Tensor, order: Tensor) -> Tensor:
 
 
 def render_reference(
-    gaussians: Gaussians, intrinsics: Tensor, cam_to_ego: Tensor, image_size: tuple[int, int],
-    near: float = 0.1, far: float = 100.0, block_elements: int | None = None,
-    camera_model: str = "pinhole", tile_size: int | None = None,
+    gaussians: Gaussians,
+    intrinsics: Tensor,
+    cam_to_ego: Tensor,
+    image_size: tuple[int, int],
+    near: float = 0.1,
+    far: float = 100.0,
+    block_elements: int | None = None,
+    camera_model: str = "pinhole",
+    tile_size: int | None = None,
 ) -> RenderOutput:
     """Render features and depth of B scenes into V cameras with plain PyTorch (any device).
 
@@ -207,7 +225,8 @@ def render_reference(
         return RenderOutput(gaussians.means.new_zeros(b, v, c, h, w), zeros, zeros.clone())
     intrinsics, cam_to_ego = intrinsics.to(dtype), cam_to_ego.to(dtype)
     means2d, conics, depths, valid, radii = project_gaussians(
-        gaussians, intrinsics, cam_to_ego, image_size, near, far, camera_model, return_radii=True)
+        gaussians, intrinsics, cam_to_ego, image_size, near, far, camera_model, return_radii=True
+    )
 
     # Sort once per image by centre depth (gsplat sorts each tile's list by the same key); the
     # stable sort breaks ties by Gaussian index, as gsplat's stable radix sort does. Culled Gaussians
@@ -232,8 +251,9 @@ def render_reference(
         block_elements = _BLOCK_ELEMENTS.get(means2d.device.type, _BLOCK_ELEMENTS["cpu"])
 
     if tile_size is not None:
-        rendered, alpha = _composite_tiles(means2d, conics, opacities, values, valid, radii, (h, w),
-                                           tile_size, block_elements)
+        rendered, alpha = _composite_tiles(
+            means2d, conics, opacities, values, valid, radii, (h, w), tile_size, block_elements
+        )
         rendered = rendered.reshape(b, v, h, w, c + 1)
         return RenderOutput(
             features=rendered[..., :c].permute(0, 1, 4, 2, 3),
@@ -246,7 +266,7 @@ def render_reference(
     rows = max(1, block_elements // max(1, s * n * w))
     rendered, alphas = [], []
     for start in range(0, h, rows):
-        weights, alpha = composite(ys[start:start + rows], xs, means2d, conics, opacities)
+        weights, alpha = composite(ys[start : start + rows], xs, means2d, conics, opacities)
         rendered.append(weights @ values)  # (S, R * W, C + 1)
         alphas.append(alpha)
     rendered = torch.cat(rendered, dim=1).reshape(b, v, h, w, c + 1)
@@ -258,8 +278,15 @@ def render_reference(
 
 
 def _composite_tiles(
-    means2d: Tensor, conics: Tensor, opacities: Tensor, values: Tensor, valid: Tensor, radii: Tensor,
-    image_size: tuple[int, int], tile: int, block_elements: int,
+    means2d: Tensor,
+    conics: Tensor,
+    opacities: Tensor,
+    values: Tensor,
+    valid: Tensor,
+    radii: Tensor,
+    image_size: tuple[int, int],
+    tile: int,
+    block_elements: int,
 ) -> tuple[Tensor, Tensor]:
     """Tile-binned compositing of S images of depth-sorted Gaussians.
 
@@ -303,8 +330,14 @@ def _composite_tiles(
         busiest = torch.argsort(counts, descending=True)
     flat = lambda t: t.reshape(s * n, *t.shape[2:])
     means2d, conics, opacities, values = flat(means2d), flat(conics), flat(opacities), flat(values)
-    lo = torch.stack(torch.meshgrid(torch.arange(tx, device=dev, dtype=dtype) * tile,
-                                    torch.arange(ty, device=dev, dtype=dtype) * tile, indexing="xy"), dim=-1)
+    lo = torch.stack(
+        torch.meshgrid(
+            torch.arange(tx, device=dev, dtype=dtype) * tile,
+            torch.arange(ty, device=dev, dtype=dtype) * tile,
+            indexing="xy",
+        ),
+        dim=-1,
+    )
     origins = lo.reshape(ty * tx, 2)  # (x, y) of each tile's corner
     centres = torch.arange(tile, device=dev, dtype=dtype) + 0.5
     done, parts, alphas = [], [], []
@@ -313,7 +346,7 @@ def _composite_tiles(
     while start < num_tiles and counts_host[start] > 0:
         length = counts_host[start]  # the longest list of the remaining tiles (sorted descending)
         chunk = max(1, block_elements // (tile * tile * length))
-        tiles = busiest[start:start + chunk]
+        tiles = busiest[start : start + chunk]
         start += tiles.numel()
         slot = torch.arange(length, device=dev)
         present = slot < counts[tiles, None]  # (Tc, L)

@@ -45,8 +45,9 @@ class RenderView:
     far: float = 100.0
 
 
-def sensor_view(cameras: CameraBatch, size: tuple[int, int], views: Tensor | None = None,
-                max_depth: float = 50.0) -> RenderView:
+def sensor_view(
+    cameras: CameraBatch, size: tuple[int, int], views: Tensor | None = None, max_depth: float = 50.0
+) -> RenderView:
     """The input cameras at ``size`` (all of them, or ``views`` (B, V') indices per scene)."""
     k = (resize_matrix(cameras.image_size, size).to(cameras.intrinsics) @ cameras.input_intrinsics()).float()
     pose = cameras.cam_to_ego.float()
@@ -56,8 +57,9 @@ def sensor_view(cameras: CameraBatch, size: tuple[int, int], views: Tensor | Non
     return RenderView("sensor", k, pose, tuple(size), "pinhole", max_depth)
 
 
-def elevated_poses(cam_to_ego: Tensor, elevation: float, pitch_deg: float, yaw_deg: Tensor,
-                   shift: Tensor) -> Tensor:
+def elevated_poses(
+    cam_to_ego: Tensor, elevation: float, pitch_deg: float, yaw_deg: Tensor, shift: Tensor
+) -> Tensor:
     """Cameras lifted, pitched down, turned and moved (GaussRender's "elevated" strategy).
 
     Args:
@@ -71,13 +73,16 @@ def elevated_poses(cam_to_ego: Tensor, elevation: float, pitch_deg: float, yaw_d
     """
     t = math.radians(pitch_deg)
     # Columns: the new camera axes in the old camera frame; z' = (0, sin, cos) leans down (+y).
-    tilt = cam_to_ego.new_tensor([[1.0, 0.0, 0.0], [0.0, math.cos(t), math.sin(t)],
-                                  [0.0, -math.sin(t), math.cos(t)]])
+    tilt = cam_to_ego.new_tensor(
+        [[1.0, 0.0, 0.0], [0.0, math.cos(t), math.sin(t)], [0.0, -math.sin(t), math.cos(t)]]
+    )
     yaw = torch.deg2rad(yaw_deg.to(cam_to_ego.dtype))
     c, s = torch.cos(yaw), torch.sin(yaw)
     zero, one = torch.zeros_like(c), torch.ones_like(c)
-    turn = torch.stack([torch.stack([c, -s, zero], -1), torch.stack([s, c, zero], -1),
-                        torch.stack([zero, zero, one], -1)], -2)
+    turn = torch.stack(
+        [torch.stack([c, -s, zero], -1), torch.stack([s, c, zero], -1), torch.stack([zero, zero, one], -1)],
+        -2,
+    )
     out = cam_to_ego.clone()
     out[..., :3, :3] = turn @ cam_to_ego[..., :3, :3] @ tilt
     out[..., 0, 3] = cam_to_ego[..., 0, 3] + shift[..., 0]
@@ -86,9 +91,17 @@ def elevated_poses(cam_to_ego: Tensor, elevation: float, pitch_deg: float, yaw_d
     return out
 
 
-def elevated_view(cameras: CameraBatch, size: tuple[int, int], count: int, elevation: float, pitch: float,
-                  yaw_jitter: float, around: float, max_depth: float = 50.0,
-                  generator: torch.Generator | None = None) -> RenderView:
+def elevated_view(
+    cameras: CameraBatch,
+    size: tuple[int, int],
+    count: int,
+    elevation: float,
+    pitch: float,
+    yaw_jitter: float,
+    around: float,
+    max_depth: float = 50.0,
+    generator: torch.Generator | None = None,
+) -> RenderView:
     """``count`` elevated cameras per scene, each from a random sensor camera lifted ``elevation`` m,
     pitched ``pitch`` degrees down, turned by a random yaw of up to ``yaw_jitter`` degrees and moved up
     to ``around`` m per horizontal axis (``elevated_poses``)."""
@@ -105,8 +118,9 @@ def elevated_view(cameras: CameraBatch, size: tuple[int, int], count: int, eleva
     return RenderView("elevated", k, pose, tuple(size), "pinhole", max_depth)
 
 
-def bev_view(grid: VoxelGrid, batch_size: int, resolution: float, device=None,
-             height: float = 1.0) -> RenderView:
+def bev_view(
+    grid: VoxelGrid, batch_size: int, resolution: float, device=None, height: float = 1.0
+) -> RenderView:
     """The fixed orthographic camera ``height`` m above the grid's top, looking straight down.
 
     Image rows run from the grid's front (x max, top row) to its back, columns from its left (y max)
@@ -123,13 +137,31 @@ def bev_view(grid: VoxelGrid, batch_size: int, resolution: float, device=None,
     f = 1.0 / resolution
     k = torch.tensor([[f, 0.0, (w - 1) / 2], [0.0, f, (h - 1) / 2], [0.0, 0.0, 1.0]], device=device)
     depth_range = z1 + height - z0
-    return RenderView("bev", k.expand(batch_size, 1, 3, 3).clone(), pose.expand(batch_size, 1, 4, 4).clone(),
-                      (h, w), "ortho", depth_range, near=0.5 * height, far=depth_range + 1.0)
+    return RenderView(
+        "bev",
+        k.expand(batch_size, 1, 3, 3).clone(),
+        pose.expand(batch_size, 1, 4, 4).clone(),
+        (h, w),
+        "ortho",
+        depth_range,
+        near=0.5 * height,
+        far=depth_range + 1.0,
+    )
 
 
-def render_occupancy(gaussians: Gaussians, view: RenderView, tile_size: int | None = 8,
-                     backend: str = "auto") -> RenderOutput:
+def render_occupancy(
+    gaussians: Gaussians, view: RenderView, tile_size: int | None = 8, backend: str = "auto"
+) -> RenderOutput:
     """Render voxel Gaussians into a view: semantics (B, V, K, H, W), accumulated depth (B, V, H, W)."""
     k, pose = view.intrinsics.to(gaussians.means), view.cam_to_ego.to(gaussians.means)
-    return render_gaussians(gaussians, k, pose, view.image_size, near=view.near, far=view.far,
-                            backend=backend, camera_model=view.camera_model, tile_size=tile_size)
+    return render_gaussians(
+        gaussians,
+        k,
+        pose,
+        view.image_size,
+        near=view.near,
+        far=view.far,
+        backend=backend,
+        camera_model=view.camera_model,
+        tile_size=tile_size,
+    )

@@ -66,9 +66,13 @@ class TextEncoderConfig:
             if not isinstance(t, str) or t.count("{}") != 1:
                 raise ValueError(f"every text template needs exactly one '{{}}', got {t!r}")
         if self.embed_dim <= 0 or self.batch_size <= 0 or self.projection_hidden_layers < 0:
-            raise ValueError(f"text.embed_dim and batch_size must be positive and projection_hidden_layers "
-                             f">= 0, got {self.embed_dim}, {self.batch_size}, "
-                             f"{self.projection_hidden_layers}")
+            raise ValueError(
+                f"text.embed_dim and batch_size must be positive and projection_hidden_layers "
+                f">= 0, got {self.embed_dim}, {self.batch_size}, "
+                f"{self.projection_hidden_layers}"
+            )
         if self.projection_activation not in PROJECTION_ACTIVATIONS:
-            raise ValueError(f"text.projection_activation must be one of {PROJECTION_ACTIVATIONS}, "
-                             f"got {self.projection_activation!r}")
+            raise ValueError(
+                f"text.projection_activation must be one of {PROJECTION_ACTIVATIONS}, "
+                f"got {self.projection_activation!r}"
+            )

@@ -112,8 +112,10 @@ class TextEncoder:
         if config.projection:
             self.projection = _build_projection(config, clip_dim).to(self.device)
         elif clip_dim != config.embed_dim:
-            raise ValueError(f"open_clip {config.model_name} embeds text in {clip_dim} dimensions but "
-                             f"text.embed_dim is {config.embed_dim} (and text.projection is off)")
+            raise ValueError(
+                f"open_clip {config.model_name} embeds text in {clip_dim} dimensions but "
+                f"text.embed_dim is {config.embed_dim} (and text.projection is off)"
+            )
         for module in (self.model, self.projection):
             if module is not None:
                 module.eval().requires_grad_(False)
@@ -157,7 +159,7 @@ class TextEncoder:
         texts = [t.format(p) for p in prompts for t in templates]
         chunks = []
         for start in range(0, len(texts), self.config.batch_size):
-            tokens = self.tokenizer(texts[start:start + self.config.batch_size]).to(self.device)
+            tokens = self.tokenizer(texts[start : start + self.config.batch_size]).to(self.device)
             chunks.append(self.model.encode_text(tokens).float())
         emb = torch.cat(chunks).reshape(len(prompts), len(templates), -1)
         if self.projection is None:
@@ -179,9 +181,11 @@ class PrototypeTable:
     def __init__(self, prompts: Sequence[str], prototypes: Tensor, device: str | torch.device = "cpu"):
         prompts = [" ".join(p.split()) for p in prompts]
         if prototypes.dim() != 2 or prototypes.shape[0] != len(prompts) or len(set(prompts)) != len(prompts):
-            raise ValueError(f"a prototype table needs P distinct prompts and (P, D) prototypes, got "
-                             f"{len(prompts)} prompts ({len(set(prompts))} distinct) and "
-                             f"{tuple(prototypes.shape)}")
+            raise ValueError(
+                f"a prototype table needs P distinct prompts and (P, D) prototypes, got "
+                f"{len(prompts)} prompts ({len(set(prompts))} distinct) and "
+                f"{tuple(prototypes.shape)}"
+            )
         self.device = resolve_device(device)
         self.prompts = tuple(prompts)
         self._rows = {p.casefold(): i for i, p in enumerate(prompts)}
@@ -202,8 +206,10 @@ class PrototypeTable:
             prototypes = f.get_tensor("prototypes")
         prompts = json.loads(meta.get("prompts", "[]"))
         if not prompts:
-            raise ValueError(f"{path} does not list its prompts (metadata 'prompts'), so its rows cannot be "
-                             f"matched to categories")
+            raise ValueError(
+                f"{path} does not list its prompts (metadata 'prompts'), so its rows cannot be "
+                f"matched to categories"
+            )
         return cls(prompts, prototypes, device)
 
     @property
@@ -232,8 +238,10 @@ def _build_clip_text(config: TextEncoderConfig):
     if config.random_init_seed is None and not Path(config.checkpoint).is_file():
         raise FileNotFoundError(f"text.checkpoint {config.checkpoint!r} does not exist. {_WEIGHTS_HELP}")
     if custom is None and config.model_name not in open_clip.list_models():
-        raise ValueError(f"unknown open_clip model {config.model_name!r}; e.g. ViT-B-16-quickgelu, ViT-B-16, "
-                         f"ViT-L-14 (open_clip.list_models()) or {TINY_MODEL_NAME!r}")
+        raise ValueError(
+            f"unknown open_clip model {config.model_name!r}; e.g. ViT-B-16-quickgelu, ViT-B-16, "
+            f"ViT-L-14 (open_clip.list_models()) or {TINY_MODEL_NAME!r}"
+        )
 
     # Random weights are the same in every process: a private generator state, on the CPU.
     with torch.random.fork_rng(devices=[]):
@@ -246,8 +254,10 @@ def _build_clip_text(config: TextEncoderConfig):
         try:
             open_clip.load_checkpoint(model, config.checkpoint, strict=True, weights_only=True)
         except Exception as exc:  # torch/safetensors/open_clip each raise their own kinds
-            raise ValueError(f"text.checkpoint {config.checkpoint} cannot be loaded into open_clip "
-                             f"{config.model_name} (a tensor-only state dict is required): {exc}") from exc
+            raise ValueError(
+                f"text.checkpoint {config.checkpoint} cannot be loaded into open_clip "
+                f"{config.model_name} (a tensor-only state dict is required): {exc}"
+            ) from exc
     if hasattr(model, "visual"):
         del model.visual  # only the text tower is used; the image side lives in the backbone
     if custom is not None:
@@ -268,17 +278,21 @@ def _clip_embed_dim(model: nn.Module) -> int:
 
 def _build_projection(config: TextEncoderConfig, clip_dim: int) -> TextProjection:
     if config.random_init_seed is None and config.projection_checkpoint is None:
-        raise ValueError(f"text.projection is on but text.projection_checkpoint is not set. "
-                         f"{_PROJECTION_HELP}")
+        raise ValueError(
+            f"text.projection is on but text.projection_checkpoint is not set. {_PROJECTION_HELP}"
+        )
     with torch.random.fork_rng(devices=[]):
         # Distinct from the text tower's stream, the same in every process.
         torch.manual_seed(0 if config.random_init_seed is None else config.random_init_seed + 1)
-        projection = TextProjection(clip_dim, config.embed_dim, config.projection_hidden_layers,
-                                    config.projection_activation)
+        projection = TextProjection(
+            clip_dim, config.embed_dim, config.projection_hidden_layers, config.projection_activation
+        )
     if config.random_init_seed is None:
         if not Path(config.projection_checkpoint).is_file():
-            raise FileNotFoundError(f"text.projection_checkpoint {config.projection_checkpoint!r} does not "
-                                    f"exist. {_PROJECTION_HELP}")
+            raise FileNotFoundError(
+                f"text.projection_checkpoint {config.projection_checkpoint!r} does not "
+                f"exist. {_PROJECTION_HELP}"
+            )
         projection.load_talk2dino(config.projection_checkpoint)
     return projection
 
@@ -293,8 +307,9 @@ def _read_state_dict(path: str | Path, what: str) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"cannot read {what} weights {path} as a tensor-only checkpoint "
-                         f"(weights_only=True): {exc}") from exc
+        raise ValueError(
+            f"cannot read {what} weights {path} as a tensor-only checkpoint (weights_only=True): {exc}"
+        ) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
@@ -306,9 +321,14 @@ def _load_strict(module: nn.Module, state: dict[str, Tensor], what: str) -> None
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-              for k in expected if k in state and state[k].shape != expected[k].shape]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
     if missing or unexpected or shapes:
-        raise ValueError(f"{what} does not match: missing keys {missing}, unexpected keys {unexpected}, "
-                         f"mis-shaped {shapes}")
+        raise ValueError(
+            f"{what} does not match: missing keys {missing}, unexpected keys {unexpected}, "
+            f"mis-shaped {shapes}"
+        )
     module.load_state_dict(state)

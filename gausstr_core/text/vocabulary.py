@@ -39,8 +39,10 @@ class Vocabulary:
         if len(categories) == 0:
             raise ValueError("categories must not be empty: give at least one category name")
         if len(categories) > MAX_CATEGORIES:
-            raise ValueError(f"at most {MAX_CATEGORIES} categories fit uint8 labels (one value is the free "
-                             f"label), got {len(categories)}")
+            raise ValueError(
+                f"at most {MAX_CATEGORIES} categories fit uint8 labels (one value is the free "
+                f"label), got {len(categories)}"
+            )
         names, prompts, groups = [], [], []
         seen_names: dict[str, int] = {}
         seen_prompts: dict[str, int] = {}
@@ -85,8 +87,9 @@ class Vocabulary:
     def merge(self, prompt_scores: Tensor) -> Tensor:
         """Max over the prompts of each category: (..., P) -> (..., K)."""
         if prompt_scores.shape[-1] != len(self.prompts):
-            raise ValueError(f"expected (..., {len(self.prompts)}) prompt scores, got "
-                             f"{tuple(prompt_scores.shape)}")
+            raise ValueError(
+                f"expected (..., {len(self.prompts)}) prompt scores, got {tuple(prompt_scores.shape)}"
+            )
         index = self.group_index(prompt_scores.device).expand_as(prompt_scores)
         out = prompt_scores.new_full((*prompt_scores.shape[:-1], self.num_classes), float("-inf"))
         return out.scatter_reduce(-1, index, prompt_scores, reduce="amax", include_self=True)

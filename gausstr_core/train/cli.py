@@ -23,16 +23,40 @@ from gausstr_core.train.config import TrainConfig, load_train_config
 
 # TrainConfig fields that have a flag of the same name (a flag left at None was not given)
 _FLAGS = (
-    "preset", "model_config", "data", "val_data", "train_split", "val_split", "out", "epochs", "max_steps",
-    "max_minutes", "batch_size", "num_workers", "lr", "weight_decay", "warmup_steps", "decay_epochs",
-    "decay_gamma", "grad_clip", "amp", "device", "seed", "log_every", "image_every", "checkpoint_every",
-    "eval_every", "eval_scenes", "threads",
+    "preset",
+    "model_config",
+    "data",
+    "val_data",
+    "train_split",
+    "val_split",
+    "out",
+    "epochs",
+    "max_steps",
+    "max_minutes",
+    "batch_size",
+    "num_workers",
+    "lr",
+    "weight_decay",
+    "warmup_steps",
+    "decay_epochs",
+    "decay_gamma",
+    "grad_clip",
+    "amp",
+    "device",
+    "seed",
+    "log_every",
+    "image_every",
+    "checkpoint_every",
+    "eval_every",
+    "eval_scenes",
+    "threads",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gausstr-train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="gausstr-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     a = p.add_argument
     a("--config", type=Path, help="TrainConfig YAML (flags override it)")
     a("--preset", help="model preset and its training recipe: tiny, talk2dino, featup")
@@ -63,8 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--eval-scenes", type=int)
     a("--threads", type=int)
     a("--no-eval", action="store_true", help="skip the final evaluation")
-    a("--set", dest="overrides", action="append", default=None, metavar="KEY=VALUE",
-      help="model-config override (repeatable), e.g. loss.depth_weight=0")
+    a(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="model-config override (repeatable), e.g. loss.depth_weight=0",
+    )
     a("--resume", action="store_true", help="continue from <out>/checkpoints/last.pt if it exists")
     a("--print-config", action="store_true", help="print the resolved TrainConfig and exit")
     return p
@@ -91,8 +121,10 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
             saved = saved_train_config(load_state(state_path))
             bad = sorted(k for k in given if k not in RESUMABLE_CHANGES and given[k] != getattr(saved, k))
             if bad:
-                raise ValueError(f"--resume continues the saved run; these flags would change it: "
-                                 f"{', '.join(bad)} (allowed: {', '.join(RESUMABLE_CHANGES)})")
+                raise ValueError(
+                    f"--resume continues the saved run; these flags would change it: "
+                    f"{', '.join(bad)} (allowed: {', '.join(RESUMABLE_CHANGES)})"
+                )
             return dataclasses.replace(saved, **given), True
         print(f"gausstr-train: no checkpoint at {state_path}: starting a new run", file=sys.stderr)
 

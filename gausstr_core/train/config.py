@@ -96,8 +96,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        positive = {"batch_size": self.batch_size, "log_every": self.log_every,
-                    "checkpoint_every": self.checkpoint_every}
+        positive = {
+            "batch_size": self.batch_size,
+            "log_every": self.log_every,
+            "checkpoint_every": self.checkpoint_every,
+        }
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -108,8 +111,10 @@ class TrainConfig:
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"max_minutes must be positive (or unset), got {self.max_minutes}")
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError(f"need lr > 0, weight_decay >= 0, grad_clip >= 0; got {self.lr}, "
-                             f"{self.weight_decay}, {self.grad_clip}")
+            raise ValueError(
+                f"need lr > 0, weight_decay >= 0, grad_clip >= 0; got {self.lr}, "
+                f"{self.weight_decay}, {self.grad_clip}"
+            )
         if list(self.decay_epochs) != sorted(self.decay_epochs):
             raise ValueError(f"decay_epochs must be ascending, got {list(self.decay_epochs)}")
         for name in ("image_every", "eval_every", "eval_scenes", "num_workers", "warmup_steps"):
@@ -136,12 +141,14 @@ def apply_overrides(data: dict, overrides: list[str], where: str) -> dict:
         for p in parts[:-1]:
             if not isinstance(node.get(p), dict):
                 sections = ", ".join(k for k, v in node.items() if isinstance(v, dict))
-                raise ValueError(f"{where} override {item!r}: {p!r} is not a section "
-                                 f"(sections here: {sections})")
+                raise ValueError(
+                    f"{where} override {item!r}: {p!r} is not a section (sections here: {sections})"
+                )
             node = node[p]
         if parts[-1] not in node:
-            raise ValueError(f"{where} override {item!r}: unknown key {parts[-1]!r}; allowed: "
-                             f"{', '.join(node)}")
+            raise ValueError(
+                f"{where} override {item!r}: unknown key {parts[-1]!r}; allowed: {', '.join(node)}"
+            )
         node[parts[-1]] = parse_value(value)
     return data
 
@@ -161,5 +168,3 @@ def load_train_config(path: str | Path) -> TrainConfig:
         return from_dict(TrainConfig, data)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
-
-

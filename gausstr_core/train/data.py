@@ -30,11 +30,13 @@ def parse_synthetic_spec(spec: str) -> dict[str, Any]:
     if not spec.startswith("synthetic:"):
         raise ValueError(f"not a synthetic data spec: {spec!r}")
     out: dict[str, Any] = {}
-    body = spec[len("synthetic:"):].strip()
+    body = spec[len("synthetic:") :].strip()
     for part in filter(None, (p.strip() for p in body.split(","))):
         if "=" not in part:
-            raise ValueError(f"synthetic data spec {spec!r}: {part!r} must look like key=value "
-                             f"(e.g. synthetic:scenes=64,seed=0)")
+            raise ValueError(
+                f"synthetic data spec {spec!r}: {part!r} must look like key=value "
+                f"(e.g. synthetic:scenes=64,seed=0)"
+            )
         key, value = part.split("=", 1)
         out[key.strip()] = yaml.safe_load(value)
     return out
@@ -62,15 +64,23 @@ def build_dataset(spec: str, split: str, model_config, training: bool) -> Datase
         allowed = {"scenes", "seed", "first_scene", "image_size", "samples_per_scene"}
         unknown = sorted(set(kw) - allowed)
         if unknown:
-            raise ValueError(f"synthetic data spec {spec!r}: unknown key(s) {unknown}; "
-                             f"allowed: {sorted(allowed)}")
+            raise ValueError(
+                f"synthetic data spec {spec!r}: unknown key(s) {unknown}; allowed: {sorted(allowed)}"
+            )
         first = kw.get("first_scene", 1_000_000 if split == "val" else 0)
-        config = SyntheticConfig(image_size=tuple(kw.get("image_size", size)),
-                                 samples_per_scene=int(kw.get("samples_per_scene", 1)))
+        config = SyntheticConfig(
+            image_size=tuple(kw.get("image_size", size)),
+            samples_per_scene=int(kw.get("samples_per_scene", 1)),
+        )
         return datasets.SyntheticWorldDataset(
-            seed=int(kw.get("seed", 0)), num_scenes=int(kw.get("scenes", 16)), config=config, input_size=size,
+            seed=int(kw.get("seed", 0)),
+            num_scenes=int(kw.get("scenes", 16)),
+            config=config,
+            input_size=size,
             embeddings=name_embeddings(dataclasses.replace(model_config.text, device="cpu")),
-            with_ground_truth=not training, first_scene=first)
+            with_ground_truth=not training,
+            first_scene=first,
+        )
     root = dataroot(spec)
     check_text_space(root, model_config.text)
     return datasets.OccupancyDataset(root, split=split, input_size=size, with_ground_truth=not training)
@@ -105,10 +115,12 @@ def check_text_space(root: Path, text_config) -> None:
     # different text space differs by O(1) on unit vectors, so the tolerance can be loose.
     ours = name_embeddings(dataclasses.replace(text_config, device="cpu"))
     if stored.shape != ours.shape or not torch.allclose(stored, ours, atol=1e-3):
-        raise ValueError(f"{root}'s feature targets were built from other text embeddings ({path}, "
-                         f"shape {tuple(stored.shape)}) than this model's text encoder gives "
-                         f"({tuple(ours.shape)}); regenerate the data with the model's text preset, or "
-                         f"change the model's text config")
+        raise ValueError(
+            f"{root}'s feature targets were built from other text embeddings ({path}, "
+            f"shape {tuple(stored.shape)}) than this model's text encoder gives "
+            f"({tuple(ours.shape)}); regenerate the data with the model's text preset, or "
+            f"change the model's text config"
+        )
 
 
 def is_synthetic(dataset: Dataset | None) -> bool:
@@ -143,9 +155,10 @@ def collate_evaluation(items: list) -> tuple[CameraBatch, Any]:
 
         batch = concatenate_batches([i[0] for i in items])
         gts = [i[1] for i in items]
-        gt = SimpleNamespace(semantics=torch.cat([g.semantics for g in gts]),
-                             mask_camera=None if gts[0].mask_camera is None
-                             else torch.cat([g.mask_camera for g in gts]))
+        gt = SimpleNamespace(
+            semantics=torch.cat([g.semantics for g in gts]),
+            mask_camera=None if gts[0].mask_camera is None else torch.cat([g.mask_camera for g in gts]),
+        )
         return batch, gt
     from gausstr_core.data.datasets import collate_scenes
 
@@ -157,6 +170,7 @@ def collate_evaluation(items: list) -> tuple[CameraBatch, Any]:
 
 def concatenate_batches(batches: list[CameraBatch]) -> CameraBatch:
     """Concatenate CameraBatches along B (optional fields must be all present or all None)."""
+
     def cat(name: str) -> Tensor | None:
         values = [getattr(b, name) for b in batches]
         if all(v is None for v in values):
@@ -165,8 +179,14 @@ def concatenate_batches(batches: list[CameraBatch]) -> CameraBatch:
             raise ValueError(f"cannot batch scenes where only some have {name}")
         return torch.cat(values)
 
-    return CameraBatch(images=cat("images"), intrinsics=cat("intrinsics"), cam_to_ego=cat("cam_to_ego"),
-                       image_aug=cat("image_aug"), depth=cat("depth"), features=cat("features"))
+    return CameraBatch(
+        images=cat("images"),
+        intrinsics=cat("intrinsics"),
+        cam_to_ego=cat("cam_to_ego"),
+        image_aug=cat("image_aug"),
+        depth=cat("depth"),
+        features=cat("features"),
+    )
 
 
 def categories_for(dataset: Dataset | None) -> list[str]:
@@ -182,15 +202,20 @@ def categories_for(dataset: Dataset | None) -> list[str]:
     return list(OCC3D_CATEGORIES)
 
 
-def save_deployment_checkpoint(model, model_config, path: str | Path, step: int, metrics: dict | None,
-                               vocabulary: list[str]) -> Path:
+def save_deployment_checkpoint(
+    model, model_config, path: str | Path, step: int, metrics: dict | None, vocabulary: list[str]
+) -> Path:
     """The model as a safetensors checkpoint (gausstr_core.io.checkpoint) with its full config and the
     vocabulary it was evaluated with; ``OccupancyPredictor.from_checkpoint`` loads it."""
     from gausstr_core.io.checkpoint import save_model_checkpoint
 
-    meta = {"preset": model_config.preset, "step": int(step), "vocabulary": list(vocabulary),
-            "metrics": {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))},
-            "text_encoder_fingerprint": text_fingerprint(model_config.text)}
+    meta = {
+        "preset": model_config.preset,
+        "step": int(step),
+        "vocabulary": list(vocabulary),
+        "metrics": {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))},
+        "text_encoder_fingerprint": text_fingerprint(model_config.text),
+    }
     return save_model_checkpoint(path, model, model_config, meta)
 
 

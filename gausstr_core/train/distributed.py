@@ -44,7 +44,7 @@ class DistributedContext:
 
 
 def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
-    """"auto" = this rank's CUDA device when CUDA is available, else the CPU."""
+    """ "auto" = this rank's CUDA device when CUDA is available, else the CPU."""
     if device == "auto":
         return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     dev = torch.device(device)
@@ -73,10 +73,14 @@ def init_distributed(device: str = "auto", timeout_minutes: float = 30.0) -> Dis
         torch.cuda.set_device(dev)
     backend = "nccl" if dev.type == "cuda" else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes),
-                                **({"device_id": dev} if dev.type == "cuda" else {}))
-    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev,
-                              backend=backend)
+        dist.init_process_group(
+            backend=backend,
+            timeout=datetime.timedelta(minutes=timeout_minutes),
+            **({"device_id": dev} if dev.type == "cuda" else {}),
+        )
+    return DistributedContext(
+        rank=rank, world_size=world_size, local_rank=local_rank, device=dev, backend=backend
+    )
 
 
 def cleanup(ctx: DistributedContext) -> None:

@@ -14,8 +14,14 @@ from collections.abc import Sequence
 import torch
 
 
-def lr_factor(step: int, steps_per_epoch: int, warmup_steps: int = 200, warmup_start: float = 1e-3,
-              decay_epochs: Sequence[float] = (16,), decay_gamma: float = 0.1) -> float:
+def lr_factor(
+    step: int,
+    steps_per_epoch: int,
+    warmup_steps: int = 200,
+    warmup_start: float = 1e-3,
+    decay_epochs: Sequence[float] = (16,),
+    decay_gamma: float = 0.1,
+) -> float:
     """Multiplier of the base learning rate at optimizer step ``step`` (0-based).
 
     Warm-up: mmengine's LinearLR, factor = start + (1 - start) * min(step, warmup) / warmup.

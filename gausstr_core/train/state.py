@@ -84,6 +84,8 @@ def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> di
     except Exception as exc:  # a foreign or damaged file
         raise ValueError(f"{path} is not a readable training state: {exc}") from exc
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-        raise ValueError(f"{path} is not a gausstr training state (version {STATE_VERSION}); "
-                         f"keys: {sorted(state)[:8] if isinstance(state, dict) else type(state).__name__}")
+        raise ValueError(
+            f"{path} is not a gausstr training state (version {STATE_VERSION}); "
+            f"keys: {sorted(state)[:8] if isinstance(state, dict) else type(state).__name__}"
+        )
     return state

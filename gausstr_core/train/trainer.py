@@ -91,9 +91,15 @@ class Trainer:
         resume: load ``<out>/checkpoints/last.pt`` if it exists and continue from it.
     """
 
-    def __init__(self, cfg: TrainConfig, ctx: DistributedContext | None = None,
-                 model_config: GaussTRConfig | None = None, train_set: Dataset | None = None,
-                 val_set: Dataset | None = None, resume: bool = False):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        ctx: DistributedContext | None = None,
+        model_config: GaussTRConfig | None = None,
+        train_set: Dataset | None = None,
+        val_set: Dataset | None = None,
+        resume: bool = False,
+    ):
         from gausstr_core.presets import build_model_config
         from gausstr_core.train import data as train_data
 
@@ -123,20 +129,28 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the model has no trainable parameters")
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, betas=tuple(cfg.betas),
-                                           weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
+        )
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.ddp: nn.Module = self.model
         if self.ctx.distributed:
             self.ddp = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=cfg.find_unused_parameters)
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.find_unused_parameters,
+            )
 
         # A ground-truth loss term (loss.gaussrender) trains on items with labels: (cameras, ground truth).
         self.needs_ground_truth = bool(getattr(self.loss_fn, "needs_ground_truth", False))
-        self.train_set = train_set if train_set is not None else train_data.build_dataset(
-            cfg.data, cfg.train_split, self.model_config, training=not self.needs_ground_truth)
+        self.train_set = (
+            train_set
+            if train_set is not None
+            else train_data.build_dataset(
+                cfg.data, cfg.train_split, self.model_config, training=not self.needs_ground_truth
+            )
+        )
         if val_set is None and (cfg.eval_every or cfg.eval_at_end):
             val_set = train_data.build_eval_dataset(cfg, self.model_config)
         self.val_set = val_set
@@ -144,14 +158,23 @@ class Trainer:
             from gausstr_core.losses.gaussrender import ClassPrototypes
 
             self.loss_fn.class_prototypes = ClassPrototypes.from_config(
-                self.model_config, self.eval_categories(), self.device)
+                self.model_config, self.eval_categories(), self.device
+            )
             self.loss_fn.grid = self.model_config.grid
-        self.sampler = DistributedSampler(self.train_set, num_replicas=self.ctx.world_size,
-                                          rank=self.ctx.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        self.sampler = DistributedSampler(
+            self.train_set,
+            num_replicas=self.ctx.world_size,
+            rank=self.ctx.rank,
+            shuffle=True,
+            seed=cfg.seed,
+            drop_last=True,
+        )
         self.steps_per_epoch = len(self.sampler) // cfg.batch_size
         if self.steps_per_epoch < 1:
-            raise ValueError(f"the training set has {len(self.train_set)} scenes: too few for batch size "
-                             f"{cfg.batch_size} on {self.ctx.world_size} process(es)")
+            raise ValueError(
+                f"the training set has {len(self.train_set)} scenes: too few for batch size "
+                f"{cfg.batch_size} on {self.ctx.world_size} process(es)"
+            )
         total = math.ceil(cfg.epochs * self.steps_per_epoch)
         self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
 
@@ -191,8 +214,10 @@ class Trainer:
         self.step = int(state["step"])
         self.history = json.loads(state.get("history", "[]"))
         if int(state.get("world_size", 1)) != self.ctx.world_size and self.ctx.is_main:
-            print(f"note: resuming a {state.get('world_size')}-process run on {self.ctx.world_size} "
-                  f"process(es): the data order differs from the original run from here on")
+            print(
+                f"note: resuming a {state.get('world_size')}-process run on {self.ctx.world_size} "
+                f"process(es): the data order differs from the original run from here on"
+            )
 
     def save_checkpoint(self) -> None:
         """Write the training state atomically (rank 0); every rank waits for it."""
@@ -207,8 +232,14 @@ class Trainer:
         from gausstr_core.train.data import save_deployment_checkpoint
 
         path = path or self.out / MODEL_FILE
-        save_deployment_checkpoint(self.model, self.model_config, path, step=self.step, metrics=metrics,
-                                   vocabulary=self.eval_categories())
+        save_deployment_checkpoint(
+            self.model,
+            self.model_config,
+            path,
+            step=self.step,
+            metrics=metrics,
+            vocabulary=self.eval_categories(),
+        )
         return path
 
     # --- one step ---------------------------------------------------------------------------------
@@ -224,8 +255,9 @@ class Trainer:
         batch, ground_truth = batch if isinstance(batch, tuple) else (batch, None)
         batch = batch.to(self.device, non_blocking=True)
         extra = {} if ground_truth is None else {"ground_truth": ground_truth}
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
+        with torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
             output = self.ddp(batch)
             loss_out = self.loss_fn(output, batch, **extra)
         terms = _loss_terms(loss_out)
@@ -240,8 +272,14 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         else:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
-        factor = lr_factor(self.step, self.steps_per_epoch, self.cfg.warmup_steps, self.cfg.warmup_start,
-                           self.cfg.decay_epochs, self.cfg.decay_gamma)
+        factor = lr_factor(
+            self.step,
+            self.steps_per_epoch,
+            self.cfg.warmup_steps,
+            self.cfg.warmup_start,
+            self.cfg.decay_epochs,
+            self.cfg.decay_gamma,
+        )
         set_learning_rate(self.optimizer, self.base_lrs, factor)
         # Every rank sees the same all-reduced gradients, so every rank takes the same decision.
         finite = bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm))
@@ -264,10 +302,16 @@ class Trainer:
         from gausstr_core.train.data import collate_evaluation, collate_training
 
         collate = collate_evaluation if self.needs_ground_truth else collate_training
-        return DataLoader(self.train_set, batch_size=self.cfg.batch_size, sampler=indices,
-                          num_workers=self.cfg.num_workers, collate_fn=collate, drop_last=True,
-                          pin_memory=self.device.type == "cuda",
-                          persistent_workers=False)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.cfg.batch_size,
+            sampler=indices,
+            num_workers=self.cfg.num_workers,
+            collate_fn=collate,
+            drop_last=True,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
 
     def fit(self) -> dict[str, Any]:
         """Train to ``total_steps`` (from the resumed step), evaluating and checkpointing on the way.
@@ -281,12 +325,20 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=self.step or None)
-            print(f"training {self.total_steps} steps ({self.steps_per_epoch} per epoch, "
-                  f"{cfg.batch_size} scene(s) x {self.ctx.world_size} process(es)) on {self.device}"
-                  f"{' from step ' + str(self.step) if self.step else ''}; run directory {self.out}",
-                  flush=True)
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
-                   disable=not self.ctx.is_main)
+            print(
+                f"training {self.total_steps} steps ({self.steps_per_epoch} per epoch, "
+                f"{cfg.batch_size} scene(s) x {self.ctx.world_size} process(es)) on {self.device}"
+                f"{' from step ' + str(self.step) if self.step else ''}; run directory {self.out}",
+                flush=True,
+            )
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not self.ctx.is_main,
+        )
         window: dict[str, float] = {}
         window_steps, bad_steps = 0, 0
         t_window = t_start = time.perf_counter()
@@ -301,9 +353,11 @@ class Trainer:
                 bad_steps = bad_steps + 1 if result.skipped else 0
                 if bad_steps >= MAX_BAD_STEPS:
                     self.save_checkpoint()
-                    raise RuntimeError(f"{bad_steps} consecutive steps had a non-finite loss or gradient "
-                                       f"(last losses {result.losses}); stopped at step {self.step}. Lower "
-                                       f"the learning rate or check the data")
+                    raise RuntimeError(
+                        f"{bad_steps} consecutive steps had a non-finite loss or gradient "
+                        f"(last losses {result.losses}); stopped at step {self.step}. Lower "
+                        f"the learning rate or check the data"
+                    )
                 for k, v in result.losses.items():
                     window[k] = window.get(k, 0.0) + v
                 window["grad_norm"] = window.get("grad_norm", 0.0) + result.grad_norm
@@ -327,8 +381,10 @@ class Trainer:
                     late = time.perf_counter() - t_start > 60.0 * cfg.max_minutes
                     out_of_time = broadcast_flag(self.ctx, late)
                     if out_of_time and self.ctx.is_main:
-                        print(f"\nstopping at step {self.step}: --max-minutes {cfg.max_minutes} reached",
-                              flush=True)
+                        print(
+                            f"\nstopping at step {self.step}: --max-minutes {cfg.max_minutes} reached",
+                            flush=True,
+                        )
                 if self.step >= self.total_steps or out_of_time:
                     break
         bar.close()
@@ -361,8 +417,11 @@ class Trainer:
 
     def _log_scalars(self, window: dict[str, float], steps: int, elapsed: float, lr: float) -> None:
         keys = sorted(window)
-        values = torch.tensor([window[k] / steps for k in keys], dtype=torch.float64, device=self.device
-                              if self.ctx.backend == "nccl" else "cpu")
+        values = torch.tensor(
+            [window[k] / steps for k in keys],
+            dtype=torch.float64,
+            device=self.device if self.ctx.backend == "nccl" else "cpu",
+        )
         values = all_reduce_mean(self.ctx, values).cpu()
         if self.writer is None:
             return
@@ -400,8 +459,12 @@ class Trainer:
 
             batch = batch.to(self.device)
             g = output.final.detach().select(0).to(torch.float32)
-            r = render_gaussians(g, batch.input_intrinsics()[:1, :views].float(),
-                                 batch.cam_to_ego[:1, :views].float(), batch.image_size)
+            r = render_gaussians(
+                g,
+                batch.input_intrinsics()[:1, :views].float(),
+                batch.cam_to_ego[:1, :views].float(),
+                batch.image_size,
+            )
             depth_r, feats_r = r.expected_depth()[0], r.features[0]
             target_depth = batch.depth[0] if batch.depth is not None else output.depth[0]
             target_feats = output.target_features[0] if output.target_features is not None else None
@@ -435,9 +498,16 @@ class Trainer:
 
         if self.val_set is None:
             return {}
-        result = evaluate_model(self.model, self.model_config, self.val_set, self.eval_categories(), self.ctx,
-                                out_dir=self.out / "eval" / tag if self.ctx.is_main else None,
-                                max_scenes=self.cfg.eval_scenes or None, amp=self.cfg.amp)
+        result = evaluate_model(
+            self.model,
+            self.model_config,
+            self.val_set,
+            self.eval_categories(),
+            self.ctx,
+            out_dir=self.out / "eval" / tag if self.ctx.is_main else None,
+            max_scenes=self.cfg.eval_scenes or None,
+            amp=self.cfg.amp,
+        )
         if self.ctx.is_main:
             summary = result["summary"]
             self.history.append({"step": self.step, "tag": tag, **summary})
@@ -445,8 +515,9 @@ class Trainer:
                 for k in ("miou", "iou", "miou_zero_shot", "rayiou"):
                     if summary.get(k) is not None:
                         self.writer.add_scalar(f"val/{k}", summary[k], self.step)
-            print(f"[{tag}] step {self.step}: IoU {summary.get('iou')} mIoU {summary.get('miou')}",
-                  flush=True)
+            print(
+                f"[{tag}] step {self.step}: IoU {summary.get('iou')} mIoU {summary.get('miou')}", flush=True
+            )
         return result
 
 
@@ -464,8 +535,21 @@ def _loss_terms(loss_out) -> dict[str, torch.Tensor]:
 
 
 # Fields that may change when a run is resumed (they do not change what is computed).
-RESUMABLE_CHANGES = ("max_steps", "max_minutes", "epochs", "log_every", "image_every", "checkpoint_every",
-                     "eval_every", "eval_scenes", "eval_at_end", "num_workers", "device", "threads", "out")
+RESUMABLE_CHANGES = (
+    "max_steps",
+    "max_minutes",
+    "epochs",
+    "log_every",
+    "image_every",
+    "checkpoint_every",
+    "eval_every",
+    "eval_scenes",
+    "eval_at_end",
+    "num_workers",
+    "device",
+    "threads",
+    "out",
+)
 
 
 def saved_train_config(state: dict[str, Any]) -> TrainConfig:
@@ -478,12 +562,17 @@ def saved_train_config(state: dict[str, Any]) -> TrainConfig:
 def check_resumable(requested: TrainConfig, state: dict[str, Any]) -> None:
     """Raise if ``requested`` changes what the saved run computes (only RESUMABLE_CHANGES may differ)."""
     saved = saved_train_config(state)
-    changed = [k for k in saved.__dataclass_fields__
-               if k not in RESUMABLE_CHANGES and getattr(saved, k) != getattr(requested, k)]
+    changed = [
+        k
+        for k in saved.__dataclass_fields__
+        if k not in RESUMABLE_CHANGES and getattr(saved, k) != getattr(requested, k)
+    ]
     if changed:
         detail = ", ".join(f"{k}: {getattr(saved, k)!r} -> {getattr(requested, k)!r}" for k in changed[:4])
-        raise ValueError(f"cannot resume with a different configuration ({detail}); only "
-                         f"{', '.join(RESUMABLE_CHANGES)} may change. Use a new --out to start a new run")
+        raise ValueError(
+            f"cannot resume with a different configuration ({detail}); only "
+            f"{', '.join(RESUMABLE_CHANGES)} may change. Use a new --out to start a new run"
+        )
 
 
 def main_worker(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:

@@ -62,7 +62,8 @@ def voxelize_gaussians(
         RuntimeError: backend "cuda" when the kernel cannot be built (with the compiler's reason).
     """
     means, covariances, opacities, features, valid = _checked(
-        means, covariances, opacities, features, grid, valid, backend, eps)
+        means, covariances, opacities, features, grid, valid, backend, eps
+    )
     use_cuda = backend == "cuda" or (backend == "auto" and means.is_cuda)
     if use_cuda:
         from gausstr_core.voxelize import cuda
@@ -74,8 +75,11 @@ def voxelize_gaussians(
             raise RuntimeError(f"the CUDA voxelizer is unavailable: {reason}")
         global _warned_fallback
         if not _warned_fallback:
-            warnings.warn(f"CUDA voxelizer unavailable, using the PyTorch reference: {reason}",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"CUDA voxelizer unavailable, using the PyTorch reference: {reason}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             _warned_fallback = True
     _check_gaussians(means, covariances, opacities, valid)
     return voxelize_reference(means, covariances, opacities, features, grid, valid, eps)
@@ -136,6 +140,8 @@ def _check_gaussians(means, covariances, opacities, valid):
 
 def bad_gaussian_message(means, covariances, opacities, scene: int, index: int) -> str:
     """The error for an included Gaussian that fails `_check_gaussians` (shared with the kernel)."""
-    return (f"Gaussian (scene {scene}, index {index}) has a non-finite mean/opacity/covariance or a "
-            f"covariance that is not positive definite: mean {means[scene, index].tolist()}, opacity "
-            f"{float(opacities[scene, index])}, covariance {covariances[scene, index].tolist()}")
+    return (
+        f"Gaussian (scene {scene}, index {index}) has a non-finite mean/opacity/covariance or a "
+        f"covariance that is not positive definite: mean {means[scene, index].tolist()}, opacity "
+        f"{float(opacities[scene, index])}, covariance {covariances[scene, index].tolist()}"
+    )

@@ -61,12 +61,17 @@ def precision_entries(covariances: Tensor) -> Tensor:
         (..., 6) (P_xx, P_yy, P_zz, P_xy, P_xz, P_yz) of P = sym(Sigma^-1).
     """
     inv = torch.linalg.inv(covariances.double())
-    prec = torch.stack([
-        inv[..., 0, 0], inv[..., 1, 1], inv[..., 2, 2],
-        0.5 * (inv[..., 0, 1] + inv[..., 1, 0]),
-        0.5 * (inv[..., 0, 2] + inv[..., 2, 0]),
-        0.5 * (inv[..., 1, 2] + inv[..., 2, 1]),
-    ], dim=-1)
+    prec = torch.stack(
+        [
+            inv[..., 0, 0],
+            inv[..., 1, 1],
+            inv[..., 2, 2],
+            0.5 * (inv[..., 0, 1] + inv[..., 1, 0]),
+            0.5 * (inv[..., 0, 2] + inv[..., 2, 0]),
+            0.5 * (inv[..., 1, 2] + inv[..., 2, 1]),
+        ],
+        dim=-1,
+    )
     return prec.to(covariances.dtype)
 
 

@@ -32,15 +32,21 @@ def _build(name: str, sources: list[str], cflags: list[str], cuda_cflags: list[s
         build_dir = os.path.join(build_dir, name)
         os.makedirs(build_dir, exist_ok=True)
     try:
-        return load(name=name, sources=sources, extra_cflags=cflags, extra_cuda_cflags=cuda_cflags,
-                    build_directory=build_dir,
-                    verbose=os.environ.get("GAUSSTR_VERBOSE_BUILD", "") not in ("", "0"))
+        return load(
+            name=name,
+            sources=sources,
+            extra_cflags=cflags,
+            extra_cuda_cflags=cuda_cflags,
+            build_directory=build_dir,
+            verbose=os.environ.get("GAUSSTR_VERBOSE_BUILD", "") not in ("", "0"),
+        )
     except Exception as exc:  # any build or import failure: keep the compiler's words
         message = str(exc)
         if len(message) > 4000:
             message = "...\n" + message[-4000:]
-        raise RuntimeError(f"building the extension {name!r} failed ({type(exc).__name__}): "
-                           f"{message}") from exc
+        raise RuntimeError(
+            f"building the extension {name!r} failed ({type(exc).__name__}): {message}"
+        ) from exc
 
 
 def _load():
@@ -52,8 +58,9 @@ def _load():
     csrc = Path(__file__).with_name("csrc")
     try:
         # No fast-math: the kernel must agree with the reference to ~1e-6 (IEEE exp and division).
-        _state["module"] = _build(_EXTENSION_NAME, [str(csrc / name) for name in _SOURCES], ["-O3"],
-                                  ["-O3", "-diag-suppress=3306"])
+        _state["module"] = _build(
+            _EXTENSION_NAME, [str(csrc / name) for name in _SOURCES], ["-O3"], ["-O3", "-diag-suppress=3306"]
+        )
     except RuntimeError as exc:
         _state["error"] = str(exc)
         raise
@@ -65,8 +72,12 @@ def load_cpu_emulation():
     every CUDA thread becomes a host thread. For tests on machines without a GPU; slow."""
     if "emulation" not in _state:
         source = Path(__file__).with_name("csrc") / "voxelize_cpu_emulation.cpp"
-        _state["emulation"] = _build(_EXTENSION_NAME + "_emulation", [str(source)],
-                                     ["-O1", "-Wno-unknown-pragmas", "-ffp-contract=off"], [])
+        _state["emulation"] = _build(
+            _EXTENSION_NAME + "_emulation",
+            [str(source)],
+            ["-O1", "-Wno-unknown-pragmas", "-ffp-contract=off"],
+            [],
+        )
     return _state["emulation"]
 
 
@@ -84,8 +95,16 @@ def unavailable_reason() -> str | None:
 def _forward(ext, means, covariances, opacities, features, valid, grid: VoxelGrid, eps: float):
     """The extension's forward with the input check turned into a ValueError."""
     density, voxel_features, params, boxes, bad = ext.forward(
-        means, covariances, opacities, features, valid, list(grid.lower), grid.voxel_size,
-        list(grid.shape), eps)
+        means,
+        covariances,
+        opacities,
+        features,
+        valid,
+        list(grid.lower),
+        grid.voxel_size,
+        list(grid.shape),
+        eps,
+    )
     if bad >= 0:
         from gausstr_core.voxelize.api import bad_gaussian_message
 
@@ -97,8 +116,9 @@ def _forward(ext, means, covariances, opacities, features, valid, grid: VoxelGri
 class _Voxelize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, ext, means, covariances, opacities, features, valid, grid: VoxelGrid, eps: float):
-        density, voxel_features, params, boxes = _forward(ext, means, covariances, opacities, features, valid,
-                                                          grid, eps)
+        density, voxel_features, params, boxes = _forward(
+            ext, means, covariances, opacities, features, valid, grid, eps
+        )
         ctx.save_for_backward(covariances, features, params, boxes, density, voxel_features)
         ctx.ext, ctx.grid, ctx.eps = ext, grid, eps
         return density, voxel_features
@@ -109,8 +129,18 @@ class _Voxelize(torch.autograd.Function):
         covariances, features, params, boxes, density, voxel_features = ctx.saved_tensors
         grid: VoxelGrid = ctx.grid
         grad_params, grad_gaussian_features = ctx.ext.backward(
-            params, boxes, features, density, voxel_features, grad_density.contiguous(),
-            grad_features.contiguous(), list(grid.lower), grid.voxel_size, list(grid.shape), ctx.eps)
+            params,
+            boxes,
+            features,
+            density,
+            voxel_features,
+            grad_density.contiguous(),
+            grad_features.contiguous(),
+            list(grid.lower),
+            grid.voxel_size,
+            list(grid.shape),
+            ctx.eps,
+        )
         b, n = features.shape[:2]
         grad_params = grad_params.view(b, n, 10)
         grad_covariances = None
@@ -120,18 +150,29 @@ class _Voxelize(torch.autograd.Function):
             # the symmetric matrix dL/dP.
             g6 = grad_params[..., 3:9].double()
             off = 0.5 * g6[..., 3:]
-            gram = torch.stack([
-                torch.stack([g6[..., 0], off[..., 0], off[..., 1]], -1),
-                torch.stack([off[..., 0], g6[..., 1], off[..., 2]], -1),
-                torch.stack([off[..., 1], off[..., 2], g6[..., 2]], -1),
-            ], -2)
+            gram = torch.stack(
+                [
+                    torch.stack([g6[..., 0], off[..., 0], off[..., 1]], -1),
+                    torch.stack([off[..., 0], g6[..., 1], off[..., 2]], -1),
+                    torch.stack([off[..., 1], off[..., 2], g6[..., 2]], -1),
+                ],
+                -2,
+            )
             inverse_t = torch.linalg.inv_ex(covariances.double())[0].mT
             grad_covariances = -(inverse_t @ gram @ inverse_t).to(covariances.dtype)
             # Excluded Gaussians may hold anything (NaN, singular): their gradient is exactly zero.
             active = (boxes[:, 0] <= boxes[:, 3]).view(b, n, 1, 1)
             grad_covariances = torch.where(active, grad_covariances, 0.0)
-        return (None, grad_params[..., :3], grad_covariances, grad_params[..., 9], grad_gaussian_features,
-                None, None, None)
+        return (
+            None,
+            grad_params[..., :3],
+            grad_covariances,
+            grad_params[..., 9],
+            grad_gaussian_features,
+            None,
+            None,
+            None,
+        )
 
 
 def voxelize_cuda(
@@ -148,8 +189,13 @@ def voxelize_cuda(
     CUDA tensors of one dtype. ``extension``: the compiled module (default: the CUDA build;
     tests pass `load_cpu_emulation()` with CPU tensors)."""
     ext = _load() if extension is None else extension
-    inputs = (means.contiguous(), covariances.contiguous(), opacities.contiguous(), features.contiguous(),
-              None if valid is None else valid.contiguous())
+    inputs = (
+        means.contiguous(),
+        covariances.contiguous(),
+        opacities.contiguous(),
+        features.contiguous(),
+        None if valid is None else valid.contiguous(),
+    )
     if torch.is_grad_enabled() and any(t.requires_grad for t in inputs[:4]):
         return _Voxelize.apply(ext, *inputs, grid, eps)
     return _forward(ext, *inputs, grid, eps)[:2]  # inference: no autograd bookkeeping

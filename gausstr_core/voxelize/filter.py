@@ -39,8 +39,9 @@ def filter_gaussians(
     if means.dim() != 3 or means.shape[-1] != 3:
         raise ValueError(f"means must be (B, N, 3), got {tuple(means.shape)}")
     if covariances.shape != (*means.shape, 3):
-        raise ValueError(f"covariances must be (B, N, 3, 3) = {(*means.shape, 3)}, "
-                         f"got {tuple(covariances.shape)}")
+        raise ValueError(
+            f"covariances must be (B, N, 3, 3) = {(*means.shape, 3)}, got {tuple(covariances.shape)}"
+        )
     if opacities.shape != means.shape[:2]:
         raise ValueError(f"opacities must be (B, N) = {tuple(means.shape[:2])}, got {tuple(opacities.shape)}")
     keep = opacities > opacity_threshold

@@ -69,8 +69,9 @@ def voxelize_reference(
         budget = max(1, chunk_elements // (c + 16))
         for lo, hi in _chunks(ends.cpu(), budget):
             count = int(ends[hi - 1] - starts[lo])
-            gid = torch.repeat_interleave(torch.arange(lo, hi, device=device), volumes[lo:hi],
-                                          output_size=count)
+            gid = torch.repeat_interleave(
+                torch.arange(lo, hi, device=device), volumes[lo:hi], output_size=count
+            )
             # Position of each pair inside its Gaussian's box, decoded x-major, z fastest.
             local = torch.arange(count, device=device) + starts[lo] - starts[gid]
             ext = extent[gid]

@@ -11,8 +11,9 @@ from gausstr_core.gaussians import Gaussians
 from gausstr_core.grid import VoxelGrid
 
 
-def voxel_gaussians(colors: Tensor, opacities: Tensor, include: Tensor, grid: VoxelGrid,
-                    scale: float = 0.675) -> Gaussians:
+def voxel_gaussians(
+    colors: Tensor, opacities: Tensor, include: Tensor, grid: VoxelGrid, scale: float = 0.675
+) -> Gaussians:
     """The included voxels of B grids as isotropic Gaussians at the voxel centres.
 
     Args:
@@ -28,12 +29,15 @@ def voxel_gaussians(colors: Tensor, opacities: Tensor, include: Tensor, grid: Vo
         opacity 0 and colour 0 (the renderer culls them).
     """
     if colors.dim() != 5 or colors.shape[1:4] != grid.shape:
-        raise ValueError(f"colors must be (B, X, Y, Z, K) with (X, Y, Z) = {grid.shape}, got "
-                         f"{tuple(colors.shape)}")
+        raise ValueError(
+            f"colors must be (B, X, Y, Z, K) with (X, Y, Z) = {grid.shape}, got {tuple(colors.shape)}"
+        )
     b, k = colors.shape[0], colors.shape[-1]
     if tuple(opacities.shape) != (b, *grid.shape) or tuple(include.shape) != (b, *grid.shape):
-        raise ValueError(f"opacities and include must be (B, X, Y, Z) = {(b, *grid.shape)}, got "
-                         f"{tuple(opacities.shape)} and {tuple(include.shape)}")
+        raise ValueError(
+            f"opacities and include must be (B, X, Y, Z) = {(b, *grid.shape)}, got "
+            f"{tuple(opacities.shape)} and {tuple(include.shape)}"
+        )
     if include.dtype != torch.bool:
         raise ValueError(f"include must be a bool mask, got {include.dtype}")
     dev, dtype = colors.device, colors.dtype
@@ -45,8 +49,9 @@ def voxel_gaussians(colors: Tensor, opacities: Tensor, include: Tensor, grid: Vo
     order = torch.sort((~flat).to(torch.uint8), dim=1, stable=True).indices[:, :n]  # (B, N)
     present = torch.arange(n, device=dev)[None] < counts[:, None]
     means = centers[order]
-    take = lambda t: torch.gather(t.reshape(b, -1, *t.shape[4:]), 1,
-                                  order if t.dim() == 4 else order[..., None].expand(b, n, k))
+    take = lambda t: torch.gather(
+        t.reshape(b, -1, *t.shape[4:]), 1, order if t.dim() == 4 else order[..., None].expand(b, n, k)
+    )
     gathered_colors = torch.where(present[..., None], take(colors), torch.zeros((), device=dev, dtype=dtype))
     gathered_opacity = torch.where(present, take(opacities), torch.zeros((), device=dev, dtype=dtype))
     rotations = torch.zeros(b, n, 4, device=dev, dtype=dtype)

@@ -48,8 +48,9 @@ def camera_info_to_camera(info) -> CameraModel:
     """
     width, height = int(info.width), int(info.height)
     if width <= 0 or height <= 0:
-        raise ConversionError(f"CameraInfo size must be positive, got {width}x{height} "
-                              f"(uncalibrated camera?)")
+        raise ConversionError(
+            f"CameraInfo size must be positive, got {width}x{height} (uncalibrated camera?)"
+        )
     p = np.asarray(_field(info, "p", "P"), dtype=np.float64).reshape(-1)
     k = np.asarray(_field(info, "k", "K"), dtype=np.float64).reshape(-1)
     if p.size == 12 and np.isfinite(p).all() and p[0] > 0 and p[5] > 0:
@@ -57,8 +58,10 @@ def camera_info_to_camera(info) -> CameraModel:
     elif k.size == 9 and np.isfinite(k).all() and k[0] > 0 and k[4] > 0:
         intrinsics, source = k.reshape(3, 3).copy(), "K"
     else:
-        raise ConversionError(f"CameraInfo has no valid pinhole matrix: P = {p.tolist()}, K = {k.tolist()} "
-                              f"(focal lengths must be positive and finite)")
+        raise ConversionError(
+            f"CameraInfo has no valid pinhole matrix: P = {p.tolist()}, K = {k.tolist()} "
+            f"(focal lengths must be positive and finite)"
+        )
     if not np.allclose(intrinsics[2], (0.0, 0.0, 1.0)):
         raise ConversionError(f"CameraInfo {source} last row must be (0, 0, 1), got {intrinsics[2].tolist()}")
     distortion = np.asarray(_field(info, "d", "D"), dtype=np.float64).reshape(-1)
@@ -91,6 +94,8 @@ def distortion_warning(info, image_topic: str) -> str | None:
     distortion = np.asarray(_field(info, "d", "D"), dtype=np.float64).reshape(-1)
     if not (distortion.size and np.any(distortion != 0)) or "rect" in image_topic:
         return None
-    return (f"CameraInfo for {image_topic} has non-zero distortion ({info.distortion_model}: "
-            f"{np.round(distortion, 4).tolist()}) but the topic does not look rectified; the node expects "
-            f"rectified images (image_proc's image_rect) and uses P as a pinhole model")
+    return (
+        f"CameraInfo for {image_topic} has non-zero distortion ({info.distortion_model}: "
+        f"{np.round(distortion, 4).tolist()}) but the topic does not look rectified; the node expects "
+        f"rectified images (image_proc's image_rect) and uses P as a pinhole model"
+    )

@@ -23,9 +23,16 @@ _MARKER_ADD = 0
 _MARKER_DELETEALL = 3
 
 
-def gaussian_array_message(means: np.ndarray, scales: np.ndarray, rotations_wxyz: np.ndarray,
-                           opacities: np.ndarray, labels: np.ndarray, confidence: np.ndarray,
-                           class_names: Sequence[str], header):
+def gaussian_array_message(
+    means: np.ndarray,
+    scales: np.ndarray,
+    rotations_wxyz: np.ndarray,
+    opacities: np.ndarray,
+    labels: np.ndarray,
+    confidence: np.ndarray,
+    class_names: Sequence[str],
+    header,
+):
     """gausstr_ros/GaussianArray of N Gaussians.
 
     Args:
@@ -36,9 +43,14 @@ def gaussian_array_message(means: np.ndarray, scales: np.ndarray, rotations_wxyz
     from gausstr_ros.msg import GaussianArray
 
     n = means.shape[0]
-    shapes = {"means": (means, (n, 3)), "scales": (scales, (n, 3)),
-              "rotations_wxyz": (rotations_wxyz, (n, 4)), "opacities": (opacities, (n,)),
-              "labels": (labels, (n,)), "confidence": (confidence, (n,))}
+    shapes = {
+        "means": (means, (n, 3)),
+        "scales": (scales, (n, 3)),
+        "rotations_wxyz": (rotations_wxyz, (n, 4)),
+        "opacities": (opacities, (n,)),
+        "labels": (labels, (n,)),
+        "confidence": (confidence, (n,)),
+    }
     for name, (values, shape) in shapes.items():
         if tuple(values.shape) != shape:
             raise ConversionError(f"{name} must be {shape}, got {tuple(values.shape)}")
@@ -75,10 +87,17 @@ class MarkerData:
     colors: np.ndarray
 
 
-def gaussian_marker_data(means: np.ndarray, scales: np.ndarray, rotations_wxyz: np.ndarray,
-                         opacities: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
-                         max_markers: int, sigma_extent: float = 2.0,
-                         min_diameter: float = 0.01) -> MarkerData:
+def gaussian_marker_data(
+    means: np.ndarray,
+    scales: np.ndarray,
+    rotations_wxyz: np.ndarray,
+    opacities: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    max_markers: int,
+    sigma_extent: float = 2.0,
+    min_diameter: float = 0.01,
+) -> MarkerData:
     """Ellipsoid marker arrays for the ``max_markers`` most opaque Gaussians.
 
     A Gaussian with covariance R diag(s)^2 R^T is drawn as the ellipsoid at ``sigma_extent``
@@ -136,8 +155,9 @@ def gaussian_marker_array(data: MarkerData, header, namespace: str = "gaussians"
     for i in range(len(positions)):
         m = Marker(header=header, ns=namespace, id=i, type=_MARKER_SPHERE, action=_MARKER_ADD)
         p, q, d, c = positions[i], orientations[i], diameters[i], colors[i]
-        m.pose = Pose(position=Point(x=p[0], y=p[1], z=p[2]),
-                      orientation=Quaternion(x=q[0], y=q[1], z=q[2], w=q[3]))
+        m.pose = Pose(
+            position=Point(x=p[0], y=p[1], z=p[2]), orientation=Quaternion(x=q[0], y=q[1], z=q[2], w=q[3])
+        )
         m.scale = Vector3(x=d[0], y=d[1], z=d[2])
         m.color = ColorRGBA(r=c[0], g=c[1], b=c[2], a=c[3])
         markers.append(m)
@@ -160,11 +180,20 @@ def _sphere_marker(header, namespace: str, values: dict[str, float] | None = Non
 # Fields of a SPHERE marker that change from one Gaussian to the next, with their CDR types.
 _MARKER_VARYING_FIELDS: tuple[tuple[str, str], ...] = (
     ("id", "<i4"),
-    ("pose.position.x", "<f8"), ("pose.position.y", "<f8"), ("pose.position.z", "<f8"),
-    ("pose.orientation.x", "<f8"), ("pose.orientation.y", "<f8"), ("pose.orientation.z", "<f8"),
+    ("pose.position.x", "<f8"),
+    ("pose.position.y", "<f8"),
+    ("pose.position.z", "<f8"),
+    ("pose.orientation.x", "<f8"),
+    ("pose.orientation.y", "<f8"),
+    ("pose.orientation.z", "<f8"),
     ("pose.orientation.w", "<f8"),
-    ("scale.x", "<f8"), ("scale.y", "<f8"), ("scale.z", "<f8"),
-    ("color.r", "<f4"), ("color.g", "<f4"), ("color.b", "<f4"), ("color.a", "<f4"),
+    ("scale.x", "<f8"),
+    ("scale.y", "<f8"),
+    ("scale.z", "<f8"),
+    ("color.r", "<f4"),
+    ("color.g", "<f4"),
+    ("color.b", "<f4"),
+    ("color.a", "<f4"),
 )
 _marker_layouts: dict[tuple[str, str], tuple[int, dict[str, int]] | None] = {}
 
@@ -184,9 +213,16 @@ def _marker_cdr_layout(header, namespace: str) -> tuple[int, dict[str, int]] | N
     one = serialize_message(MarkerArray(markers=[clear, plain]))
     two = serialize_message(MarkerArray(markers=[clear, plain, plain]))
     size = len(two) - len(one)
-    sentinels = {name: (0x1A2B3C4D if dtype == "<i4" else 1000.0 + 17.0 * k + 1.0 / 7.0 if dtype == "<f8"
-                        else float(np.float32(0.1234567 + 0.0101 * k)))
-                 for k, (name, dtype) in enumerate(_MARKER_VARYING_FIELDS)}
+    sentinels = {
+        name: (
+            0x1A2B3C4D
+            if dtype == "<i4"
+            else 1000.0 + 17.0 * k + 1.0 / 7.0
+            if dtype == "<f8"
+            else float(np.float32(0.1234567 + 0.0101 * k))
+        )
+        for k, (name, dtype) in enumerate(_MARKER_VARYING_FIELDS)
+    }
     marked = serialize_message(MarkerArray(markers=[clear, _sphere_marker(header, namespace, sentinels)]))
     layout = None
     if size % 8 == 0 and len(marked) == len(one) and one[:2] == b"\x00\x01":  # CDR little-endian

@@ -36,20 +36,25 @@ def image_to_array(msg) -> np.ndarray:
     """
     encoding = str(msg.encoding)
     if encoding not in IMAGE_ENCODINGS:
-        raise ConversionError(f"unsupported image encoding {encoding!r}; expected one of "
-                              f"{', '.join(IMAGE_ENCODINGS)}")
+        raise ConversionError(
+            f"unsupported image encoding {encoding!r}; expected one of {', '.join(IMAGE_ENCODINGS)}"
+        )
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ConversionError(f"image size must be positive, got {width}x{height} ({encoding})")
     dtype, channels = IMAGE_ENCODINGS[encoding]
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
-        raise ConversionError(f"image step {step} is shorter than a row of {width} px x {channels} ch x "
-                              f"{dtype.itemsize} B = {row_bytes} B ({encoding})")
+        raise ConversionError(
+            f"image step {step} is shorter than a row of {width} px x {channels} ch x "
+            f"{dtype.itemsize} B = {row_bytes} B ({encoding})"
+        )
     raw = message_bytes(msg.data)
     if raw.size != step * height:
-        raise ConversionError(f"image data has {raw.size} bytes, expected step * height = {step} * {height} "
-                              f"= {step * height} ({encoding}, {width}x{height})")
+        raise ConversionError(
+            f"image data has {raw.size} bytes, expected step * height = {step} * {height} "
+            f"= {step * height} ({encoding}, {width}x{height})"
+        )
     rows = raw.reshape(height, step)[:, :row_bytes]
     wire = dtype.newbyteorder(">" if msg.is_bigendian else "<")
     pixels = rows.view(wire)  # the last axis is contiguous, so this is a view even with row padding
@@ -66,8 +71,10 @@ def image_to_rgb(msg) -> np.ndarray:
         ConversionError: the encoding is not a colour encoding, or the data is malformed.
     """
     if str(msg.encoding) not in COLOR_ENCODINGS:
-        raise ConversionError(f"colour image encoding {msg.encoding!r} is not supported; expected one of "
-                              f"{', '.join(COLOR_ENCODINGS)}")
+        raise ConversionError(
+            f"colour image encoding {msg.encoding!r} is not supported; expected one of "
+            f"{', '.join(COLOR_ENCODINGS)}"
+        )
     pixels = image_to_array(msg)
     if msg.encoding == "bgr8":
         return pixels[..., ::-1]
@@ -86,8 +93,10 @@ def depth_image_to_metres(msg) -> np.ndarray:
         ConversionError: the encoding is not a depth encoding, or the data is malformed.
     """
     if str(msg.encoding) not in DEPTH_ENCODINGS:
-        raise ConversionError(f"depth image encoding {msg.encoding!r} is not supported; expected 32FC1 "
-                              f"(metres) or 16UC1 (millimetres)")
+        raise ConversionError(
+            f"depth image encoding {msg.encoding!r} is not supported; expected 32FC1 "
+            f"(metres) or 16UC1 (millimetres)"
+        )
     pixels = image_to_array(msg)
     if msg.encoding == "16UC1":
         return pixels.astype(np.float32) * np.float32(0.001)
@@ -117,13 +126,15 @@ def array_to_image_message(pixels: np.ndarray, encoding: str, header):
     from sensor_msgs.msg import Image
 
     if encoding not in IMAGE_ENCODINGS:
-        raise ConversionError(f"unsupported image encoding {encoding!r}; expected one of "
-                              f"{', '.join(IMAGE_ENCODINGS)}")
+        raise ConversionError(
+            f"unsupported image encoding {encoding!r}; expected one of {', '.join(IMAGE_ENCODINGS)}"
+        )
     dtype, channels = IMAGE_ENCODINGS[encoding]
     expected_dims = 2 if channels == 1 else 3
     if pixels.ndim != expected_dims or (channels > 1 and pixels.shape[2] != channels):
-        raise ConversionError(f"{encoding} needs an array of shape (H, W{'' if channels == 1 else ', 3'}), "
-                              f"got {pixels.shape}")
+        raise ConversionError(
+            f"{encoding} needs an array of shape (H, W{'' if channels == 1 else ', 3'}), got {pixels.shape}"
+        )
     if pixels.dtype != dtype:
         raise ConversionError(f"{encoding} needs dtype {dtype}, got {pixels.dtype}")
     pixels = np.ascontiguousarray(pixels)

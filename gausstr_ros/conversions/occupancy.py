@@ -30,8 +30,14 @@ def _check_grid_array(name: str, values: np.ndarray, grid: VoxelGrid) -> None:
         raise ConversionError(f"{name} must have the grid's shape {grid.shape}, got {tuple(values.shape)}")
 
 
-def occupancy_message(labels: np.ndarray, grid: VoxelGrid, class_names: Sequence[str], free_label: int,
-                      header, confidence: np.ndarray | None = None):
+def occupancy_message(
+    labels: np.ndarray,
+    grid: VoxelGrid,
+    class_names: Sequence[str],
+    free_label: int,
+    header,
+    confidence: np.ndarray | None = None,
+):
     """gausstr_ros/SemanticOccupancy of a dense label grid.
 
     Args:
@@ -45,8 +51,9 @@ def occupancy_message(labels: np.ndarray, grid: VoxelGrid, class_names: Sequence
 
     _check_grid_array("labels", labels, grid)
     if free_label != len(class_names) or free_label > 255:
-        raise ConversionError(f"free_label must be len(class_names) = {len(class_names)} <= 255, "
-                              f"got {free_label}")
+        raise ConversionError(
+            f"free_label must be len(class_names) = {len(class_names)} <= 255, got {free_label}"
+        )
     msg = SemanticOccupancy()
     msg.header = header
     msg.origin.position.x, msg.origin.position.y, msg.origin.position.z = (float(v) for v in grid.lower)
@@ -79,19 +86,27 @@ def occupied_voxels(labels: np.ndarray, grid: VoxelGrid, free_label: int) -> tup
 
 
 # Point layout of the occupancy cloud: RViz colours by "rgb" and can also colour by "label".
-POINTCLOUD_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4"),
-                             ("label", "<u4"), ("confidence", "<f4")])
+POINTCLOUD_DTYPE = np.dtype(
+    [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4"), ("label", "<u4"), ("confidence", "<f4")]
+)
 
 
-def occupancy_points(labels: np.ndarray, grid: VoxelGrid, class_names: Sequence[str], free_label: int,
-                     confidence: np.ndarray | None = None) -> np.ndarray:
+def occupancy_points(
+    labels: np.ndarray,
+    grid: VoxelGrid,
+    class_names: Sequence[str],
+    free_label: int,
+    confidence: np.ndarray | None = None,
+) -> np.ndarray:
     """(M,) structured array (POINTCLOUD_DTYPE) of the occupied voxel centres with label and colour."""
     centres, flat = occupied_voxels(labels, grid, free_label)
     points = np.empty(len(flat), dtype=POINTCLOUD_DTYPE)
     point_labels = labels.reshape(-1)[flat]
     if len(flat) and int(point_labels.max()) >= len(class_names):
-        raise ConversionError(f"labels must be < {len(class_names)} classes or {free_label} (free), "
-                              f"got {int(point_labels.max())}")
+        raise ConversionError(
+            f"labels must be < {len(class_names)} classes or {free_label} (free), "
+            f"got {int(point_labels.max())}"
+        )
     points["x"], points["y"], points["z"] = centres.T
     points["rgb"] = pack_rgb(class_colors(class_names))[point_labels]
     points["label"] = point_labels
@@ -109,9 +124,15 @@ def pointcloud_message(points: np.ndarray, header):
     msg.header = header
     msg.height, msg.width = 1, len(points)
     datatype = {"f": _POINTFIELD_FLOAT32, "u": _POINTFIELD_UINT32}
-    msg.fields = [PointField(name=name, offset=POINTCLOUD_DTYPE.fields[name][1],
-                             datatype=datatype[POINTCLOUD_DTYPE.fields[name][0].kind], count=1)
-                  for name in POINTCLOUD_DTYPE.names]
+    msg.fields = [
+        PointField(
+            name=name,
+            offset=POINTCLOUD_DTYPE.fields[name][1],
+            datatype=datatype[POINTCLOUD_DTYPE.fields[name][0].kind],
+            count=1,
+        )
+        for name in POINTCLOUD_DTYPE.names
+    ]
     msg.is_bigendian = False
     msg.point_step = POINTCLOUD_DTYPE.itemsize
     msg.row_step = msg.point_step * len(points)
@@ -128,11 +149,17 @@ def pointcloud_to_points(msg) -> np.ndarray:
     kinds = {_POINTFIELD_FLOAT32: "<f4", _POINTFIELD_UINT32: "<u4"}
     for f in msg.fields:
         if f.datatype not in kinds or f.count != 1:
-            raise ConversionError(f"PointCloud2 field {f.name!r}: datatype {f.datatype} x {f.count} "
-                                  f"not supported")
-    dtype = np.dtype({"names": [f.name for f in msg.fields],
-                      "formats": [kinds[f.datatype] for f in msg.fields],
-                      "offsets": [f.offset for f in msg.fields], "itemsize": msg.point_step})
+            raise ConversionError(
+                f"PointCloud2 field {f.name!r}: datatype {f.datatype} x {f.count} not supported"
+            )
+    dtype = np.dtype(
+        {
+            "names": [f.name for f in msg.fields],
+            "formats": [kinds[f.datatype] for f in msg.fields],
+            "offsets": [f.offset for f in msg.fields],
+            "itemsize": msg.point_step,
+        }
+    )
     raw = message_bytes(msg.data)
     count = int(msg.width) * int(msg.height)
     if raw.size != count * msg.point_step:

@@ -13,11 +13,20 @@ def quaternion_xyzw_to_matrix(q: np.ndarray) -> np.ndarray:
     q = np.asarray(q, dtype=np.float64)
     q = q / np.linalg.norm(q, axis=-1, keepdims=True)
     x, y, z, w = np.moveaxis(q, -1, 0)
-    m = np.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], axis=-1)
+    m = np.stack(
+        [
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
+        ],
+        axis=-1,
+    )
     return m.reshape(*q.shape[:-1], 3, 3)
 
 
@@ -36,8 +45,9 @@ def transform_to_matrix(transform) -> np.ndarray:
     translation = np.array([t.translation.x, t.translation.y, t.translation.z], dtype=np.float64)
     q = np.array([t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w], dtype=np.float64)
     if not (np.isfinite(translation).all() and np.isfinite(q).all()):
-        raise ConversionError(f"transform has non-finite values: translation {translation.tolist()}, "
-                              f"rotation {q.tolist()}")
+        raise ConversionError(
+            f"transform has non-finite values: translation {translation.tolist()}, rotation {q.tolist()}"
+        )
     if np.linalg.norm(q) < 1e-9:
         raise ConversionError("transform rotation is a zero quaternion")
     out = np.eye(4)
@@ -59,7 +69,8 @@ def matrix_to_transform_message(matrix: np.ndarray, header, child_frame_id: str)
     msg.header = header
     msg.child_frame_id = child_frame_id
     msg.transform.translation.x, msg.transform.translation.y, msg.transform.translation.z = (
-        float(v) for v in matrix[:3, 3])
+        float(v) for v in matrix[:3, 3]
+    )
     msg.transform.rotation.x, msg.transform.rotation.y = x, y
     msg.transform.rotation.z, msg.transform.rotation.w = z, w
     return msg

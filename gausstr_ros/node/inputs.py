@@ -55,9 +55,16 @@ class CameraInputs:
         callback_group: group of the subscriptions.
     """
 
-    def __init__(self, node, config: NodeConfig, on_frame_set: Callable[[FrameSet], None],
-                 on_reject: Callable[[str, str], None], on_time_reset: Callable[[str], None],
-                 callback_group=None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        node,
+        config: NodeConfig,
+        on_frame_set: Callable[[FrameSet], None],
+        on_reject: Callable[[str, str], None],
+        on_time_reset: Callable[[str], None],
+        callback_group=None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, Image
 
@@ -80,25 +87,38 @@ class CameraInputs:
         self._last_emitted_stamp: int | None = None
         self.sets_emitted = 0
         self.sets_rate_limited = 0
-        self.synchronizer = make_synchronizer(config.synchronizer, len(self.topics), config.sync_queue_size,
-                                              config.sync_slop_s, self._on_synced)
+        self.synchronizer = make_synchronizer(
+            config.synchronizer, len(self.topics), config.sync_queue_size, config.sync_slop_s, self._on_synced
+        )
 
-        best_effort = QoSProfile(depth=config.queue_depth, reliability=qos_profile_sensor_data.reliability,
-                                 durability=qos_profile_sensor_data.durability,
-                                 history=qos_profile_sensor_data.history)
+        best_effort = QoSProfile(
+            depth=config.queue_depth,
+            reliability=qos_profile_sensor_data.reliability,
+            durability=qos_profile_sensor_data.durability,
+            history=qos_profile_sensor_data.history,
+        )
         if config.image_qos == "sensor_data":
             qos = best_effort
         else:
             qos = QoSProfile(depth=config.queue_depth, reliability=QoSReliabilityPolicy.RELIABLE)
         self._subscriptions = []
         for i, topic in enumerate(self.topics):
-            self._subscriptions.append(node.create_subscription(
-                Image, topic, lambda msg, i=i: self.add(i, msg), qos, callback_group=callback_group))
+            self._subscriptions.append(
+                node.create_subscription(
+                    Image, topic, lambda msg, i=i: self.add(i, msg), qos, callback_group=callback_group
+                )
+            )
         for c, topic in enumerate(config.camera_info_topics):
             # Best effort matches reliable and best-effort publishers alike; only the latest counts.
-            self._subscriptions.append(node.create_subscription(
-                CameraInfo, topic, lambda msg, c=c: self.set_camera_info(c, msg), best_effort,
-                callback_group=callback_group))
+            self._subscriptions.append(
+                node.create_subscription(
+                    CameraInfo,
+                    topic,
+                    lambda msg, c=c: self.set_camera_info(c, msg),
+                    best_effort,
+                    callback_group=callback_group,
+                )
+            )
 
     # -- message entry points (also called directly by tests) -------------------------------------
 
@@ -127,14 +147,18 @@ class CameraInputs:
                 back_s = (last - stamp) / 1e9
                 threshold = self.config.time_jump_reset_s
                 if threshold > 0 and back_s > threshold:
-                    reset = (f"{topic}: time jumped back by {back_s:.3f} s (> time_jump_reset_s = "
-                             f"{threshold} s): cleared the synchronizer and dynamic TF")
+                    reset = (
+                        f"{topic}: time jumped back by {back_s:.3f} s (> time_jump_reset_s = "
+                        f"{threshold} s): cleared the synchronizer and dynamic TF"
+                    )
                     self._last_stamp = [None] * len(self.topics)
                     self._last_emitted_stamp = None
                 else:
                     step = "duplicate" if back_s == 0 else f"{back_s * 1e3:.1f} ms back"
-                    problem = (f"{topic}: stamp {stamp / 1e9:.3f} s is not newer than the previous "
-                               f"{last / 1e9:.3f} s ({step}); message skipped")
+                    problem = (
+                        f"{topic}: stamp {stamp / 1e9:.3f} s is not newer than the previous "
+                        f"{last / 1e9:.3f} s ({step}); message skipped"
+                    )
             if problem is None:
                 self._last_stamp[index] = stamp
         if problem is not None:

@@ -67,15 +67,17 @@ def load_predictor(config: NodeConfig) -> Predictor:
                     path = default_checkpoint()
                 except FileNotFoundError as exc:
                     raise StartupError(str(exc)) from exc
-                rclpy.logging.get_logger(NODE_NAME).info(f"no checkpoint given: using the built-in model "
-                                                         f"{path}")
+                rclpy.logging.get_logger(NODE_NAME).info(
+                    f"no checkpoint given: using the built-in model {path}"
+                )
             if not path.is_file():
                 raise StartupError(f"checkpoint {str(path)!r} does not exist (parameter 'checkpoint')")
             predictor = OccupancyPredictor.from_checkpoint(path, device=device)
         else:
             rclpy.logging.get_logger(NODE_NAME).warning(
                 f"no checkpoint: building the {config.model_preset!r} preset with RANDOM weights "
-                f"(tests and benchmarks only; its predictions mean nothing)")
+                f"(tests and benchmarks only; its predictions mean nothing)"
+            )
             predictor = random_weight_predictor(config.model_preset, device)
     except StartupError:
         raise
@@ -140,11 +142,14 @@ class OccupancyNode(Node):
         self.predictor = predictor if predictor is not None else load_predictor(c)
         model = getattr(self.predictor, "model", None)
         if not c.use_depth and model is not None and getattr(model, "depth_head", True) is None:
-            raise StartupError("this model has no depth head, so it needs metric depth for every camera: set "
-                               "use_depth: true and depth_topics (e.g. a monocular metric depth node)")
+            raise StartupError(
+                "this model has no depth head, so it needs metric depth for every camera: set "
+                "use_depth: true and depth_topics (e.g. a monocular metric depth node)"
+            )
         self._configure_predictor()
-        self.pipeline = FramePipeline(self.predictor, c.input_size_override,
-                                      min_valid_depth_fraction=c.min_valid_depth_fraction)
+        self.pipeline = FramePipeline(
+            self.predictor, c.input_size_override, min_valid_depth_fraction=c.min_valid_depth_fraction
+        )
         self._pending_categories: list[str] | None = None
         self._categories_lock = threading.Lock()
         if predictor is None:
@@ -152,8 +157,10 @@ class OccupancyNode(Node):
 
             categories = effective_categories(c.categories, c.checkpoint, c.model_preset)
             if categories != list(c.categories):
-                self.get_logger().info(f"categories left at the default with the built-in model: using its "
-                                       f"own vocabulary {categories}")
+                self.get_logger().info(
+                    f"categories left at the default with the built-in model: using its "
+                    f"own vocabulary {categories}"
+                )
                 c.categories = categories
         try:
             self.predictor.set_categories(list(c.categories))
@@ -166,14 +173,22 @@ class OccupancyNode(Node):
         self.tf = TfLookup(self, self._tf_group, cache_time_s=c.tf_cache_s)
         self.outputs = OutputPublishers(self, c.camera_names, c.target_frame, c.queue_depth)
         self._slot: LatestSlot[FrameSet] = LatestSlot()
-        self.inputs = CameraInputs(self, c, self._on_frame_set, self._on_input_rejected, self._on_time_reset,
-                                   callback_group=self._input_group)
+        self.inputs = CameraInputs(
+            self,
+            c,
+            self._on_frame_set,
+            self._on_input_rejected,
+            self._on_time_reset,
+            callback_group=self._input_group,
+        )
         self._warned_distortion: set[int] = set()
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._status_timer = self.create_timer(c.status_period_s, self._publish_status,
-                                               callback_group=self._timer_group)
-        self._watchdog_timer = self.create_timer(min(0.5, c.sync_timeout_s / 2), self._check_inputs,
-                                                 callback_group=self._timer_group)
+        self._status_timer = self.create_timer(
+            c.status_period_s, self._publish_status, callback_group=self._timer_group
+        )
+        self._watchdog_timer = self.create_timer(
+            min(0.5, c.sync_timeout_s / 2), self._check_inputs, callback_group=self._timer_group
+        )
         self._running = True
         self._worker = threading.Thread(target=self._worker_loop, name="gausstr_inference", daemon=True)
         self._worker.start()
@@ -181,7 +196,8 @@ class OccupancyNode(Node):
             f"ready: {len(c.camera_names)} cameras -> {c.target_frame}, model input "
             f"{self.pipeline.input_size[0]}x{self.pipeline.input_size[1]} on {self.pipeline.device}, "
             f"{len(c.categories)} categories, depth {'from topics' if c.use_depth else 'from the model'}, "
-            f"TF via {self.tf.backend}, sync via {type(self.inputs.synchronizer).__name__}")
+            f"TF via {self.tf.backend}, sync via {type(self.inputs.synchronizer).__name__}"
+        )
 
     # -- set-up helpers --------------------------------------------------------------------------
 
@@ -192,9 +208,12 @@ class OccupancyNode(Node):
         if configure is None:
             return
         try:
-            configure(grid_range=tuple(c.grid_range), voxel_size=c.voxel_size,
-                      density_threshold=None if c.density_threshold < 0 else c.density_threshold,
-                      prompt_templates=c.prompt_template_list)
+            configure(
+                grid_range=tuple(c.grid_range),
+                voxel_size=c.voxel_size,
+                density_threshold=None if c.density_threshold < 0 else c.density_threshold,
+                prompt_templates=c.prompt_template_list,
+            )
         except ValueError as exc:
             raise StartupError(f"invalid grid or text parameters: {exc}") from exc
 
@@ -277,8 +296,9 @@ class OccupancyNode(Node):
                 self._process(frame)
             except FrameRejected as exc:
                 self.stats.record_rejected(exc.kind, exc.reason)
-                self._log_limited(f"reject:{exc.kind}",
-                                  f"frame {frame.stamp_ns / 1e9:.3f} s skipped: {exc.reason}")
+                self._log_limited(
+                    f"reject:{exc.kind}", f"frame {frame.stamp_ns / 1e9:.3f} s skipped: {exc.reason}"
+                )
             except Exception as exc:  # one bad frame must not stop the node
                 text = f"frame {frame.stamp_ns / 1e9:.3f} s failed: {type(exc).__name__}: {exc}"
                 self.stats.record_rejected("error", text)
@@ -294,14 +314,19 @@ class OccupancyNode(Node):
             if not source:
                 raise FrameRejected("transform", f"camera {name}: image has an empty header.frame_id")
             try:
-                cam_to_target = self.tf.lookup(c.target_frame, source, frame.stamp_ns,
-                                               max(0.0, deadline - time.monotonic()))
+                cam_to_target = self.tf.lookup(
+                    c.target_frame, source, frame.stamp_ns, max(0.0, deadline - time.monotonic())
+                )
             except TransformExtrapolation as exc:
-                raise FrameRejected("transform", f"camera {name}: stale or missing TF {c.target_frame} <- "
-                                                 f"{source} at the image stamp: {exc}") from exc
+                raise FrameRejected(
+                    "transform",
+                    f"camera {name}: stale or missing TF {c.target_frame} <- "
+                    f"{source} at the image stamp: {exc}",
+                ) from exc
             except TransformError as exc:
-                raise FrameRejected("transform", f"camera {name}: no TF {c.target_frame} <- {source}: "
-                                                 f"{exc}") from exc
+                raise FrameRejected(
+                    "transform", f"camera {name}: no TF {c.target_frame} <- {source}: {exc}"
+                ) from exc
             if info is not None and v not in self._warned_distortion:
                 warning = distortion_warning(info, c.image_topics[v])
                 if warning:
@@ -314,21 +339,27 @@ class OccupancyNode(Node):
     def _process(self, frame: FrameSet) -> None:
         self._apply_pending_categories()
         cameras = self._camera_frames(frame)
-        result = self.pipeline.run(cameras, frame.stamp_ns,
-                                   render_depth=self.outputs.wants_rendered_depth(self.switches))
+        result = self.pipeline.run(
+            cameras, frame.stamp_ns, render_depth=self.outputs.wants_rendered_depth(self.switches)
+        )
 
         def done():
             self.stats.record_published(time.monotonic() - frame.arrival)
 
-        self.outputs.publish(result, [cam.image.header.frame_id for cam in cameras], self.switches,
-                             on_occupancy_published=done)
+        self.outputs.publish(
+            result, [cam.image.header.frame_id for cam in cameras], self.switches, on_occupancy_published=done
+        )
 
     # -- status ----------------------------------------------------------------------------------
 
     def _publish_status(self) -> None:
         snapshot = self.stats.snapshot()
-        self.outputs.publish_status(snapshot, self.get_clock().now().to_msg(), str(self.pipeline.device),
-                                    len(self.predictor.class_names))
+        self.outputs.publish_status(
+            snapshot,
+            self.get_clock().now().to_msg(),
+            str(self.pipeline.device),
+            len(self.predictor.class_names),
+        )
 
     def destroy_node(self) -> None:
         self._running = False

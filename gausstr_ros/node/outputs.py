@@ -39,8 +39,15 @@ class PublishSwitches:
 
     @classmethod
     def from_config(cls, c: NodeConfig) -> PublishSwitches:
-        return cls(c.publish_occupancy, c.publish_pointcloud, c.publish_gaussians, c.publish_markers,
-                   c.publish_rendered_depth, c.max_gaussian_markers, c.marker_sigma)
+        return cls(
+            c.publish_occupancy,
+            c.publish_pointcloud,
+            c.publish_gaussians,
+            c.publish_markers,
+            c.publish_rendered_depth,
+            c.max_gaussian_markers,
+            c.marker_sigma,
+        )
 
 
 class OutputPublishers:
@@ -68,8 +75,9 @@ class OutputPublishers:
         self.cloud = node.create_publisher(PointCloud2, TOPIC_CLOUD, qos)
         self.gaussians = node.create_publisher(GaussianArray, TOPIC_GAUSSIANS, qos)
         self.markers = node.create_publisher(MarkerArray, TOPIC_MARKERS, qos)
-        self.depth = [node.create_publisher(Image, f"{TOPIC_DEPTH}/{_topic_safe(n)}", qos)
-                      for n in camera_names]
+        self.depth = [
+            node.create_publisher(Image, f"{TOPIC_DEPTH}/{_topic_safe(n)}", qos) for n in camera_names
+        ]
         self.status = node.create_publisher(InferenceStatus, TOPIC_STATUS, QoSProfile(depth=10))
 
     @staticmethod
@@ -80,8 +88,13 @@ class OutputPublishers:
         """Whether rendering depth is worth it: enabled and somebody subscribes to a camera's depth."""
         return switches.rendered_depth and any(p.get_subscription_count() > 0 for p in self.depth)
 
-    def publish(self, result: FrameResult, camera_frames: Sequence[str], switches: PublishSwitches,
-                on_occupancy_published=None) -> list[str]:
+    def publish(
+        self,
+        result: FrameResult,
+        camera_frames: Sequence[str],
+        switches: PublishSwitches,
+        on_occupancy_published=None,
+    ) -> list[str]:
         """Publish every enabled output of one frame; occupancy first (it defines the latency).
 
         Args:
@@ -97,14 +110,23 @@ class OutputPublishers:
         header.stamp.sec, header.stamp.nanosec = divmod(result.stamp_ns, 1_000_000_000)
         published = []
         if self._wanted(switches.occupancy, self.occupancy):
-            self.occupancy.publish(occupancy_message(result.labels, result.grid, result.class_names,
-                                                     result.free_label, header, result.confidence))
+            self.occupancy.publish(
+                occupancy_message(
+                    result.labels,
+                    result.grid,
+                    result.class_names,
+                    result.free_label,
+                    header,
+                    result.confidence,
+                )
+            )
             published.append(TOPIC_OCCUPANCY)
         if on_occupancy_published is not None:
             on_occupancy_published()
         if self._wanted(switches.pointcloud, self.cloud):
-            points = occupancy_points(result.labels, result.grid, result.class_names, result.free_label,
-                                      result.confidence)
+            points = occupancy_points(
+                result.labels, result.grid, result.class_names, result.free_label, result.confidence
+            )
             self.cloud.publish(pointcloud_message(points, header))
             published.append(TOPIC_CLOUD)
         want_gaussians = self._wanted(switches.gaussians, self.gaussians)
@@ -116,13 +138,30 @@ class OutputPublishers:
             means, scales, rotations = result.means[keep], result.scales[keep], result.rotations[keep]
             opacities, labels = result.opacities[keep], result.gaussian_labels[keep]
         if want_gaussians:
-            self.gaussians.publish(gaussian_array_message(
-                means, scales, rotations, opacities, labels, result.gaussian_confidence[keep],
-                result.class_names, header))
+            self.gaussians.publish(
+                gaussian_array_message(
+                    means,
+                    scales,
+                    rotations,
+                    opacities,
+                    labels,
+                    result.gaussian_confidence[keep],
+                    result.class_names,
+                    header,
+                )
+            )
             published.append(TOPIC_GAUSSIANS)
         if want_markers:
-            data = gaussian_marker_data(means, scales, rotations, opacities, labels, result.class_names,
-                                        switches.max_markers, switches.marker_sigma)
+            data = gaussian_marker_data(
+                means,
+                scales,
+                rotations,
+                opacities,
+                labels,
+                result.class_names,
+                switches.max_markers,
+                switches.marker_sigma,
+            )
             self.markers.publish(gaussian_marker_array_cdr(data, header))  # serialised with numpy
             published.append(TOPIC_MARKERS)
         if result.rendered_depth is not None and switches.rendered_depth:

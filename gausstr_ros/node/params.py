@@ -44,90 +44,180 @@ def _cams(fmt: str) -> list[str]:
 
 PARAM_SPECS: tuple[ParamSpec, ...] = (
     # Inputs
-    ParamSpec("camera_names", list(DEFAULT_CAMERAS),
-              "Camera names, one per camera (logs, rendered depth topics). The model sees the cameras "
-              "in this order."),
-    ParamSpec("image_topics", _cams("/{}/image_rect"),
-              "Rectified colour image topic per camera (rgb8, bgr8 or mono8), same order as camera_names."),
-    ParamSpec("camera_info_topics", _cams("/{}/camera_info"),
-              "CameraInfo topic per camera; the latest one received is used with each image."),
-    ParamSpec("use_depth", False,
-              "Use the depth_topics (metric depth registered to each image); false = the model's own "
-              "depth head. All cameras or none."),
-    ParamSpec("depth_topics", _cams("/{}/depth"),
-              "Depth image topic per camera (32FC1 metres or 16UC1 millimetres), used when use_depth."),
-    ParamSpec("image_qos", "sensor_data",
-              "QoS of the image and depth subscriptions: sensor_data (best effort) or reliable "
-              "(CameraInfo is always best effort).", choices=("sensor_data", "reliable")),
-    ParamSpec("queue_depth", 5, "History depth of the input subscriptions and the output publishers.",
-              range=(1, 1000)),
-    ParamSpec("target_frame", "base_link",
-              "Frame of the outputs (REP-103: x forward, y left, z up); cameras are looked up in TF "
-              "into it at each image stamp."),
-    ParamSpec("synchronizer", "auto",
-              "Approximate-time synchronizer: auto (message_filters when importable, else builtin), "
-              "message_filters or builtin.", choices=("auto", "message_filters", "builtin")),
-    ParamSpec("sync_slop_s", 0.05, "Largest stamp spread [s] within one synchronized frame set.",
-              range=(0.001, 1.0)),
-    ParamSpec("sync_queue_size", 10, "Messages kept per input while waiting for a set to complete.",
-              range=(1, 100)),
-    ParamSpec("sync_timeout_s", 1.0,
-              "An input silent for longer than this while others publish is reported (log, status).",
-              range=(0.05, 60.0), read_only=False),
-    ParamSpec("time_jump_reset_s", 1.0,
-              "A stamp this much older than the previous one on a topic is a time reset (bag loop): "
-              "queues and dynamic TF are cleared. Smaller steps back are rejected as out of order.",
-              range=(0.0, 3600.0), read_only=False),
-    ParamSpec("tf_timeout_s", 0.05, "How long to wait for TF at an image stamp before skipping the frame.",
-              range=(0.0, 5.0), read_only=False),
+    ParamSpec(
+        "camera_names",
+        list(DEFAULT_CAMERAS),
+        "Camera names, one per camera (logs, rendered depth topics). The model sees the cameras "
+        "in this order.",
+    ),
+    ParamSpec(
+        "image_topics",
+        _cams("/{}/image_rect"),
+        "Rectified colour image topic per camera (rgb8, bgr8 or mono8), same order as camera_names.",
+    ),
+    ParamSpec(
+        "camera_info_topics",
+        _cams("/{}/camera_info"),
+        "CameraInfo topic per camera; the latest one received is used with each image.",
+    ),
+    ParamSpec(
+        "use_depth",
+        False,
+        "Use the depth_topics (metric depth registered to each image); false = the model's own "
+        "depth head. All cameras or none.",
+    ),
+    ParamSpec(
+        "depth_topics",
+        _cams("/{}/depth"),
+        "Depth image topic per camera (32FC1 metres or 16UC1 millimetres), used when use_depth.",
+    ),
+    ParamSpec(
+        "image_qos",
+        "sensor_data",
+        "QoS of the image and depth subscriptions: sensor_data (best effort) or reliable "
+        "(CameraInfo is always best effort).",
+        choices=("sensor_data", "reliable"),
+    ),
+    ParamSpec(
+        "queue_depth",
+        5,
+        "History depth of the input subscriptions and the output publishers.",
+        range=(1, 1000),
+    ),
+    ParamSpec(
+        "target_frame",
+        "base_link",
+        "Frame of the outputs (REP-103: x forward, y left, z up); cameras are looked up in TF "
+        "into it at each image stamp.",
+    ),
+    ParamSpec(
+        "synchronizer",
+        "auto",
+        "Approximate-time synchronizer: auto (message_filters when importable, else builtin), "
+        "message_filters or builtin.",
+        choices=("auto", "message_filters", "builtin"),
+    ),
+    ParamSpec(
+        "sync_slop_s", 0.05, "Largest stamp spread [s] within one synchronized frame set.", range=(0.001, 1.0)
+    ),
+    ParamSpec(
+        "sync_queue_size", 10, "Messages kept per input while waiting for a set to complete.", range=(1, 100)
+    ),
+    ParamSpec(
+        "sync_timeout_s",
+        1.0,
+        "An input silent for longer than this while others publish is reported (log, status).",
+        range=(0.05, 60.0),
+        read_only=False,
+    ),
+    ParamSpec(
+        "time_jump_reset_s",
+        1.0,
+        "A stamp this much older than the previous one on a topic is a time reset (bag loop): "
+        "queues and dynamic TF are cleared. Smaller steps back are rejected as out of order.",
+        range=(0.0, 3600.0),
+        read_only=False,
+    ),
+    ParamSpec(
+        "tf_timeout_s",
+        0.05,
+        "How long to wait for TF at an image stamp before skipping the frame.",
+        range=(0.0, 5.0),
+        read_only=False,
+    ),
     ParamSpec("tf_cache_s", 10.0, "History kept of dynamic transforms [s].", range=(0.5, 600.0)),
-    ParamSpec("min_valid_depth_fraction", 0.0,
-              "Depth images with a smaller fraction of valid (finite, > 0) pixels skip the frame; "
-              "images without any valid pixel are always skipped.", range=(0.0, 1.0), read_only=False),
+    ParamSpec(
+        "min_valid_depth_fraction",
+        0.0,
+        "Depth images with a smaller fraction of valid (finite, > 0) pixels skip the frame; "
+        "images without any valid pixel are always skipped.",
+        range=(0.0, 1.0),
+        read_only=False,
+    ),
     # Model
-    ParamSpec("checkpoint", "",
-              "GaussTR checkpoint (.safetensors with its JSON config, gausstr_core.io.checkpoint). Empty = "
-              "the built-in model (gausstr_ros/assets/tiny_synthetic.safetensors, trained on the synthetic "
-              "world) unless model_preset is set."),
-    ParamSpec("model_preset", "",
-              "Without a checkpoint: build this preset (tiny, talk2dino, featup) with RANDOM weights, for "
-              "tests and benchmarks only. Ignored when checkpoint is set.",
-              choices=("", "tiny", "talk2dino", "featup")),
+    ParamSpec(
+        "checkpoint",
+        "",
+        "GaussTR checkpoint (.safetensors with its JSON config, gausstr_core.io.checkpoint). Empty = "
+        "the built-in model (gausstr_ros/assets/tiny_synthetic.safetensors, trained on the synthetic "
+        "world) unless model_preset is set.",
+    ),
+    ParamSpec(
+        "model_preset",
+        "",
+        "Without a checkpoint: build this preset (tiny, talk2dino, featup) with RANDOM weights, for "
+        "tests and benchmarks only. Ignored when checkpoint is set.",
+        choices=("", "tiny", "talk2dino", "featup"),
+    ),
     ParamSpec("device", "auto", "Inference device: auto (cuda when available), cuda, cuda:N or cpu."),
     ParamSpec("input_size", [0, 0], "Network input [H, W] px; [0, 0] = the model's."),
-    ParamSpec("categories", list(DEFAULT_CATEGORIES),
-              "Open vocabulary, label k = categories[k]; 'name|prompt 2|...' groups prompts under one "
-              "name. Live: a new list applies to the next frame. Left at this default with the built-in "
-              "model, the built-in model's own vocabulary is used.", read_only=False),
-    ParamSpec("prompt_templates", [""],
-              "Text prompt templates with '{}' for the category, e.g. 'a photo of a {}.'; [''] = the "
-              "model's own."),
-    ParamSpec("grid_range", list(OCC3D_RANGE),
-              "Voxel grid [x_min, y_min, z_min, x_max, y_max, z_max] in the target frame [m]."),
+    ParamSpec(
+        "categories",
+        list(DEFAULT_CATEGORIES),
+        "Open vocabulary, label k = categories[k]; 'name|prompt 2|...' groups prompts under one "
+        "name. Live: a new list applies to the next frame. Left at this default with the built-in "
+        "model, the built-in model's own vocabulary is used.",
+        read_only=False,
+    ),
+    ParamSpec(
+        "prompt_templates",
+        [""],
+        "Text prompt templates with '{}' for the category, e.g. 'a photo of a {}.'; [''] = the model's own.",
+    ),
+    ParamSpec(
+        "grid_range",
+        list(OCC3D_RANGE),
+        "Voxel grid [x_min, y_min, z_min, x_max, y_max, z_max] in the target frame [m].",
+    ),
     ParamSpec("voxel_size", OCC3D_VOXEL_SIZE, "Voxel edge [m].", range=(0.01, 10.0)),
-    ParamSpec("density_threshold", -1.0,
-              "Voxels with less Gaussian density are free; -1 = the model's (official 0.04).",
-              range=(-1.0, 1000.0)),
+    ParamSpec(
+        "density_threshold",
+        -1.0,
+        "Voxels with less Gaussian density are free; -1 = the model's (official 0.04).",
+        range=(-1.0, 1000.0),
+    ),
     # Outputs
-    ParamSpec("publish_occupancy", True, "Publish occupancy (gausstr_ros/SemanticOccupancy).",
-              read_only=False),
-    ParamSpec("publish_pointcloud", True, "Publish occupancy_cloud (PointCloud2 of occupied voxels).",
-              read_only=False),
+    ParamSpec(
+        "publish_occupancy", True, "Publish occupancy (gausstr_ros/SemanticOccupancy).", read_only=False
+    ),
+    ParamSpec(
+        "publish_pointcloud",
+        True,
+        "Publish occupancy_cloud (PointCloud2 of occupied voxels).",
+        read_only=False,
+    ),
     ParamSpec("publish_gaussians", True, "Publish gaussians (gausstr_ros/GaussianArray).", read_only=False),
-    ParamSpec("publish_markers", True, "Publish gaussian_markers (MarkerArray of ellipsoids).",
-              read_only=False),
-    ParamSpec("publish_rendered_depth", True, "Publish rendered_depth/<camera> (32FC1 Image).",
-              read_only=False),
-    ParamSpec("max_gaussian_markers", 2000,
-              "Most opaque Gaussians drawn as ellipsoid markers (RViz renders each one as a mesh).",
-              range=(0, 100000), read_only=False),
-    ParamSpec("marker_sigma", 2.0, "Marker ellipsoid radius in standard deviations (diameter = 2*k*sigma).",
-              range=(0.1, 10.0), read_only=False),
-    ParamSpec("max_rate_hz", 0.0, "Process at most this many frame sets per second of stamps; 0 = all.",
-              range=(0.0, 1000.0), read_only=False),
+    ParamSpec(
+        "publish_markers", True, "Publish gaussian_markers (MarkerArray of ellipsoids).", read_only=False
+    ),
+    ParamSpec(
+        "publish_rendered_depth", True, "Publish rendered_depth/<camera> (32FC1 Image).", read_only=False
+    ),
+    ParamSpec(
+        "max_gaussian_markers",
+        2000,
+        "Most opaque Gaussians drawn as ellipsoid markers (RViz renders each one as a mesh).",
+        range=(0, 100000),
+        read_only=False,
+    ),
+    ParamSpec(
+        "marker_sigma",
+        2.0,
+        "Marker ellipsoid radius in standard deviations (diameter = 2*k*sigma).",
+        range=(0.1, 10.0),
+        read_only=False,
+    ),
+    ParamSpec(
+        "max_rate_hz",
+        0.0,
+        "Process at most this many frame sets per second of stamps; 0 = all.",
+        range=(0.0, 1000.0),
+        read_only=False,
+    ),
     ParamSpec("status_period_s", 1.0, "Period of the status topic [s].", range=(0.05, 60.0)),
-    ParamSpec("stats_window", 100, "Frames the latency percentiles and rate are computed over.",
-              range=(1, 100000)),
+    ParamSpec(
+        "stats_window", 100, "Frames the latency percentiles and rate are computed over.", range=(1, 100000)
+    ),
 )
 
 SPECS_BY_NAME = {s.name: s for s in PARAM_SPECS}
@@ -194,8 +284,10 @@ class NodeConfig:
             lists["depth_topics"] = self.depth_topics
         for name, values in lists.items():
             if len(values) != n:
-                raise ValueError(f"{name} needs one topic per camera ({n}: {self.camera_names}), got "
-                                 f"{len(values)}: {values}")
+                raise ValueError(
+                    f"{name} needs one topic per camera ({n}: {self.camera_names}), got "
+                    f"{len(values)}: {values}"
+                )
             if any(not v for v in values):
                 raise ValueError(f"{name} has an empty topic name: {values}")
         topics = self.image_topics + self.camera_info_topics + (self.depth_topics if self.use_depth else [])
@@ -203,8 +295,11 @@ class NodeConfig:
             raise ValueError(f"input topics must all differ, got {topics}")
         if not self.target_frame:
             raise ValueError("target_frame must not be empty")
-        if len(self.input_size) != 2 or any(v < 0 for v in self.input_size) or (
-                0 in self.input_size and tuple(self.input_size) != (0, 0)):
+        if (
+            len(self.input_size) != 2
+            or any(v < 0 for v in self.input_size)
+            or (0 in self.input_size and tuple(self.input_size) != (0, 0))
+        ):
             raise ValueError(f"input_size must be [H, W] > 0 or [0, 0], got {self.input_size}")
         if len(self.grid_range) != 6:
             raise ValueError(f"grid_range needs 6 numbers, got {self.grid_range}")
@@ -250,8 +345,9 @@ def descriptor(spec: ParamSpec):
         lo, hi = spec.range
         if isinstance(spec.default, bool):
             pass
-        elif isinstance(spec.default, int) or (isinstance(spec.default, list) and spec.default
-                                                and isinstance(spec.default[0], int)):
+        elif isinstance(spec.default, int) or (
+            isinstance(spec.default, list) and spec.default and isinstance(spec.default[0], int)
+        ):
             d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
         else:
             d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
@@ -291,4 +387,3 @@ def parameter_names() -> list[str]:
 def yaml_defaults(node_name: str = "occupancy_node") -> dict[str, Any]:
     """The ``--params-file`` structure of the defaults ({node: {ros__parameters: {...}}})."""
     return {node_name: {"ros__parameters": {s.name: _copy(s.default) for s in PARAM_SPECS}}}
-

@@ -85,5 +85,6 @@ class PipelineStats:
         rate = 0.0
         if len(published) >= 2 and published[-1] > published[0]:
             rate = (len(published) - 1) / (published[-1] - published[0])
-        return StatsSnapshot(processed, dropped, sum(rejected.values()), p50, p99, rate, int(lat.size),
-                             rejected, last_error)
+        return StatsSnapshot(
+            processed, dropped, sum(rejected.values()), p50, p99, rate, int(lat.size), rejected, last_error
+        )

@@ -43,8 +43,9 @@ class ApproximateTimeSynchronizer:
             the internal lock, in the thread that called ``add``).
     """
 
-    def __init__(self, num_inputs: int, queue_size: int, slop_s: float,
-                 callback: Callable[[list[Any]], None]):
+    def __init__(
+        self, num_inputs: int, queue_size: int, slop_s: float, callback: Callable[[list[Any]], None]
+    ):
         if num_inputs < 1:
             raise ValueError(f"num_inputs must be >= 1, got {num_inputs}")
         if queue_size < 1:
@@ -138,13 +139,15 @@ class MessageFiltersSynchronizer:
     keeps one subscription per topic (its QoS, callback group and bad-input handling) either way.
     """
 
-    def __init__(self, num_inputs: int, queue_size: int, slop_s: float,
-                 callback: Callable[[list[Any]], None]):
+    def __init__(
+        self, num_inputs: int, queue_size: int, slop_s: float, callback: Callable[[list[Any]], None]
+    ):
         import message_filters
 
         if num_inputs < 1 or queue_size < 1 or not slop_s > 0:
-            raise ValueError(f"need num_inputs >= 1, queue_size >= 1, slop > 0; got {num_inputs}, "
-                             f"{queue_size}, {slop_s}")
+            raise ValueError(
+                f"need num_inputs >= 1, queue_size >= 1, slop > 0; got {num_inputs}, {queue_size}, {slop_s}"
+            )
         self.num_inputs = num_inputs
         self._inputs = [message_filters.SimpleFilter() for _ in range(num_inputs)]
         self._sync = message_filters.ApproximateTimeSynchronizer(self._inputs, queue_size, slop_s)
@@ -177,8 +180,9 @@ def message_filters_available() -> bool:
     return importlib.util.find_spec("message_filters") is not None
 
 
-def make_synchronizer(kind: str, num_inputs: int, queue_size: int, slop_s: float,
-                      callback: Callable[[list[Any]], None]):
+def make_synchronizer(
+    kind: str, num_inputs: int, queue_size: int, slop_s: float, callback: Callable[[list[Any]], None]
+):
     """A synchronizer by name.
 
     Args:
@@ -194,4 +198,3 @@ def make_synchronizer(kind: str, num_inputs: int, queue_size: int, slop_s: float
             raise ValueError("synchronizer 'message_filters' requested but message_filters is not installed")
         return MessageFiltersSynchronizer(num_inputs, queue_size, slop_s, callback)
     return ApproximateTimeSynchronizer(num_inputs, queue_size, slop_s, callback)
-

@@ -77,8 +77,9 @@ class TransformBuffer:
             raise ValueError(f"transform from {child!r} to itself")
         matrix = np.asarray(matrix, dtype=np.float64)
         if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
-            raise ValueError(f"transform {parent} <- {child} must be a finite (4, 4) matrix, "
-                             f"got shape {matrix.shape}")
+            raise ValueError(
+                f"transform {parent} <- {child} must be a finite (4, 4) matrix, got shape {matrix.shape}"
+            )
         with self._changed:
             edge = self._edges.get(child)
             if edge is None or edge.static != static or edge.parent != parent:
@@ -102,8 +103,13 @@ class TransformBuffer:
 
     def set_transform_message(self, msg, static: bool) -> None:
         """Add a geometry_msgs/TransformStamped (any object with its fields)."""
-        self.set_transform(msg.header.frame_id, msg.child_frame_id, stamp_to_ns(msg.header.stamp),
-                           transform_to_matrix(msg), static)
+        self.set_transform(
+            msg.header.frame_id,
+            msg.child_frame_id,
+            stamp_to_ns(msg.header.stamp),
+            transform_to_matrix(msg),
+            static,
+        )
 
     def clear(self) -> None:
         """Forget the dynamic transforms (static ones stay), e.g. after time jumped backwards."""
@@ -128,14 +134,18 @@ class TransformBuffer:
         known = set(self._edges) | {e.parent for e in self._edges.values()}
         for name, frame in (("source", source), ("target", target)):
             if frame not in known:
-                raise TransformNotFound(f"{name} frame {frame!r} does not exist in TF "
-                                        f"(known: {sorted(known) if known else 'none'})")
+                raise TransformNotFound(
+                    f"{name} frame {frame!r} does not exist in TF "
+                    f"(known: {sorted(known) if known else 'none'})"
+                )
         up_source, up_target = self._chain(source), self._chain(target)
         common = set(up_target)
         ancestor = next((f for f in up_source if f in common), None)
         if ancestor is None:
-            raise TransformNotFound(f"frames {target!r} and {source!r} are not connected in TF "
-                                    f"(roots {up_target[-1]!r} and {up_source[-1]!r})")
+            raise TransformNotFound(
+                f"frames {target!r} and {source!r} are not connected in TF "
+                f"(roots {up_target[-1]!r} and {up_source[-1]!r})"
+            )
         return up_source[: up_source.index(ancestor)], up_target[: up_target.index(ancestor)]
 
     def _edge_at(self, child: str, stamp_ns: int) -> np.ndarray:
@@ -148,7 +158,8 @@ class TransformBuffer:
             raise TransformExtrapolation(
                 f"lookup of {edge.parent} <- {child} at {_fmt_ns(stamp_ns)} would extrapolate into the "
                 f"{direction}: data from {_fmt_ns(stamps[0])} to {_fmt_ns(stamps[-1])} "
-                f"({abs(stamp_ns - (stamps[0] if direction == 'past' else stamps[-1])) / 1e6:.1f} ms away)")
+                f"({abs(stamp_ns - (stamps[0] if direction == 'past' else stamps[-1])) / 1e6:.1f} ms away)"
+            )
         i = bisect.bisect_left(stamps, stamp_ns)
         if stamps[i] == stamp_ns:
             return edge.matrices[i]
@@ -228,24 +239,46 @@ class TfTopicListener:
     TransformListener: /tf_static is reliable + transient_local (late joiners get the static tree),
     /tf reliable + volatile, both depth 100."""
 
-    def __init__(self, node, buffer: TransformBuffer, callback_group=None,
-                 tf_topic: str = "/tf", tf_static_topic: str = "/tf_static"):
+    def __init__(
+        self,
+        node,
+        buffer: TransformBuffer,
+        callback_group=None,
+        tf_topic: str = "/tf",
+        tf_static_topic: str = "/tf_static",
+    ):
         from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
         from tf2_msgs.msg import TFMessage
 
         self.buffer = buffer
         self._logger = node.get_logger()
-        dynamic_qos = QoSProfile(depth=100, history=QoSHistoryPolicy.KEEP_LAST,
-                                 reliability=QoSReliabilityPolicy.RELIABLE,
-                                 durability=QoSDurabilityPolicy.VOLATILE)
-        static_qos = QoSProfile(depth=100, history=QoSHistoryPolicy.KEEP_LAST,
-                                reliability=QoSReliabilityPolicy.RELIABLE,
-                                durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        dynamic_qos = QoSProfile(
+            depth=100,
+            history=QoSHistoryPolicy.KEEP_LAST,
+            reliability=QoSReliabilityPolicy.RELIABLE,
+            durability=QoSDurabilityPolicy.VOLATILE,
+        )
+        static_qos = QoSProfile(
+            depth=100,
+            history=QoSHistoryPolicy.KEEP_LAST,
+            reliability=QoSReliabilityPolicy.RELIABLE,
+            durability=QoSDurabilityPolicy.TRANSIENT_LOCAL,
+        )
         self._subs = [
-            node.create_subscription(TFMessage, tf_topic, lambda m: self._on_message(m, False),
-                                     dynamic_qos, callback_group=callback_group),
-            node.create_subscription(TFMessage, tf_static_topic, lambda m: self._on_message(m, True),
-                                     static_qos, callback_group=callback_group),
+            node.create_subscription(
+                TFMessage,
+                tf_topic,
+                lambda m: self._on_message(m, False),
+                dynamic_qos,
+                callback_group=callback_group,
+            ),
+            node.create_subscription(
+                TFMessage,
+                tf_static_topic,
+                lambda m: self._on_message(m, True),
+                static_qos,
+                callback_group=callback_group,
+            ),
         ]
 
     def _on_message(self, msg, static: bool) -> None:
@@ -253,8 +286,10 @@ class TfTopicListener:
             try:
                 self.buffer.set_transform_message(t, static)
             except ValueError as exc:  # ConversionError is a ValueError too
-                self._logger.warning(f"ignoring transform {t.header.frame_id} <- {t.child_frame_id}: {exc}",
-                                     throttle_duration_sec=5.0)
+                self._logger.warning(
+                    f"ignoring transform {t.header.frame_id} <- {t.child_frame_id}: {exc}",
+                    throttle_duration_sec=5.0,
+                )
 
 
 class TfLookup:
@@ -291,8 +326,9 @@ class TfLookup:
 
         tf2 = self._tf2
         try:
-            msg = self._buffer.lookup_transform(target, source, Time(nanoseconds=stamp_ns),
-                                                timeout=Duration(seconds=timeout_s))
+            msg = self._buffer.lookup_transform(
+                target, source, Time(nanoseconds=stamp_ns), timeout=Duration(seconds=timeout_s)
+            )
         except tf2.ExtrapolationException as exc:
             raise TransformExtrapolation(str(exc)) from exc
         except (tf2.LookupException, tf2.ConnectivityException, tf2.InvalidArgumentException) as exc:

@@ -43,7 +43,11 @@ def front_camera_batch(depth_value: float, feature: torch.Tensor, h: int = 20, w
     cam_to_ego[2, 3] = 1.5
     k = torch.tensor([[20.0, 0, (w - 1) / 2], [0, 20.0, (h - 1) / 2], [0, 0, 1]])
     feats = feature[None, None, :, None, None].expand(1, 1, -1, 4, 6).clone()
-    return CameraBatch(images=torch.zeros(1, 1, 3, h, w), intrinsics=k[None, None],
-                       cam_to_ego=cam_to_ego[None, None], image_aug=CameraBatch.identity_aug(1, 1),
-                       depth=torch.full((1, 1, h, w), depth_value),
-                       features=feats)
+    return CameraBatch(
+        images=torch.zeros(1, 1, 3, h, w),
+        intrinsics=k[None, None],
+        cam_to_ego=cam_to_ego[None, None],
+        image_aug=CameraBatch.identity_aug(1, 1),
+        depth=torch.full((1, 1, h, w), depth_value),
+        features=feats,
+    )

@@ -19,8 +19,9 @@ def main() -> None:
     count = int(sys.argv[1])
     rclpy.init()
     node = rclpy.create_node("sample_publisher")
-    qos = QoSProfile(depth=count, reliability=QoSReliabilityPolicy.RELIABLE,
-                     durability=QoSDurabilityPolicy.VOLATILE)
+    qos = QoSProfile(
+        depth=count, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.VOLATILE
+    )
     occ_pub = node.create_publisher(SemanticOccupancy, "test_occupancy", qos)
     gauss_pub = node.create_publisher(GaussianArray, "test_gaussians", qos)
     samples = [(occupancy_sample(i), gaussian_sample(i)) for i in range(count)]

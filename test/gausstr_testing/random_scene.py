@@ -29,6 +29,7 @@ def random_gaussians(
     Returns:
         means (B, N, 3), covariances (B, N, 3, 3), opacities (B, N), features (B, N, C).
     """
+
     def rand(*shape):
         return torch.rand(*shape, generator=generator, dtype=torch.float64)
 

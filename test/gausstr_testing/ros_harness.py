@@ -76,16 +76,22 @@ class Harness:
         self.image_pubs = [self.node.create_publisher(Image, topics(n)["image"], qos) for n in cams.names]
         self.info_pubs = [self.node.create_publisher(CameraInfo, topics(n)["info"], qos) for n in cams.names]
         self.depth_pubs = [self.node.create_publisher(Image, topics(n)["depth"], qos) for n in cams.names]
-        static_qos = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
-                                durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        static_qos = QoSProfile(
+            depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL
+        )
         self.tf_static_pub = self.node.create_publisher(TFMessage, "/tf_static", static_qos)
         self.tf_pub = self.node.create_publisher(TFMessage, "/tf", QoSProfile(depth=100))
         self.tf_static_pub.publish(cams.static_transforms())
 
         self.received: dict[str, list] = defaultdict(list)
         self._lock = threading.Lock()
-        types = {"occupancy": SemanticOccupancy, "occupancy_cloud": PointCloud2, "gaussians": GaussianArray,
-                 "gaussian_markers": MarkerArray, "status": InferenceStatus}
+        types = {
+            "occupancy": SemanticOccupancy,
+            "occupancy_cloud": PointCloud2,
+            "gaussians": GaussianArray,
+            "gaussian_markers": MarkerArray,
+            "status": InferenceStatus,
+        }
         out_qos = QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE)
         for topic, msg_type in types.items():
             self.node.create_subscription(msg_type, topic, self._recorder(topic), out_qos)
@@ -97,6 +103,7 @@ class Harness:
         def record(msg):
             with self._lock:
                 self.received[topic].append(msg)
+
         return record
 
     # -- inputs ---------------------------------------------------------------------------------------
@@ -119,9 +126,16 @@ class Harness:
             if k not in skip:
                 pub.publish(self.cams.info_msg(k, **kwargs))
 
-    def publish_frame(self, frame: int, stamp_ns: int, skip: Iterable[int] = (), encoding: str = "rgb8",
-                      image_overrides: dict | None = None, depth_overrides: dict | None = None,
-                      depth_encoding: str = "32FC1") -> None:
+    def publish_frame(
+        self,
+        frame: int,
+        stamp_ns: int,
+        skip: Iterable[int] = (),
+        encoding: str = "rgb8",
+        image_overrides: dict | None = None,
+        depth_overrides: dict | None = None,
+        depth_encoding: str = "32FC1",
+    ) -> None:
         """One frame set: an image (and depth) per camera, all stamped ``stamp_ns``.
 
         Args:
@@ -154,8 +168,10 @@ class Harness:
             if predicate():
                 return
             time.sleep(0.02)
-        raise TimeoutError(f"timed out after {timeout} s waiting for {what}; received so far: "
-                           f"{ {k: len(v) for k, v in self.received.items()} }")
+        raise TimeoutError(
+            f"timed out after {timeout} s waiting for {what}; received so far: "
+            f"{ {k: len(v) for k, v in self.received.items()} }"
+        )
 
     def wait_for_stamp(self, topic: str, stamp_ns: int, timeout: float = 30.0):
         self.wait_for(lambda: bool(self.by_stamp(topic, stamp_ns)), timeout, f"{topic} at {stamp_ns}")
@@ -169,6 +185,7 @@ class Harness:
         def check():
             s = self.latest_status()
             return s is not None and predicate(s)
+
         self.wait_for(check, timeout, what)
         return self.latest_status()
 

@@ -13,8 +13,14 @@ from gausstr_testing.ros_harness import Harness, as_parameters, node_parameters
 
 
 @contextmanager
-def running_node(context, predictor, cams: SyntheticCameras | None = None, use_depth: bool = False,
-                 send_camera_info: bool = True, **param_overrides):
+def running_node(
+    context,
+    predictor,
+    cams: SyntheticCameras | None = None,
+    use_depth: bool = False,
+    send_camera_info: bool = True,
+    **param_overrides,
+):
     """Yields (node, harness) with both spinning; tears everything down afterwards.
 
     Args:
@@ -27,8 +33,9 @@ def running_node(context, predictor, cams: SyntheticCameras | None = None, use_d
     cams = cams or SyntheticCameras()
     namespace = f"/t{uuid.uuid4().hex[:8]}"
     values = node_parameters(cams, use_depth=use_depth, **param_overrides)
-    node = OccupancyNode(predictor=predictor, context=context, namespace=namespace,
-                         parameter_overrides=as_parameters(values))
+    node = OccupancyNode(
+        predictor=predictor, context=context, namespace=namespace, parameter_overrides=as_parameters(values)
+    )
     harness = Harness(context, cams, namespace, use_depth=use_depth)
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     executor.add_node(node)

@@ -33,11 +33,17 @@ class RandomScenes(Dataset):
     def __getitem__(self, i: int):
         g = torch.Generator().manual_seed(1000 + i + self.offset)
         h, w = SIZE
-        depth = torch.nn.functional.interpolate(4 + 30 * torch.rand(6, 1, 3, 5, generator=g), size=SIZE,
-                                                mode="bilinear", align_corners=False)[:, 0]
-        batch = CameraBatch(images=torch.rand(1, 6, 3, h, w, generator=g), intrinsics=self.k[None],
-                            cam_to_ego=self.c2e[None], image_aug=self.aug.expand(1, 6, 3, 3).clone(),
-                            depth=depth[None], features=torch.randn(1, 6, 64, h // 8, w // 8, generator=g))
+        depth = torch.nn.functional.interpolate(
+            4 + 30 * torch.rand(6, 1, 3, 5, generator=g), size=SIZE, mode="bilinear", align_corners=False
+        )[:, 0]
+        batch = CameraBatch(
+            images=torch.rand(1, 6, 3, h, w, generator=g),
+            intrinsics=self.k[None],
+            cam_to_ego=self.c2e[None],
+            image_aug=self.aug.expand(1, 6, 3, 3).clone(),
+            depth=depth[None],
+            features=torch.randn(1, 6, 64, h // 8, w // 8, generator=g),
+        )
         if not self.gt:
             return batch
         sem = torch.full((1, 200, 200, 16), 17, dtype=torch.uint8)
@@ -48,8 +54,22 @@ class RandomScenes(Dataset):
 
 def train_config(tmp_path, **kw) -> TrainConfig:
     """A 6-step tiny run on the CPU at 48 x 88 writing into ``tmp_path`` (``kw`` overrides fields)."""
-    base = dict(preset="tiny", out=str(tmp_path), max_steps=6, epochs=100, lr=1e-3, warmup_steps=2,
-                decay_epochs=(1.0,), checkpoint_every=3, log_every=2, image_every=3, eval_at_end=False,
-                overrides=list(OVERRIDES), threads=1, device="cpu", amp="off")
+    base = dict(
+        preset="tiny",
+        out=str(tmp_path),
+        max_steps=6,
+        epochs=100,
+        lr=1e-3,
+        warmup_steps=2,
+        decay_epochs=(1.0,),
+        checkpoint_every=3,
+        log_every=2,
+        image_every=3,
+        eval_at_end=False,
+        overrides=list(OVERRIDES),
+        threads=1,
+        device="cpu",
+        amp="off",
+    )
     base.update(kw)
     return TrainConfig(**base)

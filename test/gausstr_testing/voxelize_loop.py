@@ -38,8 +38,9 @@ def voxelize_loop(
             mu, cov = means[s, g], covariances[s, g]
             radius = 3.0 * torch.diagonal(cov).sqrt()
             first = torch.ceil((mu - radius - lower) / grid.voxel_size - 0.5).long().clamp_min(0)
-            last = torch.minimum(torch.floor((mu + radius - lower) / grid.voxel_size - 0.5).long(),
-                                 upper_index)
+            last = torch.minimum(
+                torch.floor((mu + radius - lower) / grid.voxel_size - 0.5).long(), upper_index
+            )
             (x0, y0, z0), (x1, y1, z1) = first.tolist(), last.tolist()
             if x0 > x1 or y0 > y1 or z0 > z1:
                 continue

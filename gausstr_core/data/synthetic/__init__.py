@@ -21,8 +21,21 @@ from gausstr_core.data.synthetic.vocabulary import SYNTHETIC_NAMES, name_strings
 from gausstr_core.data.synthetic.world import WorldConfig, generate_world
 
 __all__ = [
-    "CAMERA_NAMES", "SYNTHETIC_NAMES", "CameraRig", "CameraSpec", "DepthTargetConfig", "FeatureTargetConfig",
-    "SyntheticConfig", "SyntheticSample", "WorldConfig", "generate_sample", "generate_world",
-    "name_embeddings", "name_strings", "nuscenes_rig", "random_embeddings", "synthetic_vocabulary",
+    "CAMERA_NAMES",
+    "SYNTHETIC_NAMES",
+    "CameraRig",
+    "CameraSpec",
+    "DepthTargetConfig",
+    "FeatureTargetConfig",
+    "SyntheticConfig",
+    "SyntheticSample",
+    "WorldConfig",
+    "generate_sample",
+    "generate_world",
+    "name_embeddings",
+    "name_strings",
+    "nuscenes_rig",
+    "random_embeddings",
+    "synthetic_vocabulary",
     "world_seed",
 ]

@@ -33,9 +33,25 @@ from gausstr_core.grid import VoxelGrid
 
 # Which class keeps a sub-sample claimed by two solids, and which wins a tied voxel: small and
 # rare things over large ones, anything over the ground.
-_PRIORITY_ORDER = ("terrain", "driveable_surface", "sidewalk", "other_flat", "manmade", "vegetation", "bus",
-                   "truck", "trailer", "construction_vehicle", "car", "others", "barrier", "motorcycle",
-                   "bicycle", "traffic_cone", "pedestrian")
+_PRIORITY_ORDER = (
+    "terrain",
+    "driveable_surface",
+    "sidewalk",
+    "other_flat",
+    "manmade",
+    "vegetation",
+    "bus",
+    "truck",
+    "trailer",
+    "construction_vehicle",
+    "car",
+    "others",
+    "barrier",
+    "motorcycle",
+    "bicycle",
+    "traffic_cone",
+    "pedestrian",
+)
 CLASS_PRIORITY = torch.zeros(FREE_LABEL, dtype=torch.long)
 for _rank, _name in enumerate(_PRIORITY_ORDER):
     CLASS_PRIORITY[CLASS_ID[_name]] = _rank + 1
@@ -58,8 +74,9 @@ def _voxel_boxes(lo_points: Tensor, hi_points: Tensor, grid: VoxelGrid) -> tuple
     return i0, i1
 
 
-def semantic_occupancy(scene: Scene, grid: VoxelGrid | None = None, subsamples: int = 2,
-                       pairs_per_chunk: int = 1 << 18) -> Tensor:
+def semantic_occupancy(
+    scene: Scene, grid: VoxelGrid | None = None, subsamples: int = 2, pairs_per_chunk: int = 1 << 18
+) -> Tensor:
     """(X, Y, Z) uint8 Occ3D semantics of a scene in its own (ego) frame; 17 = free.
 
     Args:
@@ -72,7 +89,7 @@ def semantic_occupancy(scene: Scene, grid: VoxelGrid | None = None, subsamples: 
     if subsamples < 1:
         raise ValueError(f"subsamples must be >= 1, got {subsamples}")
     nx, ny, nz = grid.shape
-    n_sub = subsamples ** 3
+    n_sub = subsamples**3
     offsets = _subsample_offsets(subsamples, grid.voxel_size)
     lower = torch.tensor(grid.lower, dtype=torch.float32)
     occ_of_name = name_to_occ_class().long()
@@ -91,16 +108,23 @@ def semantic_occupancy(scene: Scene, grid: VoxelGrid | None = None, subsamples: 
         local = torch.arange(owner.numel()) - start[owner]
         ey, ez = extent[owner, 1], extent[owner, 2]
         idx = i0[owner] + torch.stack([local // (ey * ez), (local // ez) % ey, local % ez], dim=-1)
-        prim_code = ((CLASS_PRIORITY[occ_of_name[prims.name_id]] << _CODE_SHIFT)
-                     | occ_of_name[prims.name_id]).to(torch.int16)
+        prim_code = (
+            (CLASS_PRIORITY[occ_of_name[prims.name_id]] << _CODE_SHIFT) | occ_of_name[prims.name_id]
+        ).to(torch.int16)
         for s in range(0, owner.numel(), pairs_per_chunk):
-            o, vi = owner[s:s + pairs_per_chunk], idx[s:s + pairs_per_chunk]
+            o, vi = owner[s : s + pairs_per_chunk], idx[s : s + pairs_per_chunk]
             points = (lower + vi.float() * grid.voxel_size)[:, None, :] + offsets  # (J, n_sub, 3)
-            inside = contains(points, prims.kind[o, None], prims.center[o, None], prims.half_size[o, None],
-                              prims.yaw[o, None])
+            inside = contains(
+                points,
+                prims.kind[o, None],
+                prims.center[o, None],
+                prims.half_size[o, None],
+                prims.yaw[o, None],
+            )
             flat = ((vi[:, 0] * ny + vi[:, 1]) * nz + vi[:, 2])[:, None] * n_sub + torch.arange(n_sub)
-            codes.scatter_reduce_(0, flat[inside], prim_code[o, None].expand_as(inside)[inside],
-                                  reduce="amax")
+            codes.scatter_reduce_(
+                0, flat[inside], prim_code[o, None].expand_as(inside)[inside], reduce="amax"
+            )
 
     # ---- the ground slab z in [-thickness, 0) ------------------------------------------------
     z_levels = lower[2] + (torch.arange(nz) * grid.voxel_size)
@@ -109,15 +133,16 @@ def semantic_occupancy(scene: Scene, grid: VoxelGrid | None = None, subsamples: 
         xs = lower[0] + torch.arange(nx) * grid.voxel_size
         ys = lower[1] + torch.arange(ny) * grid.voxel_size
         sub_xy = offsets.reshape(subsamples, subsamples, subsamples, 3)[:, :, 0, :2].reshape(-1, 2)
-        xy = torch.stack(torch.meshgrid(xs, ys, indexing="ij"), dim=-1)[:, :, None,
-                                                                        :] + sub_xy  # (X, Y, s^2, 2)
+        xy = (
+            torch.stack(torch.meshgrid(xs, ys, indexing="ij"), dim=-1)[:, :, None, :] + sub_xy
+        )  # (X, Y, s^2, 2)
         names, _ = scene.ground.region(xy.reshape(-1, 2))
         on = scene.ground.on_ground(xy.reshape(-1, 2))
         ground_class = occ_of_name[names]
         ground_code = ((CLASS_PRIORITY[ground_class] << _CODE_SHIFT) | ground_class).to(torch.int16)
-        ground_code = torch.where(on, ground_code, torch.full_like(ground_code, -1)).reshape(nx, ny,
-                                                                                             subsamples,
-                                                                                              subsamples)
+        ground_code = torch.where(on, ground_code, torch.full_like(ground_code, -1)).reshape(
+            nx, ny, subsamples, subsamples
+        )
         codes4 = codes.view(nx, ny, nz, subsamples, subsamples, subsamples)
         for iz in layers.tolist():
             for kz in range(subsamples):
@@ -139,8 +164,9 @@ def semantic_occupancy(scene: Scene, grid: VoxelGrid | None = None, subsamples: 
     return labels.view(nx, ny, nz)
 
 
-def traverse(occupied: Tensor, origins: Tensor, directions: Tensor, grid: VoxelGrid,
-             max_distance: Tensor | None = None) -> Tensor:
+def traverse(
+    occupied: Tensor, origins: Tensor, directions: Tensor, grid: VoxelGrid, max_distance: Tensor | None = None
+) -> Tensor:
     """Voxels that rays pass through up to and including the first occupied one.
 
     Amanatides-Woo traversal, all rays in lock step.
@@ -166,8 +192,10 @@ def traverse(occupied: Tensor, origins: Tensor, directions: Tensor, grid: VoxelG
     idx = torch.floor((o - lower) / grid.voxel_size).long()
     inside = ((idx >= 0) & (idx < size)).all(-1)
     if not bool(inside.all()):
-        raise ValueError(f"ray origins must lie inside the grid {grid.range}; "
-                         f"{int((~inside).sum())} of {inside.numel()} do not")
+        raise ValueError(
+            f"ray origins must lie inside the grid {grid.range}; "
+            f"{int((~inside).sum())} of {inside.numel()} do not"
+        )
     step = torch.sign(d).long()
     boundary = lower + (idx + (step > 0).long()).double() * grid.voxel_size
     safe = torch.where(d == 0, torch.ones_like(d), d)
@@ -205,14 +233,16 @@ def traverse(occupied: Tensor, origins: Tensor, directions: Tensor, grid: VoxelG
         if n_alive * 4 < alive.numel() * 3:
             keep = torch.nonzero(alive).squeeze(1)
             idx, t_max, t_delta, step, flat_step, flat, alive = (
-                x[keep] for x in (idx, t_max, t_delta, step, flat_step, flat, alive))
+                x[keep] for x in (idx, t_max, t_delta, step, flat_step, flat, alive)
+            )
             if limit is not None:
                 limit = limit[keep]
     return visited.view(nx, ny, nz)
 
 
-def visibility_rays(rig: CameraRig, grid: VoxelGrid, spacing: float = 0.8,
-                    ground_spacing: float = 0.6) -> tuple[Tensor, Tensor]:
+def visibility_rays(
+    rig: CameraRig, grid: VoxelGrid, spacing: float = 0.8, ground_spacing: float = 0.6
+) -> tuple[Tensor, Tensor]:
     """Camera rays dense enough that no voxel a camera can see lies between two rays.
 
     One ray per image pixel leaves the far ground sparsely sampled (at 30 m a nuScenes pixel row
@@ -238,8 +268,9 @@ def visibility_rays(rig: CameraRig, grid: VoxelGrid, spacing: float = 0.8,
         # Rays towards the image sides are more oblique than the centre column's.
         obliquity = math.hypot(1.0, max(cam.cx + 0.5, cam.width - 0.5 - cam.cx) / cam.fx)
 
-        def reach(v: float, cam=cam, to_ego=to_ego, cz=cz, far=far, obliquity=obliquity) -> tuple[float,
-                                                                                                  float]:
+        def reach(
+            v: float, cam=cam, to_ego=to_ego, cz=cz, far=far, obliquity=obliquity
+        ) -> tuple[float, float]:
             """(3D reach [m], ground distance [m] or inf) of row v's centre ray."""
             d = to_ego @ torch.tensor([cam.cx, v, 1.0], dtype=torch.float64)
             horizontal, up = float(d[:2].norm()), float(d[2])
@@ -271,8 +302,13 @@ def visibility_rays(rig: CameraRig, grid: VoxelGrid, spacing: float = 0.8,
     return torch.cat(origins), torch.cat(directions)
 
 
-def camera_visibility(semantics: Tensor, rig: CameraRig, grid: VoxelGrid | None = None,
-                      spacing: float = 0.8, ground_spacing: float = 0.6) -> Tensor:
+def camera_visibility(
+    semantics: Tensor,
+    rig: CameraRig,
+    grid: VoxelGrid | None = None,
+    spacing: float = 0.8,
+    ground_spacing: float = 0.6,
+) -> Tensor:
     """(X, Y, Z) bool Occ3D ``mask_camera``: voxels seen by any camera of the rig.
 
     Rays from every camera (``visibility_rays``) are traversed until the first occupied voxel;
@@ -291,9 +327,14 @@ def camera_visibility(semantics: Tensor, rig: CameraRig, grid: VoxelGrid | None 
     return traverse(semantics != FREE_LABEL, origins, directions, grid)
 
 
-def lidar_visibility(semantics: Tensor, grid: VoxelGrid | None = None, beams: int = 32, azimuths: int = 1800,
-                     elevation_deg: tuple[float, float] = (-30.67, 10.67),
-                     origin: tuple[float, float, float] = LIDAR_TOP_TRANSLATION) -> Tensor:
+def lidar_visibility(
+    semantics: Tensor,
+    grid: VoxelGrid | None = None,
+    beams: int = 32,
+    azimuths: int = 1800,
+    elevation_deg: tuple[float, float] = (-30.67, 10.67),
+    origin: tuple[float, float, float] = LIDAR_TOP_TRANSLATION,
+) -> Tensor:
     """(X, Y, Z) bool ``mask_lidar`` of one sweep of a spinning LiDAR (HDL-32E-like pattern)."""
     grid = grid or VoxelGrid()
     elevation = torch.deg2rad(torch.linspace(elevation_deg[0], elevation_deg[1], beams, dtype=torch.float64))
@@ -304,8 +345,14 @@ def lidar_visibility(semantics: Tensor, grid: VoxelGrid | None = None, beams: in
     return traverse(semantics != FREE_LABEL, origins, directions, grid)
 
 
-def occupancy_labels(scene: Scene, rig: CameraRig, grid: VoxelGrid | None = None, subsamples: int = 2,
-                     spacing: float = 0.8, ground_spacing: float = 0.6) -> Occ3DLabels:
+def occupancy_labels(
+    scene: Scene,
+    rig: CameraRig,
+    grid: VoxelGrid | None = None,
+    subsamples: int = 2,
+    spacing: float = 0.8,
+    ground_spacing: float = 0.6,
+) -> Occ3DLabels:
     """Semantics, ``mask_lidar`` and ``mask_camera`` of a scene (see the module docstring)."""
     grid = grid or VoxelGrid()
     semantics = semantic_occupancy(scene, grid, subsamples)

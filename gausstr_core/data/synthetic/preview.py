@@ -63,8 +63,9 @@ def bev_colors(labels: Occ3DLabels, masked: bool = True) -> np.ndarray:
     label = sem.gather(2, top[..., None])[..., 0]
     rgb = np.array(OCC3D_COLORS, dtype=np.uint8)[label.numpy()]
     empty = ~occupied.any(-1).numpy()
-    rgb[empty] = (255, 255, 255) if not masked else np.where(labels.mask_camera.any(-1).numpy()[empty, None],
-                                                             255, 200)
+    rgb[empty] = (
+        (255, 255, 255) if not masked else np.where(labels.mask_camera.any(-1).numpy()[empty, None], 255, 200)
+    )
     # [ix, iy] -> image row = X-1-ix (forward up), column = Y-1-iy (the ego's left on the left).
     return np.ascontiguousarray(rgb[::-1, ::-1])
 
@@ -86,9 +87,11 @@ def sample_preview(sample: SyntheticSample) -> np.ndarray:
     if sample.rig.num_views != 6:
         raise ValueError(f"the preview lays out the 6-camera surround rig, got {sample.rig.num_views} views")
     h, w = sample.views.rgb.shape[-2:]
-    panels = [_grid(sample.views.rgb.permute(0, 2, 3, 1).numpy()),
-              _grid(label_colors(sample.views.occ_class)),
-              _grid(depth_colors(sample.depth_target))]
+    panels = [
+        _grid(sample.views.rgb.permute(0, 2, 3, 1).numpy()),
+        _grid(label_colors(sample.views.occ_class)),
+        _grid(depth_colors(sample.depth_target)),
+    ]
     if sample.features is not None:
         feats = feature_colors(sample.features)
         panels.append(_grid(np.stack([_resize(f, (h, w)) for f in feats])))

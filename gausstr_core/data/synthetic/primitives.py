@@ -47,8 +47,14 @@ class Primitives:
 
     def __post_init__(self) -> None:
         p = self.kind.shape[0]
-        expected = {"kind": (p,), "center": (p, 3), "half_size": (p, 3), "yaw": (p,), "name_id": (p,),
-                    "color": (p, 3)}
+        expected = {
+            "kind": (p,),
+            "center": (p, 3),
+            "half_size": (p, 3),
+            "yaw": (p,),
+            "name_id": (p,),
+            "color": (p, 3),
+        }
         for name, shape in expected.items():
             if tuple(getattr(self, name).shape) != shape:
                 raise ValueError(f"Primitives.{name} must be {shape}, got {tuple(getattr(self, name).shape)}")
@@ -62,15 +68,21 @@ class Primitives:
 
     @staticmethod
     def empty() -> Primitives:
-        return Primitives(torch.zeros(0, dtype=torch.long), torch.zeros(0, 3), torch.ones(0, 3),
-                          torch.zeros(0),
-                          torch.zeros(0, dtype=torch.long), torch.zeros(0, 3))
+        return Primitives(
+            torch.zeros(0, dtype=torch.long),
+            torch.zeros(0, 3),
+            torch.ones(0, 3),
+            torch.zeros(0),
+            torch.zeros(0, dtype=torch.long),
+            torch.zeros(0, 3),
+        )
 
     @staticmethod
     def cat(parts: list[Primitives]) -> Primitives:
         parts = [p for p in parts if len(p)] or [Primitives.empty()]
-        return Primitives(**{f.name: torch.cat([getattr(p,
-                                                        f.name) for p in parts]) for f in fields(Primitives)})
+        return Primitives(
+            **{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Primitives)}
+        )
 
     def select(self, index: Tensor) -> Primitives:
         return Primitives(**{f.name: getattr(self, f.name)[index] for f in fields(Primitives)})
@@ -79,15 +91,18 @@ class Primitives:
         """The solids moved by a rotation about +z by ``rotation_yaw`` then a translation."""
         c, s = torch.cos(torch.tensor(rotation_yaw)), torch.sin(torch.tensor(rotation_yaw))
         x, y, z = self.center.unbind(-1)
-        center = torch.stack([c * x - s * y + translation[0], s * x + c * y + translation[1],
-                              z + translation[2]], dim=-1)
-        return Primitives(self.kind, center, self.half_size, self.yaw + rotation_yaw, self.name_id,
-                          self.color)
+        center = torch.stack(
+            [c * x - s * y + translation[0], s * x + c * y + translation[1], z + translation[2]], dim=-1
+        )
+        return Primitives(
+            self.kind, center, self.half_size, self.yaw + rotation_yaw, self.name_id, self.color
+        )
 
     def box_corners(self) -> Tensor:
         """(P, 8, 3) corners of each solid's oriented bounding box."""
-        signs = torch.tensor([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)],
-                             dtype=self.center.dtype)
+        signs = torch.tensor(
+            [[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=self.center.dtype
+        )
         local = signs * self.half_size[:, None, :]
         c, s = torch.cos(self.yaw)[:, None], torch.sin(self.yaw)[:, None]
         x = c * local[..., 0] - s * local[..., 1]
@@ -127,14 +142,19 @@ def _quadratic_interval(a: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor
     return lo, hi
 
 
-def _kind_interval(kind: int, p: tuple[Tensor, Tensor, Tensor], d: tuple[Tensor, Tensor, Tensor],
-                   half: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+def _kind_interval(
+    kind: int,
+    p: tuple[Tensor, Tensor, Tensor],
+    d: tuple[Tensor, Tensor, Tensor],
+    half: tuple[Tensor, Tensor, Tensor],
+) -> tuple[Tensor, Tensor]:
     (px, py, pz), (dx, dy, dz), (hx, hy, hz) = p, d, half
     if kind == ELLIPSOID:
         # A unit sphere after scaling by the semi-axes (t is unchanged by the scaling).
         ex, ey, ez, fx, fy, fz = px / hx, py / hy, pz / hz, dx / hx, dy / hy, dz / hz
-        return _quadratic_interval(fx * fx + fy * fy + fz * fz, ex * fx + ey * fy + ez * fz,
-                                   ex * ex + ey * ey + ez * ez - 1.0)
+        return _quadratic_interval(
+            fx * fx + fy * fy + fz * fz, ex * fx + ey * fy + ez * fz, ex * ex + ey * ey + ez * ez - 1.0
+        )
     z0, z1 = _slab(pz, dz, hz)
     if kind == CYLINDER:
         # The infinite vertical cylinder intersected with the z slab.
@@ -145,8 +165,9 @@ def _kind_interval(kind: int, p: tuple[Tensor, Tensor, Tensor], d: tuple[Tensor,
     return torch.maximum(torch.maximum(x0, y0), z0), torch.minimum(torch.minimum(x1, y1), z1)
 
 
-def ray_interval(origin: Tensor, direction: Tensor, kind: int | Tensor, center: Tensor, half_size: Tensor,
-                 yaw: Tensor) -> tuple[Tensor, Tensor]:
+def ray_interval(
+    origin: Tensor, direction: Tensor, kind: int | Tensor, center: Tensor, half_size: Tensor, yaw: Tensor
+) -> tuple[Tensor, Tensor]:
     """Parameter interval [t_in, t_out] in which rays are inside solids (t_in > t_out: missed).
 
     Args:
@@ -172,9 +193,15 @@ def ray_interval(origin: Tensor, direction: Tensor, kind: int | Tensor, center: 
     return t_in, t_out
 
 
-def ray_hit(origin: Tensor, direction: Tensor, kind: int | Tensor, center: Tensor, half_size: Tensor,
-            yaw: Tensor,
-            near: float = 1e-3) -> Tensor:
+def ray_hit(
+    origin: Tensor,
+    direction: Tensor,
+    kind: int | Tensor,
+    center: Tensor,
+    half_size: Tensor,
+    yaw: Tensor,
+    near: float = 1e-3,
+) -> Tensor:
     """(...) parameter t of the first entry into each solid beyond ``near``, inf where missed.
 
     A ray starting inside a solid counts as a miss (cameras are never inside solids)."""
@@ -194,14 +221,21 @@ def surface_normal(points: Tensor, kind: Tensor, center: Tensor, half_size: Tens
     rx, ry, rz = (qx / hx).abs(), (qy / hy).abs(), (qz / hz).abs()
     on_x = (rx >= ry) & (rx >= rz)
     on_y = ~on_x & (ry >= rz)
-    box = torch.stack([torch.where(on_x, qx.sign(), zero), torch.where(on_y, qy.sign(), zero),
-                       torch.where(~on_x & ~on_y, qz.sign(), zero)], dim=-1)
+    box = torch.stack(
+        [
+            torch.where(on_x, qx.sign(), zero),
+            torch.where(on_y, qy.sign(), zero),
+            torch.where(~on_x & ~on_y, qz.sign(), zero),
+        ],
+        dim=-1,
+    )
 
     # Cylinder: the cap or the side, whichever the point is relatively closer to.
     radial = (qx * qx + qy * qy).sqrt()
     cap = rz >= radial / hx
-    cyl = torch.where(cap[..., None], torch.stack([zero, zero, qz.sign()], dim=-1),
-                      torch.stack([qx, qy, zero], dim=-1))
+    cyl = torch.where(
+        cap[..., None], torch.stack([zero, zero, qz.sign()], dim=-1), torch.stack([qx, qy, zero], dim=-1)
+    )
 
     ell = torch.stack([qx / (hx * hx), qy / (hy * hy), qz / (hz * hz)], dim=-1)
 

@@ -64,8 +64,9 @@ def camera_rays(rig: CameraRig) -> tuple[Tensor, Tensor]:
     h, w = rig.image_size
     k = rig.intrinsics(torch.float64)
     pose = rig.cam_to_ego(torch.float64)
-    v, u = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
-                          indexing="ij")
+    v, u = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
     pix = torch.stack([u, v, torch.ones_like(u)], dim=-1)  # (H, W, 3)
     cam = pix @ torch.linalg.inv(k).transpose(-1, -2)[:, None]  # (V, H, W, 3), z = 1
     directions = cam @ pose[:, None, :3, :3].transpose(-1, -2)
@@ -95,8 +96,9 @@ def _tile_pairs(scene: Scene, rig: CameraRig, tile: int, near: float) -> tuple[T
     tx1 = torch.floor((hi[..., 0] + 1) / tile).clamp(-1, n_tx - 1).long()
     ty0 = torch.floor((lo[..., 1] - 1) / tile).clamp(0, n_ty - 1).long()
     ty1 = torch.floor((hi[..., 1] + 1) / tile).clamp(-1, n_ty - 1).long()
-    visible = in_front.any(-1) & (hi[..., 0] >= -1) & (lo[..., 0] <= w) & (hi[..., 1] >= -1) & (lo[...,
-                                                                                                   1] <= h)
+    visible = (
+        in_front.any(-1) & (hi[..., 0] >= -1) & (lo[..., 0] <= w) & (hi[..., 1] >= -1) & (lo[..., 1] <= h)
+    )
     nx, ny = (tx1 - tx0 + 1).clamp_min(0), (ty1 - ty0 + 1).clamp_min(0)
     counts = torch.where(visible, nx * ny, torch.zeros_like(nx)).flatten()  # (V*P,)
     owner = torch.repeat_interleave(torch.arange(counts.numel()), counts)
@@ -136,8 +138,9 @@ def _ground_hit(scene: Scene, origins: Tensor, directions: Tensor) -> Tensor:
     return torch.where(scene.ground.on_ground(xy) & (t > 0), t, torch.full_like(t, float("inf")))
 
 
-def cast_rays(scene: Scene, rig: CameraRig, tile: int = 16, near: float = 0.05,
-              pairs_per_chunk: int = 4096) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def cast_rays(
+    scene: Scene, rig: CameraRig, tile: int = 16, near: float = 0.05, pairs_per_chunk: int = 4096
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Nearest surface along every pixel ray of the rig.
 
     Args:
@@ -181,9 +184,16 @@ def cast_rays(scene: Scene, rig: CameraRig, tile: int = 16, near: float = 0.05,
         sel = prims.kind[prim_index] == kind
         k_tiles, k_prims = tile_index[sel], prim_index[sel]
         for start in range(0, k_tiles.numel(), pairs_per_chunk):
-            tt, pp = k_tiles[start:start + pairs_per_chunk], k_prims[start:start + pairs_per_chunk]
-            t = ray_hit(ray_origin[tt], tiles[tt], kind, prims.center[pp, None], prims.half_size[pp, None],
-                        prims.yaw[pp, None], near=near)  # (J, T*T)
+            tt, pp = k_tiles[start : start + pairs_per_chunk], k_prims[start : start + pairs_per_chunk]
+            t = ray_hit(
+                ray_origin[tt],
+                tiles[tt],
+                kind,
+                prims.center[pp, None],
+                prims.half_size[pp, None],
+                prims.yaw[pp, None],
+                near=near,
+            )  # (J, T*T)
             ray_index = tt[:, None] * (tile * tile) + local
             merge(t.flatten(), ray_index.flatten(), pp[:, None].expand_as(t).flatten())
 
@@ -198,8 +208,15 @@ def cast_rays(scene: Scene, rig: CameraRig, tile: int = 16, near: float = 0.05,
     if bool(solid.any()):
         cam = torch.arange(v_count)[:, None, None].expand_as(hit)[solid]
         idx = hit[solid]
-        t[solid] = ray_hit(origins[cam], directions[solid], prims.kind[idx], prims.center[idx],
-                           prims.half_size[idx], prims.yaw[idx], near=near)
+        t[solid] = ray_hit(
+            origins[cam],
+            directions[solid],
+            prims.kind[idx],
+            prims.center[idx],
+            prims.half_size[idx],
+            prims.yaw[idx],
+            near=near,
+        )
     return t, hit, origins, directions
 
 
@@ -264,8 +281,9 @@ def shade(scene: Scene, t: Tensor, hit: Tensor, origins: Tensor, directions: Ten
     if o.numel():
         idx = s_hit[o]
         s_name[o], s_color[o] = prims.name_id[idx], prims.color[idx]
-        normal[o] = surface_normal(points[o], prims.kind[idx], prims.center[idx], prims.half_size[idx],
-                                   prims.yaw[idx])
+        normal[o] = surface_normal(
+            points[o], prims.kind[idx], prims.center[idx], prims.half_size[idx], prims.yaw[idx]
+        )
         # Windows on vertical building faces: a periodic grid in the facade's own coordinates.
         b = o[prims.name_id[idx] == NAME_ID["building"]]
         if b.numel():
@@ -274,8 +292,14 @@ def shade(scene: Scene, t: Tensor, hit: Tensor, origins: Tensor, directions: Ten
             c, s = torch.cos(prims.yaw[bi]), torch.sin(prims.yaw[bi])
             along = torch.remainder((c * q[:, 0] + s * q[:, 1]) + (-s * q[:, 0] + c * q[:, 1]), 3.2)
             z = torch.remainder(points[b, 2] - 1.2, 3.0)
-            window = ((normal[b, 2].abs() < 0.5) & (points[b, 2] > 1.2) & (along > 0.9) & (along < 2.3)
-                      & (z > 0.8) & (z < 2.2))
+            window = (
+                (normal[b, 2].abs() < 0.5)
+                & (points[b, 2] > 1.2)
+                & (along > 0.9)
+                & (along < 2.3)
+                & (z > 0.8)
+                & (z < 2.2)
+            )
             s_color[b[window]] = torch.tensor([0.22, 0.27, 0.33]) + 0.1 * scene.sky_zenith
 
     texture = name_textures()[s_name]

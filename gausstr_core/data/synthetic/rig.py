@@ -21,8 +21,14 @@ from torch import Tensor
 from gausstr_core.geometry import matrix_to_quaternion
 
 NUSCENES_IMAGE_SIZE = (900, 1600)
-CAMERA_NAMES = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT",
-                "CAM_BACK_RIGHT")
+CAMERA_NAMES = (
+    "CAM_FRONT",
+    "CAM_FRONT_RIGHT",
+    "CAM_FRONT_LEFT",
+    "CAM_BACK",
+    "CAM_BACK_LEFT",
+    "CAM_BACK_RIGHT",
+)
 """The camera order used everywhere (the order of mmdetection3d's nuScenes infos)."""
 
 LIDAR_TOP_TRANSLATION = (0.944, 0.0, 1.840)
@@ -80,8 +86,15 @@ class CameraSpec:
         if height <= 0 or width <= 0:
             raise ValueError(f"image size must be positive, got {height} x {width}")
         sx, sy = width / self.width, height / self.height
-        return replace(self, height=int(height), width=int(width), fx=self.fx * sx, fy=self.fy * sy,
-                       cx=(self.cx + 0.5) * sx - 0.5, cy=(self.cy + 0.5) * sy - 0.5)
+        return replace(
+            self,
+            height=int(height),
+            width=int(width),
+            fx=self.fx * sx,
+            fy=self.fy * sy,
+            cx=(self.cx + 0.5) * sx - 0.5,
+            cy=(self.cy + 0.5) * sy - 0.5,
+        )
 
 
 @dataclass(frozen=True)
@@ -148,7 +161,18 @@ def nuscenes_rig(height: int = 900, width: int = 1600) -> CameraRig:
     cams = []
     for name, yaw, trans, f, cx, cy in _NUSCENES_CAMERAS:
         quat = matrix_to_quaternion(optical_rotation(math.radians(yaw)))
-        cams.append(CameraSpec(name, NUSCENES_IMAGE_SIZE[0], NUSCENES_IMAGE_SIZE[1], f, f, cx, cy,
-                               trans, tuple(float(q) for q in quat)))  # type: ignore[arg-type]
+        cams.append(
+            CameraSpec(
+                name,
+                NUSCENES_IMAGE_SIZE[0],
+                NUSCENES_IMAGE_SIZE[1],
+                f,
+                f,
+                cx,
+                cy,
+                trans,
+                tuple(float(q) for q in quat),
+            )
+        )  # type: ignore[arg-type]
     rig = CameraRig(tuple(cams))
     return rig if (height, width) == NUSCENES_IMAGE_SIZE else rig.scaled(height, width)

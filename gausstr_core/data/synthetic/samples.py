@@ -93,9 +93,15 @@ def make_world(seed: int, scene_index: int, config: SyntheticConfig) -> World:
     return generate_world(world_seed(seed, scene_index), config.world, config.samples_per_scene)
 
 
-def generate_sample(seed: int, scene_index: int, sample_index: int, config: SyntheticConfig,
-                    embeddings: Tensor | None, world: World | None = None,
-                    with_labels: bool = True) -> SyntheticSample:
+def generate_sample(
+    seed: int,
+    scene_index: int,
+    sample_index: int,
+    config: SyntheticConfig,
+    embeddings: Tensor | None,
+    world: World | None = None,
+    with_labels: bool = True,
+) -> SyntheticSample:
     """Render key frame ``sample_index`` of scene ``scene_index``; deterministic per arguments.
 
     Args:
@@ -118,8 +124,9 @@ def generate_sample(seed: int, scene_index: int, sample_index: int, config: Synt
     depth = depth_targets(views.depth, config.depth, sample_generator(seed, scene_index, sample_index, 0))
     features = None
     if embeddings is not None:
-        features = feature_targets(views.name_id, embeddings, config.features,
-                                   sample_generator(seed, scene_index, sample_index, 1))
-    return SyntheticSample(scene_index, sample_index, rig, world.ego_to_world(sample_index), views,
-                           labels, depth, features)
-
+        features = feature_targets(
+            views.name_id, embeddings, config.features, sample_generator(seed, scene_index, sample_index, 1)
+        )
+    return SyntheticSample(
+        scene_index, sample_index, rig, world.ego_to_world(sample_index), views, labels, depth, features
+    )

@@ -53,8 +53,9 @@ class FeatureTargetConfig:
         if self.feature_size is not None and (len(self.feature_size) != 2 or min(self.feature_size) < 1):
             raise ValueError(f"feature_size must be (h, w) with h, w >= 1, got {self.feature_size}")
         if self.blur_sigma < 0 or self.noise_std < 0:
-            raise ValueError(f"blur_sigma and noise_std must be >= 0, got {self.blur_sigma}, "
-                             f"{self.noise_std}")
+            raise ValueError(
+                f"blur_sigma and noise_std must be >= 0, got {self.blur_sigma}, {self.noise_std}"
+            )
         if self.dtype not in ("float32", "float16"):
             raise ValueError(f"dtype must be 'float32' or 'float16', got {self.dtype!r}")
 
@@ -90,10 +91,14 @@ class DepthTargetConfig:
 
     def __post_init__(self) -> None:
         if self.scale_bias <= 0 or not 0 <= self.scale_jitter < 1:
-            raise ValueError(f"need scale_bias > 0 and 0 <= scale_jitter < 1, got {self.scale_bias}, "
-                             f"{self.scale_jitter}")
-        if min(self.smooth_noise_std,
-               self.pixel_noise_std) < 0 or self.smooth_scale <= 0 or self.max_depth <= 0:
+            raise ValueError(
+                f"need scale_bias > 0 and 0 <= scale_jitter < 1, got {self.scale_bias}, {self.scale_jitter}"
+            )
+        if (
+            min(self.smooth_noise_std, self.pixel_noise_std) < 0
+            or self.smooth_scale <= 0
+            or self.max_depth <= 0
+        ):
             raise ValueError("depth noise stds must be >= 0 and smooth_scale, max_depth > 0")
 
 
@@ -131,8 +136,12 @@ def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     return y.reshape(n, c, h, w)
 
 
-def feature_targets(name_id: Tensor, embeddings: Tensor, config: FeatureTargetConfig | None = None,
-                    generator: torch.Generator | None = None) -> Tensor:
+def feature_targets(
+    name_id: Tensor,
+    embeddings: Tensor,
+    config: FeatureTargetConfig | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Synthetic dense foundation-model features.
 
     Args:
@@ -165,8 +174,9 @@ def feature_targets(name_id: Tensor, embeddings: Tensor, config: FeatureTargetCo
     return feats.to(getattr(torch, config.dtype))
 
 
-def depth_targets(depth: Tensor, config: DepthTargetConfig | None = None,
-                  generator: torch.Generator | None = None) -> Tensor:
+def depth_targets(
+    depth: Tensor, config: DepthTargetConfig | None = None, generator: torch.Generator | None = None
+) -> Tensor:
     """Synthetic metric-depth predictions.
 
     Args:
@@ -202,4 +212,4 @@ def depth_targets(depth: Tensor, config: DepthTargetConfig | None = None,
 def sample_generator(seed: int, scene_index: int, sample_index: int, stream: int) -> torch.Generator:
     """A torch RNG unique to (dataset seed, scene, key frame, purpose), stable across processes."""
     mixed = (seed * 1_000_003 + scene_index) * 1_000_033 + sample_index
-    return torch.Generator().manual_seed((mixed * 97 + stream) % (2 ** 63 - 1))
+    return torch.Generator().manual_seed((mixed * 97 + stream) % (2**63 - 1))

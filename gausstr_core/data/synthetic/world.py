@@ -74,13 +74,16 @@ class GroundLayout:
         rot = torch.tensor([[c, -s], [s, c]], dtype=self.center.dtype)
         shift = torch.tensor(translation, dtype=self.center.dtype)
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(center=self.center @ rot.T + shift, heading=self.heading + rotation_yaw,
-                      origin=self.origin @ rot.T + shift)
+        values.update(
+            center=self.center @ rot.T + shift,
+            heading=self.heading + rotation_yaw,
+            origin=self.origin @ rot.T + shift,
+        )
         return GroundLayout(**values)
 
     def on_ground(self, xy: Tensor) -> Tensor:
         """(...) bool: points (..., 2) inside the ground disc."""
-        return ((xy - self.origin.to(xy)) ** 2).sum(-1) <= self.radius ** 2
+        return ((xy - self.origin.to(xy)) ** 2).sum(-1) <= self.radius**2
 
     def region(self, xy: Tensor, chunk: int = 1 << 16) -> tuple[Tensor, Tensor]:
         """Name id (...) int64 and colour (..., 3) of the ground at points (..., 2)."""
@@ -92,7 +95,7 @@ class GroundLayout:
             return names.reshape(shape), colors.reshape(*shape, 3)
         cos, sin = torch.cos(self.heading), torch.sin(self.heading)
         for start in range(0, flat.shape[0], chunk):
-            rel = flat[start:start + chunk, None, :] - self.center  # (n, S, 2)
+            rel = flat[start : start + chunk, None, :] - self.center  # (n, S, 2)
             u = rel[..., 0] * cos + rel[..., 1] * sin
             v = -rel[..., 0] * sin + rel[..., 1] * cos
             inside = (u.abs() <= self.half_length) & (v.abs() <= self.half_width)
@@ -102,9 +105,10 @@ class GroundLayout:
             score = torch.where(inside, self.priority, torch.full_like(u, -math.inf))
             best, index = score.max(dim=-1)
             hit = best > -math.inf
-            names[start:start + chunk] = torch.where(hit, self.name_id[index], names[start:start + chunk])
-            colors[start:start + chunk] = torch.where(hit[:, None], self.color[index],
-                                                      colors[start:start + chunk])
+            names[start : start + chunk] = torch.where(hit, self.name_id[index], names[start : start + chunk])
+            colors[start : start + chunk] = torch.where(
+                hit[:, None], self.color[index], colors[start : start + chunk]
+            )
         return names.reshape(shape), colors.reshape(*shape, 3)
 
 
@@ -130,9 +134,13 @@ class Scene:
         c, s = math.cos(rotation_yaw), math.sin(rotation_yaw)
         sx, sy, sz = self.sun_direction.tolist()
         sun = torch.tensor([c * sx - s * sy, s * sx + c * sy, sz], dtype=self.sun_direction.dtype)
-        return Scene(self.primitives.transformed(rotation_yaw, (translation[0], translation[1], 0.0)),
-                     self.ground.transformed(rotation_yaw,
-                                             translation), sun, self.sky_horizon, self.sky_zenith)
+        return Scene(
+            self.primitives.transformed(rotation_yaw, (translation[0], translation[1], 0.0)),
+            self.ground.transformed(rotation_yaw, translation),
+            sun,
+            self.sky_horizon,
+            self.sky_zenith,
+        )
 
 
 @dataclass
@@ -225,10 +233,25 @@ class WorldConfig:
             raise ValueError("ground_radius must be at least content_range")
 
 
-_CAR_COLORS = ((0.92, 0.92, 0.92), (0.08, 0.08, 0.09), (0.62, 0.63, 0.66), (0.6, 0.08, 0.08),
-               (0.1, 0.2, 0.5), (0.35, 0.36, 0.38), (0.75, 0.7, 0.6), (0.15, 0.35, 0.2))
-_FACADE_COLORS = ((0.78, 0.66, 0.52), (0.62, 0.5, 0.42), (0.8, 0.8, 0.78), (0.55, 0.56, 0.6),
-                  (0.7, 0.45, 0.35), (0.9, 0.86, 0.74), (0.45, 0.42, 0.4))
+_CAR_COLORS = (
+    (0.92, 0.92, 0.92),
+    (0.08, 0.08, 0.09),
+    (0.62, 0.63, 0.66),
+    (0.6, 0.08, 0.08),
+    (0.1, 0.2, 0.5),
+    (0.35, 0.36, 0.38),
+    (0.75, 0.7, 0.6),
+    (0.15, 0.35, 0.2),
+)
+_FACADE_COLORS = (
+    (0.78, 0.66, 0.52),
+    (0.62, 0.5, 0.42),
+    (0.8, 0.8, 0.78),
+    (0.55, 0.56, 0.6),
+    (0.7, 0.45, 0.35),
+    (0.9, 0.86, 0.74),
+    (0.45, 0.42, 0.4),
+)
 
 
 @dataclass
@@ -254,15 +277,44 @@ class _Builder:
         base = np.array(SYNTHETIC_NAMES[NAME_ID[name]].color)
         return tuple(np.clip(base * self.rng.uniform(1 - jitter, 1 + jitter, 3), 0, 1).tolist())
 
-    def solid(self, kind: int, name: str, u: float, v: float, z: float, half: tuple[float, float, float],
-              yaw: float = 0.0, color: tuple[float, float, float] | None = None) -> None:
+    def solid(
+        self,
+        kind: int,
+        name: str,
+        u: float,
+        v: float,
+        z: float,
+        half: tuple[float, float, float],
+        yaw: float = 0.0,
+        color: tuple[float, float, float] | None = None,
+    ) -> None:
         self.solids.append((kind, u, v, z, *half, yaw, NAME_ID[name], *(color or self.color(name))))
 
-    def strip(self, name: str, u: float, v: float, heading: float, half_length: float, half_width: float,
-              priority: float, color: tuple[float, float, float] | None = None, dash: tuple[float,
-                                                                                            float] = (0, 1)):
-        self.strips.append((u, v, heading, half_length, half_width, NAME_ID[name],
-                            *(color or self.color(name, 0.06)), priority, *dash))
+    def strip(
+        self,
+        name: str,
+        u: float,
+        v: float,
+        heading: float,
+        half_length: float,
+        half_width: float,
+        priority: float,
+        color: tuple[float, float, float] | None = None,
+        dash: tuple[float, float] = (0, 1),
+    ):
+        self.strips.append(
+            (
+                u,
+                v,
+                heading,
+                half_length,
+                half_width,
+                NAME_ID[name],
+                *(color or self.color(name, 0.06)),
+                priority,
+                *dash,
+            )
+        )
 
     def placed(self, u0: float, u1: float, v0: float, v1: float, margin: float = 0.3) -> bool:
         """Claim the footprint if it is free."""
@@ -295,29 +347,67 @@ class _Builder:
         if kind == "car":
             color = _CAR_COLORS[rng.integers(len(_CAR_COLORS))]
             body_h, clearance = 0.55 * height, 0.18
-            self.solid(BOX, "car", u, v, clearance + 0.5 * body_h, (0.5 * length, 0.5 * width,
-                                                                    0.5 * body_h), yaw,
-                       color)
+            self.solid(
+                BOX,
+                "car",
+                u,
+                v,
+                clearance + 0.5 * body_h,
+                (0.5 * length, 0.5 * width, 0.5 * body_h),
+                yaw,
+                color,
+            )
             cabin_l = 0.55 * length
             shift = rng.uniform(-0.12, 0.05) * length
             cabin_h = height - clearance - body_h
-            self.solid(BOX, "car", u + shift * cu, v + shift * su, clearance + body_h + 0.5 * cabin_h,
-                       (0.5 * cabin_l, 0.45 * width, 0.5 * cabin_h), yaw, tuple(0.75 * np.array(color)))
+            self.solid(
+                BOX,
+                "car",
+                u + shift * cu,
+                v + shift * su,
+                clearance + body_h + 0.5 * cabin_h,
+                (0.5 * cabin_l, 0.45 * width, 0.5 * cabin_h),
+                yaw,
+                tuple(0.75 * np.array(color)),
+            )
         elif kind in ("truck", "construction vehicle"):
             cab_l = min(2.2, 0.3 * length)
             name = kind
             color = self.color(name, 0.2)
             cab_u = 0.5 * length - 0.5 * cab_l
-            self.solid(BOX, name, u + cab_u * cu, v + cab_u * su, 0.35 + 0.4 * (height - 0.35),
-                       (0.5 * cab_l, 0.5 * width, 0.4 * (height - 0.35)), yaw, color)
+            self.solid(
+                BOX,
+                name,
+                u + cab_u * cu,
+                v + cab_u * su,
+                0.35 + 0.4 * (height - 0.35),
+                (0.5 * cab_l, 0.5 * width, 0.4 * (height - 0.35)),
+                yaw,
+                color,
+            )
             box_l = length - cab_l - 0.2
             box_u = -0.5 * length + 0.5 * box_l
-            self.solid(BOX, name, u + box_u * cu, v + box_u * su, 0.35 + 0.5 * (height - 0.35),
-                       (0.5 * box_l, 0.5 * width, 0.5 * (height - 0.35)), yaw, self.color(name, 0.15))
+            self.solid(
+                BOX,
+                name,
+                u + box_u * cu,
+                v + box_u * su,
+                0.35 + 0.5 * (height - 0.35),
+                (0.5 * box_l, 0.5 * width, 0.5 * (height - 0.35)),
+                yaw,
+                self.color(name, 0.15),
+            )
         elif kind in ("bus", "trailer"):
-            self.solid(BOX, kind, u, v, 0.3 + 0.5 * (height - 0.3), (0.5 * length, 0.5 * width,
-                                                                     0.5 * (height - 0.3)),
-                       yaw, self.color(kind, 0.2))
+            self.solid(
+                BOX,
+                kind,
+                u,
+                v,
+                0.3 + 0.5 * (height - 0.3),
+                (0.5 * length, 0.5 * width, 0.5 * (height - 0.3)),
+                yaw,
+                self.color(kind, 0.2),
+            )
         else:
             self.solid(BOX, kind, u, v, 0.5 * height, (0.5 * length, 0.5 * width * 0.6, 0.5 * height), yaw)
         return True
@@ -353,8 +443,16 @@ class _Builder:
             self.solid(BOX, "pole", u, v + arm_direction * 0.5 * arm, height - 0.1, (0.08, 0.5 * arm, 0.08))
         elif kind < 0.75:  # a sign plate facing along the road
             z = rng.uniform(2.2, min(3.2, height - 0.4))
-            self.solid(BOX, "traffic sign", u, v, z, (0.04, rng.uniform(0.3, 0.45), rng.uniform(0.3, 0.45)),
-                       0.0, tuple(self.rng.choice([(0.1, 0.3, 0.8), (0.85, 0.1, 0.1), (0.95, 0.85, 0.1)])))
+            self.solid(
+                BOX,
+                "traffic sign",
+                u,
+                v,
+                z,
+                (0.04, rng.uniform(0.3, 0.45), rng.uniform(0.3, 0.45)),
+                0.0,
+                tuple(self.rng.choice([(0.1, 0.3, 0.8), (0.85, 0.1, 0.1), (0.95, 0.85, 0.1)])),
+            )
         return True
 
     def tree(self, u: float, v: float) -> bool:
@@ -363,11 +461,19 @@ class _Builder:
         trunk_r, trunk_h = rng.uniform(0.15, 0.32), rng.uniform(1.8, 3.5)
         if not self.placed(u - trunk_r, u + trunk_r, v - trunk_r, v + trunk_r, margin=0.4):
             return False
-        self.solid(CYLINDER, "tree trunk", u, v, 0.5 * trunk_h + 0.05, (trunk_r, trunk_r,
-                                                                        0.5 * trunk_h + 0.05))
+        self.solid(
+            CYLINDER, "tree trunk", u, v, 0.5 * trunk_h + 0.05, (trunk_r, trunk_r, 0.5 * trunk_h + 0.05)
+        )
         rz = crown * rng.uniform(0.8, 1.4)
-        self.solid(ELLIPSOID, "tree", u, v, trunk_h + 0.8 * rz, (crown, crown * rng.uniform(0.85, 1.15), rz),
-                   rng.uniform(0, math.pi))
+        self.solid(
+            ELLIPSOID,
+            "tree",
+            u,
+            v,
+            trunk_h + 0.8 * rz,
+            (crown, crown * rng.uniform(0.85, 1.15), rz),
+            rng.uniform(0, math.pi),
+        )
         return True
 
 
@@ -454,8 +560,16 @@ def generate_world(seed: int, config: WorldConfig | None = None, num_samples: in
         for side in (-1, 1):
             b.strip("lane marking", mu, vc + side * (hw - 0.3), 0.0, hl, 0.075, 3.5)
             for k in range(1, lanes):
-                b.strip("lane marking", mu, vc + side * (0.5 * median + k * lane_w), 0.0, hl, 0.075, 3.5,
-                        dash=(9.0, 0.33))
+                b.strip(
+                    "lane marking",
+                    mu,
+                    vc + side * (0.5 * median + k * lane_w),
+                    0.0,
+                    hl,
+                    0.075,
+                    3.5,
+                    dash=(9.0, 0.33),
+                )
     if crossing:
         ux, chw, csw, sides = crossing
         for side in sides:
@@ -464,12 +578,34 @@ def generate_world(seed: int, config: WorldConfig | None = None, num_samples: in
             centre_v = start + side * 0.5 * length
             b.strip("road", ux, centre_v, 0.5 * math.pi, 0.5 * length, chw, 3.0)
             for out in (-1, 1):
-                b.strip("sidewalk", ux + out * (chw + 0.5 * csw), centre_v, 0.5 * math.pi, 0.5 * length,
-                        0.5 * csw, 2.0)
-                b.strip("lane marking", ux + out * (chw - 0.3), centre_v, 0.5 * math.pi, 0.5 * length - 0.5,
-                        0.075, 3.5)
-            b.strip("lane marking", ux, centre_v + side * 3.0, 0.5 * math.pi, 0.5 * length - 3.0, 0.08, 3.5,
-                    dash=(6.0, 0.5))
+                b.strip(
+                    "sidewalk",
+                    ux + out * (chw + 0.5 * csw),
+                    centre_v,
+                    0.5 * math.pi,
+                    0.5 * length,
+                    0.5 * csw,
+                    2.0,
+                )
+                b.strip(
+                    "lane marking",
+                    ux + out * (chw - 0.3),
+                    centre_v,
+                    0.5 * math.pi,
+                    0.5 * length - 0.5,
+                    0.075,
+                    3.5,
+                )
+            b.strip(
+                "lane marking",
+                ux,
+                centre_v + side * 3.0,
+                0.5 * math.pi,
+                0.5 * length - 3.0,
+                0.08,
+                3.5,
+                dash=(6.0, 0.5),
+            )
             b.claim(ux - chw, ux + chw, min(start, start + side * length), max(start, start + side * length))
 
     # ---- buildings, walls, parking lots and verges along both sides --------------------------
@@ -479,8 +615,15 @@ def generate_world(seed: int, config: WorldConfig | None = None, num_samples: in
         if rng.uniform() < cfg.parking_lot_probability and verge[side] > 3.0:
             lot_u = rng.uniform(u_lo + 10, u_hi - 10)
             lot_l = rng.uniform(8, 20)
-            b.strip("parking lot", lot_u, curb_v + out * (sw[side] + 0.5 * verge[side]), 0.0, lot_l,
-                    0.5 * verge[side], 1.0)
+            b.strip(
+                "parking lot",
+                lot_u,
+                curb_v + out * (sw[side] + 0.5 * verge[side]),
+                0.0,
+                lot_l,
+                0.5 * verge[side],
+                1.0,
+            )
         u = u_lo + rng.uniform(0, 8)
         while u < u_hi:
             width = rng.uniform(8, 25)
@@ -495,16 +638,29 @@ def generate_world(seed: int, config: WorldConfig | None = None, num_samples: in
                 if b.placed(u, u + width, v_centre - 0.5 * depth, v_centre + 0.5 * depth, margin=0.0):
                     color = _FACADE_COLORS[rng.integers(len(_FACADE_COLORS))]
                     color = tuple(np.clip(np.array(color) * rng.uniform(0.9, 1.1, 3), 0, 1).tolist())
-                    b.solid(BOX, "building", u + 0.5 * width, v_centre, 0.5 * height,
-                            (0.5 * width, 0.5 * depth, 0.5 * height), 0.0, color)
+                    b.solid(
+                        BOX,
+                        "building",
+                        u + 0.5 * width,
+                        v_centre,
+                        0.5 * height,
+                        (0.5 * width, 0.5 * depth, 0.5 * height),
+                        0.0,
+                        color,
+                    )
             elif verge[side] + sw[side] > 1.0:
                 wall_h = rng.uniform(1.0, 2.4)
                 v_wall = curb_v + out * (sw[side] + verge[side] + 0.2)
                 if b.placed(u, u + width, v_wall - 0.15, v_wall + 0.15, margin=0.0):
                     name = "wall" if rng.uniform() < 0.6 else "bush"
-                    b.solid(BOX, name, u + 0.5 * width, v_wall, 0.5 * wall_h, (0.5 * width,
-                                                                               0.15 if name == "wall"
-                            else 0.45, 0.5 * wall_h))
+                    b.solid(
+                        BOX,
+                        name,
+                        u + 0.5 * width,
+                        v_wall,
+                        0.5 * wall_h,
+                        (0.5 * width, 0.15 if name == "wall" else 0.45, 0.5 * wall_h),
+                    )
             u += width + (rng.uniform(0.5, 3) if rng.uniform() < 0.7 else rng.uniform(4, 12))
     if crossing:
         ux, chw, csw, sides = crossing
@@ -517,9 +673,16 @@ def generate_world(seed: int, config: WorldConfig | None = None, num_samples: in
                     cu = ux + out * (chw + csw + rng.uniform(1, 4) + 0.5 * depth)
                     v0, v1 = sorted((v, v + side * width))
                     if b.placed(cu - 0.5 * depth, cu + 0.5 * depth, v0, v1, margin=0.0):
-                        b.solid(BOX, "building", cu, 0.5 * (v0 + v1), 0.5 * height,
-                                (0.5 * depth, 0.5 * width, 0.5 * height), 0.0,
-                                _FACADE_COLORS[rng.integers(len(_FACADE_COLORS))])
+                        b.solid(
+                            BOX,
+                            "building",
+                            cu,
+                            0.5 * (v0 + v1),
+                            0.5 * height,
+                            (0.5 * depth, 0.5 * width, 0.5 * height),
+                            0.0,
+                            _FACADE_COLORS[rng.integers(len(_FACADE_COLORS))],
+                        )
                     v += side * (width + rng.uniform(1, 6))
 
     # ---- street furniture and vegetation on sidewalks and verges -----------------------------
@@ -553,9 +716,15 @@ def generate_world(seed: int, config: WorldConfig | None = None, num_samples: in
         v = curb_v + out * (sw[side] + rng.uniform(0.5, verge[side] - 0.5))
         r = rng.uniform(0.5, 1.4)
         if b.placed(u - r, u + r, v - r, v + r):
-            b.solid(ELLIPSOID, "bush", u, v, 0.3 * r, (r, r * rng.uniform(0.7, 1.3), r * rng.uniform(0.6,
-                                                                                                     1.0)),
-                    rng.uniform(0, math.pi))
+            b.solid(
+                ELLIPSOID,
+                "bush",
+                u,
+                v,
+                0.3 * r,
+                (r, r * rng.uniform(0.7, 1.3), r * rng.uniform(0.6, 1.0)),
+                rng.uniform(0, math.pi),
+            )
     for _ in range(int(rng.integers(cfg.pedestrians[0], cfg.pedestrians[1] + 1))):
         side = int(rng.integers(2))
         curb_v, out = edge[side]
@@ -570,8 +739,12 @@ def generate_world(seed: int, config: WorldConfig | None = None, num_samples: in
         for _ in range(int(rng.integers(count[0], count[1] + 1))):
             side = int(rng.integers(2))
             curb_v, out = edge[side]
-            b.vehicle(kind, rng.uniform(u_lo, u_hi), curb_v + out * rng.uniform(0.6, sw[side] - 0.5),
-                      rng.uniform(-0.3, 0.3))
+            b.vehicle(
+                kind,
+                rng.uniform(u_lo, u_hi),
+                curb_v + out * rng.uniform(0.6, sw[side] - 0.5),
+                rng.uniform(-0.3, 0.3),
+            )
 
     # ---- traffic: lanes in both directions, parked cars on the outer lanes -------------------
     gaps = road_gaps
@@ -612,8 +785,16 @@ def generate_world(seed: int, config: WorldConfig | None = None, num_samples: in
         for _ in range(int(rng.integers(2, 9))):
             length = rng.uniform(1.8, 2.4)
             if b.placed(u, u + length, v - 0.3, v + 0.3, margin=0.05):
-                b.solid(BOX, "barrier", u + 0.5 * length, v, 0.45, (0.5 * length, 0.3, 0.45), 0.0,
-                        (0.85, 0.85, 0.82) if rng.uniform() < 0.6 else (0.9, 0.45, 0.1))
+                b.solid(
+                    BOX,
+                    "barrier",
+                    u + 0.5 * length,
+                    v,
+                    0.45,
+                    (0.5 * length, 0.3, 0.45),
+                    0.0,
+                    (0.85, 0.85, 0.82) if rng.uniform() < 0.6 else (0.9, 0.45, 0.1),
+                )
             u += length + rng.uniform(0.05, 0.4)
     for _ in range(int(rng.integers(cfg.cone_groups[0], cfg.cone_groups[1] + 1))):
         v, _s = lane_centres[int(rng.integers(len(lane_centres)))]
@@ -660,8 +841,13 @@ def _assemble(b: _Builder, cfg: WorldConfig, rng: np.random.Generator) -> Scene:
         radius=cfg.ground_radius,
     )
     azimuth, elevation = rng.uniform(0, 2 * math.pi), math.radians(rng.uniform(25, 65))
-    sun = torch.tensor([math.cos(azimuth) * math.cos(elevation), math.sin(azimuth) * math.cos(elevation),
-                        math.sin(elevation)])
+    sun = torch.tensor(
+        [
+            math.cos(azimuth) * math.cos(elevation),
+            math.sin(azimuth) * math.cos(elevation),
+            math.sin(elevation),
+        ]
+    )
     horizon = torch.tensor(np.clip(np.array([0.78, 0.84, 0.9]) * rng.uniform(0.9, 1.05, 3), 0, 1)).float()
     zenith = torch.tensor(np.clip(np.array([0.32, 0.52, 0.82]) * rng.uniform(0.85, 1.1, 3), 0, 1)).float()
     return Scene(prims, ground, sun, horizon, zenith)

@@ -42,9 +42,21 @@ from gausstr_core.data.synthetic.samples import SyntheticConfig, generate_sample
 from gausstr_core.data.synthetic.vocabulary import name_strings
 from gausstr_core.geometry import matrix_to_quaternion
 
-NUSCENES_TABLES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor",
-                   "ego_pose",
-                   "log", "scene", "sample", "sample_data", "sample_annotation", "map")
+NUSCENES_TABLES = (
+    "category",
+    "attribute",
+    "visibility",
+    "instance",
+    "sensor",
+    "calibrated_sensor",
+    "ego_pose",
+    "log",
+    "scene",
+    "sample",
+    "sample_data",
+    "sample_annotation",
+    "map",
+)
 METADATA_FILE = "synthetic.json"
 EMBEDDINGS_FILE = "synthetic_text_embeddings.safetensors"
 _BASE_TIMESTAMP = 1_600_000_000_000_000  # [us]
@@ -98,12 +110,14 @@ class _Job:
     image_format: str
 
 
-def _file_names(seed: int, scene_index: int, sample_index: int, channels: tuple[str, ...],
-                image_format: str) -> list[str]:
+def _file_names(
+    seed: int, scene_index: int, sample_index: int, channels: tuple[str, ...], image_format: str
+) -> list[str]:
     ts = _timestamp(scene_index, sample_index)
     log = scene_name(seed, scene_index)
-    return [f"samples/{c}/{log}__{c}__{ts + i * _CAMERA_DELAY_US}.{image_format}" for i,
-            c in enumerate(channels)]
+    return [
+        f"samples/{c}/{log}__{c}__{ts + i * _CAMERA_DELAY_US}.{image_format}" for i, c in enumerate(channels)
+    ]
 
 
 def _timestamp(scene_index: int, sample_index: int) -> int:
@@ -133,8 +147,14 @@ def _render_scene(job: _Job) -> list[dict]:
                 if sample.features is not None:
                     _atomic_write(job.out.feature_path(f), _npy_bytes(sample.features[v].numpy()))
             save_labels(gt, sample.labels)
-        records.append({"scene_index": job.scene_index, "sample_index": k, "files": files,
-                        "ego_to_world": world.ego_to_world(k).tolist()})
+        records.append(
+            {
+                "scene_index": job.scene_index,
+                "sample_index": k,
+                "files": files,
+                "ego_to_world": world.ego_to_world(k).tolist(),
+            }
+        )
     return records
 
 
@@ -144,8 +164,9 @@ def _tables(seed: int, num_scenes: int, config: SyntheticConfig, records: list[d
     tables: dict[str, list] = {t: [] for t in NUSCENES_TABLES}
     h, w = config.image_size
     for cam in rig.cameras:
-        tables["sensor"].append({"token": token("sensor", cam.name), "channel": cam.name,
-                                 "modality": "camera"})
+        tables["sensor"].append(
+            {"token": token("sensor", cam.name), "channel": cam.name, "modality": "camera"}
+        )
     by_scene: dict[int, list[dict]] = {}
     for r in records:
         by_scene.setdefault(r["scene_index"], []).append(r)
@@ -156,45 +177,90 @@ def _tables(seed: int, num_scenes: int, config: SyntheticConfig, records: list[d
             continue
         name = scene_name(seed, s)
         log_token, scene_token = token("log", seed, s), token("scene", seed, s)
-        tables["log"].append({"token": log_token, "logfile": name, "vehicle": "synthetic-ego",
-                              "date_captured": "2026-01-01", "location": "synthetic-city"})
+        tables["log"].append(
+            {
+                "token": log_token,
+                "logfile": name,
+                "vehicle": "synthetic-ego",
+                "date_captured": "2026-01-01",
+                "location": "synthetic-city",
+            }
+        )
         calib = {}
         for cam in rig.cameras:
             calib[cam.name] = token("calibrated_sensor", seed, s, cam.name)
-            tables["calibrated_sensor"].append({
-                "token": calib[cam.name], "sensor_token": token("sensor", cam.name),
-                "translation": list(cam.translation), "rotation": list(cam.rotation),
-                "camera_intrinsic": cam.intrinsics(torch.float64).tolist()})
+            tables["calibrated_sensor"].append(
+                {
+                    "token": calib[cam.name],
+                    "sensor_token": token("sensor", cam.name),
+                    "translation": list(cam.translation),
+                    "rotation": list(cam.rotation),
+                    "camera_intrinsic": cam.intrinsics(torch.float64).tolist(),
+                }
+            )
         sample_tokens = [token("sample", seed, s, r["sample_index"]) for r in frames]
-        tables["scene"].append({
-            "token": scene_token, "log_token": log_token, "nbr_samples": len(frames),
-            "first_sample_token": sample_tokens[0], "last_sample_token": sample_tokens[-1], "name": name,
-            "description": f"synthetic street world, seed {seed}, scene {s}"})
+        tables["scene"].append(
+            {
+                "token": scene_token,
+                "log_token": log_token,
+                "nbr_samples": len(frames),
+                "first_sample_token": sample_tokens[0],
+                "last_sample_token": sample_tokens[-1],
+                "name": name,
+                "description": f"synthetic street world, seed {seed}, scene {s}",
+            }
+        )
         for i, r in enumerate(frames):
             k = r["sample_index"]
-            tables["sample"].append({"token": sample_tokens[i], "timestamp": _timestamp(s, k),
-                                     "prev": sample_tokens[i - 1] if i > 0 else "",
-                                     "next": sample_tokens[i + 1] if i + 1 < len(frames) else "",
-                                     "scene_token": scene_token})
+            tables["sample"].append(
+                {
+                    "token": sample_tokens[i],
+                    "timestamp": _timestamp(s, k),
+                    "prev": sample_tokens[i - 1] if i > 0 else "",
+                    "next": sample_tokens[i + 1] if i + 1 < len(frames) else "",
+                    "scene_token": scene_token,
+                }
+            )
             pose = torch.tensor(r["ego_to_world"], dtype=torch.float64)
             rotation = matrix_to_quaternion(pose[:3, :3]).tolist()
             for v, cam in enumerate(rig.cameras):
                 ts = _timestamp(s, k) + v * _CAMERA_DELAY_US
                 sd_token = token("sample_data", seed, s, k, cam.name)
                 ego_token = token("ego_pose", seed, s, k, cam.name)
-                tables["ego_pose"].append({"token": ego_token, "timestamp": ts, "rotation": rotation,
-                                           "translation": pose[:3, 3].tolist()})
+                tables["ego_pose"].append(
+                    {
+                        "token": ego_token,
+                        "timestamp": ts,
+                        "rotation": rotation,
+                        "translation": pose[:3, 3].tolist(),
+                    }
+                )
                 prev_k = frames[i - 1]["sample_index"] if i > 0 else None
                 next_k = frames[i + 1]["sample_index"] if i + 1 < len(frames) else None
-                tables["sample_data"].append({
-                    "token": sd_token, "sample_token": sample_tokens[i], "ego_pose_token": ego_token,
-                    "calibrated_sensor_token": calib[cam.name], "timestamp": ts, "fileformat": r["files"][v]
-                    .rsplit(".",
-                            1)[1], "is_key_frame": True, "height": h, "width": w, "filename": r["files"][v],
-                    "prev": token("sample_data", seed, s, prev_k, cam.name) if prev_k is not None else "",
-                    "next": token("sample_data", seed, s, next_k, cam.name) if next_k is not None else ""})
-    tables["map"].append({"token": map_token, "log_tokens": [r["token"] for r in tables["log"]],
-                          "category": "semantic_prior", "filename": f"maps/{map_token}.png"})
+                tables["sample_data"].append(
+                    {
+                        "token": sd_token,
+                        "sample_token": sample_tokens[i],
+                        "ego_pose_token": ego_token,
+                        "calibrated_sensor_token": calib[cam.name],
+                        "timestamp": ts,
+                        "fileformat": r["files"][v].rsplit(".", 1)[1],
+                        "is_key_frame": True,
+                        "height": h,
+                        "width": w,
+                        "filename": r["files"][v],
+                        "prev": token("sample_data", seed, s, prev_k, cam.name) if prev_k is not None else "",
+                        "next": token("sample_data", seed, s, next_k, cam.name) if next_k is not None else "",
+                    }
+                )
+    tables["map"].append(
+        {
+            "token": map_token,
+            "log_tokens": [r["token"] for r in tables["log"]],
+            "category": "semantic_prior",
+            "filename": f"maps/{map_token}.png",
+        }
+    )
     return tables
 
 
@@ -211,10 +277,19 @@ def _iter_jobs(jobs: list[_Job], workers: int) -> Iterator[list[dict]]:
         yield from pool.imap_unordered(_render_scene, jobs)
 
 
-def write_dataset(out: str | os.PathLike, num_scenes: int, seed: int = 0,
-                  config: SyntheticConfig | None = None, embeddings: Tensor | None = None,
-                  text_info: dict | None = None, version: str = "v1.0-trainval", image_format: str = "jpg",
-                  val_fraction: float = 0.2, workers: int = 1, progress: bool = True) -> DatasetLayout:
+def write_dataset(
+    out: str | os.PathLike,
+    num_scenes: int,
+    seed: int = 0,
+    config: SyntheticConfig | None = None,
+    embeddings: Tensor | None = None,
+    text_info: dict | None = None,
+    version: str = "v1.0-trainval",
+    image_format: str = "jpg",
+    val_fraction: float = 0.2,
+    workers: int = 1,
+    progress: bool = True,
+) -> DatasetLayout:
     """Generate ``num_scenes`` synthetic scenes into ``out`` (see the module docstring for the layout).
 
     Args:
@@ -244,8 +319,10 @@ def write_dataset(out: str | os.PathLike, num_scenes: int, seed: int = 0,
     names = name_strings()
     if embeddings is not None:
         if embeddings.dim() != 2 or embeddings.shape[0] != len(names):
-            raise ValueError(f"embeddings must be (K, D) with K = {len(names)} synthetic names, "
-                             f"got {tuple(embeddings.shape)}")
+            raise ValueError(
+                f"embeddings must be (K, D) with K = {len(names)} synthetic names, "
+                f"got {tuple(embeddings.shape)}"
+            )
         embeddings = embeddings.detach().float().cpu()
     root = Path(out)
     layout = DatasetLayout(root / "nuscenes", version, root / "nuscenes_metric3d", root / "nuscenes_featup")
@@ -255,8 +332,9 @@ def write_dataset(out: str | os.PathLike, num_scenes: int, seed: int = 0,
     records: list[dict] = []
     from tqdm import tqdm
 
-    with tqdm(total=num_scenes * config.samples_per_scene, desc="gausstr-synth", unit="frame",
-              disable=not progress) as bar:
+    with tqdm(
+        total=num_scenes * config.samples_per_scene, desc="gausstr-synth", unit="frame", disable=not progress
+    ) as bar:
         for scene_records in _iter_jobs(jobs, workers):
             records.extend(scene_records)
             bar.update(len(scene_records))
@@ -269,13 +347,20 @@ def write_dataset(out: str | os.PathLike, num_scenes: int, seed: int = 0,
         val = [scene_name(seed, num_scenes - 1)]
     train = [scene_name(seed, s) for s in range(num_scenes) if scene_name(seed, s) not in set(val)]
     _atomic_write(layout.table_dir / SPLITS_FILE, json.dumps({"train": train, "val": val}, indent=1).encode())
-    _atomic_write(layout.dataroot / "maps" / f"{tables['map'][0]['token']}.png",
-                  _image_bytes(torch.zeros(3, 8, 8, dtype=torch.uint8), "png"))
+    _atomic_write(
+        layout.dataroot / "maps" / f"{tables['map'][0]['token']}.png",
+        _image_bytes(torch.zeros(3, 8, 8, dtype=torch.uint8), "png"),
+    )
     metadata = {
-        "generator": "gausstr_core.data.synthetic", "seed": seed, "num_scenes": num_scenes,
+        "generator": "gausstr_core.data.synthetic",
+        "seed": seed,
+        "num_scenes": num_scenes,
         "config": json.loads(json.dumps(dataclasses.asdict(config), default=list)),
-        "synthetic_names": names, "text": text_info, "features": embeddings is not None,
-        "image_format": image_format, "version": version,
+        "synthetic_names": names,
+        "text": text_info,
+        "features": embeddings is not None,
+        "image_format": image_format,
+        "version": version,
     }
     _atomic_write(layout.dataroot / METADATA_FILE, json.dumps(metadata, indent=1).encode())
     if embeddings is not None:
