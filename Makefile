@@ -1,5 +1,5 @@
 # The two set-up commands of the README, and a few helpers.
-.PHONY: setup test test-fast lint demo gpu-test lock clean
+.PHONY: setup test test-fast lint format demo gpu-test lock clean
 
 setup:
 	./scripts/setup.sh
@@ -13,6 +13,11 @@ test-fast:
 
 lint:
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+# Apply the formatter (what `make lint` checks).
+format:
+	.venv/bin/ruff format .
 
 demo:
 	.venv/bin/gausstr-demo

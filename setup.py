@@ -14,8 +14,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["gausstr_core", "gausstr_core.*", "gausstr_ros", "gausstr_ros.*"]),
     package_data={
-        "gausstr_core": ["voxelize/csrc/*.cu", "voxelize/csrc/*.cpp", "voxelize/csrc/*.h", "presets/*.yaml"],
-        "gausstr_ros": ["data/*"],
+        "gausstr_core": ["voxelize/csrc/*.cu", "voxelize/csrc/*.cpp", "voxelize/csrc/*.h"],
+        "gausstr_ros": ["assets/*.safetensors", "assets/*.mcap", "assets/*.json"],
     },
     # Ranges, not pins: a training cluster brings its own CUDA build of torch. The exact versions
     # this project is tested with are pinned in requirements/.
@@ -45,8 +45,8 @@ setup(
             "gausstr-train=gausstr_core.train.cli:main",
             "gausstr-eval=gausstr_core.evaluation.cli:main",
             "gausstr-synth=gausstr_core.data.synthetic.cli:main",
-            "gausstr-convert-official=gausstr_core.convert_official:main",
-            "occupancy_node=gausstr_ros.occupancy_node:main",
+            "gausstr-convert-official=gausstr_core.io.convert_official:main",
+            "occupancy_node=gausstr_ros.node.occupancy_node:main",
             "gausstr-make-bag=gausstr_ros.bag.make_bag:main",
             "gausstr-bag-eval=gausstr_ros.bag.evaluate:main",
             "gausstr-demo=gausstr_ros.demo:main",

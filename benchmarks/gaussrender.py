@@ -44,9 +44,9 @@ def scene(device: torch.device, size: tuple[int, int], per_view: int):
     """Ground truth of a synthetic scene, the rig's cameras at ``size`` and GaussTR-like Gaussians."""
     from types import SimpleNamespace
 
-    from gausstr_core.data.batch import CameraBatch
+    from gausstr_core.batch import CameraBatch
     from gausstr_core.data.synthetic.samples import SyntheticConfig, generate_sample
-    from gausstr_core.gaussrender import ClassPrototypes
+    from gausstr_core.losses.gaussrender import ClassPrototypes
 
     sample = generate_sample(0, 3, 0, SyntheticConfig(image_size=(90, 160)), None)
     gt = SimpleNamespace(
@@ -69,8 +69,9 @@ def scene(device: torch.device, size: tuple[int, int], per_view: int):
 
 def gaussrender_case(gaussians, prototypes, gt, cameras, backend: str, factor: int):
     from gausstr_core.gaussians import Gaussians
-    from gausstr_core.gaussrender import GaussRenderConfig, gaussrender_loss
     from gausstr_core.grid import VoxelGrid
+    from gausstr_core.losses.config import GaussRenderConfig
+    from gausstr_core.losses.gaussrender import gaussrender_loss
 
     tile = 16 if gaussians.means.is_cuda else 8
     config = GaussRenderConfig(weight=10.0, grid_factor=factor, tile_size=tile)
@@ -96,7 +97,8 @@ def gaussrender_case(gaussians, prototypes, gt, cameras, backend: str, factor: i
 
 
 def metric_case(gt, cameras, backend: str):
-    from gausstr_core.gaussrender import GaussRenderConfig, ProjectiveConsistency
+    from gausstr_core.evaluation.projective import ProjectiveConsistency
+    from gausstr_core.losses.config import GaussRenderConfig
 
     labels = gt.semantics.clone()
     labels[:, :, :, 4:] = gt.semantics[:, :, :, 3:-1]  # everything above the ground one voxel up

@@ -41,7 +41,7 @@ def synthetic_batch(views: int, size: tuple[int, int], device: torch.device, see
     """One scene: random images, the nuScenes rig resized to ``size``, smooth depth in [3, 50] m."""
     import torch.nn.functional as F
 
-    from gausstr_core.data.batch import CameraBatch
+    from gausstr_core.batch import CameraBatch
     from gausstr_core.data.synthetic.rig import nuscenes_rig
     from gausstr_core.data.transforms import resize_matrix
 
@@ -269,9 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     if not set(dtypes) <= {"fp32", "bf16"}:
         p.error(f"--dtypes takes fp32 and/or bf16, got {args.dtypes}")
 
-    from gausstr_core.config import preset_model
     from gausstr_core.grid import VoxelGrid
-    from gausstr_core.model import GaussTR
+    from gausstr_core.model.gausstr import GaussTR
+    from gausstr_core.presets import preset_model
 
     t0 = time.time()
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32: the baseline

@@ -112,7 +112,8 @@ def synthetic_depth(views: int, height: int, width: int, seed: int = 1) -> list[
 
 def output_arrays(result, max_markers: int = 2000) -> None:
     """What the node computes from a FrameResult before the messages (numpy only)."""
-    from gausstr_ros.conversions import gaussian_marker_data, occupancy_points
+    from gausstr_ros.conversions.gaussians import gaussian_marker_data
+    from gausstr_ros.conversions.occupancy import occupancy_points
 
     occupancy_points(result.labels, result.grid, result.class_names, result.free_label, result.confidence)
     keep = result.gaussian_labels < result.free_label
@@ -249,7 +250,7 @@ def run_ros_mode(args) -> dict:
 
     from gausstr_core.data.synthetic.rig import nuscenes_rig
     from gausstr_ros.msg import GaussianArray, InferenceStatus, SemanticOccupancy
-    from gausstr_ros.occupancy_node import OccupancyNode
+    from gausstr_ros.node.occupancy_node import OccupancyNode
     from gausstr_ros.rig_messages import RigMessages
 
     predictor = build_predictor(args.preset, args.device, args.occ3d_grid)
@@ -509,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from gausstr_core.text import resolve_device
+    from gausstr_core.device import resolve_device
 
     device = resolve_device(args.device)
     args.device = str(device)

@@ -132,10 +132,11 @@ def render_case(gaussians, k, pose, size, backend: str, backward: bool) -> Calla
 
 def loss_case(gaussians, k, pose, size, backend: str, layers: int = 3, patch: int = 14) -> Callable[[], None]:
     """GaussTRLoss over ``layers`` decoder layers of 768-d Gaussians, forward + backward."""
-    from gausstr_core.data.batch import CameraBatch
+    from gausstr_core.batch import CameraBatch
     from gausstr_core.gaussians import Gaussians
-    from gausstr_core.losses import GaussTRLoss, LossConfig
-    from gausstr_core.model import GaussTROutput
+    from gausstr_core.losses.config import LossConfig
+    from gausstr_core.losses.gausstr import GaussTRLoss
+    from gausstr_core.model.gausstr import GaussTROutput
 
     h, w = size
     v = k.shape[1]

@@ -40,7 +40,7 @@ def synthetic_batch(batch_size: int, views: int, size: tuple[int, int], device: 
     """A CameraBatch of random images with nuScenes-like cameras and smooth depth (on ``device``)."""
     import torch.nn.functional as F
 
-    from gausstr_core.data.batch import CameraBatch
+    from gausstr_core.batch import CameraBatch
     from gausstr_core.data.synthetic.rig import nuscenes_rig
     from gausstr_core.data.transforms import resize_matrix
 
@@ -73,9 +73,9 @@ def measure(
     ddp: bool,
 ) -> dict:
     """Median training-step time of a preset (random init) on this process's device."""
-    from gausstr_core.config import preset
-    from gausstr_core.losses import GaussTRLoss
-    from gausstr_core.model import GaussTR
+    from gausstr_core.losses.gausstr import GaussTRLoss
+    from gausstr_core.model.gausstr import GaussTR
+    from gausstr_core.presets import preset
     from gausstr_core.train.trainer import _loss_terms, autocast_dtype
 
     device = ctx.device

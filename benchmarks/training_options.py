@@ -111,7 +111,7 @@ def step_seconds(name: str, args: argparse.Namespace, steps: int = 6, warmup: in
 
     import torch
 
-    from gausstr_core.train.config import build_model_config, recipe
+    from gausstr_core.presets import build_model_config, recipe
     from gausstr_core.train.distributed import DistributedContext
     from gausstr_core.train.trainer import Trainer
 
@@ -166,11 +166,12 @@ def _evaluate(
 
     from gausstr_core.evaluation.cli import checkpoint_config
     from gausstr_core.evaluation.metrics import OccupancyMetric
+    from gausstr_core.evaluation.projective import ProjectiveConsistency
     from gausstr_core.evaluation.rayiou import RayIoUMetric
     from gausstr_core.evaluation.runner import display_names
-    from gausstr_core.gaussrender import GaussRenderConfig, ProjectiveConsistency
-    from gausstr_core.inference import OccupancyPredictor
-    from gausstr_core.photometric import prune_by_opacity
+    from gausstr_core.inference.predictor import OccupancyPredictor
+    from gausstr_core.losses.config import GaussRenderConfig
+    from gausstr_core.losses.pruning import prune_by_opacity
     from gausstr_core.render import render_gaussians
     from gausstr_core.train.data import build_dataset, categories_for, collate_evaluation
 

@@ -22,6 +22,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "test"))  # the test helpers (gausstr_testing): the loop baseline, random scenes
 
 from benchmarks.common import (  # noqa: E402
     copy_bandwidth,
@@ -35,8 +36,8 @@ from benchmarks.common import (  # noqa: E402
 )
 from gausstr_core.grid import VoxelGrid  # noqa: E402
 from gausstr_core.voxelize import voxelize_gaussians  # noqa: E402
-from gausstr_core.voxelize.loop import voxelize_loop  # noqa: E402
-from gausstr_core.voxelize.random_scene import random_gaussians  # noqa: E402
+from gausstr_testing.random_scene import random_gaussians  # noqa: E402
+from gausstr_testing.voxelize_loop import voxelize_loop  # noqa: E402
 
 try:
     from tqdm import tqdm
@@ -215,7 +216,8 @@ def main() -> None:
         part
         for part in [
             "## Voxelizer (`benchmarks/voxelize.py`)",
-            f"Device: {described}. Device-to-device copy bandwidth (read + write): {bandwidth / 1e9:,.0f} GB/s. "
+            f"Device: {described}. Device-to-device copy bandwidth (read + write): "
+            f"{bandwidth / 1e9:,.0f} GB/s. "
             f"Run {datetime.date.today().isoformat()} with `{command.strip()}`.",
             "Scene: one Occ3D grid (200 x 200 x 16 voxels of 0.4 m); Gaussians with means uniform over the "
             "range, log-uniform per-axis scales in 0.1-2 m, random rotations, opacities uniform in [0, 1], "

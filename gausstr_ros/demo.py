@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from gausstr_ros.bag.defaults import DEFAULT_BAG, DEFAULT_CHECKPOINT, recorded_metrics
+    from gausstr_ros.assets import DEFAULT_BAG, DEFAULT_CHECKPOINT, recorded_metrics
     from gausstr_ros.bag.evaluate import evaluate_bag, format_summary
     from gausstr_ros.bag.live import ros_available
     from gausstr_ros.bag.options import BagEvalOptions
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if scores and recorded:
         print(
             f"recorded offline on all {recorded['num_frames']} frames: IoU {recorded['iou']:.2f} "
-            f"mIoU {recorded['miou']:.2f} (gausstr_ros/data/synthetic_demo.metrics.json)"
+            f"mIoU {recorded['miou']:.2f} (gausstr_ros/assets/synthetic_demo.metrics.json)"
         )
     report = Path(summary["report"])
     first = sorted((report / "bev").glob("*.png"))

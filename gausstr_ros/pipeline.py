@@ -18,20 +18,17 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from gausstr_core.data.batch import CameraBatch
+from gausstr_core.batch import CameraBatch
 from gausstr_core.data.depth import fill_invalid_depth, valid_depth
 from gausstr_core.data.transforms import resize_views
 from gausstr_core.grid import VoxelGrid
-from gausstr_ros.conversions import (
-    ConversionError,
-    camera_info_to_camera,
-    depth_image_to_metres,
-    image_to_rgb,
-)
+from gausstr_ros.conversions import ConversionError
+from gausstr_ros.conversions.camera import camera_info_to_camera
+from gausstr_ros.conversions.images import depth_image_to_metres, image_to_rgb
 
 
 class Predictor(Protocol):
-    """What the pipeline needs of ``gausstr_core.inference.OccupancyPredictor``."""
+    """What the pipeline needs of ``gausstr_core.inference.predictor.OccupancyPredictor``."""
 
     class_names: Sequence[str]
     free_label: int
@@ -119,8 +116,8 @@ def random_weight_predictor(
     with random weights the Gaussians' sizes, hence the voxelization cost, depend on the draw."""
     import dataclasses
 
-    from gausstr_core.config import preset
-    from gausstr_core.inference import OccupancyPredictor
+    from gausstr_core.inference.predictor import OccupancyPredictor
+    from gausstr_core.presets import preset
 
     config = preset(preset_name)
     config.model.backbone.random_init = True
@@ -415,13 +412,13 @@ def camera_frames_of(
 
     Args:
         images, infos, depths: per camera (depths None without depth input).
-        lookup: ``(target, source, stamp_ns) -> (4, 4)`` raising ``gausstr_ros.transforms``
+        lookup: ``(target, source, stamp_ns) -> (4, 4)`` raising ``gausstr_ros.node.tf``
             TransformExtrapolation / TransformError (a TransformBuffer's ``lookup``, or the node's
             TfLookup with its timeout bound in).
     Raises:
         FrameRejected: an empty frame_id, or a missing or stale transform (kind "transform").
     """
-    from gausstr_ros.transforms import TransformError, TransformExtrapolation
+    from gausstr_ros.node.tf import TransformError, TransformExtrapolation
 
     cameras = []
     for v, name in enumerate(camera_names):

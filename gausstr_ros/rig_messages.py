@@ -34,7 +34,7 @@ def make_header(frame_id: str, stamp_ns: int, like: bool = False):
 
 
 def _image(pixels: np.ndarray, encoding: str, header, like: bool):
-    from gausstr_ros.conversions import array_to_image_message
+    from gausstr_ros.conversions.images import array_to_image_message
 
     if not like:
         return array_to_image_message(pixels, encoding, header)
@@ -120,7 +120,7 @@ class RigMessages:
         """tf2_msgs/TFMessage with target_frame -> <camera>_optical for every camera (needs ROS)."""
         from tf2_msgs.msg import TFMessage
 
-        from gausstr_ros.conversions import matrix_to_transform_message
+        from gausstr_ros.conversions.transforms import matrix_to_transform_message
 
         header = make_header(target_frame, 0)
         transforms = [

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: lint (ruff) then the whole test suite against the .venv made by setup.sh.
+# The test command: lint and format check (ruff) then the whole test suite against the .venv made by
+# setup.sh.
 # Extra arguments go to pytest (e.g. -m "not slow", -k synchronizer).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -8,5 +9,7 @@ VENV=${GAUSSTR_VENV:-$ROOT/.venv}
 cd "$ROOT"
 echo "==> ruff check"
 "$VENV/bin/ruff" check .
+echo "==> ruff format --check"
+"$VENV/bin/ruff" format --check .
 echo "==> pytest"
 exec "$VENV/bin/python" -m pytest "$@"

@@ -10,14 +10,14 @@ import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer as OpenCLIPVisionTransformer
 from safetensors.torch import save_file
 
-from gausstr_core.backbones import (
+from gausstr_core.model.backbones import (
     MaskCLIPBackbone,
     TimmViTBackbone,
     build_backbone,
     dinov2_hub_to_timm,
     load_weights_file,
 )
-from gausstr_core.config import BackboneConfig
+from gausstr_core.model.config import BackboneConfig
 
 SMALL_DINO = dict(kind="dinov2", name="vit_small_patch14_reg4_dinov2", channels=384, patch_size=14)
 

@@ -14,8 +14,8 @@ from gausstr_ros.bag.options import BagEvalOptions
 from gausstr_ros.bag.reader import BagError, BagSource
 from gausstr_ros.bag.typestore import CAMERA_INFO, IMAGE
 from gausstr_ros.bag.writer import storage_file
-from gausstr_ros.params import NodeConfig
-from test.helpers.bag_samples import frame_messages, random_tiny_checkpoint, write_bag
+from gausstr_ros.node.params import NodeConfig
+from gausstr_testing.bag_samples import frame_messages, random_tiny_checkpoint, write_bag
 
 
 @pytest.fixture(scope="module")

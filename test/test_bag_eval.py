@@ -25,8 +25,8 @@ from gausstr_ros.bag.make_bag import (
 from gausstr_ros.bag.options import BagEvalOptions
 from gausstr_ros.bag.reader import BagSource
 from gausstr_ros.bag.writer import BagWriter
-from gausstr_ros.sync import stamp_to_ns
-from test.helpers.bag_samples import random_tiny_checkpoint
+from gausstr_ros.node.sync import stamp_to_ns
+from gausstr_testing.bag_samples import random_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 BAG = SyntheticBagConfig(frames=2, image_size=(56, 100), seed=3)
@@ -90,9 +90,9 @@ def test_the_report_is_complete(offline):
 
 def test_labels_are_the_models_on_the_same_frames(offline, checkpoint):
     """Bag -> messages -> node pipeline gives the labels of OccupancyPredictor on the generator's tensors."""
-    from gausstr_core.data.batch import CameraBatch
+    from gausstr_core.batch import CameraBatch
     from gausstr_core.data.transforms import resize_views
-    from gausstr_core.inference import OccupancyPredictor
+    from gausstr_core.inference.predictor import OccupancyPredictor
 
     summary, out = offline
     labels = recorded_labels(out)

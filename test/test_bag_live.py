@@ -15,8 +15,8 @@ from gausstr_ros.bag.evaluate import PREDICTION_TOPIC, evaluate_bag
 from gausstr_ros.bag.make_bag import SyntheticBagConfig, write_synthetic_bag
 from gausstr_ros.bag.options import BagEvalOptions
 from gausstr_ros.bag.reader import BagSource
-from gausstr_ros.sync import stamp_to_ns
-from test.helpers.bag_samples import random_tiny_checkpoint
+from gausstr_ros.node.sync import stamp_to_ns
+from gausstr_testing.bag_samples import random_tiny_checkpoint
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 BAG = SyntheticBagConfig(frames=3, image_size=(56, 100), seed=4)

@@ -27,9 +27,9 @@ from gausstr_ros.bag.typestore import (
     to_rosbags,
 )
 from gausstr_ros.bag.writer import BagWriter
-from gausstr_ros.conversions import depth_image_to_metres, image_to_rgb
-from gausstr_ros.params import NodeConfig
-from gausstr_ros.sync import stamp_to_ns
+from gausstr_ros.conversions.images import depth_image_to_metres, image_to_rgb
+from gausstr_ros.node.params import NodeConfig
+from gausstr_ros.node.sync import stamp_to_ns
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"frames": 2, "image_size": (56, 100)}

@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gausstr_core.data.batch import CameraBatch
+from gausstr_core.batch import CameraBatch
 from gausstr_core.evaluation.baselines import InitialGaussians, all_free, depth_unprojection, pixel_labels
 from gausstr_core.grid import VoxelGrid
+from gausstr_testing.cameras import front_camera_batch
 
 
 def _naive_pixel_labels(features, prototypes, out_size, prompt_classes):
@@ -33,27 +34,10 @@ def test_pixel_labels_match_naive_reference():
     assert torch.equal(ident, _naive_pixel_labels(feats, protos[:4], (6, 10), torch.arange(4)))
 
 
-def _front_camera_batch(depth_value: float, feature: torch.Tensor, h: int = 20, w: int = 30) -> CameraBatch:
-    """One camera at the ego origin looking along +x (optical z = ego x), a flat wall at depth."""
-    cam_to_ego = torch.eye(4)
-    cam_to_ego[:3, :3] = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
-    cam_to_ego[2, 3] = 1.5
-    k = torch.tensor([[20.0, 0, (w - 1) / 2], [0, 20.0, (h - 1) / 2], [0, 0, 1]])
-    feats = feature[None, None, :, None, None].expand(1, 1, -1, 4, 6).clone()
-    return CameraBatch(
-        images=torch.zeros(1, 1, 3, h, w),
-        intrinsics=k[None, None],
-        cam_to_ego=cam_to_ego[None, None],
-        image_aug=CameraBatch.identity_aug(1, 1),
-        depth=torch.full((1, 1, h, w), depth_value),
-        features=feats,
-    )
-
-
 def test_depth_unprojection_marks_the_wall_with_the_nearest_prototype():
     grid = VoxelGrid()
     protos = torch.eye(4, 8)
-    batch = _front_camera_batch(10.0, protos[2] * 3 + 0.1 * protos[1])
+    batch = front_camera_batch(10.0, protos[2] * 3 + 0.1 * protos[1])
     pred = depth_unprojection(batch, protos, grid)
     assert pred.shape == (1, *grid.shape) and pred.dtype == torch.uint8
     occupied = (pred[0] != 4).nonzero()
@@ -71,7 +55,7 @@ def test_majority_vote_and_groups():
     grid = VoxelGrid()
     protos = torch.eye(3, 8)
     groups = torch.tensor([0, 1, 1])  # prompts 1 and 2 both name class 1
-    batch = _front_camera_batch(10.0, protos[2])
+    batch = front_camera_batch(10.0, protos[2])
     pred = depth_unprojection(batch, protos, grid, prompt_classes=groups, num_classes=2)
     assert set(pred.unique().tolist()) == {1, 2}  # class 1 and free (= 2)
 
@@ -82,7 +66,7 @@ def test_all_free_and_errors():
     assert out.shape == (2, 8, 8, 4) and (out == 17).all()
     with pytest.raises(ValueError, match="num_classes"):
         all_free(grid, 300)
-    batch = _front_camera_batch(5.0, torch.ones(8))
+    batch = front_camera_batch(5.0, torch.ones(8))
     batch.features = None
     with pytest.raises(ValueError, match="depth and features"):
         depth_unprojection(batch, torch.eye(3, 8), grid)
@@ -91,13 +75,13 @@ def test_all_free_and_errors():
 
 
 def test_init_baseline_places_untrained_gaussians_at_the_input_depth():
-    from gausstr_core.config import preset_model
+    from gausstr_core.presets import preset_model
 
     config = preset_model("tiny")
     config.decoder.queries_per_view = 12
     feature = torch.zeros(config.head.feature_dim)
     feature[3] = 1.0
-    batch = _front_camera_batch(10.0, feature, h=config.image_size[0], w=config.image_size[1])
+    batch = front_camera_batch(10.0, feature, h=config.image_size[0], w=config.image_size[1])
     batch.depth[..., :10, :] = 80.0  # far field: clamped at the depth limit like the model's head
     g = InitialGaussians(config)(batch).gaussians[-1]
     assert g.means.shape == (1, 12, 3) and g.features.shape == (1, 12, config.head.feature_dim)

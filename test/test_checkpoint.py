@@ -8,16 +8,18 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from gausstr_core.checkpoint import (
+from gausstr_core.batch import CameraBatch
+from gausstr_core.config import to_dict
+from gausstr_core.io.checkpoint import (
     CheckpointMismatchError,
     build_model_from_checkpoint,
     load_model_checkpoint,
     load_state_dict_strict,
     save_model_checkpoint,
 )
-from gausstr_core.config import ModelConfig, preset_model, to_dict
-from gausstr_core.data.batch import CameraBatch
-from gausstr_core.model import GaussTR
+from gausstr_core.model.config import ModelConfig
+from gausstr_core.model.gausstr import GaussTR
+from gausstr_core.presets import preset_model
 
 torch.set_num_threads(1)
 

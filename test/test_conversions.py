@@ -9,27 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+from gausstr_core.colors import class_colors
 from gausstr_core.geometry import build_covariance
 from gausstr_core.grid import VoxelGrid
-from gausstr_ros.conversions import (
-    POINTCLOUD_DTYPE,
-    ConversionError,
-    camera_info_to_camera,
-    class_colors,
-    depth_image_to_metres,
-    distortion_warning,
-    gaussian_marker_data,
-    image_to_array,
-    image_to_rgb,
-    occupancy_points,
-    occupied_voxels,
-    pack_rgb,
-    quaternion_xyzw_to_matrix,
-    sanitize_depth,
-    transform_to_matrix,
-    wxyz_to_xyzw,
-)
-from test.helpers.ros_message_like import camera_info_like, image_like
+from gausstr_ros.conversions import ConversionError
+from gausstr_ros.conversions.camera import camera_info_to_camera, distortion_warning
+from gausstr_ros.conversions.gaussians import gaussian_marker_data
+from gausstr_ros.conversions.images import depth_image_to_metres, image_to_array, image_to_rgb, sanitize_depth
+from gausstr_ros.conversions.occupancy import POINTCLOUD_DTYPE, occupancy_points, occupied_voxels, pack_rgb
+from gausstr_ros.conversions.transforms import quaternion_xyzw_to_matrix, transform_to_matrix, wxyz_to_xyzw
+from gausstr_testing.ros_message_like import camera_info_like, image_like
 
 RNG = np.random.default_rng(0)
 
@@ -176,7 +165,7 @@ def test_quaternions_match_transforms3d():
 def test_transform_to_matrix_and_back():
     from std_msgs.msg import Header
 
-    from gausstr_ros.conversions import matrix_to_transform_message
+    from gausstr_ros.conversions.transforms import matrix_to_transform_message
 
     for x, y, z, w in random_quaternions(10):
         t = SimpleNamespace(
@@ -237,7 +226,7 @@ def test_occupancy_message_layout_and_pointcloud_round_trip():
     from sensor_msgs.msg import PointCloud2
     from std_msgs.msg import Header
 
-    from gausstr_ros.conversions import occupancy_message, pointcloud_message, pointcloud_to_points
+    from gausstr_ros.conversions.occupancy import occupancy_message, pointcloud_message, pointcloud_to_points
     from gausstr_ros.msg import SemanticOccupancy
 
     grid = VoxelGrid((-2.0, -1.0, 0.0, 2.0, 1.0, 0.8), 0.4)
@@ -282,7 +271,7 @@ def gaussian_arrays(n: int):
 def test_gaussian_array_message_reorders_quaternions():
     from std_msgs.msg import Header
 
-    from gausstr_ros.conversions import gaussian_array_message
+    from gausstr_ros.conversions.gaussians import gaussian_array_message
 
     means, scales, rot, opacity, labels = gaussian_arrays(20)
     conf = RNG.random(20, dtype=np.float32)
@@ -319,7 +308,7 @@ def test_marker_array_starts_with_deleteall():
     from std_msgs.msg import Header
     from visualization_msgs.msg import Marker
 
-    from gausstr_ros.conversions import gaussian_marker_array
+    from gausstr_ros.conversions.gaussians import gaussian_marker_array
 
     means, scales, rot, opacity, labels = gaussian_arrays(30)
     data = gaussian_marker_data(means, scales, rot, opacity, labels, ["a", "b", "c"], max_markers=1000)
@@ -342,7 +331,7 @@ def test_marker_array_starts_with_deleteall():
 def test_array_to_image_message_round_trip():
     from std_msgs.msg import Header
 
-    from gausstr_ros.conversions import array_to_image_message
+    from gausstr_ros.conversions.images import array_to_image_message
 
     depth = RNG.random((5, 7), dtype=np.float32)
     msg = array_to_image_message(depth, "32FC1", Header(frame_id="cam"))
@@ -362,7 +351,11 @@ def test_numpy_serialised_markers_equal_the_message_path(frame_id, namespace):
     from std_msgs.msg import Header
     from visualization_msgs.msg import MarkerArray
 
-    from gausstr_ros.conversions import _marker_cdr_layout, gaussian_marker_array, gaussian_marker_array_cdr
+    from gausstr_ros.conversions.gaussians import (
+        _marker_cdr_layout,
+        gaussian_marker_array,
+        gaussian_marker_array_cdr,
+    )
 
     header = Header(frame_id=frame_id)
     if (frame_id, namespace) == ("base_link", "gaussians"):

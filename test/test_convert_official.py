@@ -30,12 +30,13 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from gausstr_core.checkpoint import (
+from gausstr_core.batch import CameraBatch
+from gausstr_core.io.checkpoint import (
     CheckpointMismatchError,
     build_model_from_checkpoint,
     load_state_dict_strict,
 )
-from gausstr_core.convert_official import (
+from gausstr_core.io.convert_official import (
     OfficialCheckpointError,
     convert_state_dict,
     detect_preset,
@@ -43,8 +44,7 @@ from gausstr_core.convert_official import (
     official_model_config,
     read_official_state_dict,
 )
-from gausstr_core.data.batch import CameraBatch
-from gausstr_core.model import GaussTR
+from gausstr_core.model.gausstr import GaussTR
 
 torch.set_num_threads(1)
 C, FFN, Q, LAYERS, HEADS, LEVELS, POINTS = 256, 2048, 300, 3, 8, 4, 4

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from gausstr_core.batch import CameraBatch
 from gausstr_core.data import datasets as ds
-from gausstr_core.data.batch import CameraBatch
 from gausstr_core.data.datasets import OccupancyDataset, SceneItem, SyntheticWorldDataset, collate_scenes
 from gausstr_core.data.synthetic import FeatureTargetConfig, SyntheticConfig, name_strings, random_embeddings
 from gausstr_core.data.synthetic.writer import write_dataset

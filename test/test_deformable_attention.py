@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gausstr_core.deformable_attention import MultiScaleDeformableAttention, deformable_sample
+from gausstr_core.model.deformable_attention import MultiScaleDeformableAttention, deformable_sample
 
 
 def bilinear_zero_padded(img: torch.Tensor, x: float, y: float) -> torch.Tensor:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gausstr_ros.bag.defaults import recorded_metrics
+from gausstr_ros.assets import recorded_metrics
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]

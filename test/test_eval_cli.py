@@ -18,7 +18,7 @@ def synth(tmp_path_factory):
     from gausstr_core.data.synthetic.samples import SyntheticConfig
     from gausstr_core.data.synthetic.targets import FeatureTargetConfig, name_embeddings
     from gausstr_core.data.synthetic.writer import write_dataset
-    from gausstr_core.text import tiny_text
+    from gausstr_core.presets import tiny_text
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("synth_eval")
@@ -37,8 +37,9 @@ def synth(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from gausstr_core.model import GaussTR
-    from gausstr_core.train.config import TrainConfig, build_model_config
+    from gausstr_core.model.gausstr import GaussTR
+    from gausstr_core.presets import build_model_config
+    from gausstr_core.train.config import TrainConfig
     from gausstr_core.train.data import save_deployment_checkpoint
 
     cfg = build_model_config(
@@ -98,7 +99,7 @@ def test_checkpoint_and_baselines(synth, checkpoint, tmp_path, capsys):
     free = _report(tmp_path / "f")["summary"]
     assert free["iou"] == 0.0 and free["rayiou"] is None
 
-    from gausstr_core.text import OCC3D_CATEGORIES
+    from gausstr_core.text.vocabulary import OCC3D_CATEGORIES
 
     assert (
         main(
@@ -191,7 +192,8 @@ def test_errors(synth, checkpoint, tmp_path, capsys):
 
 
 def test_data_built_for_another_text_space_is_refused(synth):
-    from gausstr_core.train.config import TrainConfig, build_model_config
+    from gausstr_core.presets import build_model_config
+    from gausstr_core.train.config import TrainConfig
     from gausstr_core.train.data import build_dataset
 
     same = build_model_config(TrainConfig(overrides=["model.image_size=[48, 88]"]))

@@ -9,29 +9,27 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from gausstr_core.data.batch import CameraBatch
+from gausstr_core.batch import CameraBatch
 from gausstr_core.data.synthetic.rig import nuscenes_rig
+from gausstr_core.evaluation.projective import ProjectiveConsistency
 from gausstr_core.gaussians import Gaussians
-from gausstr_core.gaussrender import (
+from gausstr_core.geometry import quaternion_to_matrix
+from gausstr_core.grid import VoxelGrid
+from gausstr_core.losses.config import GaussRenderConfig
+from gausstr_core.losses.gaussrender import (
     ClassPrototypes,
-    GaussRenderConfig,
-    ProjectiveConsistency,
-    bev_view,
     coarse_grid,
     coarsen_labels,
-    elevated_poses,
     gaussrender_loss,
     gaussrender_terms,
     ground_truth_occupancy,
     render_views,
-    sensor_view,
-    voxel_gaussians,
 )
-from gausstr_core.geometry import quaternion_to_matrix
-from gausstr_core.grid import VoxelGrid
 from gausstr_core.render import gsplat_available, render_gaussians
 from gausstr_core.render.common import EPS2D
 from gausstr_core.render.reference import project_gaussians, render_reference
+from gausstr_core.render.views import bev_view, elevated_poses, sensor_view
+from gausstr_core.voxelize.voxel_gaussians import voxel_gaussians
 
 K = 17
 FREE = 17
@@ -490,8 +488,9 @@ def test_projective_consistency_metric_scores_zero_for_the_truth_and_more_for_wo
 
 
 def test_config_section_round_trips_and_validates():
-    from gausstr_core.config import from_dict, preset, to_dict
-    from gausstr_core.losses import LossConfig
+    from gausstr_core.config import from_dict, to_dict
+    from gausstr_core.losses.config import LossConfig
+    from gausstr_core.presets import preset
     from gausstr_core.train.config import apply_overrides
 
     cfg = preset("tiny")
@@ -509,7 +508,8 @@ def test_config_section_round_trips_and_validates():
 
 
 def test_the_loss_module_needs_ground_truth_and_prototypes_when_on():
-    from gausstr_core.losses import GaussTRLoss, LossConfig
+    from gausstr_core.losses.config import LossConfig
+    from gausstr_core.losses.gausstr import GaussTRLoss
 
     loss = GaussTRLoss(LossConfig(gaussrender=GaussRenderConfig(weight=1.0)))
     assert loss.needs_ground_truth and not GaussTRLoss(LossConfig()).needs_ground_truth
@@ -524,7 +524,8 @@ def test_the_trainer_trains_with_gaussrender_on_ground_truth_items(tmp_path):
     from torch.utils.data import Dataset
 
     from gausstr_core.data.transforms import resize_matrix
-    from gausstr_core.train.config import TrainConfig, build_model_config
+    from gausstr_core.presets import build_model_config
+    from gausstr_core.train.config import TrainConfig
     from gausstr_core.train.distributed import DistributedContext
     from gausstr_core.train.trainer import Trainer
 

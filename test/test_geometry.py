@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gausstr_core.data.batch import CameraBatch
+from gausstr_core.batch import CameraBatch
 from gausstr_core.gaussians import Gaussians
 from gausstr_core.geometry import (
     build_covariance,

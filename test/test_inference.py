@@ -10,13 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-from gausstr_core.config import preset_model
-from gausstr_core.data.batch import CameraBatch
+from gausstr_core.batch import CameraBatch
 from gausstr_core.gaussians import Gaussians
 from gausstr_core.grid import VoxelGrid
-from gausstr_core.inference import InferenceConfig, OccupancyPrediction, OccupancyPredictor, denoise_prompts
-from gausstr_core.model import GaussTR
-from gausstr_core.text import OCC3D_CATEGORIES, OCC3D_UNPREDICTED, TextEncoder, tiny_text
+from gausstr_core.inference.config import InferenceConfig
+from gausstr_core.inference.predictor import OccupancyPrediction, OccupancyPredictor, denoise_prompts
+from gausstr_core.model.gausstr import GaussTR
+from gausstr_core.presets import preset_model, tiny_text
+from gausstr_core.text.encoder import TextEncoder
+from gausstr_core.text.vocabulary import OCC3D_CATEGORIES, OCC3D_UNPREDICTED
 
 torch.set_num_threads(1)
 GRID = VoxelGrid((-20.0, -20.0, -2.4, 20.0, 20.0, 4.0), 0.8)  # 50 x 50 x 8
@@ -239,7 +241,7 @@ def test_configure_changes_grid_threshold_and_templates(model, text, batch):
 
 
 def test_feature_and_text_widths_must_agree(model):
-    from gausstr_core.text import TextEncoderConfig
+    from gausstr_core.text.config import TextEncoderConfig
 
     other = TextEncoder(
         TextEncoderConfig(
@@ -260,9 +262,9 @@ def test_default_vocabulary_is_occ3d_and_official_unpredicted_classes(model, tex
 
 
 def test_from_checkpoint_restores_model_text_grid_and_vocabulary(tmp_path, model, text, batch):
-    from gausstr_core.checkpoint import save_model_checkpoint
     from gausstr_core.config import GaussTRConfig
-    from gausstr_core.losses import LossConfig
+    from gausstr_core.io.checkpoint import save_model_checkpoint
+    from gausstr_core.losses.config import LossConfig
 
     cfg = GaussTRConfig(
         preset="tiny",
@@ -349,10 +351,11 @@ def test_official_prototype_table_next_to_a_checkpoint(tmp_path, model, text, ba
     category without a known prompt (here "tree") is never predicted."""
     from safetensors.torch import save_file
 
-    from gausstr_core.checkpoint import save_model_checkpoint
     from gausstr_core.config import GaussTRConfig
-    from gausstr_core.losses import LossConfig
-    from gausstr_core.text import PrototypeTable, TextEncoderConfig
+    from gausstr_core.io.checkpoint import save_model_checkpoint
+    from gausstr_core.losses.config import LossConfig
+    from gausstr_core.text.config import TextEncoderConfig
+    from gausstr_core.text.encoder import PrototypeTable
 
     table_prompts = ["car", "road", "building", "wall", "sky"]
     protos = text.encode(table_prompts)

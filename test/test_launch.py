@@ -48,7 +48,7 @@ def test_rviz_config_shows_gaussians_cloud_and_depth_in_the_target_frame():
     assert cloud["Style"] == "Boxes" and cloud["Size (m)"] == 0.4
     assert displays["rviz_default_plugins/Image"]["Topic"]["Value"] == "rendered_depth/CAM_FRONT"
     # the topics the node really publishes
-    from gausstr_ros.outputs import TOPIC_CLOUD, TOPIC_DEPTH, TOPIC_MARKERS
+    from gausstr_ros.node.outputs import TOPIC_CLOUD, TOPIC_DEPTH, TOPIC_MARKERS
 
     assert {TOPIC_CLOUD, TOPIC_MARKERS, f"{TOPIC_DEPTH}/CAM_FRONT"} == {
         "occupancy_cloud",

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gausstr_core.data.batch import CameraBatch
+from gausstr_core.batch import CameraBatch
 from gausstr_core.gaussians import Gaussians
-from gausstr_core.losses import (
+from gausstr_core.losses.config import LossConfig
+from gausstr_core.losses.gausstr import (
     GaussTRLoss,
-    LossConfig,
     LossOutput,
     cosine_loss,
     depth_loss,
@@ -21,7 +21,7 @@ from gausstr_core.losses import (
     pca_basis,
     silog_loss,
 )
-from gausstr_core.model import GaussTROutput
+from gausstr_core.model.gausstr import GaussTROutput
 
 torch.set_num_threads(1)
 LOG2 = math.log(2.0)
@@ -237,9 +237,9 @@ def test_config_validation():
 
 
 def test_real_tiny_model_end_to_end_with_gradients_under_autocast():
-    from gausstr_core.config import preset_model
     from gausstr_core.data.transforms import resize_matrix
-    from gausstr_core.model import GaussTR
+    from gausstr_core.model.gausstr import GaussTR
+    from gausstr_core.presets import preset_model
 
     torch.manual_seed(0)
     cfg = preset_model("tiny")
@@ -275,9 +275,9 @@ def test_real_tiny_model_end_to_end_with_gradients_under_autocast():
 def test_gsplat_and_reference_losses_agree_on_the_gpu():
     """The loss through gsplat matches the loss through the reference renderer (values to 1e-3,
     gradients of every model parameter in direction), on the real tiny model."""
-    from gausstr_core.config import preset_model
     from gausstr_core.data.transforms import resize_matrix
-    from gausstr_core.model import GaussTR
+    from gausstr_core.model.gausstr import GaussTR
+    from gausstr_core.presets import preset_model
     from gausstr_core.render import gsplat_available
 
     if not gsplat_available():
@@ -392,7 +392,7 @@ def test_centered_term_sees_the_class_residual_that_the_official_term_barely_see
 
 
 def test_centered_term_is_off_in_the_paper_presets_and_validated():
-    from gausstr_core.losses import featup_loss, talk2dino_loss
+    from gausstr_core.presets import featup_loss, talk2dino_loss
 
     assert talk2dino_loss().centered_feature_weight == 0 and featup_loss().centered_feature_weight == 0
     out, _ = _one_big_gaussian([1.0, 0.0, 0.0])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from test.helpers.message_samples import (
+from gausstr_testing.message_samples import (
     assert_same_gaussians,
     assert_same_occupancy,
     gaussian_sample,
@@ -71,9 +71,10 @@ def test_messages_cross_rclpy_between_processes(ros_context):
     from gausstr_ros.msg import GaussianArray, SemanticOccupancy
 
     count = 3
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    path = [str(ROOT / "test"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "test.helpers.publish_samples", str(count)],
+        [sys.executable, "-m", "gausstr_testing.publish_samples", str(count)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

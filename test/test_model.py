@@ -8,41 +8,15 @@ import math
 import pytest
 import torch
 
-from gausstr_core.config import BackboneConfig, DecoderConfig, HeadConfig, ModelConfig, preset_model
-from gausstr_core.data.batch import CameraBatch
-from gausstr_core.data.transforms import resize_matrix
-from gausstr_core.decoder import sine_encoding
 from gausstr_core.geometry import project
-from gausstr_core.head import reference_pixels, sample_depth
-from gausstr_core.model import GaussTR, GaussTROutput
+from gausstr_core.model.config import BackboneConfig, DecoderConfig, HeadConfig, ModelConfig
+from gausstr_core.model.decoder import sine_encoding
+from gausstr_core.model.gausstr import GaussTR, GaussTROutput
+from gausstr_core.model.heads import reference_pixels, sample_depth
+from gausstr_core.presets import preset_model
+from gausstr_testing.cameras import rig
 
 torch.set_num_threads(1)
-
-
-def rig(b: int, v: int, h: int, w: int, seed: int = 0) -> CameraBatch:
-    """B scenes of V cameras looking outward around the ego z axis, with depth and features."""
-    g = torch.Generator().manual_seed(seed)
-    orig = (2 * h, 2 * w)  # original images twice the input size: image_aug is a real resize
-    k = torch.tensor([[0.6 * orig[1], 0.0, orig[1] / 2], [0.0, 0.6 * orig[1], orig[0] / 2], [0.0, 0.0, 1.0]])
-    cam_to_ego = torch.zeros(v, 4, 4)
-    for i in range(v):
-        yaw = 2 * math.pi * i / v
-        forward = torch.tensor([math.cos(yaw), math.sin(yaw), 0.0])
-        left = torch.tensor([-math.sin(yaw), math.cos(yaw), 0.0])
-        up = torch.tensor([0.0, 0.0, 1.0])
-        # camera x right = -left, y down = -up, z forward
-        cam_to_ego[i, :3, :3] = torch.stack([-left, -up, forward], dim=1)
-        cam_to_ego[i, :3, 3] = torch.tensor([1.0, 0.0, 1.6]) + 0.5 * forward
-        cam_to_ego[i, 3, 3] = 1
-    aug = resize_matrix(orig, (h, w))
-    return CameraBatch(
-        images=torch.rand(b, v, 3, h, w, generator=g),
-        intrinsics=k.expand(b, v, 3, 3).clone(),
-        cam_to_ego=cam_to_ego.expand(b, v, 4, 4).clone(),
-        image_aug=aug.expand(b, v, 3, 3).clone(),
-        depth=torch.rand(b, v, h, w, generator=g) * 60 + 1.0,  # beyond the 51.2 m limit too
-        features=torch.randn(b, v, 64, h // 8, w // 8, generator=g),
-    )
 
 
 def tiny(**changes) -> ModelConfig:

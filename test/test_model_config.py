@@ -6,18 +6,9 @@ import dataclasses
 
 import pytest
 
-from gausstr_core.config import (
-    PRESETS,
-    BackboneConfig,
-    DecoderConfig,
-    ModelConfig,
-    config_from_yaml,
-    config_to_yaml,
-    load_config,
-    preset_model,
-    save_config,
-    to_dict,
-)
+from gausstr_core.config import config_to_yaml, save_config, to_dict
+from gausstr_core.model.config import BackboneConfig, DecoderConfig, ModelConfig
+from gausstr_core.presets import PRESETS, config_from_yaml, load_config, preset_model
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -85,7 +76,8 @@ def full_config_available():
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_full_presets_round_trip(tmp_path, name, full_config_available):
-    from gausstr_core.config import GaussTRConfig, preset
+    from gausstr_core.config import GaussTRConfig
+    from gausstr_core.presets import preset
 
     cfg = preset(name)
     assert cfg.preset == name and cfg.model == preset_model(name)
@@ -101,7 +93,8 @@ def test_full_presets_round_trip(tmp_path, name, full_config_available):
 
 
 def test_feature_width_must_match_the_text_embeddings(full_config_available):
-    from gausstr_core.config import GaussTRConfig, preset
+    from gausstr_core.config import GaussTRConfig
+    from gausstr_core.presets import preset
 
     cfg = preset("tiny")
     with pytest.raises(ValueError, match=r"feature_dim \(32\) must equal the text encoder's embedding width"):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gausstr_core.config import preset_model
-from gausstr_core.deformable_attention import deformable_sample
-from gausstr_core.model import GaussTR
-from test.test_model import rig
+from gausstr_core.model.deformable_attention import deformable_sample
+from gausstr_core.model.gausstr import GaussTR
+from gausstr_core.presets import preset_model
+from gausstr_testing.cameras import rig
 
 pytestmark = pytest.mark.gpu
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from gausstr_core.grid import VoxelGrid
-from test.helpers.ros_frames import TARGET_FRAME, SyntheticCameras, optical_frame
-from test.helpers.ros_node_env import running_node
-from test.helpers.ros_predictor import node_predictor
+from gausstr_testing.ros_frames import TARGET_FRAME, SyntheticCameras, optical_frame
+from gausstr_testing.ros_node_env import running_node
+from gausstr_testing.ros_predictor import node_predictor
 
 pytestmark = pytest.mark.ros
 
@@ -37,7 +37,7 @@ def check_frame_outputs(harness, stamp: int, class_names: list[str], predictor) 
     confidence = np.asarray(occ.confidence)
     assert np.all((confidence >= 0) & (confidence <= 1))
 
-    from gausstr_ros.conversions import pointcloud_to_points
+    from gausstr_ros.conversions.occupancy import pointcloud_to_points
 
     cloud = harness.wait_for_stamp("occupancy_cloud", stamp)
     assert cloud.header.frame_id == TARGET_FRAME

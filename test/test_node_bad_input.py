@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from test.helpers.ros_node_env import running_node
-from test.helpers.ros_predictor import node_predictor
+from gausstr_testing.ros_node_env import running_node
+from gausstr_testing.ros_predictor import node_predictor
 
 pytestmark = pytest.mark.ros
 
@@ -122,7 +122,7 @@ def test_stale_tf_is_refused(ros_context, predictor):
     stamp: images newer than the newest /tf are skipped once tf_timeout_s passes."""
     from tf2_msgs.msg import TFMessage
 
-    from gausstr_ros.conversions import matrix_to_transform_message
+    from gausstr_ros.conversions.transforms import matrix_to_transform_message
 
     env = running_node(ros_context, predictor, target_frame="odom", tf_timeout_s=0.1, **FAST)
     with env as (node, harness):
@@ -211,8 +211,8 @@ def test_silent_topics_needs_others_to_keep_publishing(ros_context):
     from builtin_interfaces.msg import Time
     from sensor_msgs.msg import Image
 
-    from gausstr_ros.inputs import CameraInputs
-    from gausstr_ros.params import NodeConfig
+    from gausstr_ros.node.inputs import CameraInputs
+    from gausstr_ros.node.params import NodeConfig
 
     now = [100.0]
     node = rclpy.node.Node("silent_topics_test", context=ros_context)

@@ -14,11 +14,11 @@ import torch
 
 from gausstr_core.data.depth import FAR_DEPTH, fill_invalid_depth
 from gausstr_core.data.transforms import resize_matrix, resize_views
+from gausstr_ros.node.stats import PipelineStats
+from gausstr_ros.node.worker import LatestSlot
 from gausstr_ros.pipeline import CameraFrame, FramePipeline, FrameRejected
-from gausstr_ros.stats import PipelineStats
-from gausstr_ros.worker import LatestSlot
-from test.helpers.ros_frames import SyntheticCameras
-from test.helpers.ros_message_like import camera_info_like, image_like
+from gausstr_testing.ros_frames import SyntheticCameras
+from gausstr_testing.ros_message_like import camera_info_like, image_like
 
 RNG = np.random.default_rng(0)
 
@@ -163,7 +163,7 @@ def test_bad_frames_are_refused_with_their_reason():
 
 
 def test_run_returns_host_arrays_of_the_real_predictor():
-    from test.helpers.ros_predictor import node_predictor
+    from gausstr_testing.ros_predictor import node_predictor
 
     predictor = node_predictor()
     cams = SyntheticCameras(height=56, width=100)
@@ -219,7 +219,7 @@ def test_stats_percentiles_rate_and_counters():
 
 @pytest.mark.ros  # the throttle lives in the node module, which imports rclpy
 def test_keyed_throttle_reports_suppressed_messages():
-    from gausstr_ros.occupancy_node import KeyedThrottle
+    from gausstr_ros.node.occupancy_node import KeyedThrottle
 
     now = [0.0]
     throttle = KeyedThrottle(2.0, clock=lambda: now[0])
@@ -252,7 +252,7 @@ def test_prepare_on_cuda_matches_the_cpu():
 
 @pytest.mark.gpu
 def test_run_on_cuda_with_the_tiny_preset():
-    from gausstr_core.inference import OccupancyPredictor
+    from gausstr_core.inference.predictor import OccupancyPredictor
 
     predictor = OccupancyPredictor.from_preset("tiny", device="cuda")
     cams = SyntheticCameras(height=112, width=200)

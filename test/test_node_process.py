@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from test.helpers.ros_frames import TARGET_FRAME, SyntheticCameras
-from test.helpers.ros_harness import Harness
-from test.helpers.ros_predictor import TEST_GRID_RANGE, TEST_VOXEL_SIZE
+from gausstr_testing.ros_frames import TARGET_FRAME, SyntheticCameras
+from gausstr_testing.ros_harness import Harness
+from gausstr_testing.ros_predictor import TEST_GRID_RANGE, TEST_VOXEL_SIZE
 
 pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ T0 = 1_700_000_000 * S
 def node_command(*ros_args: str) -> list[str]:
     """The installed console script when present (what users run), else the module."""
     script = shutil.which("occupancy_node", path=str(Path(sys.executable).parent))
-    launcher = [script] if script else [sys.executable, "-m", "gausstr_ros.occupancy_node"]
+    launcher = [script] if script else [sys.executable, "-m", "gausstr_ros.node.occupancy_node"]
     return [*launcher, "--ros-args", *ros_args]
 
 
@@ -43,10 +43,10 @@ def node_env() -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A checkpoint of the tiny preset with random weights (gausstr_core.checkpoint format)."""
-    from gausstr_core.checkpoint import save_model_checkpoint
-    from gausstr_core.config import preset
-    from gausstr_core.model import GaussTR
+    """A checkpoint of the tiny preset with random weights (gausstr_core.io.checkpoint format)."""
+    from gausstr_core.io.checkpoint import save_model_checkpoint
+    from gausstr_core.model.gausstr import GaussTR
+    from gausstr_core.presets import preset
 
     config = preset("tiny")
     path = tmp_path_factory.mktemp("ckpt") / "tiny_random.safetensors"

@@ -8,22 +8,18 @@ import math
 import pytest
 import torch
 
-from gausstr_core.data.batch import CameraBatch
+from gausstr_core.batch import CameraBatch
 from gausstr_core.data.synthetic.rig import nuscenes_rig
 from gausstr_core.gaussians import Gaussians
 from gausstr_core.geometry import project
-from gausstr_core.photometric import (
-    SSIM_C1,
-    SSIM_C2,
-    PhotometricConfig,
+from gausstr_core.losses.config import PhotometricConfig
+from gausstr_core.losses.photometric import SSIM_C1, SSIM_C2, gaussian_window, photometric_loss, ssim
+from gausstr_core.losses.pruning import prune_by_opacity
+from gausstr_core.model.point_cloud_init import (
     cell_representatives,
     depth_point_cloud,
-    gaussian_window,
     normalize_to_unit_cuboid,
-    photometric_loss,
     point_cloud_reference_points,
-    prune_by_opacity,
-    ssim,
 )
 from gausstr_core.render import render_gaussians
 
@@ -144,8 +140,8 @@ def test_photometric_config_validates():
 
 
 def _tiny_model(**head):
-    from gausstr_core.config import preset
-    from gausstr_core.model import GaussTR
+    from gausstr_core.model.gausstr import GaussTR
+    from gausstr_core.presets import preset
 
     cfg = preset("tiny")
     cfg.model.image_size = (48, 88)
@@ -196,7 +192,7 @@ def test_the_rgb_head_is_absent_by_default_and_changes_nothing_when_off():
 
 
 def test_the_photometric_loss_renders_colours_in_the_same_pass_and_trains_the_head():
-    from gausstr_core.losses import GaussTRLoss
+    from gausstr_core.losses.gausstr import GaussTRLoss
 
     model, cfg = _tiny_model(rgb_head=True)
     cfg.loss.pca_dims = 16
@@ -230,7 +226,7 @@ def test_the_photometric_loss_renders_colours_in_the_same_pass_and_trains_the_he
 
 
 def test_photometric_loss_without_an_rgb_head_is_a_clear_error():
-    from gausstr_core.losses import GaussTRLoss
+    from gausstr_core.losses.gausstr import GaussTRLoss
 
     model, cfg = _tiny_model()
     cfg.loss.pca_dims = 16
@@ -345,7 +341,7 @@ def test_the_model_starts_its_queries_from_a_point_cloud_when_asked():
     assert not torch.allclose(out3.final.means, out.final.means)
     with pytest.raises(ValueError, match="point_cloud"):
         model(batch, point_cloud=cloud[0])
-    from gausstr_core.config import DecoderConfig
+    from gausstr_core.model.config import DecoderConfig
 
     with pytest.raises(ValueError, match="reference_init"):
         DecoderConfig(reference_init="lidar")
@@ -394,7 +390,8 @@ def test_pruning_keeps_the_high_opacity_gaussians_in_order():
 
 
 def test_loss_prune_option_leaves_low_opacity_gaussians_out_of_the_render():
-    from gausstr_core.losses import GaussTRLoss, LossConfig
+    from gausstr_core.losses.config import LossConfig
+    from gausstr_core.losses.gausstr import GaussTRLoss
 
     model, _ = _tiny_model()
     batch = _batch()

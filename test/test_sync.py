@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from gausstr_ros.sync import ApproximateTimeSynchronizer, make_synchronizer, message_filters_available
+from gausstr_ros.node.sync import ApproximateTimeSynchronizer, make_synchronizer, message_filters_available
 
 MS = 1_000_000
 
@@ -189,7 +189,7 @@ def test_factory():
 )
 @pytest.mark.parametrize("seed", range(4))
 def test_message_filters_adapter_agrees_with_builtin(seed):
-    from gausstr_ros.sync import MessageFiltersSynchronizer
+    from gausstr_ros.node.sync import MessageFiltersSynchronizer
 
     rng = np.random.default_rng(100 + seed)
     events = random_events(rng, 3, frames=40, period_ms=50.0, jitter_ms=10.0, drop=0.1, shuffle_window=4)

@@ -63,7 +63,7 @@ def test_nearest_text_embedding_recovers_the_pixel_class(source):
         emb = random_embeddings(K, 64, seed=3)
     else:  # the project's CPU text tower (random weights, 64-d): the embeddings the tiny preset uses
         from gausstr_core.data.synthetic import name_embeddings
-        from gausstr_core.text import tiny_text
+        from gausstr_core.presets import tiny_text
 
         emb = name_embeddings(tiny_text(0))
     sample = generate_sample(0, 0, 0, config, emb, with_labels=False)
@@ -132,9 +132,10 @@ def test_sky_pixels_reach_the_depth_loss_as_the_beyond_limit_target():
     target, so Gaussians rendered over the sky are penalised; the old (invalid) target hid them."""
     from types import SimpleNamespace
 
-    from gausstr_core.data.batch import CameraBatch
+    from gausstr_core.batch import CameraBatch
     from gausstr_core.gaussians import Gaussians
-    from gausstr_core.losses import GaussTRLoss, LossConfig
+    from gausstr_core.losses.config import LossConfig
+    from gausstr_core.losses.gausstr import GaussTRLoss
 
     h, w = 8, 12
     true_depth = torch.full((1, h, w), 10.0)

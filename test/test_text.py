@@ -11,20 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gausstr_core.text import (
-    DEFAULT_TEMPLATES,
-    MAX_CATEGORIES,
-    OCC3D_CATEGORIES,
-    OCC3D_UNPREDICTED,
-    TINY_EMBED_DIM,
-    TextEncoder,
-    TextEncoderConfig,
-    TextProjection,
-    Vocabulary,
-    featup_text,
-    talk2dino_text,
-    tiny_text,
-)
+from gausstr_core.presets import featup_text, talk2dino_text, tiny_text
+from gausstr_core.text.config import DEFAULT_TEMPLATES, TINY_EMBED_DIM, TextEncoderConfig
+from gausstr_core.text.encoder import TextEncoder, TextProjection
+from gausstr_core.text.vocabulary import MAX_CATEGORIES, OCC3D_CATEGORIES, OCC3D_UNPREDICTED, Vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +46,8 @@ def test_tiny_encoder_builds_quickly_and_is_deterministic_in_process(tiny):
 
 def test_random_init_is_the_same_in_another_process(tiny):
     code = (
-        "import json, torch; from gausstr_core.text import TextEncoder, tiny_text; "
+        "import json, torch; from gausstr_core.text.encoder import TextEncoder; "
+        "from gausstr_core.presets import tiny_text; "
         "torch.manual_seed(1234); "  # the global RNG state must not matter
         "print(json.dumps(TextEncoder(tiny_text()).encode(['car', 'vegetation']).tolist()))"
     )
@@ -151,7 +142,7 @@ def _save_tiny_checkpoint(tmp_path, seed: int = 7) -> str:
     import open_clip
     from safetensors.torch import save_file
 
-    from gausstr_core.text import TINY_OPEN_CLIP_CONFIG
+    from gausstr_core.text.encoder import TINY_OPEN_CLIP_CONFIG
 
     torch.manual_seed(seed)
     model = open_clip.CLIP(**TINY_OPEN_CLIP_CONFIG)
@@ -285,7 +276,7 @@ def test_occ3d_vocabulary_indexes_are_occ3d_labels():
 def test_prototype_table_reads_the_converter_file_and_knows_only_its_prompts(tmp_path, tiny):
     from safetensors.torch import save_file
 
-    from gausstr_core.text import PrototypeTable
+    from gausstr_core.text.encoder import PrototypeTable
 
     protos = tiny.encode(["road", "sky"])
     save_file(

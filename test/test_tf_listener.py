@@ -10,11 +10,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation, Slerp
 
-from gausstr_ros.transforms import (
-    TransformBuffer,
-    TransformExtrapolation,
-    TransformNotFound,
-)
+from gausstr_ros.node.tf import TransformBuffer, TransformExtrapolation, TransformNotFound
 
 S = 1_000_000_000
 RNG = np.random.default_rng(0)
@@ -171,7 +167,7 @@ def test_fallback_listener_over_rclpy(ros_context):
     from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
     from tf2_msgs.msg import TFMessage
 
-    from gausstr_ros.transforms import TfLookup
+    from gausstr_ros.node.tf import TfLookup
 
     def stamped(parent, child, sec, x):
         t = TransformStamped()

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 import torch
 
-from gausstr_core.train.config import build_model_config
+from gausstr_core.presets import build_model_config
 from gausstr_core.train.distributed import DistributedContext
 from gausstr_core.train.trainer import STATE_FILE, Trainer, autocast_dtype
 
@@ -17,11 +17,11 @@ pytestmark = pytest.mark.gpu
 
 
 def test_bf16_training_on_cuda_and_resume(tmp_path):
-    from test.test_trainer import RandomScenes, _cfg
+    from gausstr_testing.training import RandomScenes, train_config
 
     ctx = DistributedContext(device=torch.device("cuda", 0))
     assert autocast_dtype("auto", ctx.device) == torch.bfloat16
-    cfg = _cfg(
+    cfg = train_config(
         tmp_path, device="cuda", amp="auto", max_steps=4, checkpoint_every=2, eval_at_end=True, eval_scenes=1
     )
     trainer = Trainer(
@@ -45,7 +45,7 @@ def test_metrics_and_baseline_agree_between_cpu_and_cuda():
     from gausstr_core.evaluation.baselines import depth_unprojection
     from gausstr_core.evaluation.metrics import confusion_matrix
     from gausstr_core.grid import VoxelGrid
-    from test.test_baselines import _front_camera_batch
+    from gausstr_testing.cameras import front_camera_batch
 
     g = torch.Generator().manual_seed(0)
     pred = torch.randint(0, 18, (2, 50, 50, 8), generator=g)
@@ -56,7 +56,7 @@ def test_metrics_and_baseline_agree_between_cpu_and_cuda():
     protos = torch.eye(4, 8)
     # 12.1 m (not 12.0) keeps every unprojected point off voxel boundaries, where the last bit of
     # CPU and CUDA arithmetic may legitimately pick different voxels.
-    batch = _front_camera_batch(12.1, protos[1] * 2 + 0.3 * protos[3])
+    batch = front_camera_batch(12.1, protos[1] * 2 + 0.3 * protos[3])
     cpu = depth_unprojection(batch, protos, VoxelGrid())
     gpu = depth_unprojection(batch.to("cuda"), protos.cuda(), VoxelGrid())
     assert torch.equal(gpu.cpu(), cpu)

@@ -93,7 +93,7 @@ def test_budget_schedule_keeps_its_phases_whatever_ends_the_run():
 
 
 def test_paper_recipes_use_the_budget_schedule():
-    from gausstr_core.train.config import recipe
+    from gausstr_core.presets import recipe
 
     for name in ("featup", "talk2dino", "tiny"):
         assert recipe(name).schedule == "budget", name

@@ -12,10 +12,10 @@ from gausstr_core.geometry import build_covariance
 from gausstr_core.grid import VoxelGrid
 from gausstr_core.voxelize import filter_gaussians, voxelize_gaussians
 from gausstr_core.voxelize.boxes import box_volumes, gaussian_boxes
-from gausstr_core.voxelize.loop import voxelize_loop
-from gausstr_core.voxelize.oracle import voxelize_dense
-from gausstr_core.voxelize.random_scene import random_gaussians
 from gausstr_core.voxelize.reference import voxelize_reference
+from gausstr_testing.random_scene import random_gaussians
+from gausstr_testing.voxelize_loop import voxelize_loop
+from gausstr_testing.voxelize_oracle import voxelize_dense
 
 SMALL = VoxelGrid((-2.0, -2.0, -1.0, 2.0, 1.2, 0.6), 0.4)  # 10 x 8 x 4
 TINY = VoxelGrid((0.0, 0.0, 0.0, 2.0, 1.6, 1.2), 0.4)  # 5 x 4 x 3

@@ -18,8 +18,8 @@ from gausstr_core.geometry import build_covariance
 from gausstr_core.grid import VoxelGrid
 from gausstr_core.voxelize import cuda as vcuda
 from gausstr_core.voxelize import voxelize_gaussians
-from gausstr_core.voxelize.random_scene import random_gaussians
 from gausstr_core.voxelize.reference import voxelize_reference
+from gausstr_testing.random_scene import random_gaussians
 
 OCC3D = VoxelGrid()
 SMALL = VoxelGrid((-2.0, -2.0, -1.0, 2.0, 1.2, 0.6), 0.4)  # 10 x 8 x 4: two tiles per scene

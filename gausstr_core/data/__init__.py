@@ -1,1 +1,2 @@
-"""Datasets: the synthetic multi-camera world, nuScenes + Occ3D, and the batch they produce."""
+"""Datasets: the synthetic multi-camera world and nuScenes + Occ3D, read into
+``gausstr_core.batch.CameraBatch`` (+ targets and ground truth)."""

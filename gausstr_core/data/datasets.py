@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from gausstr_core.data.batch import CameraBatch
+from gausstr_core.batch import CameraBatch
 from gausstr_core.data.nuscenes import CAMERA_CHANNELS, DatasetLayout, KeyFrame, NuScenesIndex
 from gausstr_core.data.occ3d import Occ3DLabels, load_labels
 from gausstr_core.data.transforms import resize_views

@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gausstr_core.config import ModelConfig
-from gausstr_core.data.batch import CameraBatch
+from gausstr_core.batch import CameraBatch
 from gausstr_core.gaussians import Gaussians
 from gausstr_core.geometry import matrix_to_quaternion, unproject
 from gausstr_core.grid import VoxelGrid
-from gausstr_core.head import lift_means, sample_depth
-from gausstr_core.model import initial_reference_points
+from gausstr_core.model.config import ModelConfig
+from gausstr_core.model.gausstr import initial_reference_points
+from gausstr_core.model.heads import lift_means, sample_depth
 
 
 def all_free(grid: VoxelGrid, num_classes: int, batch_size: int = 1, device=None) -> Tensor:

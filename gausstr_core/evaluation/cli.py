@@ -75,9 +75,12 @@ def run(args: argparse.Namespace) -> dict:
     import torch
     from torch.utils.data import DataLoader, Subset
 
-    from gausstr_core.config import GaussTRConfig, from_dict, preset, to_dict
+    from gausstr_core.config import GaussTRConfig, from_dict, to_dict
+    from gausstr_core.device import resolve_device
     from gausstr_core.evaluation.runner import display_names, evaluate
-    from gausstr_core.text import TextEncoder, Vocabulary, resolve_device
+    from gausstr_core.presets import preset
+    from gausstr_core.text.encoder import TextEncoder
+    from gausstr_core.text.vocabulary import Vocabulary
     from gausstr_core.train.config import apply_overrides
     from gausstr_core.train.data import build_dataset, categories_for, collate_evaluation
 
@@ -89,7 +92,7 @@ def run(args: argparse.Namespace) -> dict:
 
     predictor = None
     if args.checkpoint is not None:
-        from gausstr_core.inference import OccupancyPredictor
+        from gausstr_core.inference.predictor import OccupancyPredictor
 
         predictor = OccupancyPredictor.from_checkpoint(args.checkpoint, device=device)
         config = checkpoint_config(args.checkpoint)
@@ -116,7 +119,7 @@ def run(args: argparse.Namespace) -> dict:
 
     if args.baseline == "init":
         from gausstr_core.evaluation.baselines import InitialGaussians
-        from gausstr_core.inference import OccupancyPredictor
+        from gausstr_core.inference.predictor import OccupancyPredictor
 
         text = TextEncoder(dataclasses.replace(config.text, device=str(device)))
         # Every initial Gaussian has opacity 0.5: an opacity filter (talk2dino, tiny: 0.6) would drop
@@ -214,8 +217,10 @@ def _density_sweep(predictor, thresholds, names):
 def checkpoint_config(path: Path):
     """The full GaussTRConfig of a checkpoint (a model-only config is completed from the preset its
     metadata names, as OccupancyPredictor.from_checkpoint does)."""
-    from gausstr_core.checkpoint import read_checkpoint_header
-    from gausstr_core.config import GaussTRConfig, ModelConfig, from_dict, preset
+    from gausstr_core.config import GaussTRConfig, from_dict
+    from gausstr_core.io.checkpoint import read_checkpoint_header
+    from gausstr_core.model.config import ModelConfig
+    from gausstr_core.presets import preset
 
     header = read_checkpoint_header(path)
     data = json.loads(header["config"])

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gausstr_core.data.batch import CameraBatch
+from gausstr_core.batch import CameraBatch
 from gausstr_core.evaluation.metrics import OccupancyMetric
 from gausstr_core.evaluation.rayiou import RayIoUMetric
 from gausstr_core.grid import VoxelGrid
@@ -185,8 +185,8 @@ def evaluate_model(
 
     from torch.utils.data import DataLoader, Subset
 
-    from gausstr_core.inference import OccupancyPredictor
-    from gausstr_core.text import TextEncoder
+    from gausstr_core.inference.predictor import OccupancyPredictor
+    from gausstr_core.text.encoder import TextEncoder
     from gausstr_core.train.data import collate_evaluation
     from gausstr_core.train.distributed import DistributedContext, all_reduce_sum
 

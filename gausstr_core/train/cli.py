@@ -18,7 +18,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from gausstr_core.train.config import TrainConfig, load_train_config, recipe
+from gausstr_core.presets import recipe
+from gausstr_core.train.config import TrainConfig, load_train_config
 
 # TrainConfig fields that have a flag of the same name (a flag left at None was not given)
 _FLAGS = (

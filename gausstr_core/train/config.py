@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from gausstr_core.config import GaussTRConfig, from_dict, to_dict
+from gausstr_core.config import from_dict, to_dict
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 SCHEDULES = ("epochs", "budget")
@@ -172,17 +172,6 @@ def apply_overrides(data: dict, overrides: list[str], where: str) -> dict:
     return data
 
 
-def build_model_config(train: TrainConfig) -> GaussTRConfig:
-    """The GaussTRConfig of a run: preset or YAML file, then ``train.overrides``."""
-    from gausstr_core.config import load_config, preset
-
-    base = load_config(train.model_config) if train.model_config else preset(train.preset)
-    if not train.overrides:
-        return base
-    data = apply_overrides(to_dict(base), train.overrides, "model config")
-    return from_dict(GaussTRConfig, data)
-
-
 def train_config_to_yaml(cfg: TrainConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
@@ -198,47 +187,3 @@ def load_train_config(path: str | Path) -> TrainConfig:
         return from_dict(TrainConfig, data)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
-
-
-def recipe(name: str) -> TrainConfig:
-    """The training recipe of a model preset.
-
-    * "talk2dino", "featup": the official optimisation (AdamW 2e-4 / 5e-3, warm-up from 1e-3 over
-      200 steps, x0.1 decay, clip 35, 2 scenes per GPU, bf16 on CUDA) with its proportions kept on
-      the run's budget: the decay comes at 2/3 of the run (official: epoch 16 of 24) whether the
-      run is ended by its 24 epochs, ``max_steps`` or ``max_minutes``.
-    * "tiny": the CPU recipe (2 cores, < 15 minutes) tuned on the synthetic world; see
-      docs/results.md for how it was chosen.
-    """
-    if name in ("talk2dino", "featup"):
-        return TrainConfig(
-            preset=name,
-            batch_size=2,
-            num_workers=4,
-            log_every=50,
-            image_every=500,
-            checkpoint_every=1000,
-            schedule="budget",
-        )
-    if name == "tiny":
-        return TrainConfig(preset="tiny", **TINY_RECIPE)
-    raise ValueError(f"no training recipe for preset {name!r}; available: tiny, talk2dino, featup")
-
-
-# The tiny CPU recipe (see recipe()): 1,000 steps of one scene with the x0.1 decay after 76 % of the
-# budget (on the 80 training scenes of scripts/run_results_cpu.sh: after 9.5 of 12.5 epochs).
-TINY_RECIPE: dict[str, Any] = {
-    "lr": 1e-3,
-    "epochs": 12.5,
-    "max_steps": 1000,
-    "warmup_steps": 50,
-    "schedule": "budget",
-    "decay_epochs": (9.5,),
-    "decay_fractions": (0.76,),
-    "batch_size": 1,
-    "num_workers": 0,
-    "log_every": 10,
-    "image_every": 100,
-    "checkpoint_every": 50,
-    "eval_scenes": 0,
-}

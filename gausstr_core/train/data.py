@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from gausstr_core.data.batch import CameraBatch
+from gausstr_core.batch import CameraBatch
 
 
 def parse_synthetic_spec(spec: str) -> dict[str, Any]:
@@ -197,7 +197,7 @@ def categories_for(dataset: Dataset | None) -> list[str]:
         from gausstr_core.data.synthetic.vocabulary import synthetic_vocabulary
 
         return list(synthetic_vocabulary())
-    from gausstr_core.text import OCC3D_CATEGORIES
+    from gausstr_core.text.vocabulary import OCC3D_CATEGORIES
 
     return list(OCC3D_CATEGORIES)
 
@@ -205,9 +205,9 @@ def categories_for(dataset: Dataset | None) -> list[str]:
 def save_deployment_checkpoint(
     model, model_config, path: str | Path, step: int, metrics: dict | None, vocabulary: list[str]
 ) -> Path:
-    """The model as a safetensors checkpoint (gausstr_core.checkpoint) with its full config and the
+    """The model as a safetensors checkpoint (gausstr_core.io.checkpoint) with its full config and the
     vocabulary it was evaluated with; ``OccupancyPredictor.from_checkpoint`` loads it."""
-    from gausstr_core.checkpoint import save_model_checkpoint
+    from gausstr_core.io.checkpoint import save_model_checkpoint
 
     meta = {
         "preset": model_config.preset,

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from gausstr_core.config import GaussTRConfig, config_from_yaml, config_to_yaml
-from gausstr_core.data.batch import CameraBatch
+from gausstr_core.batch import CameraBatch
+from gausstr_core.config import GaussTRConfig, config_to_yaml
+from gausstr_core.presets import config_from_yaml
 from gausstr_core.train.config import TrainConfig, train_config_from_dict, train_config_to_yaml
 from gausstr_core.train.distributed import (
     DistributedContext,
@@ -99,8 +100,8 @@ class Trainer:
         val_set: Dataset | None = None,
         resume: bool = False,
     ):
+        from gausstr_core.presets import build_model_config
         from gausstr_core.train import data as train_data
-        from gausstr_core.train.config import build_model_config
 
         self.ctx = ctx or init_distributed(cfg.device)
         self.out = Path(cfg.out)
@@ -118,8 +119,8 @@ class Trainer:
         self.amp_dtype = autocast_dtype(cfg.amp, self.device)
 
         seed_everything(cfg.seed)  # identical initial weights on every rank
-        from gausstr_core.losses import GaussTRLoss
-        from gausstr_core.model import GaussTR
+        from gausstr_core.losses.gausstr import GaussTRLoss
+        from gausstr_core.model.gausstr import GaussTR
 
         self.model = GaussTR(self.model_config.model).to(self.device)
         self.loss_fn = GaussTRLoss(self.model_config.loss)
@@ -154,7 +155,7 @@ class Trainer:
             val_set = train_data.build_eval_dataset(cfg, self.model_config)
         self.val_set = val_set
         if self.needs_ground_truth:
-            from gausstr_core.gaussrender import ClassPrototypes
+            from gausstr_core.losses.gaussrender import ClassPrototypes
 
             self.loss_fn.class_prototypes = ClassPrototypes.from_config(
                 self.model_config, self.eval_categories(), self.device
@@ -228,7 +229,7 @@ class Trainer:
         barrier(self.ctx)
 
     def save_model(self, path: Path | None = None, metrics: dict | None = None) -> Path | None:
-        """Deployment checkpoint (safetensors + metadata) via gausstr_core.checkpoint (rank 0)."""
+        """Deployment checkpoint (safetensors + metadata) via gausstr_core.io.checkpoint (rank 0)."""
         if not self.ctx.is_main:
             return None
         from gausstr_core.train.data import save_deployment_checkpoint

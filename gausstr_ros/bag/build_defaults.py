@@ -1,4 +1,4 @@
-"""Rebuild the built-in default assets in ``gausstr_ros/data/`` from a trained checkpoint.
+"""Rebuild the built-in default assets in ``gausstr_ros/assets/`` from a trained checkpoint.
 
     python -m gausstr_ros.bag.build_defaults --checkpoint runs/tiny/model.safetensors
 
@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gausstr_ros.bag.defaults import DATA_DIR, DEFAULT_BAG, DEFAULT_BAG_METRICS, DEFAULT_CHECKPOINT
+from gausstr_ros.assets import DATA_DIR, DEFAULT_BAG, DEFAULT_BAG_METRICS, DEFAULT_CHECKPOINT
 from gausstr_ros.bag.make_bag import SyntheticBagConfig, write_synthetic_bag
 from gausstr_ros.bag.writer import storage_file
 
@@ -51,7 +51,7 @@ def build(checkpoint: Path, training_command: str, progress: bool = True) -> dic
     """Rebuild the assets; returns the recorded metrics."""
     import torch
 
-    from gausstr_core.checkpoint import read_checkpoint_header
+    from gausstr_core.io.checkpoint import read_checkpoint_header
     from gausstr_ros.bag.evaluate import evaluate_bag
     from gausstr_ros.bag.options import BagEvalOptions
 

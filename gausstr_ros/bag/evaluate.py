@@ -42,7 +42,7 @@ from gausstr_ros.bag.reader import BagError, BagSource
 from gausstr_ros.bag.report import ReportDir, picture_indices
 from gausstr_ros.bag.results import FrameGaussians, FrameViews, ResultCollector
 from gausstr_ros.bag.typestore import CAMERA_INFO, IMAGE, SEMANTIC_OCCUPANCY, TF_MESSAGE
-from gausstr_ros.params import NodeConfig
+from gausstr_ros.node.params import NodeConfig
 
 TF_TOPICS = ("/tf_static", "/tf")
 PREDICTION_TOPIC = "/occupancy"
@@ -124,7 +124,7 @@ def open_ground_truth(source: BagSource, options: BagEvalOptions):
 def build_predictor(config: NodeConfig):
     """The predictor the node would build from these parameters (checkpoint, or a preset with random
     weights), configured (grid, threshold, templates, categories)."""
-    from gausstr_core.inference import OccupancyPredictor
+    from gausstr_core.inference.predictor import OccupancyPredictor
     from gausstr_ros.pipeline import configure_predictor, random_weight_predictor
 
     try:
@@ -178,7 +178,7 @@ class DepthCache:
         self.keep = keep
 
     def add(self, topic: str, msg) -> None:
-        from gausstr_ros.sync import stamp_to_ns
+        from gausstr_ros.node.sync import stamp_to_ns
 
         cache = self.topics[topic]
         cache[stamp_to_ns(msg.header.stamp)] = msg
@@ -193,7 +193,8 @@ class DepthCache:
 
 def frame_views(images, depths) -> FrameViews:
     """Host copies of a frame set's images (RGB) and depth maps (metres) for pictures."""
-    from gausstr_ros.conversions import ConversionError, depth_image_to_metres, image_to_rgb
+    from gausstr_ros.conversions import ConversionError
+    from gausstr_ros.conversions.images import depth_image_to_metres, image_to_rgb
 
     rgb = [np.ascontiguousarray(image_to_rgb(m)) for m in images]
     depth = None
@@ -222,9 +223,9 @@ def evaluate_offline(setup: ResolvedSetup, options: BagEvalOptions, report: Repo
 
     from gausstr_ros.bag.frames import FrameAssembler
     from gausstr_ros.bag.writer import BagWriter, occupancy_like
-    from gausstr_ros.conversions import distortion_warning
+    from gausstr_ros.conversions.camera import distortion_warning
+    from gausstr_ros.node.tf import TransformBuffer
     from gausstr_ros.pipeline import FramePipeline, FrameRejected, camera_frames_of
-    from gausstr_ros.transforms import TransformBuffer
 
     config = setup.config
     started = time.perf_counter()

@@ -1,9 +1,9 @@
 """Frame sets from a stream of recorded messages, with the node's input rules but without rclpy.
 
-``FrameAssembler`` does for bag messages what the node's ``gausstr_ros.inputs.CameraInputs`` does for
+``FrameAssembler`` does for bag messages what the node's ``gausstr_ros.node.inputs.CameraInputs`` does for
 subscriptions: per-topic stamp checks (a stamp not newer than the topic's previous one is refused; a
 jump back by more than ``time_jump_reset_s`` clears the queues), the same approximate-time
-synchronizer (``gausstr_ros.sync.make_synchronizer`` with the node's parameters), the latest
+synchronizer (``gausstr_ros.node.sync.make_synchronizer`` with the node's parameters), the latest
 CameraInfo per camera, and ``max_rate_hz``. It emits the node's own ``FrameSet``s; the bag's log
 time stands in for the arrival time.
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gausstr_ros.inputs import Arrival, FrameSet
-from gausstr_ros.params import NodeConfig
-from gausstr_ros.sync import make_synchronizer, stamp_to_ns
+from gausstr_ros.node.inputs import Arrival, FrameSet
+from gausstr_ros.node.params import NodeConfig
+from gausstr_ros.node.sync import make_synchronizer, stamp_to_ns
 
 
 class FrameAssembler:

@@ -22,7 +22,7 @@ import numpy as np
 from gausstr_core.grid import VoxelGrid
 from gausstr_ros.bag.reader import BagError, BagSource
 from gausstr_ros.bag.typestore import SEMANTIC_OCCUPANCY
-from gausstr_ros.sync import stamp_to_ns
+from gausstr_ros.node.sync import stamp_to_ns
 
 
 @dataclass

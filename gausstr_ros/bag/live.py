@@ -3,7 +3,7 @@ process, and its outputs recorded and scored.
 
 * Before playing, the bag's frame sets are assembled with the node's input rules (``frames``): these
   are the sets the node is offered.
-* The node is started like a user starts it (``python -m gausstr_ros.occupancy_node --ros-args
+* The node is started like a user starts it (``python -m gausstr_ros.node.occupancy_node --ros-args
   --params-file ...``) with one params file holding every parameter of the evaluation's resolved
   configuration, so live and offline modes run with identical settings.
 * Messages are republished unchanged (their CDR bytes) at their log times scaled by ``rate``
@@ -46,8 +46,8 @@ from gausstr_ros.bag.reader import BagError, BagSource
 from gausstr_ros.bag.report import ReportDir, picture_indices
 from gausstr_ros.bag.results import FrameGaussians, ResultCollector
 from gausstr_ros.bag.typestore import GAUSSIAN_ARRAY, IMAGE, INFERENCE_STATUS, SEMANTIC_OCCUPANCY
-from gausstr_ros.params import NodeConfig
-from gausstr_ros.sync import stamp_to_ns
+from gausstr_ros.node.params import NodeConfig
+from gausstr_ros.node.sync import stamp_to_ns
 
 OUTPUTS = {"occupancy": SEMANTIC_OCCUPANCY, "gaussians": GAUSSIAN_ARRAY, "status": INFERENCE_STATUS}
 
@@ -235,7 +235,7 @@ def start_node(params_file: Path, namespace: str, log_path: Path, threads: int |
     cmd = [
         sys.executable,
         "-m",
-        "gausstr_ros.occupancy_node",
+        "gausstr_ros.node.occupancy_node",
         "--ros-args",
         "--params-file",
         str(params_file),
@@ -535,7 +535,7 @@ def _collect(
 ) -> dict[str, Any]:
     """Read the recorded outputs back and score, draw and tabulate them."""
     from gausstr_core.grid import VoxelGrid
-    from gausstr_core.text import Vocabulary
+    from gausstr_core.text.vocabulary import Vocabulary
     from gausstr_ros.bag.groundtruth import occupancy_from_message
 
     config = setup.config
@@ -571,7 +571,7 @@ def _collect(
                 np.asarray(msg.labels, np.uint8),
             )
         elif topic in depth_topics and stamp in picture_stamps:
-            from gausstr_ros.conversions import image_to_array
+            from gausstr_ros.conversions.images import image_to_array
 
             depth[stamp][depth_topics[topic]] = np.array(image_to_array(msg), dtype=np.float32)
     outputs.close()

@@ -40,7 +40,7 @@ import numpy as np
 
 from gausstr_ros.bag.typestore import CAMERA_INFO, IMAGE, SEMANTIC_OCCUPANCY, TF_MESSAGE
 from gausstr_ros.bag.writer import STORAGES, BagWriter, occupancy_like, tf_message_like, transform_like
-from gausstr_ros.params import NodeConfig
+from gausstr_ros.node.params import NodeConfig
 
 GROUND_TRUTH_TOPIC = "/ground_truth/occupancy"
 ODOM_FRAME = "odom"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gausstr_ros.params import SPECS_BY_NAME, NodeConfig, check_value
+from gausstr_ros.node.params import SPECS_BY_NAME, NodeConfig, check_value
 
 DEFAULT_GROUND_TRUTH_TOPIC = "/ground_truth/occupancy"
 # rclpy's own parameters a params file may carry; they do not configure the pipeline.
@@ -183,7 +183,7 @@ def resolve_setup(options: BagEvalOptions) -> ResolvedSetup:
             match the number of topics.
         FileNotFoundError: a missing checkpoint, or missing built-in data.
     """
-    from gausstr_ros.bag.defaults import (
+    from gausstr_ros.assets import (
         checkpoint_vocabulary,
         default_bag,
         default_checkpoint,

@@ -216,7 +216,8 @@ def occupancy_like(
     confidence: np.ndarray | None = None,
 ) -> SimpleNamespace:
     """gausstr_ros/SemanticOccupancy-like object of a dense label grid (the layout of
-    ``gausstr_ros.conversions.occupancy_message``: C order over [x][y][z], origin at the minimum corner).
+    ``gausstr_ros.conversions.occupancy.occupancy_message``: C order over [x][y][z], origin at the
+    minimum corner).
 
     Args:
         labels: (X, Y, Z) uint8 labels, ``free_label`` = free.

@@ -23,8 +23,9 @@ from gausstr_core.data.synthetic.targets import (
 )
 from gausstr_core.data.synthetic.vocabulary import name_strings
 from gausstr_core.data.synthetic.world import WorldConfig
+from gausstr_core.presets import PRESETS, PRESETS_BY_NAME
 
-TEXT_PRESETS = ("tiny", "talk2dino", "featup")
+TEXT_PRESETS = PRESETS
 
 
 def text_config(
@@ -33,12 +34,10 @@ def text_config(
     checkpoint: str | None = None,
     projection_checkpoint: str | None = None,
 ):
-    """The ``gausstr_core.text.TextEncoderConfig`` of a preset, with optional weights or random init."""
-    from gausstr_core import text
-
+    """The ``TextEncoderConfig`` of a preset, with optional weights or random init."""
     if preset not in TEXT_PRESETS:
         raise ValueError(f"unknown text preset {preset!r}; available: {', '.join(TEXT_PRESETS)}")
-    cfg = getattr(text, f"{preset}_text")()
+    cfg = PRESETS_BY_NAME[preset].text()
     if seed is not None:
         cfg.random_init_seed = seed
     if checkpoint is not None:

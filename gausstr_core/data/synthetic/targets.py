@@ -7,7 +7,7 @@ both come from the synthetic world's per-pixel rendering:
 * Features: every pixel carries the text embedding of its synthetic name ("car", "pole", "sky"),
   the embeddings are area-averaged to the patch grid (a patch straddling two classes gets the
   mixture, like a ViT token), blurred (VFM features bleed across boundaries) and noised. The
-  embedding matrix is an argument: ``gausstr_core.text.TextEncoder(config).encode(names)`` gives
+  embedding matrix is an argument: ``gausstr_core.text.encoder.TextEncoder(config).encode(names)`` gives
   features that live in the text space the model is evaluated in (zero-shot), exactly as VFM
   features aligned with CLIP/Talk2DINO text do.
 * Depth: the true z-depth times a per-image scale bias (monocular depth is scale-ambiguous), a
@@ -132,11 +132,11 @@ def name_embeddings(text_config) -> Tensor:
     """(K, D) float32 embeddings of ``vocabulary.name_strings()`` by a text encoder.
 
     Args:
-        text_config: a ``gausstr_core.text.TextEncoderConfig``; use the one the model is evaluated
+        text_config: a ``gausstr_core.text.config.TextEncoderConfig``; use the one the model is evaluated
             with, so that the feature targets live in the space of its zero-shot prototypes.
     """
     from gausstr_core.data.synthetic.vocabulary import name_strings
-    from gausstr_core.text import TextEncoder
+    from gausstr_core.text.encoder import TextEncoder
 
     return TextEncoder(text_config).encode(name_strings()).float().cpu()
 

@@ -1,0 +1,81 @@
+"""Inference settings (``InferenceConfig``): how the last layer's Gaussians become labelled voxels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from gausstr_core.render import BACKENDS as RENDER_BACKENDS
+
+VOXELIZER_BACKENDS = ("auto", "cuda", "torch")
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class InferenceConfig:
+    """How Gaussians become labelled voxels.
+
+    Attributes:
+        density_threshold: voxels with density <= this are free (official 4e-2).
+        logit_scale: None = official logits (raw features . unit prototypes); a number = cosine
+            similarity x this number.
+        prompt_denoising: drop prompts that never win a voxel clearly (official on).
+        denoise_logit_scale, denoise_threshold: the sharpening scale and the confidence a prompt must
+            reach somewhere in the scene (official 100 and 0.1).
+        free_prompts: prompts whose win makes a voxel free (official "sky"); ignored when the
+            vocabulary itself contains the prompt.
+        unpredicted_classes: category names that keep their label but are never predicted
+            (``gausstr_core.text.vocabulary.OCC3D_UNPREDICTED`` reproduces the official Occ3D
+            evaluation, whose prompt list has no "others" and "other flat"); names not in the
+            vocabulary are ignored.
+        opacity_threshold: Gaussians with opacity <= this are not voxelized (official talk2dino 0.6).
+        min_extent: Gaussians with 6 x their smallest variance <= this are not voxelized (official
+            talk2dino ``covariance_thresh`` 1.5e-2; 0 = off).
+        render_depth: render the expected depth of the Gaussians into every camera.
+        depth_min_alpha: rendered pixels with less accumulated opacity get depth 0 (invalid).
+        autocast_dtype: "bfloat16", "float16" or None (float32) for the model forward on CUDA.
+        voxelizer_backend: "auto", "cuda" or "torch" (``voxelize_gaussians``).
+        render_backend: "auto", "gsplat" or "torch" (``render_gaussians``).
+    """
+
+    density_threshold: float = 4e-2
+    logit_scale: float | None = None
+    prompt_denoising: bool = True
+    denoise_logit_scale: float = 100.0
+    denoise_threshold: float = 0.1
+    free_prompts: tuple[str, ...] = ("sky",)
+    unpredicted_classes: tuple[str, ...] = ()
+    opacity_threshold: float = 0.6
+    min_extent: float = 1.5e-2
+    render_depth: bool = True
+    depth_min_alpha: float = 0.05
+    autocast_dtype: str | None = "bfloat16"
+    voxelizer_backend: str = "auto"
+    render_backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.free_prompts = tuple(" ".join(str(p).split()) for p in self.free_prompts)
+        self.unpredicted_classes = tuple(self.unpredicted_classes)
+        if any(not p for p in self.free_prompts):
+            raise ValueError(f"inference.free_prompts must be non-empty strings, got {self.free_prompts}")
+        if self.density_threshold < 0:
+            raise ValueError(f"inference.density_threshold must be >= 0, got {self.density_threshold}")
+        if self.logit_scale is not None and not self.logit_scale > 0:
+            raise ValueError(f"inference.logit_scale must be positive or None, got {self.logit_scale}")
+        if not 0 <= self.depth_min_alpha < 1:
+            raise ValueError(f"inference.depth_min_alpha must be in [0, 1), got {self.depth_min_alpha}")
+        if self.autocast_dtype is not None and self.autocast_dtype not in AUTOCAST_DTYPES:
+            raise ValueError(
+                f"inference.autocast_dtype must be one of {tuple(AUTOCAST_DTYPES)} or None, "
+                f"got {self.autocast_dtype!r}"
+            )
+        if self.voxelizer_backend not in VOXELIZER_BACKENDS:
+            raise ValueError(
+                f"inference.voxelizer_backend must be one of {VOXELIZER_BACKENDS}, "
+                f"got {self.voxelizer_backend!r}"
+            )
+        if self.render_backend not in RENDER_BACKENDS:
+            raise ValueError(
+                f"inference.render_backend must be one of {RENDER_BACKENDS}, got {self.render_backend!r}"
+            )

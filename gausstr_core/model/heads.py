@@ -1,0 +1,202 @@
+"""Heads on the decoder queries: Gaussian parameters per query, and the optional per-pixel depth head.
+
+A query with (refined) reference point r in [0, 1]^2 of its view becomes one Gaussian:
+
+* position: r' = sigmoid(logit(r) + d_xy), depth z = D(r') * (1 + d_z) with D the metric depth map
+  (clamped at ``depth_limit``) sampled bilinearly at r'; mean = unproject(pixel(r'), z) with the
+  input intrinsics ``image_aug @ K`` and ``cam_to_ego``;
+* opacity: sigmoid; scale: (lo + (hi - lo) sigmoid(.)) * D(r') * multiplier / fx (a size in pixels
+  of the input image, turned into metres at the sampled depth);
+* rotation: the camera's rotation (axes aligned with the camera), covariance R S S^T R^T;
+* feature: a linear readout in the target feature space.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gausstr_core.geometry import matrix_to_quaternion, unproject
+from gausstr_core.model.config import DepthHeadConfig, HeadConfig
+
+
+def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
+    """logit(x) with x clamped to [eps, 1 - eps] (Deformable DETR's inverse_sigmoid)."""
+    x = x.clamp(0, 1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+class MLP(nn.Module):
+    """Linear layers with ReLU between them (``layers[i]``); hidden width 4x input by default."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int | None = None, num_layers: int = 2) -> None:
+        super().__init__()
+        hidden = hidden_dim or 4 * in_dim
+        dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., in_dim) -> (..., out_dim)."""
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x
+
+
+def reference_pixels(reference_points: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """Pixel coordinates (centres at integers) of normalised points: (..., 2) -> (..., 2)."""
+    h, w = image_size
+    scale = reference_points.new_tensor([w, h])
+    return reference_points * scale - 0.5
+
+
+def sample_depth(depth: Tensor, reference_points: Tensor) -> Tensor:
+    """Bilinear samples of depth maps at normalised points (zero outside the image).
+
+    Args:
+        depth: (B, H, W) metric depth.
+        reference_points: (B, Q, 2) normalised (x, y).
+    Returns:
+        (B, Q) sampled depth.
+    """
+    grid = (2 * reference_points - 1).unsqueeze(1).to(depth.dtype)  # (B, 1, Q, 2)
+    return F.grid_sample(
+        depth.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )[:, 0, 0]
+
+
+def lift_means(
+    reference_points: Tensor,
+    depth: Tensor,
+    intrinsics: Tensor,
+    cam_to_ego: Tensor,
+    image_size: tuple[int, int],
+) -> Tensor:
+    """Ego-frame points of normalised image points at metric depth (fp32 whatever the autocast).
+
+    Args:
+        reference_points: (B, Q, 2) normalised (x, y); depth: (B, Q) z-depth [m];
+        intrinsics: (B, 3, 3) of the network input; cam_to_ego: (B, 4, 4).
+    Returns:
+        (B, Q, 3) means [m].
+    """
+    with torch.autocast(reference_points.device.type, enabled=False):
+        pixels = reference_pixels(reference_points.float(), image_size)
+        return unproject(pixels, depth.float(), intrinsics.float(), cam_to_ego.float())
+
+
+class GaussianHead(nn.Module):
+    """One decoder layer's Gaussian parameter heads.
+
+    Submodules (all MLPs 2 layers, hidden 4x): ``offset`` (-> dx, dy logits, depth multiplier delta),
+    ``opacity`` (-> 1), ``scale`` (-> 3), ``feature`` (-> feature_dim), optional ``segment``
+    (segment_input_dim -> segment_classes, applied to rendered features by the loss), optional
+    ``rgb`` (-> 3, sigmoid: the Gaussian's colour for the photometric loss).
+    """
+
+    def __init__(self, embed_dim: int, config: HeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.offset = MLP(embed_dim, 3)
+        self.opacity = MLP(embed_dim, 1)
+        self.scale = MLP(embed_dim, 3)
+        self.feature = MLP(embed_dim, config.feature_dim)
+        self.segment = (
+            MLP(config.segment_input_dim, config.segment_classes) if config.segment_classes > 0 else None
+        )
+        # Created only when asked for, so that models without it keep their exact state dict.
+        self.rgb = MLP(embed_dim, 3) if config.rgb_head else None
+
+    def refine(self, query: Tensor, reference_points: Tensor) -> Tensor:
+        """Reference points moved by the offset branch, sigmoid(logit(r) + dxy).
+
+        (B, Q, C) queries, (B, Q, 2) points -> (B, Q, 2).
+        """
+        return (self.offset(query)[..., :2] + inverse_sigmoid(reference_points)).sigmoid()
+
+    def forward(
+        self,
+        query: Tensor,
+        reference_points: Tensor,
+        depth: Tensor,
+        intrinsics: Tensor,
+        cam_to_ego: Tensor,
+    ) -> dict[str, Tensor]:
+        """Gaussian parameters of B*V views' queries (each batch entry is one camera).
+
+        Args:
+            query: (BV, Q, C) decoder output (after the decoder's final norm).
+            reference_points: (BV, Q, 2) the decoder's refined reference points (detached).
+            depth: (BV, H, W) metric depth of the input image [m], 0 = invalid.
+            intrinsics: (BV, 3, 3) network-input intrinsics (image_aug @ K).
+            cam_to_ego: (BV, 4, 4).
+        Returns:
+            dict with means (BV, Q, 3), scales (BV, Q, 3), rotations (BV, Q, 4) wxyz,
+            opacities (BV, Q), features (BV, Q, F) float32, reference_points (BV, Q, 2), and with the
+            RGB head colors (BV, Q, 3) float32 in [0, 1].
+        """
+        cfg = self.config
+        bv, q, _ = query.shape
+        deltas = self.offset(query)
+        ref = (deltas[..., :2] + inverse_sigmoid(reference_points)).sigmoid()
+        depth = depth.clamp(max=cfg.depth_limit)
+        sampled = sample_depth(depth.float(), ref.float())  # (BV, Q)
+        z = sampled * (1 + deltas[..., 2].float())
+        means = lift_means(ref, z, intrinsics, cam_to_ego, depth.shape[-2:])
+
+        lo, hi = cfg.scale_range
+        size = lo + (hi - lo) * self.scale(query).float().sigmoid()
+        focal = intrinsics[:, 0, 0].float().view(bv, 1, 1)
+        scales = size * (sampled.unsqueeze(-1) * cfg.scale_multiplier / focal).clamp(min=1e-6)
+        rotations = matrix_to_quaternion(cam_to_ego[:, :3, :3].float())[:, None].expand(bv, q, 4)
+        out = {
+            "means": means,
+            "scales": scales,
+            "rotations": rotations,
+            "opacities": self.opacity(query).float().sigmoid().squeeze(-1),
+            "features": self.feature(query).float(),
+            "reference_points": ref,
+        }
+        if self.rgb is not None:
+            out["colors"] = self.rgb(query).float().sigmoid()
+        return out
+
+
+class DepthHead(nn.Module):
+    """Per-pixel metric depth from the neck pyramid (for cameras without a depth source).
+
+    The four levels are resampled to the second one (stride patch/2; 4x cheaper than the finest
+    level, and depth is smooth) and summed, then two 3x3 conv + GELU blocks and a 1x1 conv give
+    log-depth inside [min_depth, max_depth], upsampled bilinearly to the input size.
+    """
+
+    def __init__(self, channels: int, config: DepthHeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        hidden = max(channels // 2, 16)
+        self.blocks = nn.Sequential(
+            nn.Conv2d(channels, hidden, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(hidden, 1, 1),
+        )
+        # Start near the middle of the log range, not at an edge of the sigmoid (small, not zero,
+        # weights so that the earlier convs get gradients from the first step).
+        nn.init.normal_(self.blocks[-1].weight, std=1e-3)
+        nn.init.zeros_(self.blocks[-1].bias)
+
+    def forward(self, levels: list[Tensor], image_size: tuple[int, int]) -> Tensor:
+        """4 maps (BV, C, h_l, w_l), finest first -> (BV, H, W) depth [m]."""
+        size = levels[1].shape[-2:]
+        x = levels[1] + F.adaptive_avg_pool2d(levels[0], size)
+        for level in levels[2:]:
+            x = x + F.interpolate(level, size=size, mode="bilinear", align_corners=False)
+        logit = F.interpolate(self.blocks(x), size=image_size, mode="bilinear", align_corners=False)[:, 0]
+        lo, hi = math.log(self.config.min_depth), math.log(self.config.max_depth)
+        return torch.exp(lo + (hi - lo) * logit.float().sigmoid())

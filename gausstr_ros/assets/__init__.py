@@ -1,0 +1,84 @@
+"""The built-in default model and bag shipped with the package (the files next to this module, see
+docs/bags.md).
+
+* ``tiny_synthetic.safetensors``: the ``tiny`` preset trained on the synthetic world by
+  ``gausstr-train`` (the exact command and its metrics are in docs/bags.md); its metadata holds the
+  vocabulary it was evaluated with (Occ3D's classes as groups of the synthetic world's names).
+* ``synthetic_demo.mcap``: a short drive through a held-out synthetic world written by
+  ``gausstr-make-bag`` (cameras, depth, TF, Occ3D ground truth); its recorded scores with the
+  default model are in ``synthetic_demo.metrics.json``.
+
+The node and the bag tools use them when no checkpoint or bag is given.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+DATA_DIR = Path(__file__).resolve().parent
+DEFAULT_CHECKPOINT = DATA_DIR / "tiny_synthetic.safetensors"
+DEFAULT_BAG = DATA_DIR / "synthetic_demo.mcap"
+DEFAULT_BAG_METRICS = DATA_DIR / "synthetic_demo.metrics.json"
+
+
+def default_checkpoint() -> Path:
+    """The built-in checkpoint.
+
+    Raises:
+        FileNotFoundError: the package was installed without its data files.
+    """
+    if not DEFAULT_CHECKPOINT.is_file():
+        raise FileNotFoundError(
+            f"the built-in checkpoint {DEFAULT_CHECKPOINT} is missing (the package data of "
+            f"gausstr_ros was not installed); give a checkpoint explicitly"
+        )
+    return DEFAULT_CHECKPOINT
+
+
+def default_bag() -> Path:
+    """The built-in bag (FileNotFoundError when the package data is missing)."""
+    if not DEFAULT_BAG.is_file():
+        raise FileNotFoundError(
+            f"the built-in bag {DEFAULT_BAG} is missing (the package data of gausstr_ros "
+            f"was not installed); give a bag explicitly"
+        )
+    return DEFAULT_BAG
+
+
+def checkpoint_vocabulary(path: str | Path) -> list[str] | None:
+    """The vocabulary stored in a checkpoint's metadata (what it was evaluated with), or None."""
+    from gausstr_core.io.checkpoint import read_checkpoint_header
+
+    header = read_checkpoint_header(path)
+    metadata = json.loads(header.get("metadata", "{}") or "{}")
+    vocabulary = metadata.get("vocabulary")
+    return list(vocabulary) if vocabulary else None
+
+
+def recorded_metrics() -> dict:
+    """The scores recorded for the built-in bag with the built-in checkpoint (offline evaluation)."""
+    return json.loads(DEFAULT_BAG_METRICS.read_text())
+
+
+def uses_builtin_model(checkpoint: str, model_preset: str) -> bool:
+    """Whether the node parameters select the built-in model: no checkpoint and no random preset."""
+    return not checkpoint and not model_preset
+
+
+def effective_categories(categories: list[str], checkpoint: str, model_preset: str) -> list[str]:
+    """The vocabulary to run with: ``categories``, except that with the built-in model and ``categories``
+    left at the node's default (Occ3D's prompt groups), the built-in model's own vocabulary (Occ3D's
+    classes as groups of the synthetic world's names, which its text prototypes were trained on)."""
+    from gausstr_ros.node.params import DEFAULT_CATEGORIES
+
+    if (
+        (
+            uses_builtin_model(checkpoint, model_preset)
+            or Path(checkpoint or "").resolve() == DEFAULT_CHECKPOINT
+        )
+        and list(categories) == list(DEFAULT_CATEGORIES)
+        and DEFAULT_CHECKPOINT.is_file()
+    ):
+        return checkpoint_vocabulary(DEFAULT_CHECKPOINT) or list(categories)
+    return list(categories)

@@ -1,0 +1,395 @@
+"""The occupancy node: synchronized surround cameras (+ optional depth) and TF in; semantic occupancy,
+occupied-voxel cloud, Gaussians, Gaussian markers, rendered depth and status out.
+
+Threads: the executor (MultiThreadedExecutor) runs the subscriptions, TF, timers and parameter
+services; one inference thread takes the newest complete frame set from a latest-only slot, looks
+up the camera extrinsics, runs ``FramePipeline`` and publishes. When inference falls behind, a waiting
+set is replaced by a newer one and counted as dropped.
+
+Run: ``occupancy_node --ros-args --params-file config/occupancy.yaml`` (or the launch file).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import rclpy
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+
+from gausstr_core.text.vocabulary import Vocabulary
+from gausstr_ros.conversions.camera import distortion_warning
+from gausstr_ros.node.inputs import CameraInputs, FrameSet
+from gausstr_ros.node.outputs import OutputPublishers, PublishSwitches
+from gausstr_ros.node.params import SPECS_BY_NAME, NodeConfig, check_value, declare_parameters
+from gausstr_ros.node.stats import PipelineStats
+from gausstr_ros.node.tf import TfLookup, TransformError, TransformExtrapolation
+from gausstr_ros.node.worker import LatestSlot
+from gausstr_ros.pipeline import CameraFrame, FramePipeline, FrameRejected, Predictor, random_weight_predictor
+
+NODE_NAME = "occupancy_node"
+
+
+class StartupError(RuntimeError):
+    """The node cannot start (bad parameters, missing or corrupt checkpoint); the text says why."""
+
+
+def validate_categories(categories) -> str | None:
+    """Why a ``categories`` value is refused (``Vocabulary.parse``'s reason), or None."""
+    try:
+        Vocabulary.parse(list(categories))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def load_predictor(config: NodeConfig) -> Predictor:
+    """The OccupancyPredictor the parameters ask for (loaded once, at start).
+
+    Raises:
+        StartupError: missing/corrupt checkpoint, unknown preset or device.
+    """
+    from gausstr_core.inference.predictor import OccupancyPredictor
+    from gausstr_ros.assets import default_checkpoint, uses_builtin_model
+
+    device = config.device
+    try:
+        if config.checkpoint or uses_builtin_model(config.checkpoint, config.model_preset):
+            if config.checkpoint:
+                path = Path(config.checkpoint).expanduser()
+            else:  # neither a checkpoint nor a preset: the built-in model (gausstr_ros/assets)
+                try:
+                    path = default_checkpoint()
+                except FileNotFoundError as exc:
+                    raise StartupError(str(exc)) from exc
+                rclpy.logging.get_logger(NODE_NAME).info(
+                    f"no checkpoint given: using the built-in model {path}"
+                )
+            if not path.is_file():
+                raise StartupError(f"checkpoint {str(path)!r} does not exist (parameter 'checkpoint')")
+            predictor = OccupancyPredictor.from_checkpoint(path, device=device)
+        else:
+            rclpy.logging.get_logger(NODE_NAME).warning(
+                f"no checkpoint: building the {config.model_preset!r} preset with RANDOM weights "
+                f"(tests and benchmarks only; its predictions mean nothing)"
+            )
+            predictor = random_weight_predictor(config.model_preset, device)
+    except StartupError:
+        raise
+    except Exception as exc:  # any loading failure stops start-up with its reason
+        what = f"checkpoint {config.checkpoint!r}" if config.checkpoint else f"preset {config.model_preset!r}"
+        raise StartupError(f"cannot load the model from {what}: {type(exc).__name__}: {exc}") from exc
+    return predictor
+
+
+class KeyedThrottle:
+    """Log at most once per ``period_s`` per key, reporting how many were suppressed in between."""
+
+    def __init__(self, period_s: float = 2.0, clock=time.monotonic):
+        self.period_s = period_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, log, key: str, text: str) -> bool:
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.period_s:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return False
+            suppressed = self._suppressed.pop(key, 0)
+            self._last[key] = now
+        log(text + (f" ({suppressed} more like this since the last report)" if suppressed else ""))
+        return True
+
+
+class OccupancyNode(Node):
+    """The gausstr_ros occupancy node.
+
+    Args:
+        predictor: an already built predictor (tests, embedding); None = load it from the
+            ``checkpoint`` / ``model_preset`` parameters.
+        kwargs: forwarded to rclpy's Node (e.g. ``context``, ``parameter_overrides``).
+    Raises:
+        StartupError: invalid parameters or a model that cannot be loaded.
+    """
+
+    def __init__(self, predictor: Predictor | None = None, node_name: str = NODE_NAME, **kwargs):
+        super().__init__(node_name, **kwargs)
+        try:
+            self._set_up(predictor)
+        except BaseException:
+            super().destroy_node()  # a half-built node must not linger in the graph
+            raise
+
+    def _set_up(self, predictor: Predictor | None) -> None:
+        try:
+            self.config = declare_parameters(self, require_model=predictor is None)
+        except ValueError as exc:
+            raise StartupError(f"invalid parameters: {exc}") from exc
+        c = self.config
+        self._log_throttle = KeyedThrottle(2.0)
+        self.stats = PipelineStats(c.stats_window)
+        self.switches = PublishSwitches.from_config(c)
+
+        self.predictor = predictor if predictor is not None else load_predictor(c)
+        model = getattr(self.predictor, "model", None)
+        if not c.use_depth and model is not None and getattr(model, "depth_head", True) is None:
+            raise StartupError(
+                "this model has no depth head, so it needs metric depth for every camera: set "
+                "use_depth: true and depth_topics (e.g. a monocular metric depth node)"
+            )
+        self._configure_predictor()
+        self.pipeline = FramePipeline(
+            self.predictor, c.input_size_override, min_valid_depth_fraction=c.min_valid_depth_fraction
+        )
+        self._pending_categories: list[str] | None = None
+        self._categories_lock = threading.Lock()
+        if predictor is None:
+            from gausstr_ros.assets import effective_categories
+
+            categories = effective_categories(c.categories, c.checkpoint, c.model_preset)
+            if categories != list(c.categories):
+                self.get_logger().info(
+                    f"categories left at the default with the built-in model: using its "
+                    f"own vocabulary {categories}"
+                )
+                c.categories = categories
+        try:
+            self.predictor.set_categories(list(c.categories))
+        except ValueError as exc:
+            raise StartupError(f"invalid parameter 'categories': {exc}") from exc
+
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        self._tf_group = ReentrantCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        self.tf = TfLookup(self, self._tf_group, cache_time_s=c.tf_cache_s)
+        self.outputs = OutputPublishers(self, c.camera_names, c.target_frame, c.queue_depth)
+        self._slot: LatestSlot[FrameSet] = LatestSlot()
+        self.inputs = CameraInputs(
+            self,
+            c,
+            self._on_frame_set,
+            self._on_input_rejected,
+            self._on_time_reset,
+            callback_group=self._input_group,
+        )
+        self._warned_distortion: set[int] = set()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._status_timer = self.create_timer(
+            c.status_period_s, self._publish_status, callback_group=self._timer_group
+        )
+        self._watchdog_timer = self.create_timer(
+            min(0.5, c.sync_timeout_s / 2), self._check_inputs, callback_group=self._timer_group
+        )
+        self._running = True
+        self._worker = threading.Thread(target=self._worker_loop, name="gausstr_inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"ready: {len(c.camera_names)} cameras -> {c.target_frame}, model input "
+            f"{self.pipeline.input_size[0]}x{self.pipeline.input_size[1]} on {self.pipeline.device}, "
+            f"{len(c.categories)} categories, depth {'from topics' if c.use_depth else 'from the model'}, "
+            f"TF via {self.tf.backend}, sync via {type(self.inputs.synchronizer).__name__}"
+        )
+
+    # -- set-up helpers --------------------------------------------------------------------------
+
+    def _configure_predictor(self) -> None:
+        """Apply the grid / threshold / template parameters the predictor supports."""
+        c = self.config
+        configure = getattr(self.predictor, "configure", None)
+        if configure is None:
+            return
+        try:
+            configure(
+                grid_range=tuple(c.grid_range),
+                voxel_size=c.voxel_size,
+                density_threshold=None if c.density_threshold < 0 else c.density_threshold,
+                prompt_templates=c.prompt_template_list,
+            )
+        except ValueError as exc:
+            raise StartupError(f"invalid grid or text parameters: {exc}") from exc
+
+    def _log_limited(self, key: str, text: str, level: str = "warning") -> None:
+        logger = self.get_logger()
+        self._log_throttle(getattr(logger, level), key, text)
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def _on_frame_set(self, frame: FrameSet) -> None:
+        if self._slot.put(frame) is not None:
+            self.stats.record_dropped()
+
+    def _on_input_rejected(self, kind: str, reason: str) -> None:
+        self.stats.record_rejected(kind, reason)
+        self._log_limited(f"reject:{kind}", f"skipped: {reason}")
+
+    def _on_time_reset(self, reason: str) -> None:
+        self.tf.clear()
+        self.stats.set_error(reason)
+        self.get_logger().warning(reason)
+
+    def _check_inputs(self) -> None:
+        silent = self.inputs.silent_topics(self.config.sync_timeout_s)
+        if not silent:
+            return
+        parts = [f"{t} ({'never' if age is None else f'{age:.1f} s ago'})" for t, age in silent]
+        text = f"no frame sets: silent input topic(s) {', '.join(parts)}"
+        self.stats.set_error(text)
+        self._log_limited("silent", text)
+
+    # -- parameters ------------------------------------------------------------------------------
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        updates = {}
+        for p in params:
+            spec = SPECS_BY_NAME.get(p.name)
+            if spec is None:
+                continue  # e.g. use_sim_time: rclpy handles it
+            value = list(p.value) if isinstance(p.value, (list, tuple)) else p.value
+            if p.name == "categories":
+                problem = validate_categories(value)
+            else:
+                problem = check_value(spec, value)
+            if problem:
+                self.get_logger().warning(f"refused parameter {p.name}: {problem}")
+                return SetParametersResult(successful=False, reason=problem)
+            updates[p.name] = value
+        for name, value in updates.items():
+            setattr(self.config, name, value)
+            if name == "categories":
+                with self._categories_lock:
+                    self._pending_categories = list(value)
+                self.get_logger().info(f"categories changed to {value}: applied from the next frame")
+            elif name == "min_valid_depth_fraction":
+                self.pipeline.min_valid_depth_fraction = value
+        self.switches = PublishSwitches.from_config(self.config)
+        return SetParametersResult(successful=True)
+
+    def _apply_pending_categories(self) -> None:
+        with self._categories_lock:
+            pending, self._pending_categories = self._pending_categories, None
+        if pending is None:
+            return
+        try:
+            self.predictor.set_categories(pending)
+        except Exception as exc:  # keep the previous vocabulary running
+            text = f"could not apply categories {pending}: {type(exc).__name__}: {exc}"
+            self.stats.set_error(text)
+            self.get_logger().error(text)
+
+    # -- inference thread ------------------------------------------------------------------------
+
+    def _worker_loop(self) -> None:
+        while self._running:
+            frame = self._slot.get(timeout=0.1)
+            if frame is None:
+                continue
+            try:
+                self._process(frame)
+            except FrameRejected as exc:
+                self.stats.record_rejected(exc.kind, exc.reason)
+                self._log_limited(
+                    f"reject:{exc.kind}", f"frame {frame.stamp_ns / 1e9:.3f} s skipped: {exc.reason}"
+                )
+            except Exception as exc:  # one bad frame must not stop the node
+                text = f"frame {frame.stamp_ns / 1e9:.3f} s failed: {type(exc).__name__}: {exc}"
+                self.stats.record_rejected("error", text)
+                self._log_limited(f"error:{type(exc).__name__}", text, level="error")
+
+    def _camera_frames(self, frame: FrameSet) -> list[CameraFrame]:
+        c = self.config
+        deadline = time.monotonic() + c.tf_timeout_s
+        cameras = []
+        for v, name in enumerate(c.camera_names):
+            image, info = frame.images[v], frame.infos[v]
+            source = image.header.frame_id
+            if not source:
+                raise FrameRejected("transform", f"camera {name}: image has an empty header.frame_id")
+            try:
+                cam_to_target = self.tf.lookup(
+                    c.target_frame, source, frame.stamp_ns, max(0.0, deadline - time.monotonic())
+                )
+            except TransformExtrapolation as exc:
+                raise FrameRejected(
+                    "transform",
+                    f"camera {name}: stale or missing TF {c.target_frame} <- "
+                    f"{source} at the image stamp: {exc}",
+                ) from exc
+            except TransformError as exc:
+                raise FrameRejected(
+                    "transform", f"camera {name}: no TF {c.target_frame} <- {source}: {exc}"
+                ) from exc
+            if info is not None and v not in self._warned_distortion:
+                warning = distortion_warning(info, c.image_topics[v])
+                if warning:
+                    self._warned_distortion.add(v)
+                    self.get_logger().warning(warning)
+            depth = frame.depths[v] if frame.depths is not None else None
+            cameras.append(CameraFrame(name, image, info, depth, cam_to_target))
+        return cameras
+
+    def _process(self, frame: FrameSet) -> None:
+        self._apply_pending_categories()
+        cameras = self._camera_frames(frame)
+        result = self.pipeline.run(
+            cameras, frame.stamp_ns, render_depth=self.outputs.wants_rendered_depth(self.switches)
+        )
+
+        def done():
+            self.stats.record_published(time.monotonic() - frame.arrival)
+
+        self.outputs.publish(
+            result, [cam.image.header.frame_id for cam in cameras], self.switches, on_occupancy_published=done
+        )
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def _publish_status(self) -> None:
+        snapshot = self.stats.snapshot()
+        self.outputs.publish_status(
+            snapshot,
+            self.get_clock().now().to_msg(),
+            str(self.pipeline.device),
+            len(self.predictor.class_names),
+        )
+
+    def destroy_node(self) -> None:
+        self._running = False
+        self._slot.close()
+        if self._worker.is_alive() and threading.current_thread() is not self._worker:
+            self._worker.join(timeout=10.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console entry point ``occupancy_node``: returns the process exit code."""
+    rclpy.init(args=args)
+    try:
+        node = OccupancyNode()
+    except StartupError as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
+        rclpy.try_shutdown()
+        return 1
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,389 @@
+"""The occupancy node's parameters: one table of specs (default, description, range, read-only),
+declared with ParameterDescriptors and read into a ``NodeConfig`` dataclass.
+
+``config/occupancy.yaml`` lists every parameter with its default; ``test_node_params.py`` checks
+that the file and this table agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from gausstr_core.data.synthetic.rig import CAMERA_NAMES
+from gausstr_core.grid import OCC3D_RANGE, OCC3D_VOXEL_SIZE
+from gausstr_core.text.vocabulary import MAX_CATEGORIES, OCC3D_CATEGORIES
+
+# The camera order the models are trained with (nuScenes, mmdetection3d's order).
+DEFAULT_CAMERAS = tuple(CAMERA_NAMES)
+DEFAULT_CATEGORIES = tuple(OCC3D_CATEGORIES)
+__all__ = ["MAX_CATEGORIES", "PARAM_SPECS", "NodeConfig", "declare_parameters"]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: its default (which fixes its type), description, and constraints.
+
+    Attributes:
+        range: (min, max) inclusive for numbers, or None.
+        choices: allowed values for strings, or None.
+        read_only: changing it at run time is not supported (rejected by rclpy).
+    """
+
+    name: str
+    default: Any
+    description: str
+    range: tuple[float, float] | None = None
+    choices: tuple[str, ...] | None = None
+    read_only: bool = True
+
+
+def _cams(fmt: str) -> list[str]:
+    return [fmt.format(c.lower()) for c in DEFAULT_CAMERAS]
+
+
+PARAM_SPECS: tuple[ParamSpec, ...] = (
+    # Inputs
+    ParamSpec(
+        "camera_names",
+        list(DEFAULT_CAMERAS),
+        "Camera names, one per camera (logs, rendered depth topics). The model sees the cameras "
+        "in this order.",
+    ),
+    ParamSpec(
+        "image_topics",
+        _cams("/{}/image_rect"),
+        "Rectified colour image topic per camera (rgb8, bgr8 or mono8), same order as camera_names.",
+    ),
+    ParamSpec(
+        "camera_info_topics",
+        _cams("/{}/camera_info"),
+        "CameraInfo topic per camera; the latest one received is used with each image.",
+    ),
+    ParamSpec(
+        "use_depth",
+        False,
+        "Use the depth_topics (metric depth registered to each image); false = the model's own "
+        "depth head. All cameras or none.",
+    ),
+    ParamSpec(
+        "depth_topics",
+        _cams("/{}/depth"),
+        "Depth image topic per camera (32FC1 metres or 16UC1 millimetres), used when use_depth.",
+    ),
+    ParamSpec(
+        "image_qos",
+        "sensor_data",
+        "QoS of the image and depth subscriptions: sensor_data (best effort) or reliable "
+        "(CameraInfo is always best effort).",
+        choices=("sensor_data", "reliable"),
+    ),
+    ParamSpec(
+        "queue_depth",
+        5,
+        "History depth of the input subscriptions and the output publishers.",
+        range=(1, 1000),
+    ),
+    ParamSpec(
+        "target_frame",
+        "base_link",
+        "Frame of the outputs (REP-103: x forward, y left, z up); cameras are looked up in TF "
+        "into it at each image stamp.",
+    ),
+    ParamSpec(
+        "synchronizer",
+        "auto",
+        "Approximate-time synchronizer: auto (message_filters when importable, else builtin), "
+        "message_filters or builtin.",
+        choices=("auto", "message_filters", "builtin"),
+    ),
+    ParamSpec(
+        "sync_slop_s", 0.05, "Largest stamp spread [s] within one synchronized frame set.", range=(0.001, 1.0)
+    ),
+    ParamSpec(
+        "sync_queue_size", 10, "Messages kept per input while waiting for a set to complete.", range=(1, 100)
+    ),
+    ParamSpec(
+        "sync_timeout_s",
+        1.0,
+        "An input silent for longer than this while others publish is reported (log, status).",
+        range=(0.05, 60.0),
+        read_only=False,
+    ),
+    ParamSpec(
+        "time_jump_reset_s",
+        1.0,
+        "A stamp this much older than the previous one on a topic is a time reset (bag loop): "
+        "queues and dynamic TF are cleared. Smaller steps back are rejected as out of order.",
+        range=(0.0, 3600.0),
+        read_only=False,
+    ),
+    ParamSpec(
+        "tf_timeout_s",
+        0.05,
+        "How long to wait for TF at an image stamp before skipping the frame.",
+        range=(0.0, 5.0),
+        read_only=False,
+    ),
+    ParamSpec("tf_cache_s", 10.0, "History kept of dynamic transforms [s].", range=(0.5, 600.0)),
+    ParamSpec(
+        "min_valid_depth_fraction",
+        0.0,
+        "Depth images with a smaller fraction of valid (finite, > 0) pixels skip the frame; "
+        "images without any valid pixel are always skipped.",
+        range=(0.0, 1.0),
+        read_only=False,
+    ),
+    # Model
+    ParamSpec(
+        "checkpoint",
+        "",
+        "GaussTR checkpoint (.safetensors with its JSON config, gausstr_core.io.checkpoint). Empty = "
+        "the built-in model (gausstr_ros/assets/tiny_synthetic.safetensors, trained on the synthetic "
+        "world) unless model_preset is set.",
+    ),
+    ParamSpec(
+        "model_preset",
+        "",
+        "Without a checkpoint: build this preset (tiny, talk2dino, featup) with RANDOM weights, for "
+        "tests and benchmarks only. Ignored when checkpoint is set.",
+        choices=("", "tiny", "talk2dino", "featup"),
+    ),
+    ParamSpec("device", "auto", "Inference device: auto (cuda when available), cuda, cuda:N or cpu."),
+    ParamSpec("input_size", [0, 0], "Network input [H, W] px; [0, 0] = the model's."),
+    ParamSpec(
+        "categories",
+        list(DEFAULT_CATEGORIES),
+        "Open vocabulary, label k = categories[k]; 'name|prompt 2|...' groups prompts under one "
+        "name. Live: a new list applies to the next frame. Left at this default with the built-in "
+        "model, the built-in model's own vocabulary is used.",
+        read_only=False,
+    ),
+    ParamSpec(
+        "prompt_templates",
+        [""],
+        "Text prompt templates with '{}' for the category, e.g. 'a photo of a {}.'; [''] = the model's own.",
+    ),
+    ParamSpec(
+        "grid_range",
+        list(OCC3D_RANGE),
+        "Voxel grid [x_min, y_min, z_min, x_max, y_max, z_max] in the target frame [m].",
+    ),
+    ParamSpec("voxel_size", OCC3D_VOXEL_SIZE, "Voxel edge [m].", range=(0.01, 10.0)),
+    ParamSpec(
+        "density_threshold",
+        -1.0,
+        "Voxels with less Gaussian density are free; -1 = the model's (official 0.04).",
+        range=(-1.0, 1000.0),
+    ),
+    # Outputs
+    ParamSpec(
+        "publish_occupancy", True, "Publish occupancy (gausstr_ros/SemanticOccupancy).", read_only=False
+    ),
+    ParamSpec(
+        "publish_pointcloud",
+        True,
+        "Publish occupancy_cloud (PointCloud2 of occupied voxels).",
+        read_only=False,
+    ),
+    ParamSpec("publish_gaussians", True, "Publish gaussians (gausstr_ros/GaussianArray).", read_only=False),
+    ParamSpec(
+        "publish_markers", True, "Publish gaussian_markers (MarkerArray of ellipsoids).", read_only=False
+    ),
+    ParamSpec(
+        "publish_rendered_depth", True, "Publish rendered_depth/<camera> (32FC1 Image).", read_only=False
+    ),
+    ParamSpec(
+        "max_gaussian_markers",
+        2000,
+        "Most opaque Gaussians drawn as ellipsoid markers (RViz renders each one as a mesh).",
+        range=(0, 100000),
+        read_only=False,
+    ),
+    ParamSpec(
+        "marker_sigma",
+        2.0,
+        "Marker ellipsoid radius in standard deviations (diameter = 2*k*sigma).",
+        range=(0.1, 10.0),
+        read_only=False,
+    ),
+    ParamSpec(
+        "max_rate_hz",
+        0.0,
+        "Process at most this many frame sets per second of stamps; 0 = all.",
+        range=(0.0, 1000.0),
+        read_only=False,
+    ),
+    ParamSpec("status_period_s", 1.0, "Period of the status topic [s].", range=(0.05, 60.0)),
+    ParamSpec(
+        "stats_window", 100, "Frames the latency percentiles and rate are computed over.", range=(1, 100000)
+    ),
+)
+
+SPECS_BY_NAME = {s.name: s for s in PARAM_SPECS}
+
+
+@dataclass
+class NodeConfig:
+    """Values of every parameter (see PARAM_SPECS for their meaning)."""
+
+    camera_names: list[str]
+    image_topics: list[str]
+    camera_info_topics: list[str]
+    use_depth: bool
+    depth_topics: list[str]
+    image_qos: str
+    queue_depth: int
+    target_frame: str
+    synchronizer: str
+    sync_slop_s: float
+    sync_queue_size: int
+    sync_timeout_s: float
+    time_jump_reset_s: float
+    tf_timeout_s: float
+    tf_cache_s: float
+    min_valid_depth_fraction: float
+    checkpoint: str
+    model_preset: str
+    device: str
+    input_size: list[int]
+    categories: list[str]
+    prompt_templates: list[str]
+    grid_range: list[float]
+    voxel_size: float
+    density_threshold: float
+    publish_occupancy: bool
+    publish_pointcloud: bool
+    publish_gaussians: bool
+    publish_markers: bool
+    publish_rendered_depth: bool
+    max_gaussian_markers: int
+    marker_sigma: float
+    max_rate_hz: float
+    status_period_s: float
+    stats_window: int
+
+    @classmethod
+    def defaults(cls) -> NodeConfig:
+        return cls(**{s.name: _copy(s.default) for s in PARAM_SPECS})
+
+    def validate(self, require_model: bool = True) -> None:
+        """Cross-parameter checks; ValueError names the parameter and what was expected.
+
+        Args:
+            require_model: kept for compatibility; an empty checkpoint and model_preset now select the
+                built-in model, so nothing is required.
+        """
+        n = len(self.camera_names)
+        if n == 0:
+            raise ValueError("camera_names must name at least one camera")
+        if len(set(self.camera_names)) != n or any(not c for c in self.camera_names):
+            raise ValueError(f"camera_names must be unique and non-empty, got {self.camera_names}")
+        lists = {"image_topics": self.image_topics, "camera_info_topics": self.camera_info_topics}
+        if self.use_depth:
+            lists["depth_topics"] = self.depth_topics
+        for name, values in lists.items():
+            if len(values) != n:
+                raise ValueError(
+                    f"{name} needs one topic per camera ({n}: {self.camera_names}), got "
+                    f"{len(values)}: {values}"
+                )
+            if any(not v for v in values):
+                raise ValueError(f"{name} has an empty topic name: {values}")
+        topics = self.image_topics + self.camera_info_topics + (self.depth_topics if self.use_depth else [])
+        if len(set(topics)) != len(topics):
+            raise ValueError(f"input topics must all differ, got {topics}")
+        if not self.target_frame:
+            raise ValueError("target_frame must not be empty")
+        if (
+            len(self.input_size) != 2
+            or any(v < 0 for v in self.input_size)
+            or (0 in self.input_size and tuple(self.input_size) != (0, 0))
+        ):
+            raise ValueError(f"input_size must be [H, W] > 0 or [0, 0], got {self.input_size}")
+        if len(self.grid_range) != 6:
+            raise ValueError(f"grid_range needs 6 numbers, got {self.grid_range}")
+        if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    @property
+    def prompt_template_list(self) -> list[str] | None:
+        """The templates, or None for the model's own (the parameter's [''])."""
+        templates = [t for t in self.prompt_templates if t]
+        return templates or None
+
+    @property
+    def input_size_override(self) -> tuple[int, int] | None:
+        if tuple(self.input_size) == (0, 0):
+            return None
+        return int(self.input_size[0]), int(self.input_size[1])
+
+
+def _copy(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def check_value(spec: ParamSpec, value: Any) -> str | None:
+    """Why ``value`` is not allowed for ``spec`` (range, choices), or None when it is."""
+    if spec.range is not None:
+        values = value if isinstance(value, (list, tuple)) else [value]
+        lo, hi = spec.range
+        bad = [v for v in values if not lo <= v <= hi]
+        if bad:
+            return f"{spec.name} must be in [{lo}, {hi}], got {value}"
+    if spec.choices is not None and value not in spec.choices:
+        return f"{spec.name} must be one of {list(spec.choices)}, got {value!r}"
+    return None
+
+
+def descriptor(spec: ParamSpec):
+    """rcl_interfaces/ParameterDescriptor of a spec (ranges as Floating/IntegerRange)."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    d = ParameterDescriptor(name=spec.name, description=spec.description, read_only=spec.read_only)
+    if spec.range is not None:
+        lo, hi = spec.range
+        if isinstance(spec.default, bool):
+            pass
+        elif isinstance(spec.default, int) or (
+            isinstance(spec.default, list) and spec.default and isinstance(spec.default[0], int)
+        ):
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+        else:
+            d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+    if spec.choices is not None:
+        d.additional_constraints = "one of: " + ", ".join(repr(c) for c in spec.choices)
+    return d
+
+
+def declare_parameters(node, require_model: bool = True) -> NodeConfig:
+    """Declare every parameter on an rclpy node and return their values.
+
+    Raises:
+        ValueError: a value outside its range or choices, or inconsistent values (validate()).
+    """
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+
+    values = {}
+    for spec in PARAM_SPECS:
+        try:
+            param = node.declare_parameter(spec.name, spec.default, descriptor(spec))
+        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            raise ValueError(f"{spec.name}: {exc}") from exc
+        value = param.value
+        problem = check_value(spec, value)
+        if problem:
+            raise ValueError(problem)
+        values[spec.name] = list(value) if isinstance(value, (list, tuple)) else value
+    config = NodeConfig(**values)
+    config.validate(require_model)
+    return config
+
+
+def parameter_names() -> list[str]:
+    return [f.name for f in fields(NodeConfig)]
+
+
+def yaml_defaults(node_name: str = "occupancy_node") -> dict[str, Any]:
+    """The ``--params-file`` structure of the defaults ({node: {ros__parameters: {...}}})."""
+    return {node_name: {"ros__parameters": {s.name: _copy(s.default) for s in PARAM_SPECS}}}

@@ -1,0 +1,58 @@
+"""Runs an OccupancyNode and a Harness in one process on one background executor (for the in-process
+node tests)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+
+from gausstr_testing.ros_frames import SyntheticCameras
+from gausstr_testing.ros_harness import Harness, as_parameters, node_parameters
+
+
+@contextmanager
+def running_node(
+    context,
+    predictor,
+    cams: SyntheticCameras | None = None,
+    use_depth: bool = False,
+    send_camera_info: bool = True,
+    **param_overrides,
+):
+    """Yields (node, harness) with both spinning; tears everything down afterwards.
+
+    Args:
+        send_camera_info: publish every camera's CameraInfo and wait until the node has them.
+    """
+    from rclpy.executors import MultiThreadedExecutor
+
+    from gausstr_ros.node.occupancy_node import OccupancyNode
+
+    cams = cams or SyntheticCameras()
+    namespace = f"/t{uuid.uuid4().hex[:8]}"
+    values = node_parameters(cams, use_depth=use_depth, **param_overrides)
+    node = OccupancyNode(
+        predictor=predictor, context=context, namespace=namespace, parameter_overrides=as_parameters(values)
+    )
+    harness = Harness(context, cams, namespace, use_depth=use_depth)
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor.add_node(node)
+    executor.add_node(harness.node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        harness.wait_connected()
+        if send_camera_info:
+            harness.publish_infos()
+            harness.wait_for(lambda: not node.inputs.missing_camera_info(), 10.0, "CameraInfo at the node")
+        yield node, harness
+    finally:
+        executor.shutdown(timeout_sec=5)
+        spinner.join(timeout=10)
+        # rclpy 7's MultiThreadedExecutor.shutdown does not wait for callbacks still running in its
+        # thread pool; destroying the nodes under them makes noisy InvalidHandle futures.
+        time.sleep(0.3)
+        node.destroy_node()
+        harness.destroy()
