@@ -55,6 +55,23 @@ fi
 step "generating ROS 2 messages (msg/) with rosidl"
 "$ROOT/scripts/build_msgs.sh" "$VENV"
 
+# colcon, for the colcon build test and for building the package like a robot does, in its own small
+# venv: colcon-common-extensions brings pytest plugins that would otherwise load in `make test`.
+COLCON_VENV="$VENV/colcon"
+COLCON_STAMP="$COLCON_VENV/.gausstr_colcon.stamp"
+COLCON_HASH=$(sha256sum "$ROOT/requirements/colcon.txt" | cut -d' ' -f1)
+if [ -f "$COLCON_STAMP" ] && [ "$(cat "$COLCON_STAMP")" = "$COLCON_HASH" ]; then
+  step "colcon is up to date ($COLCON_VENV)"
+else
+  step "installing colcon into $COLCON_VENV (requirements/colcon.txt)"
+  [ -x "$COLCON_VENV/bin/python" ] || "$PYTHON" -m venv "$COLCON_VENV" \
+    || fail "could not create the colcon virtual environment at $COLCON_VENV"
+  PY="$COLCON_VENV/bin/python" quiet_pip install --quiet --disable-pip-version-check \
+    -r "$ROOT/requirements/colcon.txt" \
+    || fail "pip could not install colcon (requirements/colcon.txt)"
+  echo "$COLCON_HASH" > "$COLCON_STAMP"
+fi
+
 step "checking the installation"
 (cd /tmp && "$PY" - <<'PYCHECK'
 import importlib

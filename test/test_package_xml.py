@@ -1,4 +1,5 @@
-"""package.xml is a valid format-3 manifest and declares every third-party import the code makes."""
+"""package.xml is a valid format-3 manifest whose keys all exist in the ROS 2 Jazzy rosdistro, and it declares
+every third-party import the code makes (or requirements/robot.txt pins it, where no rosdep key exists)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ parse_package = pytest.importorskip("catkin_pkg.package", reason="catkin_pkg is 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ["gausstr_core", "gausstr_ros", "launch", "bin"]
 
-# Top-level Python module -> the package.xml key that provides it on a ROS 2 machine.
+# Top-level Python module -> the package.xml key that provides it on a ROS 2 machine; PIP = no rosdep key
+# exists (checked against rosdistro, test/rosdep_keys_jazzy.txt): requirements/robot.txt installs it.
+PIP = "pip"
 MODULE_TO_KEY = {
     "torch": "python3-torch",
     "torchvision": "python3-torchvision",
@@ -24,36 +27,48 @@ MODULE_TO_KEY = {
     "tqdm": "python3-tqdm",
     "matplotlib": "python3-matplotlib",
     "PIL": "python3-pil",
-    "safetensors": "python3-safetensors",
+    "cv2": "python3-opencv",
     "transforms3d": "python3-transforms3d",
     "timm": "python3-timm-pip",
-    "open_clip": "python3-open-clip-torch-pip",
-    "gsplat": "python3-gsplat-pip",
     "rosbags": "python3-rosbags-pip",
     "tensorboard": "python3-tensorboard-pip",
     "nuscenes": "python3-nuscenes-devkit-pip",
     "pyquaternion": "python3-nuscenes-devkit-pip",
+    "safetensors": PIP,
+    "open_clip": PIP,
+    "gsplat": PIP,
+    "pytest": "python3-pytest",
     "rclpy": "rclpy",
     "rcl_interfaces": "rcl_interfaces",
     "builtin_interfaces": "builtin_interfaces",
     "std_msgs": "std_msgs",
     "geometry_msgs": "geometry_msgs",
     "sensor_msgs": "sensor_msgs",
+    "sensor_msgs_py": "sensor_msgs_py",
     "visualization_msgs": "visualization_msgs",
-    "diagnostic_msgs": "diagnostic_msgs",
-    "tf2_ros": "tf2_ros",
+    "tf2_ros": "tf2_ros_py",
     "tf2_msgs": "tf2_msgs",
     "message_filters": "message_filters",
     "cv_bridge": "cv_bridge",
     "launch": "launch",
     "launch_ros": "launch_ros",
-    "ament_index_python": "ament_index_python",
 }
-FIRST_PARTY = {"gausstr_core", "gausstr_ros", "test"}
+# pip distribution names of the PIP modules (requirements/robot.txt).
+PIP_DISTRIBUTIONS = {"safetensors": "safetensors", "open_clip": "open_clip_torch", "gsplat": "gsplat"}
+# Declared keys no module of the package imports, and why they are declared anyway.
+DECLARED_WITHOUT_IMPORT = {
+    "python3-torchvision": "open_clip imports it",
+    "rviz2": "launch/occupancy.launch.py starts it (use_rviz:=true)",
+    "rosidl_default_runtime": "the generated messages need it",
+    "ament_cmake_pytest": "CMakeLists.txt registers the tests with it",
+    "python3-pytest-timeout": "pyproject.toml sets a per-test timeout",
+}
+FIRST_PARTY = {"gausstr_core", "gausstr_ros", "gausstr_testing", "test", "benchmarks", "common"}
+KEYS_FILE = ROOT / "test" / "rosdep_keys_jazzy.txt"
 
 
-def _python_files():
-    for name in SHIPPED:
+def _python_files(dirs=SHIPPED):
+    for name in dirs:
         path = ROOT / name
         if path.is_dir():
             for file in sorted(path.rglob("*")):
@@ -69,6 +84,8 @@ def _top_level_imports(path: Path) -> set[str]:
             names.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module.split(".")[0])
+            if node.module.startswith("torch.utils.tensorboard"):  # a torch module that needs tensorboard
+                names.add("tensorboard")
     return names
 
 
@@ -89,21 +106,103 @@ def test_package_xml_parses_as_format_3_with_real_metadata():
     assert "rosidl_interface_packages" in {g.name for g in pkg.member_of_groups}
 
 
+def _keys(deps) -> set[str]:
+    return {d.name for d in deps}
+
+
+def _imports(dirs) -> dict[str, list[str]]:
+    """{third-party top-level module: files importing it} of the Python files under ``dirs``."""
+    stdlib = set(sys.stdlib_module_names)
+    out: dict[str, list[str]] = {}
+    for path in _python_files(dirs):
+        for module in _top_level_imports(path) - stdlib - FIRST_PARTY:
+            out.setdefault(module, []).append(str(path.relative_to(ROOT)))
+    return out
+
+
+def _robot_requirements() -> set[str]:
+    names = set()
+    for line in (ROOT / "requirements" / "robot.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.add(line.split("==")[0].split(">=")[0].strip().lower().replace("-", "_"))
+    return names
+
+
 def test_package_xml_declares_every_import():
     pkg = _package()
-    declared = {d.name for d in pkg.exec_depends + pkg.build_depends + pkg.buildtool_depends}
-    declared |= {d.name for d in getattr(pkg, "build_export_depends", [])}
-    stdlib = set(sys.stdlib_module_names)
-    missing, unknown = {}, {}
-    for path in _python_files():
-        for module in _top_level_imports(path) - stdlib - FIRST_PARTY:
-            key = MODULE_TO_KEY.get(module)
-            if key is None:
-                unknown.setdefault(module, []).append(str(path.relative_to(ROOT)))
-            elif key not in declared:
-                missing.setdefault(key, []).append(str(path.relative_to(ROOT)))
+    runtime = _keys(pkg.exec_depends + pkg.build_depends + pkg.buildtool_depends + pkg.build_export_depends)
+    missing, unknown, not_pinned = {}, {}, {}
+    robot = _robot_requirements()
+    for module, files in _imports(SHIPPED).items():
+        key = MODULE_TO_KEY.get(module)
+        if key is None:
+            unknown[module] = files
+        elif key == PIP:
+            if PIP_DISTRIBUTIONS[module].lower() not in robot:
+                not_pinned[module] = files
+        elif key not in runtime:
+            missing[key] = files
     assert not unknown, f"imports with no package.xml mapping in this test (add one): {unknown}"
     assert not missing, f"package.xml lacks these dependencies: {missing}"
+    assert not not_pinned, f"requirements/robot.txt lacks these pip-only packages: {not_pinned}"
+
+
+def test_test_only_imports_are_test_depends():
+    pkg = _package()
+    declared = _keys(pkg.exec_depends + pkg.build_depends + pkg.buildtool_depends + pkg.test_depends)
+    problems = {}
+    for module, files in _imports(["test", "benchmarks"]).items():
+        key = MODULE_TO_KEY.get(module)
+        if key is None:
+            problems[module] = f"no mapping in this test ({files})"
+        elif key != PIP and key not in declared:
+            problems[module] = f"{key} is not declared ({files})"
+    assert not problems, problems
+    runtime = _keys(pkg.exec_depends)
+    shipped = {MODULE_TO_KEY.get(m) for m in _imports(SHIPPED)}
+    tests_only = {MODULE_TO_KEY.get(m) for m in _imports(["test"])} - shipped
+    wrong = tests_only & runtime
+    assert not wrong, f"test-only dependencies declared as exec_depend: {wrong}"
+
+
+def test_every_declared_key_is_used():
+    pkg = _package()
+    used = {MODULE_TO_KEY.get(m) for m in _imports([*SHIPPED, "test", "benchmarks"])}
+    used |= {"ament_cmake", "ament_cmake_python", "rosidl_default_generators", "std_msgs", "geometry_msgs"}
+    unused = {
+        d.name
+        for d in pkg.exec_depends + pkg.build_depends + pkg.test_depends
+        if d.name not in used and d.name not in DECLARED_WITHOUT_IMPORT
+    }
+    assert not unused, f"package.xml declares keys nothing uses: {sorted(unused)}"
+
+
+def test_every_key_exists_in_the_jazzy_rosdistro():
+    """The keys are the ones verified against rosdistro (test/rosdep_keys_jazzy.txt, with its commit):
+    `rosdep install` fails on the first unknown key, and colcon does not check them."""
+    verified = set()
+    for line in KEYS_FILE.read_text().splitlines():
+        key = line.split("#", 1)[0].strip()
+        if key:
+            verified.add(key)
+    assert "commit" in KEYS_FILE.read_text().splitlines()[1], "the keys file must name the rosdistro commit"
+    pkg = _package()
+    all_deps = [
+        *pkg.buildtool_depends,
+        *pkg.build_depends,
+        *pkg.build_export_depends,
+        *pkg.exec_depends,
+        *pkg.test_depends,
+    ]
+    unverified = sorted({d.name for d in all_deps} - verified)
+    assert not unverified, (
+        f"package.xml declares keys not verified against the Jazzy rosdistro: {unverified}; check them "
+        f"with scripts/check_rosdep_keys.py and add them to {KEYS_FILE.name}"
+    )
+    # The Python tf2_ros module comes from tf2_ros_py in Jazzy; tf2_ros is the C++ package.
+    names = {d.name for d in all_deps}
+    assert "tf2_ros_py" in names and "tf2_ros" not in names
 
 
 def test_package_xml_and_setup_py_agree_on_the_version():
