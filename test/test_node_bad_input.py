@@ -66,8 +66,8 @@ def test_each_bad_frame_is_skipped_with_a_reason(ros_context, predictor):
             return status
 
         step(
-            "CAM_FRONT_LEFT: colour image encoding 'rgba8' is not supported",
-            image_overrides={2: cams.image_msg(2, 1, stamp + S // 10, encoding="rgba8")},
+            "CAM_FRONT_LEFT: colour image encoding 'bayer_rggb8' is not supported",
+            image_overrides={2: cams.image_msg(2, 1, stamp + S // 10, encoding="bayer_rggb8")},
         )
         small = cams.rgb(3, 1)[:80, :150].copy()
         step(

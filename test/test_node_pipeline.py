@@ -55,7 +55,8 @@ def frame(
     )
     depth_msg = None
     if depth is not None:
-        values = np.round(depth * 1000).astype(np.uint16) if depth_encoding == "16UC1" else depth
+        millimetres = depth_encoding in ("16UC1", "mono16")
+        values = np.round(depth * 1000).astype(np.uint16) if millimetres else depth
         depth_msg = image_like(values, depth_encoding)
     return CameraFrame(cams.names[k], image_like(pixels, encoding), info, depth_msg, cams.cam_to_target(k))
 
@@ -80,7 +81,7 @@ def test_prepare_builds_the_exact_model_input():
     assert torch.isfinite(batch.depth).all() and (batch.depth[0, 1, :4] == FAR_DEPTH).all()
 
 
-@pytest.mark.parametrize("encoding", ["32FC1", "16UC1"])
+@pytest.mark.parametrize("encoding", ["32FC1", "16UC1", "mono16"])
 def test_unmeasured_depth_reaches_the_model_as_in_training(encoding):
     """A depth camera's sky (0, NaN, inf, negative) is what the synthetic targets call far: the model
     must see the far depth there, never 0 (0 would lift Gaussians onto the camera)."""
@@ -99,7 +100,7 @@ def test_unmeasured_depth_reaches_the_model_as_in_training(encoding):
     measured = torch.from_numpy(np.isfinite(true) & (true > 0))
     got = batch.depth[0, 0]
     assert torch.all(got[~measured] == FAR_DEPTH) and torch.all(training[~measured] == FAR_DEPTH)
-    tolerance = 1e-3 if encoding == "16UC1" else 1e-6  # millimetre quantisation
+    tolerance = 1e-3 if encoding != "32FC1" else 1e-6  # millimetre quantisation
     torch.testing.assert_close(got[measured], training[measured], atol=tolerance, rtol=0)
 
 
@@ -138,10 +139,9 @@ def test_bad_frames_are_refused_with_their_reason():
     refused(
         "camera_info", "no valid pinhole", [CameraFrame("c", good.image, bad_info, None, good.cam_to_target)]
     )
-    rgba = SimpleNamespace(**{**vars(good.image), "encoding": "rgba8"})
-    refused(
-        "encoding", "'rgba8' is not supported", [CameraFrame("c", rgba, good.info, None, good.cam_to_target)]
-    )
+    bayer = SimpleNamespace(**{**vars(good.image), "encoding": "bayer_rggb8"})
+    bayer_frame = CameraFrame("c", bayer, good.info, None, good.cam_to_target)
+    refused("encoding", "'bayer_rggb8' is not supported", [bayer_frame])
     other_size = camera_info_like(width=100, height=48)
     refused(
         "size",
