@@ -189,6 +189,30 @@ def test_transform_to_matrix_and_back():
         transform_to_matrix(zero)
 
 
+@pytest.mark.parametrize(
+    ("xyzw", "accepted"),
+    [
+        ((0.0, 0.0, 0.0, 1.0), True),
+        ((0.0, 0.0, 0.0, 1.004), True),  # squared norm 1.008: within tf2's 0.01
+        ((0.0, 0.0, 0.0, 0.996), True),
+        ((0.0, 0.0, 0.0, 1.006), False),  # 1.012
+        ((0.3, 0.1, 0.2, 3.0), False),  # the adversarial test's quaternion
+        ((0.5, 0.5, 0.5, 0.5), True),
+    ],
+)
+def test_quaternions_off_unit_length_are_refused_like_tf2(xyzw, accepted):
+    x, y, z, w = xyzw
+    t = SimpleNamespace(
+        translation=SimpleNamespace(x=0.0, y=0.0, z=0.0), rotation=SimpleNamespace(x=x, y=y, z=z, w=w)
+    )
+    if accepted:
+        m = transform_to_matrix(t)
+        np.testing.assert_allclose(m[:3, :3] @ m[:3, :3].T, np.eye(3), atol=1e-12)
+    else:
+        with pytest.raises(ConversionError, match=r"not a unit quaternion.*TF_DENORMALIZED_QUATERNION"):
+            transform_to_matrix(t)
+
+
 def test_class_colors_follow_names_not_positions():
     a = class_colors(["car", "road", "my new thing"])
     b = class_colors(["my new thing", "car"])

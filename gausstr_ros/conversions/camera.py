@@ -44,7 +44,8 @@ def camera_info_to_camera(info) -> CameraModel:
         info: a CameraInfo-like object (``width``, ``height``, ``k``, ``d``, ``p``, optionally
             ``binning_x``, ``binning_y``, ``roi``).
     Raises:
-        ConversionError: zero size, or neither P nor K is a valid pinhole matrix.
+        ConversionError: zero size, neither P nor K is a valid pinhole matrix, or its values are not
+            plausible once in float32 (``check_intrinsics``).
     """
     width, height = int(info.width), int(info.height)
     if width <= 0 or height <= 0:
@@ -81,7 +82,45 @@ def camera_info_to_camera(info) -> CameraModel:
         intrinsics[0] /= bx
         intrinsics[1] /= by
         width, height = width // bx, height // by
+    check_intrinsics(intrinsics, width, height, source)
     return CameraModel(intrinsics, width, height, distorted, source)
+
+
+# Plausible focal lengths relative to the image's larger side: 0.02 (a 175 degree field of view)
+# to 100 (0.6 degrees). Outside, the CameraInfo is corrupt or in the wrong units.
+FOCAL_RANGE = (0.02, 100.0)
+# Largest ratio between fx and fy (non-square pixels, e.g. binning 4 x 1).
+MAX_ASPECT = 10.0
+
+
+def check_intrinsics(intrinsics: np.ndarray, width: int, height: int, source: str = "K") -> None:
+    """Refuse intrinsics the model cannot use, as they will be in the model's float32.
+
+    A float64 CameraInfo can hold focal lengths like 1e-300 or 1e300 that are positive and finite but
+    become 0 or inf in float32: every Gaussian would then be NaN and the grid all free. So the matrix
+    must be finite in float32 with positive focal lengths in a plausible range for the image size
+    (``FOCAL_RANGE`` times its larger side, fx / fy within ``MAX_ASPECT``).
+
+    Raises:
+        ConversionError: naming the value and the range expected.
+    """
+    with np.errstate(over="ignore"):  # 1e300 becomes inf: refused below
+        k32 = np.asarray(intrinsics, dtype=np.float64).astype(np.float32)
+    fx, fy = float(k32[0, 0]), float(k32[1, 1])
+    size = max(width, height)
+    lo, hi = FOCAL_RANGE[0] * size, FOCAL_RANGE[1] * size
+    where = f"CameraInfo {source} (as float32)"
+    if not np.isfinite(k32).all():
+        raise ConversionError(f"{where} has non-finite values: {k32.tolist()}")
+    for name, f in (("fx", fx), ("fy", fy)):
+        if not lo <= f <= hi:
+            raise ConversionError(
+                f"{where}: {name} = {f:.6g} px is not a plausible focal length for a {width}x{height} image "
+                f"(expected {lo:.6g} to {hi:.6g} px, {FOCAL_RANGE[0]} to {FOCAL_RANGE[1]:g} times the larger "
+                f"side)"
+            )
+    if not 1 / MAX_ASPECT <= fx / fy <= MAX_ASPECT:
+        raise ConversionError(f"{where}: fx / fy = {fx / fy:.4g} (fx {fx:.6g}, fy {fy:.6g}) is not plausible")
 
 
 def distortion_warning(info, image_topic: str) -> str | None:

@@ -35,11 +35,20 @@ def wxyz_to_xyzw(q: np.ndarray) -> np.ndarray:
     return np.concatenate([q[..., 1:], q[..., :1]], axis=-1)
 
 
+# tf2's tolerance on a transform's quaternion (ros2/geometry2 jazzy, tf2/src/buffer_core.cpp:
+# QUATERNION_NORMALIZATION_TOLERANCE = 10e-3): BufferCore::setTransform ignores a transform with
+# |x^2 + y^2 + z^2 + w^2 - 1| >= 0.01 ("TF_DENORMALIZED_QUATERNION").
+QUATERNION_NORMALIZATION_TOLERANCE = 10e-3
+
+
 def transform_to_matrix(transform) -> np.ndarray:
     """(4, 4) float64 homogeneous matrix of a geometry_msgs/Transform or TransformStamped.
 
+    Like tf2, a quaternion whose squared norm is off 1 by ``QUATERNION_NORMALIZATION_TOLERANCE`` or more
+    is refused (normalising it silently would move the camera); a smaller error is normalised away.
+
     Raises:
-        ConversionError: non-finite values or a zero-norm quaternion.
+        ConversionError: non-finite values, a zero-norm quaternion, or one that is not unit length.
     """
     t = transform.transform if hasattr(transform, "transform") else transform
     translation = np.array([t.translation.x, t.translation.y, t.translation.z], dtype=np.float64)
@@ -50,6 +59,13 @@ def transform_to_matrix(transform) -> np.ndarray:
         )
     if np.linalg.norm(q) < 1e-9:
         raise ConversionError("transform rotation is a zero quaternion")
+    norm2 = float(q @ q)
+    if not abs(norm2 - 1.0) < QUATERNION_NORMALIZATION_TOLERANCE:
+        raise ConversionError(
+            f"transform rotation (x, y, z, w) = {q.tolist()} is not a unit quaternion (squared norm "
+            f"{norm2:.6g}; tf2 ignores transforms off by {QUATERNION_NORMALIZATION_TOLERANCE:g} or more: "
+            f"TF_DENORMALIZED_QUATERNION)"
+        )
     out = np.eye(4)
     out[:3, :3] = quaternion_xyzw_to_matrix(q)
     out[:3, 3] = translation
