@@ -41,8 +41,9 @@ from gausstr_ros.bag.options import DEFAULT_GROUND_TRUTH_TOPIC, BagEvalOptions, 
 from gausstr_ros.bag.reader import BagError, BagSource
 from gausstr_ros.bag.report import ReportDir, picture_indices
 from gausstr_ros.bag.results import FrameGaussians, FrameViews, ResultCollector
-from gausstr_ros.bag.typestore import CAMERA_INFO, IMAGE, SEMANTIC_OCCUPANCY, TF_MESSAGE
+from gausstr_ros.bag.typestore import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, SEMANTIC_OCCUPANCY, TF_MESSAGE
 from gausstr_ros.node.params import NodeConfig
+from gausstr_ros.node.transport import message_type_name
 
 TF_TOPICS = ("/tf_static", "/tf")
 PREDICTION_TOPIC = "/occupancy"
@@ -60,6 +61,20 @@ def check_inputs(source: BagSource, config: NodeConfig) -> list[str]:
         BagError: missing topics (naming what the bag has), wrong types, unknown types, no TF, or a
             bag with a different number of cameras than the configuration.
     """
+    compressed = [t for t in config.image_topics if f"{t}/compressed" in source.topics]
+    if compressed and not any(t in source.topics for t in config.image_topics):
+        raise BagError(
+            f"bag {source.path} has the camera images as CompressedImage topics "
+            f"({[f'{t}/compressed' for t in compressed]}), not {config.image_topics}: add "
+            f"--image-transport compressed (params: image_transport: compressed)"
+        )
+    packed = [t for t in config.depth_topics if f"{t}/compressedDepth" in source.topics]
+    if config.use_depth and packed and not any(t in source.topics for t in config.depth_topics):
+        raise BagError(
+            f"bag {source.path} has the depth images as compressedDepth topics "
+            f"({[f'{t}/compressedDepth' for t in packed]}), not {config.depth_topics}: add "
+            f"--depth-transport compressedDepth (params: depth_transport: compressedDepth)"
+        )
     n = len(config.camera_names)
     images_in_bag = [t.name for t in source.topics.values() if t.msgtype == IMAGE]
     missing = [t for t in config.image_topics if t not in source.topics]
@@ -70,10 +85,14 @@ def check_inputs(source: BagSource, config: NodeConfig) -> list[str]:
             f"{sorted(images_in_bag)}; set camera_names and the topic lists to match the bag "
             f"(--cameras/--image-topics/--camera-info-topics or a params file)"
         )
-    source.require(config.image_topics, IMAGE, "camera images (image_topics)")
+    for role, topics in (("camera images (image_topics)", config.image_topics),) + (
+        (("depth images (depth_topics, use_depth is true)", config.depth_topics),) if config.use_depth else ()
+    ):
+        for msgtype in (IMAGE, COMPRESSED_IMAGE):
+            same = [t for t in topics if message_type_name(t) == msgtype]
+            if same:
+                source.require(same, msgtype, role)
     source.require(config.camera_info_topics, CAMERA_INFO, "camera calibration (camera_info_topics)")
-    if config.use_depth:
-        source.require(config.depth_topics, IMAGE, "depth images (depth_topics, use_depth is true)")
     tf_topics = [t for t in TF_TOPICS if t in source.topics]
     if not tf_topics:
         raise BagError(
@@ -90,7 +109,7 @@ def picture_depth_topics(source: BagSource, config: NodeConfig) -> list[str] | N
     depth topics when it has all of them as Image topics; None otherwise."""
     present = all(
         source.topics.get(t) is not None
-        and source.topics[t].msgtype == IMAGE
+        and source.topics[t].msgtype in (IMAGE, COMPRESSED_IMAGE)
         and source.topics[t].msgtype not in source.unknown_types
         for t in config.depth_topics
     )
@@ -476,6 +495,16 @@ def build_parser() -> argparse.ArgumentParser:
     a("--camera-info-topics", nargs="+", help="CameraInfo topic per camera")
     a("--depth-topics", nargs="+", help="depth topic per camera")
     a(
+        "--image-transport",
+        choices=("raw", "compressed"),
+        help="read <image topic>/compressed (CompressedImage, JPEG/PNG), like image_transport",
+    )
+    a(
+        "--depth-transport",
+        choices=("raw", "compressedDepth", "compressed"),
+        help="read <depth topic>/compressedDepth (or /compressed) CompressedImage depth",
+    )
+    a(
         "--use-depth",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -512,6 +541,8 @@ def options_from_args(args: argparse.Namespace) -> BagEvalOptions:
         image_topics=args.image_topics,
         camera_info_topics=args.camera_info_topics,
         depth_topics=args.depth_topics,
+        image_transport=args.image_transport,
+        depth_transport=args.depth_transport,
         use_depth=args.use_depth,
         target_frame=args.target_frame,
         ground_truth_topic=args.ground_truth_topic,

@@ -2,18 +2,23 @@
 
     gausstr-make-bag --out bags/synthetic --frames 20
     gausstr-make-bag --out bags/synthetic_db3 --storage sqlite3 --frames 40 --seed 3 --image-size 225 400
+    gausstr-make-bag --out bags/synthetic_jpeg --image-format jpeg --depth-format png   # compressed topics
 
 Topics (the node's default input topics, config/occupancy.yaml, so the node and gausstr-bag-eval read
 the bag with no flags):
 
 * ``/<camera>/image_rect`` (sensor_msgs/Image, rgb8) and ``/<camera>/camera_info`` (CameraInfo, with
-  every image) of the six nuScenes-like cameras (``/cam_front/...``, ...);
+  every image) of the six nuScenes-like cameras (``/cam_front/...``, ...); with ``--image-format
+  jpeg|png`` the images are ``/<camera>/image_rect/compressed`` (sensor_msgs/CompressedImage, as
+  compressed_image_transport publishes them: JPEG quality ``--jpeg-quality``, default 95);
 * ``/<camera>/depth`` (Image, 32FC1 metres, 0 = invalid): the synthetic metric-depth prediction
   registered to each image (the stand-in for a metric depth source, the same target the model is
   trained against), written the way a depth camera reports it: the far field (sky, beyond the
   generator's range), which the training target calls "far", is 0 (unmeasured). The node and
   ``gausstr-bag-eval`` turn unmeasured pixels back into the far depth (docs/node.md), so the model
-  sees exactly its training input;
+  sees exactly its training input; with ``--depth-format png`` the depth is
+  ``/<camera>/depth/compressedDepth`` (CompressedImage: 16UC1 millimetres in a PNG, as
+  compressed_depth_image_transport publishes a 16-bit depth camera);
 * ``/tf_static`` (base_link -> ``<camera>_optical``, latched) and ``/tf`` (odom -> base_link per frame);
 * ``/ground_truth/occupancy`` (gausstr_ros/SemanticOccupancy): the Occ3D ground truth in base_link at
   the frame's stamp; ``confidence`` holds Occ3D's ``mask_camera`` (1 = observed by a camera, 0 = not
@@ -38,9 +43,10 @@ from typing import Any
 
 import numpy as np
 
-from gausstr_ros.bag.typestore import CAMERA_INFO, IMAGE, SEMANTIC_OCCUPANCY, TF_MESSAGE
+from gausstr_ros.bag.typestore import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, SEMANTIC_OCCUPANCY, TF_MESSAGE
 from gausstr_ros.bag.writer import STORAGES, BagWriter, occupancy_like, tf_message_like, transform_like
 from gausstr_ros.node.params import NodeConfig
+from gausstr_ros.node.transport import COMPRESSED, COMPRESSED_DEPTH, with_transport
 
 GROUND_TRUTH_TOPIC = "/ground_truth/occupancy"
 ODOM_FRAME = "odom"
@@ -67,6 +73,11 @@ class SyntheticBagConfig:
         dynamic_tf: write /tf odom -> base_link.
         storage: "mcap" or "sqlite3".
         compress: zstd chunk compression (mcap only).
+        image_format: "raw" (sensor_msgs/Image rgb8), or "jpeg" / "png" (CompressedImage on
+            ``<image topic>/compressed``).
+        jpeg_quality: JPEG quality of ``image_format`` jpeg (compressed_image_transport's default 95).
+        depth_format: "raw" (Image 32FC1), or "png" (CompressedImage on ``<depth topic>/compressedDepth``,
+            16UC1 millimetres).
         target_frame, image_topics, camera_info_topics, depth_topics: topic names and the ego frame
             (default: the node's defaults).
         ground_truth_topic: topic of the SemanticOccupancy ground truth.
@@ -87,6 +98,9 @@ class SyntheticBagConfig:
     dynamic_tf: bool = True
     storage: str = "mcap"
     compress: bool = True
+    image_format: str = "raw"
+    jpeg_quality: int = 95
+    depth_format: str = "raw"
     target_frame: str = "base_link"
     image_topics: list[str] = field(default_factory=lambda: list(NodeConfig.defaults().image_topics))
     camera_info_topics: list[str] = field(
@@ -103,6 +117,12 @@ class SyntheticBagConfig:
             raise ValueError(f"rate_hz must be in [1, 100], got {self.rate_hz}")
         if self.storage not in STORAGES:
             raise ValueError(f"storage must be one of {STORAGES}, got {self.storage!r}")
+        if self.image_format not in ("raw", "jpeg", "png"):
+            raise ValueError(f"image_format must be raw, jpeg or png, got {self.image_format!r}")
+        if self.depth_format not in ("raw", "png"):
+            raise ValueError(f"depth_format must be raw or png, got {self.depth_format!r}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
         n = len(self.image_topics)
         for name in ("camera_info_topics", "depth_topics"):
             if len(getattr(self, name)) != n:
@@ -134,16 +154,30 @@ def _frame_times(config: SyntheticBagConfig, rng: np.random.Generator):
         yield k, base, stamps
 
 
+def image_topic(config: SyntheticBagConfig, v: int) -> tuple[str, str]:
+    """(topic, type) of camera ``v``'s images: raw, or image_transport's ``<topic>/compressed``."""
+    if config.image_format == "raw":
+        return config.image_topics[v], IMAGE
+    return with_transport(config.image_topics[v], COMPRESSED), COMPRESSED_IMAGE
+
+
+def depth_topic(config: SyntheticBagConfig, v: int) -> tuple[str, str]:
+    """(topic, type) of camera ``v``'s depth: raw, or image_transport's ``<topic>/compressedDepth``."""
+    if config.depth_format == "raw":
+        return config.depth_topics[v], IMAGE
+    return with_transport(config.depth_topics[v], COMPRESSED_DEPTH), COMPRESSED_IMAGE
+
+
 def bag_topics(config: SyntheticBagConfig) -> list[tuple[str, str, str]]:
     """(topic, message type, offered QoS kind) of every topic of the bag, in declaration order."""
     topics = [("/tf_static", TF_MESSAGE, "static")]
     if config.dynamic_tf:
         topics.append(("/tf", TF_MESSAGE, "reliable"))
     for v in range(len(config.image_topics)):
-        topics.append((config.image_topics[v], IMAGE, "sensor"))
+        topics.append((*image_topic(config, v), "sensor"))
         topics.append((config.camera_info_topics[v], CAMERA_INFO, "sensor"))
         if config.depth:
-            topics.append((config.depth_topics[v], IMAGE, "sensor"))
+            topics.append((*depth_topic(config, v), "sensor"))
     if config.ground_truth:
         topics.append((config.ground_truth_topic, SEMANTIC_OCCUPANCY, "reliable"))
     return topics
@@ -207,10 +241,16 @@ def synthetic_bag_messages(
             info = messages.camera_info(v, stamp)
             out.append((arrival, config.camera_info_topics[v], CAMERA_INFO, info))
             if config.depth:
-                out.append(
-                    (arrival + 200_000, config.depth_topics[v], IMAGE, messages.depth(v, depth[v], stamp))
-                )
-            out.append((arrival + 100_000, config.image_topics[v], IMAGE, messages.image(v, rgb[v], stamp)))
+                if config.depth_format == "raw":
+                    depth_msg = messages.depth(v, depth[v], stamp)
+                else:
+                    depth_msg = messages.compressed_depth(v, depth[v], stamp)
+                out.append((arrival + 200_000, *depth_topic(config, v), depth_msg))
+            if config.image_format == "raw":
+                image = messages.image(v, rgb[v], stamp)
+            else:
+                image = messages.compressed_image(v, rgb[v], stamp, config.image_format, config.jpeg_quality)
+            out.append((arrival + 100_000, *image_topic(config, v), image))
         if config.ground_truth:
             labels = sample.labels
             mask = labels.mask_camera.to(torch.float32).numpy()
@@ -300,6 +340,19 @@ def build_parser() -> argparse.ArgumentParser:
     a("--no-depth", action="store_true", help="leave out the depth topics")
     a("--no-ground-truth", action="store_true", help="leave out the ground-truth topic")
     a("--no-compress", action="store_true", help="no zstd chunk compression (mcap)")
+    a(
+        "--image-format",
+        choices=("raw", "jpeg", "png"),
+        default="raw",
+        help="camera images as sensor_msgs/Image (raw, default) or CompressedImage on <topic>/compressed",
+    )
+    a("--jpeg-quality", type=int, default=95, help="JPEG quality of --image-format jpeg (default 95)")
+    a(
+        "--depth-format",
+        choices=("raw", "png"),
+        default="raw",
+        help="depth as Image 32FC1 (raw, default) or compressedDepth PNG (16UC1 mm, <topic>/compressedDepth)",
+    )
     return p
 
 
@@ -318,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
             ground_truth=not args.no_ground_truth,
             storage=args.storage,
             compress=not args.no_compress,
+            image_format=args.image_format,
+            jpeg_quality=args.jpeg_quality,
+            depth_format=args.depth_format,
         )
         path = write_synthetic_bag(args.out, config)
     except (ValueError, FileExistsError) as exc:

@@ -25,8 +25,8 @@ class BagEvalOptions:
         checkpoint: model checkpoint; None = the params file's, else the built-in one.
         params: the node's params file (``config/occupancy.yaml`` format).
         categories: vocabulary; None = the params file's, else the checkpoint's own.
-        camera_names, image_topics, camera_info_topics, depth_topics, use_depth, target_frame:
-            override the params (default: the node's defaults).
+        camera_names, image_topics, camera_info_topics, depth_topics, use_depth, target_frame,
+        image_transport, depth_transport: override the params (default: the node's defaults).
         ground_truth_topic: SemanticOccupancy topic; None = ``/ground_truth/occupancy`` when the bag has it.
         occ3d: an Occ3D dataset directory to take the ground truth from instead.
         gt_tolerance_s: largest stamp difference between a frame and its ground truth.
@@ -54,6 +54,8 @@ class BagEvalOptions:
     image_topics: list[str] | None = None
     camera_info_topics: list[str] | None = None
     depth_topics: list[str] | None = None
+    image_transport: str | None = None
+    depth_transport: str | None = None
     use_depth: bool | None = None
     target_frame: str | None = None
     ground_truth_topic: str | None = None
@@ -199,6 +201,8 @@ def resolve_setup(options: BagEvalOptions) -> ResolvedSetup:
         "image_topics",
         "camera_info_topics",
         "depth_topics",
+        "image_transport",
+        "depth_transport",
         "use_depth",
         "target_frame",
         "device",

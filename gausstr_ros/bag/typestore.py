@@ -22,6 +22,7 @@ SEMANTIC_OCCUPANCY = "gausstr_ros/msg/SemanticOccupancy"
 GAUSSIAN_ARRAY = "gausstr_ros/msg/GaussianArray"
 INFERENCE_STATUS = "gausstr_ros/msg/InferenceStatus"
 IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 PACKAGE_MESSAGES = ("SemanticOccupancy", "GaussianArray", "InferenceStatus")
