@@ -52,6 +52,17 @@ def _image(pixels: np.ndarray, encoding: str, header, like: bool):
     )
 
 
+def _compressed(fmt: str, data: bytes, header, like: bool):
+    if like:
+        return SimpleNamespace(header=header, format=fmt, data=np.frombuffer(data, np.uint8))
+    from sensor_msgs.msg import CompressedImage
+
+    msg = CompressedImage(format=fmt)
+    msg.header = header
+    msg.data = data
+    return msg
+
+
 class RigMessages:
     """Builds the messages of each camera of a rig.
 
@@ -88,6 +99,26 @@ class RigMessages:
         if encoding != "32FC1":
             raise ValueError(f"depth encoding must be 32FC1 or 16UC1, got {encoding!r}")
         return _image(np.asarray(depth_m, dtype=np.float32), "32FC1", header, self.like)
+
+    def compressed_image(
+        self, camera: int, rgb: np.ndarray, stamp_ns: int, fmt: str = "jpeg", quality: int = 95
+    ):
+        """sensor_msgs/CompressedImage of (H, W, 3) uint8 RGB pixels as compressed_image_transport
+        publishes it (``fmt`` jpeg or png; format "rgb8; jpeg compressed bgr8")."""
+        from gausstr_ros.conversions.compressed import encode_compressed
+
+        header = make_header(self.frame_id(camera), stamp_ns, self.like)
+        return _compressed(*encode_compressed(rgb, fmt, quality=quality), header, self.like)
+
+    def compressed_depth(self, camera: int, depth_m: np.ndarray, stamp_ns: int):
+        """sensor_msgs/CompressedImage of (H, W) metres as compressed_depth_image_transport publishes a
+        16UC1 camera (millimetres in a 16-bit PNG after its 12-byte header; 0 = unmeasured)."""
+        from gausstr_ros.conversions.compressed import encode_compressed_depth
+
+        header = make_header(self.frame_id(camera), stamp_ns, self.like)
+        return _compressed(
+            *encode_compressed_depth(np.asarray(depth_m, np.float32), "16UC1"), header, self.like
+        )
 
     def camera_info(self, camera: int, stamp_ns: int = 0):
         """CameraInfo of a rectified camera: no distortion, P = [K | 0]."""

@@ -263,3 +263,28 @@ def test_run_on_cuda_with_the_tiny_preset():
     assert result.rendered_depth.shape == (6, 112, 200)
     assert np.isfinite(result.rendered_depth).all() and (result.rendered_depth >= 0).all()
     assert result.means.shape == (240, 3) and np.isfinite(result.means).all()
+
+
+@pytest.mark.parametrize(
+    ("fx", "fy", "text"),
+    [
+        (1e-300, 1e-300, "not a plausible focal length"),  # 0 in float32
+        (1e300, 1e300, "non-finite"),  # inf in float32
+        (1e-3, 1e-3, "not a plausible focal length"),  # 0.001 px for an 80 px wide image
+        (1e5, 1e5, "not a plausible focal length"),
+        (80.0, 4.0, "fx / fy"),
+    ],
+)
+def test_intrinsics_are_checked_in_float32_with_a_plausible_range(fx, fy, text):
+    """A float64 CameraInfo can pass every float64 check and still be 0 or inf for the model, which then
+    makes every Gaussian NaN and publishes an all-free grid: refused with the reason instead."""
+    cams = SyntheticCameras(height=48, width=80)
+    good = frame(cams, 0)
+    info = camera_info_like(k=(fx, 0, 40, 0, fy, 24, 0, 0, 1), width=80, height=48)
+    with pytest.raises(FrameRejected, match=text) as caught:
+        FramePipeline(RecordingPredictor()).prepare(
+            [CameraFrame("c", good.image, info, None, good.cam_to_target)]
+        )
+    assert caught.value.kind == "camera_info" and "camera c" in caught.value.reason
+    ok = camera_info_like(k=(2.0, 0, 40, 0, 2.0, 24, 0, 0, 1), width=80, height=48)  # 174 degrees: accepted
+    FramePipeline(RecordingPredictor()).prepare([CameraFrame("c", good.image, ok, None, good.cam_to_target)])

@@ -1,8 +1,9 @@
 """Frame sets from a stream of recorded messages, with the node's input rules but without rclpy.
 
 ``FrameAssembler`` does for bag messages what the node's ``gausstr_ros.node.inputs.CameraInputs`` does for
-subscriptions: per-topic stamp checks (a stamp not newer than the topic's previous one is refused; a
-jump back by more than ``time_jump_reset_s`` clears the queues), the same approximate-time
+subscriptions: the same stamp rules (``gausstr_ros.node.stamps.StampGate``: out-of-order stamps refused,
+a time jump confirmed by several topics clears the queues, an isolated outlier stamp is refused), the
+same approximate-time
 synchronizer (``gausstr_ros.node.sync.make_synchronizer`` with the node's parameters), the latest
 CameraInfo per camera, and ``max_rate_hz``. It emits the node's own ``FrameSet``s; the bag's log
 time stands in for the arrival time.
@@ -15,6 +16,7 @@ from typing import Any
 
 from gausstr_ros.node.inputs import Arrival, FrameSet
 from gausstr_ros.node.params import NodeConfig
+from gausstr_ros.node.stamps import StampGate
 from gausstr_ros.node.sync import make_synchronizer, stamp_to_ns
 
 
@@ -42,7 +44,7 @@ class FrameAssembler:
         self._on_reject = on_reject or (lambda kind, reason: None)
         self._on_time_reset = on_time_reset or (lambda reason: None)
         self._infos: list[Any | None] = [None] * len(config.camera_names)
-        self._last_stamp: list[int | None] = [None] * len(self.topics)
+        self._gate = StampGate(self.topics, lambda: self.config.time_jump_reset_s)
         self._last_emitted: int | None = None
         self._ready: list[FrameSet] = []
         self.sets_emitted = 0
@@ -68,29 +70,15 @@ class FrameAssembler:
         index = self._index.get(topic)
         if index is None:
             raise KeyError(f"{topic} is not an input topic of this configuration")
-        stamp = stamp_to_ns(msg.header.stamp)
-        last = self._last_stamp[index]
-        if last is not None and stamp <= last:
-            back_s = (last - stamp) / 1e9
-            threshold = self.config.time_jump_reset_s
-            if threshold > 0 and back_s > threshold:
-                self._last_stamp = [None] * len(self.topics)
-                self._last_emitted = None
-                self.synchronizer.clear()
-                self._on_time_reset(
-                    f"{topic}: time jumped back by {back_s:.3f} s (> time_jump_reset_s = "
-                    f"{threshold} s): cleared the synchronizer"
-                )
-            else:
-                step = "duplicate" if back_s == 0 else f"{back_s * 1e3:.1f} ms back"
-                self._on_reject(
-                    "stamp",
-                    f"{topic}: stamp {stamp / 1e9:.3f} s is not newer than the previous "
-                    f"{last / 1e9:.3f} s ({step}); message skipped",
-                )
-                return []
-        self._last_stamp[index] = stamp
-        self.synchronizer.add(index, Arrival(msg, arrival))
+        result = self._gate.offer(index, stamp_to_ns(msg.header.stamp), Arrival(msg, arrival))
+        for kind, reason in result.rejected:
+            self._on_reject(kind, reason)
+        if result.reset is not None:
+            self._last_emitted = None
+            self.synchronizer.clear()
+            self._on_time_reset(result.reset.replace("synchronizer and dynamic TF", "synchronizer"))
+        for i, _, item in result.accept:
+            self.synchronizer.add(i, item)
         ready, self._ready = self._ready, []
         return ready
 

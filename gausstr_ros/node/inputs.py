@@ -1,5 +1,7 @@
-"""The node's camera inputs: one subscription per topic, per-topic stamp checks, CameraInfo cache,
-approximate-time synchronization into frame sets, and a watchdog for silent topics."""
+"""The node's camera inputs: one subscription per topic (Image or CompressedImage by topic name, QoS by
+``image_qos``, ``gausstr_ros.node.transport``), the stamp rules (``gausstr_ros.node.stamps``), the
+CameraInfo cache, approximate-time synchronization into frame sets, the count of sets that never
+complete, and a watchdog for silent topics."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gausstr_ros.node.params import NodeConfig
+from gausstr_ros.node.stamps import SetAccounting, StampGate
 from gausstr_ros.node.sync import make_synchronizer, stamp_to_ns
 
 
@@ -50,9 +53,11 @@ class CameraInputs:
         node: the rclpy node.
         config: the node configuration (topics, QoS, sync settings).
         on_frame_set: called with each complete set (in the subscription's callback thread).
-        on_reject: called with (kind, reason) for messages refused before synchronization.
-        on_time_reset: called when a topic's stamps jumped back by more than time_jump_reset_s.
+        on_reject: called with (kind, reason) for messages refused before synchronization and for
+            frame sets that never complete ("incomplete", "time_reset").
+        on_time_reset: called when the input topics' stamps jumped back by more than time_jump_reset_s.
         callback_group: group of the subscriptions.
+        on_lost: called with (topic, count) when the middleware reports lost images (message_lost).
     """
 
     def __init__(
@@ -64,9 +69,12 @@ class CameraInputs:
         on_time_reset: Callable[[str], None],
         callback_group=None,
         clock: Callable[[], float] = time.monotonic,
+        on_lost: Callable[[str, int], None] | None = None,
     ):
-        from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
-        from sensor_msgs.msg import CameraInfo, Image
+        from rclpy.qos import QoSProfile, qos_profile_sensor_data
+        from sensor_msgs.msg import CameraInfo
+
+        from gausstr_ros.node.transport import ImageSubscription
 
         self.config = config
         self._on_frame_set = on_frame_set
@@ -79,7 +87,9 @@ class CameraInputs:
         self.topics: list[str] = list(config.image_topics)
         if config.use_depth:
             self.topics += list(config.depth_topics)
-        self._last_stamp: list[int | None] = [None] * len(self.topics)
+        self._logger = node.get_logger()
+        self._gate = StampGate(self.topics, lambda: self.config.time_jump_reset_s)
+        self._accounting = SetAccounting(self.topics, config.sync_queue_size, config.sync_slop_s)
         self._last_arrival: list[float | None] = [None] * len(self.topics)
         self._previous_arrival: list[float | None] = [None] * len(self.topics)
         self._first_arrival: float | None = None
@@ -97,17 +107,25 @@ class CameraInputs:
             durability=qos_profile_sensor_data.durability,
             history=qos_profile_sensor_data.history,
         )
-        if config.image_qos == "sensor_data":
-            qos = best_effort
-        else:
-            qos = QoSProfile(depth=config.queue_depth, reliability=QoSReliabilityPolicy.RELIABLE)
-        self._subscriptions = []
-        for i, topic in enumerate(self.topics):
-            self._subscriptions.append(
-                node.create_subscription(
-                    Image, topic, lambda msg, i=i: self.add(i, msg), qos, callback_group=callback_group
-                )
+        self.image_subscriptions = [
+            ImageSubscription(
+                node,
+                topic,
+                config.image_qos,
+                config.queue_depth,
+                lambda msg, i=i: self.add(i, msg),
+                on_lost=on_lost,
+                callback_group=callback_group,
             )
+            for i, topic in enumerate(self.topics)
+        ]
+        self._subscriptions = []
+        # image_qos auto follows the publishers' reliability as they come and go.
+        self._qos_timer = (
+            node.create_timer(1.0, self.refresh_qos, callback_group=callback_group)
+            if config.image_qos == "auto"
+            else None
+        )
         for c, topic in enumerate(config.camera_info_topics):
             # Best effort matches reliable and best-effort publishers alike; only the latest counts.
             self._subscriptions.append(
@@ -126,54 +144,56 @@ class CameraInputs:
         with self._lock:
             self._infos[camera] = msg
 
-    def add(self, index: int, msg) -> None:
-        """Check a message's stamp against its topic's previous one and feed the synchronizer.
+    def refresh_qos(self) -> None:
+        """Re-check the publishers of ``image_qos: auto`` subscriptions (a timer calls it every second)."""
+        for sub in self.image_subscriptions:
+            change = sub.refresh()
+            if change:
+                self._logger.info(change)
 
-        A stamp not newer than the topic's previous one is refused (out of order or duplicate),
-        unless it is older by more than ``time_jump_reset_s``: then time was reset (a bag looped, a
-        simulator restarted), every queue is cleared and the message is taken.
+    def add(self, index: int, msg) -> None:
+        """Apply the stamp rules (``gausstr_ros.node.stamps.StampGate``) and feed the synchronizer.
+
+        A stamp not newer than the topic's previous one is refused (out of order or duplicate). One
+        older by more than ``time_jump_reset_s`` is held: a time jump (a bag looped, a simulator
+        restarted) once enough topics agree, which clears every queue and the dynamic TF; an isolated
+        outlier, refused and counted, when its topic carries on with the old time.
         """
         now = self._clock()
         stamp = stamp_to_ns(msg.header.stamp)
-        topic = self.topics[index]
-        problem = reset = None
+        incomplete: list[tuple[str, str]] = []
         with self._lock:
             if self._first_arrival is None:
                 self._first_arrival = now
             self._previous_arrival[index] = self._last_arrival[index]
             self._last_arrival[index] = now
-            last = self._last_stamp[index]
-            if last is not None and stamp <= last:
-                back_s = (last - stamp) / 1e9
-                threshold = self.config.time_jump_reset_s
-                if threshold > 0 and back_s > threshold:
-                    reset = (
-                        f"{topic}: time jumped back by {back_s:.3f} s (> time_jump_reset_s = "
-                        f"{threshold} s): cleared the synchronizer and dynamic TF"
-                    )
-                    self._last_stamp = [None] * len(self.topics)
-                    self._last_emitted_stamp = None
-                else:
-                    step = "duplicate" if back_s == 0 else f"{back_s * 1e3:.1f} ms back"
-                    problem = (
-                        f"{topic}: stamp {stamp / 1e9:.3f} s is not newer than the previous "
-                        f"{last / 1e9:.3f} s ({step}); message skipped"
-                    )
-            if problem is None:
-                self._last_stamp[index] = stamp
-        if problem is not None:
-            self._on_reject("stamp", problem)
-            return
-        if reset is not None:
+            result = self._gate.offer(index, stamp, Arrival(msg, now))
+            if result.reset is not None:
+                self._last_emitted_stamp = None
+                incomplete += self._accounting.clear()
+            for i, s, _ in result.accept:
+                incomplete += self._accounting.added(i, s)
+        for kind, reason in result.rejected:
+            self._on_reject(kind, reason)
+        for note in result.notes:
+            self._logger.warning(note)
+        if result.reset is not None:
             self.synchronizer.clear()
-            self._on_time_reset(reset)
-        self.synchronizer.add(index, Arrival(msg, now))
+            self._on_time_reset(result.reset)
+        for kind, reason in incomplete:
+            self._on_reject(kind, reason)
+        for i, _, arrival in result.accept:
+            self.synchronizer.add(i, arrival)
 
     def _on_synced(self, items: list[Arrival]) -> None:
         v = len(self.config.camera_names)
         images = [a.msg for a in items[:v]]
         depths = [a.msg for a in items[v:]] if self.config.use_depth else None
         stamp = stamp_to_ns(images[0].header.stamp)
+        with self._lock:
+            incomplete = self._accounting.emitted([stamp_to_ns(a.msg.header.stamp) for a in items])
+        for kind, reason in incomplete:
+            self._on_reject(kind, reason)
         with self._lock:
             min_period = 1.0 / self.config.max_rate_hz if self.config.max_rate_hz > 0 else 0.0
             last = self._last_emitted_stamp
@@ -217,6 +237,11 @@ class CameraInputs:
             elif newest - a > timeout_s:
                 silent.append((topic, now - a))
         return silent
+
+    @property
+    def images_lost(self) -> int:
+        """Images the middleware reported lost on the image and depth subscriptions, since start."""
+        return sum(sub.lost for sub in self.image_subscriptions)
 
     def missing_camera_info(self) -> list[str]:
         with self._lock:

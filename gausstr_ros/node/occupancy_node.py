@@ -180,6 +180,7 @@ class OccupancyNode(Node):
             self._on_input_rejected,
             self._on_time_reset,
             callback_group=self._input_group,
+            on_lost=lambda topic, count: self.stats.record_lost(count),
         )
         self._warned_distortion: set[int] = set()
         self.add_on_set_parameters_callback(self._on_set_parameters)

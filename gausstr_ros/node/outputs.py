@@ -181,6 +181,10 @@ class OutputPublishers:
         msg.frames_processed = snapshot.processed
         msg.frames_dropped = snapshot.dropped
         msg.frames_rejected = snapshot.rejected
+        reasons = sorted(snapshot.rejected_by_kind)
+        msg.rejected_reasons = reasons
+        msg.rejected_counts = [int(snapshot.rejected_by_kind[k]) for k in reasons]
+        msg.images_lost = int(snapshot.images_lost)
         msg.latency_p50_ms = snapshot.latency_p50_ms
         msg.latency_p99_ms = snapshot.latency_p99_ms
         msg.rate_hz = snapshot.rate_hz

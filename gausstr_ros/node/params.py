@@ -53,7 +53,16 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "image_topics",
         _cams("/{}/image_rect"),
-        "Rectified colour image topic per camera (rgb8, bgr8 or mono8), same order as camera_names.",
+        "Rectified colour image topic per camera (sensor_msgs/Image rgb8, bgr8, rgba8, bgra8 or mono8), "
+        "same order as camera_names. A topic ending in /compressed is a sensor_msgs/CompressedImage "
+        "(JPEG/PNG, image_transport 'compressed').",
+    ),
+    ParamSpec(
+        "image_transport",
+        "raw",
+        "image_transport of the image_topics: raw, or compressed (subscribes <topic>/compressed, "
+        "CompressedImage) like image_transport's parameter; a topic that names its transport keeps it.",
+        choices=("raw", "compressed"),
     ),
     ParamSpec(
         "camera_info_topics",
@@ -69,14 +78,23 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "depth_topics",
         _cams("/{}/depth"),
-        "Depth image topic per camera (32FC1 metres or 16UC1 millimetres), used when use_depth.",
+        "Depth image topic per camera (32FC1 metres, 16UC1 or mono16 millimetres), used when use_depth. "
+        "A topic ending in /compressedDepth or /compressed is a CompressedImage (16-bit PNG).",
+    ),
+    ParamSpec(
+        "depth_transport",
+        "raw",
+        "image_transport of the depth_topics: raw, compressedDepth or compressed (subscribes "
+        "<topic>/<transport>); a topic that names its transport keeps it.",
+        choices=("raw", "compressedDepth", "compressed"),
     ),
     ParamSpec(
         "image_qos",
-        "sensor_data",
-        "QoS of the image and depth subscriptions: sensor_data (best effort) or reliable "
-        "(CameraInfo is always best effort).",
-        choices=("sensor_data", "reliable"),
+        "auto",
+        "Reliability of the image and depth subscriptions: auto (reliable when every publisher of the "
+        "topic is reliable, else best effort; full-size images need it, docs/node.md), reliable, or "
+        "sensor_data (best effort). CameraInfo is always best effort.",
+        choices=("auto", "reliable", "sensor_data"),
     ),
     ParamSpec(
         "queue_depth",
@@ -229,9 +247,11 @@ class NodeConfig:
 
     camera_names: list[str]
     image_topics: list[str]
+    image_transport: str
     camera_info_topics: list[str]
     use_depth: bool
     depth_topics: list[str]
+    depth_transport: str
     image_qos: str
     queue_depth: int
     target_frame: str
@@ -270,10 +290,17 @@ class NodeConfig:
     def validate(self, require_model: bool = True) -> None:
         """Cross-parameter checks; ValueError names the parameter and what was expected.
 
+        Also resolves ``image_transport`` / ``depth_transport`` into the topic names, as image_transport
+        does (``/cam/image_rect`` + compressed = ``/cam/image_rect/compressed``); idempotent.
+
         Args:
             require_model: kept for compatibility; an empty checkpoint and model_preset now select the
                 built-in model, so nothing is required.
         """
+        from gausstr_ros.node.transport import with_transport
+
+        self.image_topics = [with_transport(t, self.image_transport) for t in self.image_topics]
+        self.depth_topics = [with_transport(t, self.depth_transport) for t in self.depth_topics]
         n = len(self.camera_names)
         if n == 0:
             raise ValueError("camera_names must name at least one camera")

@@ -21,6 +21,7 @@ class StatsSnapshot:
         window: number of latencies the statistics cover.
         rejected_by_kind: rejections per FrameRejected kind.
         last_error: the last problem, or "".
+        images_lost: images the middleware reported lost, since start.
     """
 
     processed: int
@@ -32,6 +33,7 @@ class StatsSnapshot:
     window: int
     rejected_by_kind: dict[str, int]
     last_error: str
+    images_lost: int = 0
 
 
 class PipelineStats:
@@ -53,6 +55,7 @@ class PipelineStats:
         self._dropped = 0
         self._rejected: Counter[str] = Counter()
         self._last_error = ""
+        self._lost = 0
 
     def record_published(self, latency_s: float) -> None:
         with self._lock:
@@ -63,6 +66,11 @@ class PipelineStats:
     def record_dropped(self, count: int = 1) -> None:
         with self._lock:
             self._dropped += count
+
+    def record_lost(self, count: int) -> None:
+        """Images the middleware reported lost (message_lost events)."""
+        with self._lock:
+            self._lost += count
 
     def record_rejected(self, kind: str, reason: str) -> None:
         with self._lock:
@@ -80,11 +88,21 @@ class PipelineStats:
             processed, dropped = self._processed, self._dropped
             rejected = dict(self._rejected)
             last_error = self._last_error
+            lost = self._lost
         p50 = float(np.percentile(lat, 50)) if lat.size else 0.0
         p99 = float(np.percentile(lat, 99)) if lat.size else 0.0
         rate = 0.0
         if len(published) >= 2 and published[-1] > published[0]:
             rate = (len(published) - 1) / (published[-1] - published[0])
         return StatsSnapshot(
-            processed, dropped, sum(rejected.values()), p50, p99, rate, int(lat.size), rejected, last_error
+            processed,
+            dropped,
+            sum(rejected.values()),
+            p50,
+            p99,
+            rate,
+            int(lat.size),
+            rejected,
+            last_error,
+            lost,
         )

@@ -57,12 +57,23 @@ class Harness:
         cams: the synthetic rig.
         namespace: the namespace of the node under test ("/test_xyz").
         use_depth: publish depth images too.
+        image_transport, depth_transport: "raw" or image_transport's compressed topics (CompressedImage
+            on ``<topic>/compressed`` in ``image_format`` jpeg/png, ``<topic>/compressedDepth``).
     """
 
-    def __init__(self, context, cams: SyntheticCameras, namespace: str, use_depth: bool = False):
+    def __init__(
+        self,
+        context,
+        cams: SyntheticCameras,
+        namespace: str,
+        use_depth: bool = False,
+        image_transport: str = "raw",
+        depth_transport: str = "raw",
+        image_format: str = "png",
+    ):
         import rclpy
         from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
         from tf2_msgs.msg import TFMessage
         from visualization_msgs.msg import MarkerArray
 
@@ -73,9 +84,24 @@ class Harness:
         self.use_depth = use_depth
         self.node = rclpy.create_node(f"harness_{uuid.uuid4().hex[:8]}", namespace=namespace, context=context)
         qos = QoSProfile(depth=50, reliability=QoSReliabilityPolicy.RELIABLE)
-        self.image_pubs = [self.node.create_publisher(Image, topics(n)["image"], qos) for n in cams.names]
+        self.image_transport, self.depth_transport, self.image_format = (
+            image_transport,
+            depth_transport,
+            image_format,
+        )
+        image_type, image_suffix = (
+            (Image, "") if image_transport == "raw" else (CompressedImage, "/compressed")
+        )
+        depth_type, depth_suffix = (
+            (Image, "") if depth_transport == "raw" else (CompressedImage, f"/{depth_transport}")
+        )
+        self.image_pubs = [
+            self.node.create_publisher(image_type, topics(n)["image"] + image_suffix, qos) for n in cams.names
+        ]
         self.info_pubs = [self.node.create_publisher(CameraInfo, topics(n)["info"], qos) for n in cams.names]
-        self.depth_pubs = [self.node.create_publisher(Image, topics(n)["depth"], qos) for n in cams.names]
+        self.depth_pubs = [
+            self.node.create_publisher(depth_type, topics(n)["depth"] + depth_suffix, qos) for n in cams.names
+        ]
         static_qos = QoSProfile(
             depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL
         )
@@ -148,9 +174,17 @@ class Harness:
             if k in skip:
                 continue
             if self.use_depth:
-                msg = depth_overrides.get(k) or self.cams.depth_msg(k, stamp_ns, depth_encoding)
+                msg = depth_overrides.get(k)
+                if msg is None and self.depth_transport != "raw":
+                    msg = self.cams.messages.compressed_depth(k, self.cams.depth(k), stamp_ns)
+                msg = msg or self.cams.depth_msg(k, stamp_ns, depth_encoding)
                 self.depth_pubs[k].publish(msg)
-            image = image_overrides.get(k) or self.cams.image_msg(k, frame, stamp_ns, encoding)
+            image = image_overrides.get(k)
+            if image is None and self.image_transport != "raw":
+                image = self.cams.messages.compressed_image(
+                    k, self.cams.rgb(k, frame), stamp_ns, self.image_format
+                )
+            image = image or self.cams.image_msg(k, frame, stamp_ns, encoding)
             self.image_pubs[k].publish(image)
 
     # -- outputs ------------------------------------------------------------------------------------

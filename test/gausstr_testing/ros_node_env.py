@@ -19,12 +19,14 @@ def running_node(
     cams: SyntheticCameras | None = None,
     use_depth: bool = False,
     send_camera_info: bool = True,
+    image_format: str = "png",
     **param_overrides,
 ):
     """Yields (node, harness) with both spinning; tears everything down afterwards.
 
     Args:
         send_camera_info: publish every camera's CameraInfo and wait until the node has them.
+        image_format: jpeg or png, for image_transport compressed.
     """
     from rclpy.executors import MultiThreadedExecutor
 
@@ -36,7 +38,15 @@ def running_node(
     node = OccupancyNode(
         predictor=predictor, context=context, namespace=namespace, parameter_overrides=as_parameters(values)
     )
-    harness = Harness(context, cams, namespace, use_depth=use_depth)
+    harness = Harness(
+        context,
+        cams,
+        namespace,
+        use_depth=use_depth,
+        image_transport=values.get("image_transport", "raw"),
+        depth_transport=values.get("depth_transport", "raw"),
+        image_format=image_format,
+    )
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     executor.add_node(node)
     executor.add_node(harness.node)
