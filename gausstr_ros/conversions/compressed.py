@@ -172,14 +172,17 @@ def encode_compressed_depth(
     depth_m: np.ndarray, encoding: str = "16UC1", depth_max: float = 10.0, depth_quantization: float = 100.0
 ) -> tuple[str, bytes]:
     """(format, data) of a compressedDepth CompressedImage of metric depth, as
-    compressed_depth_image_transport publishes it: 16UC1 = millimetres in a 16-bit PNG; 32FC1 =
+    compressed_depth_image_transport publishes it: 16UC1 = millimetres in a 16-bit PNG (beyond 65.535 m:
+    0, unmeasured); 32FC1 =
     quantized inverse depth (its ``depth_max`` and ``depth_quantization`` parameters, defaults 10 m and
     100). 0 / NaN / inf (and, for 32FC1, depth >= depth_max) = unmeasured."""
     cv2 = _cv2()
     valid = np.isfinite(depth_m) & (depth_m > 0)
     if encoding == "16UC1":
+        # Beyond 65.535 m a millimetre image cannot hold the depth: unmeasured (0), like the transport's
+        # depth_max filter, so that the pipeline sees the far depth there rather than a wrong 65.5 m.
         mm = np.where(valid, np.round(depth_m * 1000.0), 0)
-        pixels = np.clip(mm, 0, 65535).astype(np.uint16)
+        pixels = np.where(mm <= 65535, mm, 0).astype(np.uint16)
         header = COMPRESSED_DEPTH_HEADER.pack(0, 0.0, 0.0)
     elif encoding == "32FC1":
         quant_a = np.float32(depth_quantization * (depth_quantization + 1.0))
