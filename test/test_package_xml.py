@@ -38,6 +38,7 @@ MODULE_TO_KEY = {
     "open_clip": PIP,
     "gsplat": PIP,
     "pytest": "python3-pytest",
+    "catkin_pkg": "python3-catkin-pkg",
     "rclpy": "rclpy",
     "rcl_interfaces": "rcl_interfaces",
     "builtin_interfaces": "builtin_interfaces",
@@ -86,6 +87,13 @@ def _top_level_imports(path: Path) -> set[str]:
             names.add(node.module.split(".")[0])
             if node.module.startswith("torch.utils.tensorboard"):  # a torch module that needs tensorboard
                 names.add("tensorboard")
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", None) == "importorskip"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):  # pytest.importorskip("cv_bridge"): an import of the tests
+            names.add(str(node.args[0].value).split(".")[0])
     return names
 
 

@@ -111,8 +111,8 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "synchronizer",
         "auto",
-        "Approximate-time synchronizer: auto (message_filters when importable, else builtin), "
-        "message_filters or builtin.",
+        "Approximate-time synchronizer: auto (= builtin: message_filters' sets with a pruned search, "
+        "fast for 12-18 topics), builtin, or message_filters (needs it installed).",
         choices=("auto", "message_filters", "builtin"),
     ),
     ParamSpec(
