@@ -76,7 +76,7 @@ class FrameAssembler:
         if result.reset is not None:
             self._last_emitted = None
             self.synchronizer.clear()
-            self._on_time_reset(result.reset.replace("synchronizer and dynamic TF", "synchronizer"))
+            self._on_time_reset(result.reset)
         for i, _, item in result.accept:
             self.synchronizer.add(i, item)
         ready, self._ready = self._ready, []
