@@ -383,9 +383,14 @@ def _prime_camera_info(source: BagSource, player: Player, config: NodeConfig, se
         first.setdefault(topic, raw)
         if len(first) == len(config.camera_info_topics):
             break
-    for topic, raw in first.items():
-        player.publishers[topic].publish(raw)
-    time.sleep(settle_s)
+    # Repeated over the settle time, as a driver keeps publishing it: the node's best-effort CameraInfo
+    # readers may match the player's writers a little after the player sees them matched, and a message
+    # sent before that is lost.
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline:
+        for topic, raw in first.items():
+            player.publishers[topic].publish(raw)
+        time.sleep(0.05)
 
 
 def _drain_outputs(player: Player, namespace: str, camera_names: list[str], timeout_s: float = 5.0) -> None:

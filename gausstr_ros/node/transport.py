@@ -118,7 +118,8 @@ class ImageSubscription:
     * The message type follows the topic name (``/compressed``, ``/compressedDepth``: CompressedImage).
     * ``image_qos`` auto picks the reliability from the publishers (``choose_reliability``); ``refresh``
       re-checks them and re-creates the subscription when the choice changes.
-    * An incompatible-QoS event logs which policy does not match and, under auto, triggers a refresh.
+    * An incompatible-QoS event logs which policy does not match (under auto, the next ``refresh``,
+      within a second, re-subscribes).
     * A message-lost event counts the lost messages (``on_lost``) and logs a throttled warning with the
       fix (images too large for the publisher's shared-memory segment over best effort).
 
@@ -156,7 +157,6 @@ class ImageSubscription:
         self.received = 0
         self.incompatible_events = 0
         self._size_checked = False
-        self.needs_refresh = False
         self.reliability = choose_reliability(policy, publisher_reliabilities(node, topic))
         self.subscription = self._create()
 
@@ -194,10 +194,9 @@ class ImageSubscription:
             "RMW_QOS_POLICY_", ""
         )
         if self.policy == "auto":
-            self.needs_refresh = True
             self._logger.warning(
                 f"{self.subscription.topic_name}: a publisher offers an incompatible {policy} "
-                f"(this subscription: {self.reliability}); image_qos auto re-subscribes to match it"
+                f"(this subscription: {self.reliability}); image_qos auto re-subscribes within 1 s"
             )
         else:
             self._logger.error(
@@ -225,7 +224,6 @@ class ImageSubscription:
         for another one. Returns a log line when it changed, else None."""
         if self.policy != "auto":
             return None
-        self.needs_refresh = False
         offered = publisher_reliabilities(self.node, self.topic)
         wanted = choose_reliability(self.policy, offered)
         if wanted == self.reliability:
