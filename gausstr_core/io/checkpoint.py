@@ -98,6 +98,38 @@ def save_model_checkpoint(
     return path
 
 
+def rewrite_checkpoint(
+    src: str | Path,
+    dst: str | Path,
+    config: GaussTRConfig | ModelConfig | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Copy a checkpoint with a new config and/or extra metadata keys (the tensors are unchanged),
+    e.g. to record how a model was trained, or the inference settings chosen for it.
+
+    Args:
+        src, dst: checkpoint files (may be the same path; written atomically).
+        config: replaces the stored config (None = keep).
+        metadata: merged into the stored metadata (None = keep).
+    """
+    from safetensors.torch import load_file, save_file
+
+    header = read_checkpoint_header(src)
+    if config is not None:
+        if type(config).__name__ not in _CONFIG_CLASSES:
+            raise TypeError(f"config must be a GaussTRConfig or ModelConfig, got {type(config).__name__}")
+        header["config_class"] = type(config).__name__
+        header["config"] = json.dumps(to_dict(config))
+    if metadata:
+        header["metadata"] = json.dumps({**json.loads(header.get("metadata", "{}")), **metadata})
+    tensors = load_file(str(src))
+    dst = Path(dst)
+    tmp = dst.with_name(dst.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=header)
+    tmp.replace(dst)
+    return dst
+
+
 def read_checkpoint_header(path: str | Path) -> dict[str, str]:
     """The safetensors metadata of a GaussTR checkpoint, validated (tensors are not read)."""
     from safetensors import safe_open

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 from pathlib import Path
 
@@ -147,7 +148,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv_list = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv_list)
     try:
         cfg, resume = resolve_config(args)
     except (ValueError, FileNotFoundError) as exc:
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     from gausstr_core.train.trainer import main_worker
 
     try:
-        main_worker(cfg, resume=resume)
+        main_worker(cfg, resume=resume, command=shlex.join(["gausstr-train", *argv_list]))
     except (ValueError, FileNotFoundError) as exc:
         print(f"gausstr-train: error: {exc}", file=sys.stderr)
         return 2
