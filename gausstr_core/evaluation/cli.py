@@ -78,9 +78,10 @@ def run(args: argparse.Namespace) -> dict:
     predictor = None
     if args.checkpoint is not None:
         from gausstr_core.inference.predictor import OccupancyPredictor
+        from gausstr_core.io.checkpoint import read_full_config
 
         predictor = OccupancyPredictor.from_checkpoint(args.checkpoint, device=device)
-        config = checkpoint_config(args.checkpoint)
+        config = read_full_config(args.checkpoint)
     else:
         config = preset(args.preset)
     if args.overrides:
@@ -138,26 +139,6 @@ def run(args: argparse.Namespace) -> dict:
     result["evaluated"] = {"what": what, "data": args.data, "split": args.split, "categories": categories}
     (args.out / "metrics.json").write_text(json.dumps(result, indent=1))
     return result
-
-
-def checkpoint_config(path: Path):
-    """The full GaussTRConfig of a checkpoint (a model-only config is completed from the preset its
-    metadata names, as OccupancyPredictor.from_checkpoint does)."""
-    from gausstr_core.config import GaussTRConfig, from_dict
-    from gausstr_core.io.checkpoint import read_checkpoint_header
-    from gausstr_core.model.config import ModelConfig
-    from gausstr_core.presets import preset
-
-    header = read_checkpoint_header(path)
-    data = json.loads(header["config"])
-    if header.get("config_class") == "GaussTRConfig":
-        return from_dict(GaussTRConfig, data)
-    name = json.loads(header.get("metadata", "{}")).get("preset")
-    if name is None:
-        raise ValueError(f"checkpoint {path} has only a model config and no preset to complete it")
-    full = preset(name)
-    full.model = from_dict(ModelConfig, data)
-    return full
 
 
 def main(argv: list[str] | None = None) -> int:
