@@ -18,45 +18,73 @@ import argparse
 import dataclasses
 import json
 import sys
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-BASELINES = ("all-free", "depth-unprojection")
+from gausstr_core.cli_flags import add_dataclass_flags
+
+Baseline = Literal["all-free", "depth-unprojection"]
+BASELINES: tuple[str, ...] = typing.get_args(Baseline)
 OCC3D_NUM_CLASSES = 17
+
+
+@dataclass
+class EvalOptions:
+    """What ``gausstr-eval`` scores, on which data, and where it writes (one flag per field).
+
+    Attributes:
+        data: directory in the nuScenes/Occ3D layout, or synthetic:scenes=N,seed=S
+        out: output directory
+        checkpoint: model checkpoint (.safetensors from gausstr-train or the converter)
+        baseline: score a trivial baseline instead of a model
+        preset: config (text encoder, grid, input size) for baselines: tiny, talk2dino, featup
+            (default tiny)
+        split: split of a data directory (default val)
+        categories: vocabulary (Occ3D order for Occ3D ground truth), e.g. 'car|sedan'
+        max_scenes: evaluate at most this many scenes (0 = all)
+        bev: BEV pictures of the first N scenes
+        rayiou: compute RayIoU (``--no-rayiou`` skips it)
+        device: inference device: auto, cpu, cuda, cuda:N
+        overrides: config override, e.g. inference.density_threshold=0.1 (repeatable)
+        threads: torch CPU threads
+    """
+
+    data: str
+    out: Path
+    checkpoint: Path | None = None
+    baseline: Baseline | None = None
+    preset: str = "tiny"
+    split: str = "val"
+    categories: list[str] | None = None
+    max_scenes: int = 0
+    bev: int = 4
+    rayiou: bool = True
+    device: str = "auto"
+    overrides: list[str] = field(default_factory=list)
+    threads: int | None = None
+
+
+_FLAG_OPTIONS = {
+    "rayiou": {"help": "skip RayIoU"},
+    "overrides": {"name": "--set", "action": "append", "metavar": "KEY=VALUE"},
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gausstr-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    a = p.add_argument
-    a("--checkpoint", type=Path, help="model checkpoint (.safetensors from gausstr-train or the converter)")
-    a("--baseline", choices=BASELINES, help="score a trivial baseline instead of a model")
-    a(
-        "--preset",
-        default="tiny",
-        help="config (text encoder, grid, input size) for baselines: tiny, talk2dino, featup (default tiny)",
-    )
-    a("--data", required=True, help="directory in the nuScenes/Occ3D layout, or synthetic:scenes=N,seed=S")
-    a("--split", default="val", help="split of a data directory (default val)")
-    a("--out", type=Path, required=True, help="output directory")
-    a("--categories", nargs="+", help="vocabulary (Occ3D order for Occ3D ground truth), e.g. 'car|sedan'")
-    a("--max-scenes", type=int, default=0, help="evaluate at most this many scenes (0 = all)")
-    a("--bev", type=int, default=4, help="BEV pictures of the first N scenes")
-    a("--no-rayiou", action="store_true", help="skip RayIoU")
-    a("--device", default="auto")
-    a(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, e.g. inference.density_threshold=0.1 (repeatable)",
-    )
-    a("--threads", type=int, help="torch CPU threads")
+    add_dataclass_flags(p, EvalOptions, options=_FLAG_OPTIONS)
     return p
 
 
-def run(args: argparse.Namespace) -> dict:
+def options_from_args(args: argparse.Namespace) -> EvalOptions:
+    return EvalOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalOptions)})
+
+
+def run(args: EvalOptions) -> dict:
     import torch
     from torch.utils.data import DataLoader, Subset
 
@@ -132,7 +160,7 @@ def run(args: argparse.Namespace) -> dict:
             names,
             config.grid,
             out_dir=args.out,
-            rayiou=not args.no_rayiou,
+            rayiou=args.rayiou,
             bev_scenes=args.bev,
             total=len(loader),
         )
@@ -142,7 +170,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = options_from_args(build_parser().parse_args(argv))
     try:
         result = run(args)
     except (ValueError, FileNotFoundError) as exc:

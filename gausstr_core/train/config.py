@@ -7,15 +7,17 @@ stores both (``train.yaml`` and ``model.yaml`` in its output directory and insid
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from gausstr_core.config import from_dict, to_dict
 
-AMP_MODES = ("auto", "bf16", "fp16", "off")
+AmpMode = Literal["auto", "bf16", "fp16", "off"]
+AMP_MODES: tuple[str, ...] = typing.get_args(AmpMode)
 
 
 @dataclass
@@ -80,7 +82,7 @@ class TrainConfig:
     decay_epochs: tuple[float, ...] = (16.0,)
     decay_gamma: float = 0.1
     grad_clip: float = 35.0
-    amp: str = "auto"
+    amp: AmpMode = "auto"
     device: str = "auto"
     seed: int = 0
     log_every: int = 10
