@@ -10,7 +10,6 @@ import yaml
 
 from gausstr_ros.node.params import PARAM_SPECS, NodeConfig, check_value
 from gausstr_testing.ros_node_env import running_node
-from gausstr_testing.ros_predictor import node_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 S = 1_000_000_000
@@ -39,11 +38,6 @@ def test_specs_are_consistent():
         c = NodeConfig.defaults()
         c.camera_info_topics = list(c.image_topics)
         c.validate(require_model=False)
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    return node_predictor()
 
 
 @pytest.mark.ros

@@ -9,7 +9,6 @@ Two ways to run the same kernels:
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
@@ -19,24 +18,13 @@ from gausstr_core.grid import VoxelGrid
 from gausstr_core.voxelize import cuda as vcuda
 from gausstr_core.voxelize import voxelize_gaussians
 from gausstr_core.voxelize.reference import voxelize_reference
+from gausstr_testing.numerics import rel_err
 from gausstr_testing.random_scene import random_gaussians
 
 OCC3D = VoxelGrid()
 SMALL = VoxelGrid((-2.0, -2.0, -1.0, 2.0, 1.2, 0.6), 0.4)  # 10 x 8 x 4: two tiles per scene
 ODD = VoxelGrid((-3.0, -1.0, -1.0, 3.4, 2.6, 1.4), 0.4)  # 16 x 9 x 6: partial tiles on y and z
 TINY = VoxelGrid((0.0, 0.0, 0.0, 2.0, 1.6, 1.2), 0.4)  # 5 x 4 x 3
-
-
-@pytest.fixture
-def gen():
-    seed = int.from_bytes(os.urandom(4), "little")
-    print(f"voxelize test seed: {seed}")
-    return torch.Generator().manual_seed(seed)
-
-
-def rel_err(actual, expected):
-    actual, expected = actual.detach(), expected.detach().to(actual.dtype)
-    return float((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30))
 
 
 def assert_close_outputs(actual, expected, tol):

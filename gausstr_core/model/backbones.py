@@ -37,6 +37,17 @@ _WEIGHT_HINTS = {
 }
 
 
+def _load_weights(module: nn.Module, state: dict[str, Tensor], weights: str, what: str) -> None:
+    """Load a weights file's state dict into ``module``; ValueError naming the keys that do not fit."""
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"weights {weights} do not fit {what}: missing {result.missing_keys[:5]} "
+            f"({len(result.missing_keys)}), unexpected {result.unexpected_keys[:5]} "
+            f"({len(result.unexpected_keys)})"
+        )
+
+
 def dinov2_hub_to_timm(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     """Rename a DINOv2 torch.hub state dict to timm's ViT layout (timm dicts pass through).
 
@@ -148,13 +159,7 @@ class TimmViTBackbone(Backbone):
             )
         if config.weights:
             state = dinov2_hub_to_timm(load_weights_file(config.weights))
-            result = self.vit.load_state_dict(state, strict=False)
-            if result.missing_keys or result.unexpected_keys:
-                raise ValueError(
-                    f"weights {config.weights} do not fit {config.name}: missing "
-                    f"{result.missing_keys[:5]} ({len(result.missing_keys)}), unexpected "
-                    f"{result.unexpected_keys[:5]} ({len(result.unexpected_keys)})"
-                )
+            _load_weights(self.vit, state, config.weights, config.name)
         elif config.kind == "dinov2" and not config.random_init:
             raise _missing_weights_error(config)
         if config.frozen:
@@ -204,13 +209,7 @@ class MaskCLIPBackbone(Backbone):
             state = load_weights_file(config.weights)
             if any(k.startswith("visual.") for k in state):
                 state = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
-            result = model.visual.load_state_dict(state, strict=False)
-            if result.missing_keys or result.unexpected_keys:
-                raise ValueError(
-                    f"weights {config.weights} do not fit open_clip {config.name}'s visual "
-                    f"tower: missing {result.missing_keys[:5]} ({len(result.missing_keys)}), "
-                    f"unexpected {result.unexpected_keys[:5]} ({len(result.unexpected_keys)})"
-                )
+            _load_weights(model.visual, state, config.weights, f"open_clip {config.name}'s visual tower")
         return model.visual
 
     def positional_embedding(self, h: int, w: int) -> Tensor:
