@@ -220,7 +220,8 @@ class GaussTR(nn.Module):
         value = torch.cat([lv.flatten(2).transpose(1, 2) for lv in levels], dim=1)  # (BV, S, C)
 
         predicted_depth = None
-        if self.depth_head is not None:
+        # With measured depth the head's prediction is only needed for its training loss.
+        if self.depth_head is not None and (batch.depth is None or self.training):
             predicted_depth = self.depth_head(levels, (h, w)).reshape(b, v, h, w)
         if batch.depth is not None:
             depth = batch.depth

@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gausstr_ros.assets import DATA_DIR, DEFAULT_BAG, DEFAULT_BAG_METRICS, DEFAULT_CHECKPOINT
+from gausstr_ros.assets import DATA_DIR, DEFAULT_BAG, DEFAULT_BAG_METRICS, DEFAULT_CHECKPOINT, DEMO_USE_DEPTH
 from gausstr_ros.bag.make_bag import SyntheticBagConfig, write_synthetic_bag
 from gausstr_ros.bag.writer import storage_file
 
@@ -33,7 +33,10 @@ DEMO_BAG = {"frames": 20, "seed": 1, "scene": 0, "image_size": (112, 200), "rate
 MAKE_BAG_COMMAND = (
     "gausstr-make-bag --out <dir> --frames 20 --seed 1 --scene 0 --image-size 112 200 --rate-hz 10"
 )
-EVAL_COMMAND = "gausstr-bag-eval --out <report>   # the built-in bag and model, offline"
+EVAL_COMMAND = (
+    "gausstr-bag-eval --use-depth --out <report>   # the built-in bag and model, offline "
+    "(scores_depth_head: --no-use-depth)"
+)
 SIZE_LIMIT_BYTES = 30_000_000
 # Scores of a re-evaluation must match the recorded ones within this many IoU points (percent): the
 # same code on another CPU or BLAS may flip a few voxels by float rounding.
@@ -96,11 +99,23 @@ def build(
                 f"the built-in checkpoint and bag are {total / 1e6:.1f} MB together, over the "
                 f"{SIZE_LIMIT_BYTES / 1e6:.0f} MB limit"
             )
-        summary = evaluate_bag(
-            BagEvalOptions(bag=bag, checkpoint=ckpt, out=tmp / "report", pictures=0, progress=progress)
+        summary, depth_head = (
+            evaluate_bag(
+                BagEvalOptions(
+                    bag=bag,
+                    checkpoint=ckpt,
+                    out=tmp / f"report_{use_depth}",
+                    pictures=0,
+                    progress=progress,
+                    use_depth=use_depth,
+                )
+            )
+            for use_depth in (DEMO_USE_DEPTH, not DEMO_USE_DEPTH)
         )
         metrics = {
             "scores": summary["scores"],
+            "use_depth": DEMO_USE_DEPTH,
+            "scores_depth_head": depth_head["scores"],
             "frames": summary["frames"],
             "categories": summary["categories"],
             "tolerance_points": TOLERANCE_POINTS,
