@@ -20,6 +20,10 @@ DATA_DIR = Path(__file__).resolve().parent
 DEFAULT_CHECKPOINT = DATA_DIR / "tiny_synthetic.safetensors"
 DEFAULT_BAG = DATA_DIR / "synthetic_demo.mcap"
 DEFAULT_BAG_METRICS = DATA_DIR / "synthetic_demo.metrics.json"
+# The demo (``make demo``) runs the node on the built-in bag's depth topics, like a robot with a depth
+# camera or a metric-depth node; the recorded ``scores`` are measured that way, ``scores_depth_head``
+# with the node's default ``use_depth: false`` (the model's depth head: cameras only).
+DEMO_USE_DEPTH = True
 
 
 def default_checkpoint() -> Path:
