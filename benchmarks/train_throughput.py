@@ -213,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="write the table as the training section of this markdown file (docs/benchmarks.md)",
     )
+    p.add_argument(
+        "--section",
+        default="train_throughput",
+        help="key of the markdown section --output replaces (another key keeps the existing one)",
+    )
     args = p.parse_args(argv)
     from gausstr_core.train.distributed import cleanup, init_distributed
 
@@ -295,9 +300,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         from benchmarks.common import update_markdown_section
 
-        cmd = "python benchmarks/train_throughput.py" + (f" --ddp {args.ddp}" if args.ddp else "")
-        body = f"## Training throughput (`benchmarks/train_throughput.py`)\n\n`{cmd}`\n\n{text}\n"
-        update_markdown_section(args.output, "train_throughput", body)
+        cmd = "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        title = (
+            "Training throughput"
+            if args.section == "train_throughput"
+            else f"Training throughput ({args.section})"
+        )
+        body = (
+            f"## {title} (`benchmarks/train_throughput.py`)\n\n{time.strftime('%Y-%m-%d')}, "
+            f"`{cmd.strip()}`\n\n{text}\n"
+        )
+        update_markdown_section(args.output, args.section, body)
     if args.json:
         args.json.write_text(json.dumps({"single": single, "ddp1": ddp1, "ddp": ddp_n}, indent=1))
     return 0

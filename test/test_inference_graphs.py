@@ -311,19 +311,31 @@ def test_graph_outputs_survive_the_next_prediction(gpu_predictor):
 
 
 @pytest.mark.gpu
-def test_graph_path_defers_and_reports_invalid_gaussians(gpu_predictor, monkeypatch):
-    frames, pipeline_cls = _node_batch("cuda", 5)
-    batch = pipeline_cls(gpu_predictor).prepare(frames)
-    gpu_predictor.predict(batch)
-    gpu_predictor.predict(batch)
-    assert gpu_predictor.graph_status["replays"] >= 1
+def test_graph_path_defers_and_reports_invalid_gaussians(monkeypatch):
+    """The model's filter drops non-finite Gaussians, so let every Gaussian through it and poison the
+    camera poses: the eager path raises at once, the graph path when the prediction is checked."""
+    from gausstr_core.inference import predictor as predictor_module
+
+    monkeypatch.setattr(
+        predictor_module,
+        "filter_gaussians",
+        lambda means, *a, **k: torch.ones(means.shape[:2], dtype=torch.bool, device=means.device),
+    )
+    predictor = _random_predictor("tiny", "cuda")
+    batch = dataclasses.replace(rig(1, 6, 112, 200), features=None).to("cuda")
+    predictor.predict(batch)
+    predictor.predict(batch)
+    assert predictor.graph_status["replays"] >= 1, predictor.graph_status
     nan_batch = dataclasses.replace(batch, cam_to_ego=batch.cam_to_ego.clone())
     nan_batch.cam_to_ego[0, 0, 0, 3] = math.nan  # every Gaussian of camera 0 gets a NaN mean
-    prediction = gpu_predictor.predict(nan_batch, defer_checks=True)
+    prediction = predictor.predict(nan_batch, defer_checks=True)
     with pytest.raises(ValueError, match="non-finite"):
         prediction.check()
     with pytest.raises(ValueError, match="non-finite"):
-        gpu_predictor.predict(nan_batch)
+        predictor.predict(nan_batch)  # checked at once without defer_checks
+    with pytest.raises(ValueError, match="non-finite"):
+        _eager(predictor, nan_batch)
+    assert predictor.predict(batch).labels.shape[1:] == predictor.grid.shape  # and it goes on
 
 
 @pytest.mark.gpu
