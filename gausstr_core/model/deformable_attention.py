@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
 _LEVEL_SIZES: dict[tuple, Tensor] = {}
 
 
