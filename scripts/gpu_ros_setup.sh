@@ -20,7 +20,8 @@ if [ ! -x "$VENV/bin/python" ]; then
     printf 'home = %s\ninclude-system-site-packages = true\nversion = 3.12\n' \
       "$(dirname "$(readlink -f "$(command -v "$PY")")")" > "$VENV/pyvenv.cfg"
   fi
-  tar -xJf "$PACK" -C "$VENV"
+  tar -xJf "$PACK" -C "$VENV" 2>/dev/null \
+    || "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$PACK" "$VENV"
 fi
 # torch and numpy may live outside the base interpreter's site-packages (e.g. in another venv)
 EXTRA=$("$PY" -c 'import os, numpy, torch; print(os.pathsep.join(sorted({os.path.dirname(os.path.dirname(m.__file__)) for m in (torch, numpy)})))' 2>/dev/null || true)
