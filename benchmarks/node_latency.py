@@ -91,7 +91,7 @@ def device_name(device: torch.device) -> str:
 def build_predictor(preset_name: str, device: str, grid_occ3d: bool):
     """An OccupancyPredictor of a preset with random weights, on the Occ3D grid when asked."""
     from gausstr_core.grid import VoxelGrid
-    from gausstr_ros.pipeline import random_weight_predictor
+    from gausstr_ros.predictor import random_weight_predictor
 
     return random_weight_predictor(preset_name, device, VoxelGrid() if grid_occ3d else None)
 

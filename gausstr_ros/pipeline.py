@@ -24,7 +24,7 @@ from gausstr_core.data.depth import fill_invalid_depth, valid_depth
 from gausstr_core.data.transforms import resize_views
 from gausstr_core.grid import VoxelGrid
 from gausstr_ros.conversions import ConversionError
-from gausstr_ros.conversions.camera import camera_info_to_camera
+from gausstr_ros.conversions.camera import camera_info_to_camera, distortion_warning
 from gausstr_ros.conversions.images import depth_image_to_metres, image_to_rgb
 
 
@@ -109,32 +109,6 @@ class FrameResult:
     free_label: int
     grid: VoxelGrid
     timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-def random_weight_predictor(
-    preset_name: str, device: str = "auto", grid: VoxelGrid | None = None, seed: int = 0
-):
-    """An OccupancyPredictor of a preset with RANDOM weights (backbone, text tower, projection): for
-    tests and benchmarks only, where latency and plumbing matter and predictions do not.
-
-    The weights come from ``seed`` (the global RNG is left as it was), so that runs are comparable:
-    with random weights the Gaussians' sizes, hence the voxelization cost, depend on the draw."""
-    import dataclasses
-
-    from gausstr_core.inference.predictor import OccupancyPredictor
-    from gausstr_core.presets import preset
-
-    config = preset(preset_name)
-    config.model.backbone.random_init = True
-    config.model.backbone.weights = None
-    config.text = dataclasses.replace(
-        config.text, checkpoint=None, projection_checkpoint=None, random_init_seed=0
-    )
-    if grid is not None:
-        config.grid = grid
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return OccupancyPredictor.from_config(config, device)
 
 
 def predictor_input_size(predictor: Any) -> tuple[int, int]:
@@ -494,32 +468,8 @@ class PendingFrame:
 
 
 # ---------------------------------------------------------------------------------------------
-# Set-up and TF wiring shared with the rosbag evaluator (no rclpy)
+# TF wiring and input warnings shared with the rosbag evaluator (no rclpy)
 # ---------------------------------------------------------------------------------------------
-
-
-def configure_predictor(predictor: Any, config: Any) -> None:
-    """Apply a ``NodeConfig``'s grid, density threshold, prompt templates and categories to a predictor
-    (what the node does at start; the grid and templates only where the predictor supports them).
-
-    Raises:
-        ValueError: invalid grid, threshold, templates or categories (the reason names the parameter).
-    """
-    configure = getattr(predictor, "configure", None)
-    if configure is not None:
-        try:
-            configure(
-                grid_range=tuple(config.grid_range),
-                voxel_size=config.voxel_size,
-                density_threshold=None if config.density_threshold < 0 else config.density_threshold,
-                prompt_templates=config.prompt_template_list,
-            )
-        except ValueError as exc:
-            raise ValueError(f"invalid grid or text parameters: {exc}") from exc
-    try:
-        predictor.set_categories(list(config.categories))
-    except ValueError as exc:
-        raise ValueError(f"invalid parameter 'categories': {exc}") from exc
 
 
 def camera_frames_of(
@@ -563,3 +513,27 @@ def camera_frames_of(
             CameraFrame(name, images[v], infos[v], depths[v] if depths is not None else None, cam_to_target)
         )
     return cameras
+
+
+class DistortionWarnings:
+    """The warning for a camera whose CameraInfo has distortion coefficients (rectified images are
+    expected), once per camera.
+
+    Args:
+        image_topics: the image topic of each camera (named in the warning).
+    """
+
+    def __init__(self, image_topics: Sequence[str]):
+        self.image_topics = list(image_topics)
+        self._warned: set[int] = set()
+
+    def new(self, infos: Sequence[Any]) -> list[str]:
+        """The warnings for the cameras of a frame set not warned about before."""
+        out = []
+        for v, info in enumerate(infos):
+            if info is not None and v not in self._warned:
+                text = distortion_warning(info, self.image_topics[v])
+                if text:
+                    self._warned.add(v)
+                    out.append(text)
+        return out

@@ -16,12 +16,12 @@ from gausstr_ros.assets import (
     DEFAULT_BAG_METRICS,
     DEFAULT_CHECKPOINT,
     checkpoint_vocabulary,
-    effective_categories,
     recorded_metrics,
 )
 from gausstr_ros.bag.build_defaults import SIZE_LIMIT_BYTES, sha256
 from gausstr_ros.bag.options import BagEvalOptions, resolve_setup
 from gausstr_ros.node.params import DEFAULT_CATEGORIES, NodeConfig
+from gausstr_ros.predictor import effective_categories
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ def test_nothing_given_means_the_built_in_model_bag_and_vocabulary():
 
 @pytest.mark.ros
 def test_the_node_loads_the_built_in_model_by_default():
-    from gausstr_ros.node.occupancy_node import load_predictor
+    from gausstr_ros.predictor import load_predictor
 
     predictor = load_predictor(NodeConfig.defaults())
     assert predictor.input_size == (112, 200)

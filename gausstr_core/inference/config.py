@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from gausstr_core.render import BACKENDS as RENDER_BACKENDS
+from gausstr_core.voxelize.api import BACKENDS as VOXELIZER_BACKENDS
 
-VOXELIZER_BACKENDS = ("auto", "cuda", "torch")
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

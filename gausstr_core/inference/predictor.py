@@ -198,22 +198,11 @@ class OccupancyPredictor:
         ``gausstr-convert-official``), its fixed official prototypes are used instead of a text encoder:
         only their prompts are available then (the Occ3D vocabulary reproduces the official head).
         """
-        from gausstr_core.config import GaussTRConfig
-        from gausstr_core.io.checkpoint import build_model_from_checkpoint
-        from gausstr_core.presets import preset
+        from gausstr_core.io.checkpoint import build_model_from_checkpoint, full_config
 
         device = resolve_device(device)
         model, config, metadata = build_model_from_checkpoint(path, device)
-        if not isinstance(config, GaussTRConfig):
-            name = metadata.get("preset")
-            if name is None:
-                raise ValueError(
-                    f"checkpoint {path} has a model config but no text/inference config and no "
-                    f"'preset' in its metadata to take them from"
-                )
-            full = preset(name)
-            full.model = config
-            config = full
+        config = full_config(config, metadata, path)
         if categories is None:
             categories = metadata.get("vocabulary") or None
         text_config = dataclasses.replace(config.text, device=str(device))

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gausstr_core.io.weights import load_weights_file
 from gausstr_core.model.config import BackboneConfig
 
 _WEIGHT_HINTS = {
@@ -35,39 +35,6 @@ _WEIGHT_HINTS = {
         "timm/vit_base_patch16_clip_224.openai; the full CLIP model or its visual tower)"
     ),
 }
-
-
-def load_weights_file(path: str | Path) -> dict[str, Tensor]:
-    """A state dict from a local .safetensors or .pth/.pt/.bin file, never unpickling objects.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file is not a state dict readable with ``weights_only=True``.
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as exc:
-            raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc
-    try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(
-            f"{path} cannot be read with torch.load(weights_only=True) (TorchScript archives "
-            f"and pickled objects are refused; export a plain state dict or safetensors): "
-            f"{exc}"
-        ) from exc
-    for key in ("state_dict", "model", "module"):
-        if isinstance(data, dict) and isinstance(data.get(key), dict):
-            data = data[key]
-    if not isinstance(data, dict) or not all(isinstance(v, Tensor) for v in data.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors")
-    return data
 
 
 def dinov2_hub_to_timm(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from gausstr_core.grid import VoxelGrid
+from gausstr_core.voxelize.checks import bad_gaussian_message
 
 _SOURCES = ("voxelize.cpp", "voxelize_kernels.cu")
 _EXTENSION_NAME = "gausstr_voxelize"
@@ -106,8 +107,6 @@ def _forward(ext, means, covariances, opacities, features, valid, grid: VoxelGri
         eps,
     )
     if bad >= 0:
-        from gausstr_core.voxelize.api import bad_gaussian_message
-
         scene, index = divmod(bad, means.shape[1])
         raise ValueError(bad_gaussian_message(means, covariances, opacities, scene, index))
     return density, voxel_features, params, boxes

@@ -3,7 +3,8 @@
     python -m gausstr_ros.bag.build_defaults --checkpoint runs/tiny/model.safetensors
 
 1. copies the checkpoint to ``tiny_synthetic.safetensors`` (it must be a ``tiny`` preset checkpoint with
-   a stored vocabulary);
+   a stored vocabulary), with the training command and any ``--set`` inference settings (chosen on
+   the tune worlds, docs/results.md) written into its metadata and stored config;
 2. writes the demo bag with ``gausstr-make-bag`` settings ``DEMO_BAG`` (a held-out world: seed 1, not
    one of the training worlds of seed 0) and ships its single ``.mcap`` file as ``synthetic_demo.mcap``;
 3. evaluates the bag offline with the checkpoint (``gausstr-bag-eval``) and records the scores, the
@@ -47,11 +48,21 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def build(checkpoint: Path, training_command: str, progress: bool = True) -> dict:
-    """Rebuild the assets; returns the recorded metrics."""
+def build(
+    checkpoint: Path, training_command: str, overrides: list[str] | None = None, progress: bool = True
+) -> dict:
+    """Rebuild the assets; returns the recorded metrics.
+
+    Args:
+        checkpoint: a tiny-preset deployment checkpoint from gausstr-train.
+        training_command: the exact command that trained it (into the metadata and the metrics).
+        overrides: ``key=value`` changes of its stored config (e.g. ``inference.density_threshold=0.16``).
+    """
     import torch
 
-    from gausstr_core.io.checkpoint import read_checkpoint_header
+    from gausstr_core.config import GaussTRConfig, from_dict, to_dict
+    from gausstr_core.io.checkpoint import read_checkpoint_header, rewrite_checkpoint
+    from gausstr_core.train.config import apply_overrides
     from gausstr_ros.bag.evaluate import evaluate_bag
     from gausstr_ros.bag.options import BagEvalOptions
 
@@ -66,7 +77,16 @@ def build(checkpoint: Path, training_command: str, progress: bool = True) -> dic
     with tempfile.TemporaryDirectory(dir=DATA_DIR.parent, prefix=".build_defaults-") as tmp:
         tmp = Path(tmp)
         ckpt = tmp / DEFAULT_CHECKPOINT.name
-        shutil.copyfile(checkpoint, ckpt)
+        config = from_dict(GaussTRConfig, json.loads(header["config"]))
+        if overrides:
+            config = from_dict(
+                GaussTRConfig, apply_overrides(to_dict(config), overrides, "checkpoint config")
+            )
+        training = {**metadata.get("training", {}), "command": training_command}
+        rewrite_checkpoint(
+            checkpoint, ckpt, config, {"training": training, "config_overrides": list(overrides or [])}
+        )
+        metadata = json.loads(read_checkpoint_header(ckpt)["metadata"])
         bag_dir = write_synthetic_bag(tmp / "bag", SyntheticBagConfig(**DEMO_BAG), progress=progress)
         bag = tmp / DEFAULT_BAG.name
         shutil.copyfile(storage_file(bag_dir), bag)
@@ -88,6 +108,7 @@ def build(checkpoint: Path, training_command: str, progress: bool = True) -> dic
             "bag_sha256": sha256(bag),
             "checkpoint_metadata": metadata,
             "training_command": training_command,
+            "config_overrides": list(overrides or []),
             "make_bag_command": MAKE_BAG_COMMAND,
             "eval_command": EVAL_COMMAND,
             "environment": {
@@ -111,9 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--checkpoint", type=Path, required=True, help="trained tiny checkpoint (gausstr-train)")
     p.add_argument("--training-command", required=True, help="the exact command that trained it (recorded)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the stored config, e.g. inference.density_threshold=0.16 (repeatable)",
+    )
     args = p.parse_args(argv)
     try:
-        metrics = build(args.checkpoint, args.training_command)
+        metrics = build(args.checkpoint, args.training_command, args.overrides)
     except (ValueError, FileNotFoundError) as exc:
         print(f"build_defaults: error: {exc}", file=sys.stderr)
         return 2

@@ -16,7 +16,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from pathlib import Path
 
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
@@ -25,27 +24,24 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
 from gausstr_core.text.vocabulary import Vocabulary
-from gausstr_ros.conversions.camera import distortion_warning
 from gausstr_ros.node.inputs import CameraInputs, FrameSet
 from gausstr_ros.node.outputs import OutputPublishers, PublishSwitches
-from gausstr_ros.node.params import SPECS_BY_NAME, NodeConfig, check_value, declare_parameters
+from gausstr_ros.node.params import SPECS_BY_NAME, check_value, declare_parameters
 from gausstr_ros.node.stats import PipelineStats
-from gausstr_ros.node.tf import TfLookup, TransformError, TransformExtrapolation
+from gausstr_ros.node.tf import TfLookup
 from gausstr_ros.node.worker import LatestSlot, TwoStageWorker
 from gausstr_ros.pipeline import (
     CameraFrame,
+    DistortionWarnings,
     FramePipeline,
     FrameRejected,
     PendingFrame,
     Predictor,
-    random_weight_predictor,
+    camera_frames_of,
 )
+from gausstr_ros.predictor import StartupError, effective_categories, ready_predictor
 
 NODE_NAME = "occupancy_node"
-
-
-class StartupError(RuntimeError):
-    """The node cannot start (bad parameters, missing or corrupt checkpoint); the text says why."""
 
 
 def validate_categories(categories) -> str | None:
@@ -55,45 +51,6 @@ def validate_categories(categories) -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
-
-
-def load_predictor(config: NodeConfig) -> Predictor:
-    """The OccupancyPredictor the parameters ask for (loaded once, at start).
-
-    Raises:
-        StartupError: missing/corrupt checkpoint, unknown preset or device.
-    """
-    from gausstr_core.inference.predictor import OccupancyPredictor
-    from gausstr_ros.assets import default_checkpoint, uses_builtin_model
-
-    device = config.device
-    try:
-        if config.checkpoint or uses_builtin_model(config.checkpoint, config.model_preset):
-            if config.checkpoint:
-                path = Path(config.checkpoint).expanduser()
-            else:  # neither a checkpoint nor a preset: the built-in model (gausstr_ros/assets)
-                try:
-                    path = default_checkpoint()
-                except FileNotFoundError as exc:
-                    raise StartupError(str(exc)) from exc
-                rclpy.logging.get_logger(NODE_NAME).info(
-                    f"no checkpoint given: using the built-in model {path}"
-                )
-            if not path.is_file():
-                raise StartupError(f"checkpoint {str(path)!r} does not exist (parameter 'checkpoint')")
-            predictor = OccupancyPredictor.from_checkpoint(path, device=device)
-        else:
-            rclpy.logging.get_logger(NODE_NAME).warning(
-                f"no checkpoint: building the {config.model_preset!r} preset with RANDOM weights "
-                f"(tests and benchmarks only; its predictions mean nothing)"
-            )
-            predictor = random_weight_predictor(config.model_preset, device)
-    except StartupError:
-        raise
-    except Exception as exc:  # any loading failure stops start-up with its reason
-        what = f"checkpoint {config.checkpoint!r}" if config.checkpoint else f"preset {config.model_preset!r}"
-        raise StartupError(f"cannot load the model from {what}: {type(exc).__name__}: {exc}") from exc
-    return predictor
 
 
 class KeyedThrottle:
@@ -148,22 +105,7 @@ class OccupancyNode(Node):
         self.stats = PipelineStats(c.stats_window)
         self.switches = PublishSwitches.from_config(c)
 
-        self.predictor = predictor if predictor is not None else load_predictor(c)
-        model = getattr(self.predictor, "model", None)
-        if not c.use_depth and model is not None and getattr(model, "depth_head", True) is None:
-            raise StartupError(
-                "this model has no depth head, so it needs metric depth for every camera: set "
-                "use_depth: true and depth_topics (e.g. a monocular metric depth node)"
-            )
-        self._configure_predictor()
-        self.pipeline = FramePipeline(
-            self.predictor, c.input_size_override, min_valid_depth_fraction=c.min_valid_depth_fraction
-        )
-        self._pending_categories: list[str] | None = None
-        self._categories_lock = threading.Lock()
         if predictor is None:
-            from gausstr_ros.assets import effective_categories
-
             categories = effective_categories(c.categories, c.checkpoint, c.model_preset)
             if categories != list(c.categories):
                 self.get_logger().info(
@@ -171,10 +113,12 @@ class OccupancyNode(Node):
                     f"own vocabulary {categories}"
                 )
                 c.categories = categories
-        try:
-            self.predictor.set_categories(list(c.categories))
-        except ValueError as exc:
-            raise StartupError(f"invalid parameter 'categories': {exc}") from exc
+        self.predictor = ready_predictor(c, predictor, log=self.get_logger())
+        self.pipeline = FramePipeline(
+            self.predictor, c.input_size_override, min_valid_depth_fraction=c.min_valid_depth_fraction
+        )
+        self._pending_categories: list[str] | None = None
+        self._categories_lock = threading.Lock()
 
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._tf_group = ReentrantCallbackGroup()
@@ -190,7 +134,7 @@ class OccupancyNode(Node):
             self._on_time_reset,
             callback_group=self._input_group,
         )
-        self._warned_distortion: set[int] = set()
+        self._distortion = DistortionWarnings(c.image_topics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._status_timer = self.create_timer(
             c.status_period_s, self._publish_status, callback_group=self._timer_group
@@ -210,22 +154,6 @@ class OccupancyNode(Node):
         )
 
     # -- set-up helpers --------------------------------------------------------------------------
-
-    def _configure_predictor(self) -> None:
-        """Apply the grid / threshold / template parameters the predictor supports."""
-        c = self.config
-        configure = getattr(self.predictor, "configure", None)
-        if configure is None:
-            return
-        try:
-            configure(
-                grid_range=tuple(c.grid_range),
-                voxel_size=c.voxel_size,
-                density_threshold=None if c.density_threshold < 0 else c.density_threshold,
-                prompt_templates=c.prompt_template_list,
-            )
-        except ValueError as exc:
-            raise StartupError(f"invalid grid or text parameters: {exc}") from exc
 
     def _log_limited(self, key: str, text: str, level: str = "warning") -> None:
         logger = self.get_logger()
@@ -310,35 +238,16 @@ class OccupancyNode(Node):
 
     def _camera_frames(self, frame: FrameSet) -> list[CameraFrame]:
         c = self.config
+        for warning in self._distortion.new(frame.infos):
+            self.get_logger().warning(warning)
         deadline = time.monotonic() + c.tf_timeout_s
-        cameras = []
-        for v, name in enumerate(c.camera_names):
-            image, info = frame.images[v], frame.infos[v]
-            source = image.header.frame_id
-            if not source:
-                raise FrameRejected("transform", f"camera {name}: image has an empty header.frame_id")
-            try:
-                cam_to_target = self.tf.lookup(
-                    c.target_frame, source, frame.stamp_ns, max(0.0, deadline - time.monotonic())
-                )
-            except TransformExtrapolation as exc:
-                raise FrameRejected(
-                    "transform",
-                    f"camera {name}: stale or missing TF {c.target_frame} <- "
-                    f"{source} at the image stamp: {exc}",
-                ) from exc
-            except TransformError as exc:
-                raise FrameRejected(
-                    "transform", f"camera {name}: no TF {c.target_frame} <- {source}: {exc}"
-                ) from exc
-            if info is not None and v not in self._warned_distortion:
-                warning = distortion_warning(info, c.image_topics[v])
-                if warning:
-                    self._warned_distortion.add(v)
-                    self.get_logger().warning(warning)
-            depth = frame.depths[v] if frame.depths is not None else None
-            cameras.append(CameraFrame(name, image, info, depth, cam_to_target))
-        return cameras
+
+        def lookup(target: str, source: str, stamp_ns: int):
+            return self.tf.lookup(target, source, stamp_ns, max(0.0, deadline - time.monotonic()))
+
+        return camera_frames_of(
+            frame.images, frame.infos, frame.depths, c.camera_names, c.target_frame, frame.stamp_ns, lookup
+        )
 
     # The inference worker's two stages (TwoStageWorker): frame n's messages are built and published
     # while frame n + 1 is converted, uploaded and predicted.
