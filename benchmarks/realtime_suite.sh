@@ -14,6 +14,7 @@
 # summary.md, results.json, benchmarks.md (the updated doc), logs.tgz (every stage's log).
 #   OUT=/tmp/out benchmarks/realtime_suite.sh            # all stages
 #   STAGES="build tests" benchmarks/realtime_suite.sh    # a subset (setup always runs)
+# Knobs: DEADLINE, NODE_FRAMES (30), ROS_FRAMES (15), EXTRA_TESTS (more pytest paths), MAX_JOBS, TAIL.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -86,13 +87,13 @@ fi
 if want tests; then
   gpu_stage tests 60 $PY -m pytest -m gpu -p no:cacheprovider -o addopts="" -q -rs -s --durations=8 \
     test/test_inference_graphs.py test/test_voxelize_cuda.py::test_cuda_capturable_forward_in_a_graph_is_bitwise_the_eager_kernel \
-    test/test_node_pipeline.py
+    ${EXTRA_TESTS:-}
 fi
 
 # --- node, pipeline mode: eager baseline and CUDA graphs in the same run -------------------------
 if want node; then
   gpu_stage node 70 $PY benchmarks/node_latency.py --random-init --mode pipeline --preset talk2dino \
-    --frames 40 --warmup 4 --output docs/benchmarks.md --json "$WORK/node_pipeline.json"
+    --frames ${NODE_FRAMES:-30} --warmup 4 --output docs/benchmarks.md --json "$WORK/node_pipeline.json"
 fi
 
 # --- node, ros mode: the real node through rclpy and Fast DDS -------------------------------------
@@ -102,7 +103,7 @@ if want ros; then
   if [ "$CUDA" = 1 ] && grep -q "^rc=0" "$WORK/ros_setup.log"; then
     EXTRA=$(sed -n 's/^ROS_PYTHONPATH_EXTRA=//p' "$WORK/ros_setup.log")
     stage ros 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
-      --random-init --mode ros --preset talk2dino --frames 20 --warmup 4 --rate 30 --duration 6 \
+      --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
       --output docs/benchmarks.md --json "$WORK/node_ros.json"
   else
     echo "=== ros: SKIPPED ($( [ "$CUDA" = 1 ] && echo 'ROS setup failed, see ros_setup.log' || echo 'no CUDA'))"
