@@ -200,9 +200,10 @@ def test_latest_slot_keeps_only_the_newest():
     assert slot.get(timeout=5) is None and slot.closed
 
 
-def _run_two_stages(items, first_s, second_s, fail_first=(), fail_second=(), gap_s=0.0):
-    """Feed items through a LatestSlot into a TwoStageWorker (as the node does); returns what each
-    stage saw, the errors and the number of items the slot dropped."""
+def _run_two_stages(items, first_s, second_s, fail_first=(), fail_second=(), gap_s=None):
+    """Feed items through a LatestSlot into a TwoStageWorker (as the node does), each once the slot is
+    free (``gap_s`` None) or every ``gap_s`` s; returns what each stage saw, the errors and the number
+    of items the slot dropped."""
     slot: LatestSlot[int] = LatestSlot()
     firsts, seconds, errors = [], [], []
     lock = threading.Lock()
@@ -231,9 +232,13 @@ def _run_two_stages(items, first_s, second_s, fail_first=(), fail_second=(), gap
     worker.start()
     dropped = 0
     for item in items:
+        if gap_s is None:  # slow input: the next item only once the previous one left the slot
+            while slot.pending():
+                time.sleep(0.0005)
         if slot.put(item) is not None:
             dropped += 1
-        time.sleep(gap_s)
+        if gap_s:
+            time.sleep(gap_s)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with lock:
@@ -248,9 +253,9 @@ def _run_two_stages(items, first_s, second_s, fail_first=(), fail_second=(), gap
 
 
 def test_two_stage_worker_keeps_order_and_loses_nothing():
-    """Slow enough input: every item passes both stages, in order."""
+    """Input that waits for the slot: every item passes both stages, in order."""
     items = list(range(30))
-    firsts, seconds, errors, dropped = _run_two_stages(items, 0.002, 0.004, gap_s=0.01)
+    firsts, seconds, errors, dropped = _run_two_stages(items, 0.002, 0.004)
     assert dropped == 0 and errors == []
     assert firsts == items and seconds == items
 
@@ -291,9 +296,7 @@ def test_two_stage_worker_overlaps_the_stages():
 
 def test_two_stage_worker_reports_errors_of_either_stage_and_goes_on():
     items = list(range(12))
-    _, seconds, errors, dropped = _run_two_stages(
-        items, 0.001, 0.001, fail_first={2, 7}, fail_second={4}, gap_s=0.01
-    )
+    _, seconds, errors, dropped = _run_two_stages(items, 0.001, 0.001, fail_first={2, 7}, fail_second={4})
     assert dropped == 0
     assert errors == [(2, "FrameRejected"), (4, "ValueError"), (7, "FrameRejected")]
     assert seconds == [i for i in items if i not in (2, 4, 7)]

@@ -238,7 +238,5 @@ def raise_if_bad(bad: Tensor, means: Tensor, covariances: Tensor, opacities: Ten
     """Raise the input-check ValueError that `voxelize_cuda_capturable` reported in ``bad`` (syncs)."""
     index = int(bad.reshape(-1)[0])
     if index >= 0:
-        from gausstr_core.voxelize.api import bad_gaussian_message
-
         scene, index = divmod(index, means.shape[1])
         raise ValueError(bad_gaussian_message(means, covariances, opacities, scene, index))
