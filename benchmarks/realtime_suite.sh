@@ -113,7 +113,7 @@ fi
 
 # --- training throughput, one GPU ----------------------------------------------------------------
 if want train; then
-  gpu_stage train 60 $PY benchmarks/train_throughput.py --batch-sizes 1 2 --steps 8 --warmup 3 \
+  gpu_stage train 60 $PY benchmarks/train_throughput.py --batch-sizes 1 2 --steps 6 --warmup 2 --channel-chunks 32 129 \
     --output docs/benchmarks.md --section train_throughput_1gpu --json "$WORK/train.json"
 fi
 
