@@ -119,8 +119,8 @@ def test_a_field_without_a_command_line_form_must_be_excluded():
 TRAIN_FLAGS = {
     "--config", "--preset", "--model-config", "--data", "--val-data", "--train-split", "--val-split", "--out",
     "--epochs", "--max-steps", "--max-minutes", "--batch-size", "--num-workers", "--lr", "--weight-decay",
-    "--warmup-steps", "--schedule", "--warmup-fraction", "--decay-epochs", "--decay-fractions", "--decay-gamma",
-    "--grad-clip", "--amp", "--device", "--seed",
+    "--warmup-steps", "--schedule", "--warmup-fraction", "--decay-epochs", "--decay-fractions",
+    "--decay-gamma", "--grad-clip", "--amp", "--device", "--seed",
     "--log-every", "--image-every", "--checkpoint-every", "--eval-every", "--eval-scenes", "--threads",
     "--no-eval", "--set", "--resume", "--print-config",
 }  # fmt: skip
