@@ -119,13 +119,14 @@ def test_a_field_without_a_command_line_form_must_be_excluded():
 TRAIN_FLAGS = {
     "--config", "--preset", "--model-config", "--data", "--val-data", "--train-split", "--val-split", "--out",
     "--epochs", "--max-steps", "--max-minutes", "--batch-size", "--num-workers", "--lr", "--weight-decay",
-    "--warmup-steps", "--decay-epochs", "--decay-gamma", "--grad-clip", "--amp", "--device", "--seed",
+    "--warmup-steps", "--schedule", "--warmup-fraction", "--decay-epochs", "--decay-fractions",
+    "--decay-gamma", "--grad-clip", "--amp", "--device", "--seed",
     "--log-every", "--image-every", "--checkpoint-every", "--eval-every", "--eval-scenes", "--threads",
     "--no-eval", "--set", "--resume", "--print-config",
 }  # fmt: skip
 EVAL_FLAGS = {
     "--checkpoint", "--baseline", "--preset", "--data", "--split", "--out", "--categories", "--max-scenes",
-    "--bev", "--no-rayiou", "--device", "--set", "--threads",
+    "--bev", "--no-rayiou", "--density-sweep", "--device", "--set", "--threads",
 }  # fmt: skip
 
 

@@ -285,16 +285,21 @@ class Trainer:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
         factor = self.lr_factor()
         set_learning_rate(self.optimizer, self.base_lrs, factor)
-        # Every rank sees the same all-reduced gradients, so every rank takes the same decision.
-        finite = bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm))
+        # One device-to-host transfer for every scalar of the step (each float() of a device tensor is
+        # a synchronisation of its own). Every rank sees the same all-reduced gradients, so every rank
+        # takes the same decision.
+        names = list(terms)
+        values = torch.stack([terms[k].detach().float().reshape(()) for k in names] + [grad_norm.float()])
+        host = values.tolist()
+        scalars, norm = dict(zip(names, host[:-1])), host[-1]
+        finite = math.isfinite(scalars["loss"]) and math.isfinite(norm)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         elif finite:
             self.optimizer.step()
         self.step += 1
-        scalars = {k: float(v.detach()) for k, v in terms.items()}
-        return StepResult(scalars, float(grad_norm), self.base_lrs[0] * factor, not finite), output, loss_out
+        return StepResult(scalars, norm, self.base_lrs[0] * factor, not finite), output, loss_out
 
     def progress(self) -> float:
         """Used fraction of the run's budget: the larger of steps / total steps and training time /

@@ -2,9 +2,11 @@
 occupied-voxel cloud, Gaussians, Gaussian markers, rendered depth and status out.
 
 Threads: the executor (MultiThreadedExecutor) runs the subscriptions, TF, timers and parameter
-services; one inference thread takes the newest complete frame set from a latest-only slot, looks
-up the camera extrinsics, runs ``FramePipeline`` and publishes. When inference falls behind, a waiting
-set is replaced by a newer one and counted as dropped.
+services; two inference threads (``TwoStageWorker``) take the newest complete frame set from a
+latest-only slot: the first looks up the camera extrinsics, converts and uploads the images and queues
+the prediction (``FramePipeline.start``), the second waits for it and builds and publishes the outputs,
+so that the host work of one set overlaps the GPU work of the next. When inference falls behind, a
+waiting set is replaced by a newer one and counted as dropped.
 
 Run: ``occupancy_node --ros-args --params-file config/occupancy.yaml`` (or the launch file).
 """
@@ -27,12 +29,13 @@ from gausstr_ros.node.outputs import OutputPublishers, PublishSwitches
 from gausstr_ros.node.params import SPECS_BY_NAME, check_value, declare_parameters
 from gausstr_ros.node.stats import PipelineStats
 from gausstr_ros.node.tf import TfLookup
-from gausstr_ros.node.worker import LatestSlot
+from gausstr_ros.node.worker import LatestSlot, TwoStageWorker
 from gausstr_ros.pipeline import (
     CameraFrame,
     DistortionWarnings,
     FramePipeline,
     FrameRejected,
+    PendingFrame,
     Predictor,
     camera_frames_of,
 )
@@ -139,8 +142,9 @@ class OccupancyNode(Node):
         self._watchdog_timer = self.create_timer(
             min(0.5, c.sync_timeout_s / 2), self._check_inputs, callback_group=self._timer_group
         )
-        self._running = True
-        self._worker = threading.Thread(target=self._worker_loop, name="gausstr_inference", daemon=True)
+        self._worker = TwoStageWorker(
+            self._slot, self._start_frame, self._finish_frame, self._on_frame_error, name="gausstr"
+        )
         self._worker.start()
         self.get_logger().info(
             f"ready: {len(c.camera_names)} cameras -> {c.target_frame}, model input "
@@ -221,22 +225,16 @@ class OccupancyNode(Node):
 
     # -- inference thread ------------------------------------------------------------------------
 
-    def _worker_loop(self) -> None:
-        while self._running:
-            frame = self._slot.get(timeout=0.1)
-            if frame is None:
-                continue
-            try:
-                self._process(frame)
-            except FrameRejected as exc:
-                self.stats.record_rejected(exc.kind, exc.reason)
-                self._log_limited(
-                    f"reject:{exc.kind}", f"frame {frame.stamp_ns / 1e9:.3f} s skipped: {exc.reason}"
-                )
-            except Exception as exc:  # one bad frame must not stop the node
-                text = f"frame {frame.stamp_ns / 1e9:.3f} s failed: {type(exc).__name__}: {exc}"
-                self.stats.record_rejected("error", text)
-                self._log_limited(f"error:{type(exc).__name__}", text, level="error")
+    def _on_frame_error(self, frame: FrameSet, exc: Exception) -> None:
+        if isinstance(exc, FrameRejected):
+            self.stats.record_rejected(exc.kind, exc.reason)
+            self._log_limited(
+                f"reject:{exc.kind}", f"frame {frame.stamp_ns / 1e9:.3f} s skipped: {exc.reason}"
+            )
+            return
+        text = f"frame {frame.stamp_ns / 1e9:.3f} s failed: {type(exc).__name__}: {exc}"  # one bad frame
+        self.stats.record_rejected("error", text)
+        self._log_limited(f"error:{type(exc).__name__}", text, level="error")
 
     def _camera_frames(self, frame: FrameSet) -> list[CameraFrame]:
         c = self.config
@@ -251,18 +249,27 @@ class OccupancyNode(Node):
             frame.images, frame.infos, frame.depths, c.camera_names, c.target_frame, frame.stamp_ns, lookup
         )
 
-    def _process(self, frame: FrameSet) -> None:
+    # The inference worker's two stages (TwoStageWorker): frame n's messages are built and published
+    # while frame n + 1 is converted, uploaded and predicted.
+
+    def _start_frame(self, frame: FrameSet) -> PendingFrame:
         self._apply_pending_categories()
         cameras = self._camera_frames(frame)
-        result = self.pipeline.run(
+        return self.pipeline.start(
             cameras, frame.stamp_ns, render_depth=self.outputs.wants_rendered_depth(self.switches)
         )
+
+    def _finish_frame(self, frame: FrameSet, pending: PendingFrame) -> None:
+        result = pending.result()
 
         def done():
             self.stats.record_published(time.monotonic() - frame.arrival)
 
         self.outputs.publish(
-            result, [cam.image.header.frame_id for cam in cameras], self.switches, on_occupancy_published=done
+            result,
+            [cam.image.header.frame_id for cam in pending.cameras],
+            self.switches,
+            on_occupancy_published=done,
         )
 
     # -- status ----------------------------------------------------------------------------------
@@ -277,10 +284,7 @@ class OccupancyNode(Node):
         )
 
     def destroy_node(self) -> None:
-        self._running = False
-        self._slot.close()
-        if self._worker.is_alive() and threading.current_thread() is not self._worker:
-            self._worker.join(timeout=10.0)
+        self._worker.stop(timeout=10.0)
         super().destroy_node()
 
 
