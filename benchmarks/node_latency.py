@@ -390,6 +390,10 @@ def run_ros_mode(args) -> dict:
     rig = nuscenes_rig(h, w)
     msgs = RigMessages(rig)
     images = synthetic_rgb(rig.num_views, h, w)
+    # As in pipeline mode: a model without a depth head (talk2dino, featup) takes metric depth per
+    # camera, so the feeder publishes a 32FC1 depth image with every colour image.
+    use_depth = args.depth == "on" or (args.depth == "auto" and not predictor.model.config.depth_head.enabled)
+    depths = synthetic_depth(rig.num_views, h, w) if use_depth else None
     context = rclpy.Context()
     rclpy.init(context=context)
     ns = f"/bench_{uuid.uuid4().hex[:6]}"
@@ -401,7 +405,10 @@ def run_ros_mode(args) -> dict:
         "image_qos": "reliable",
         "status_period_s": 0.5,
         "sync_timeout_s": 5.0,
+        "use_depth": use_depth,
     }
+    if use_depth:
+        params["depth_topics"] = [f"{n.lower()}/depth" for n in names]
     node = OccupancyNode(
         predictor=predictor,
         context=context,
@@ -411,6 +418,7 @@ def run_ros_mode(args) -> dict:
     feeder = rclpy.create_node("bench_feeder", namespace=ns, context=context)
     qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
     image_pubs = [feeder.create_publisher(Image, t, qos) for t in params["image_topics"]]
+    depth_pubs = [feeder.create_publisher(Image, t, qos) for t in params.get("depth_topics", [])]
     info_pubs = [feeder.create_publisher(CameraInfo, t, qos) for t in params["camera_info_topics"]]
     static = feeder.create_publisher(
         TFMessage,
@@ -464,6 +472,8 @@ def run_ros_mode(args) -> dict:
 
     def publish_set(stamp: int) -> None:
         for k in range(len(names)):
+            if depths is not None:
+                depth_pubs[k].publish(msgs.depth(k, depths[k], stamp))
             image_pubs[k].publish(msgs.image(k, images[k], stamp))
         published_last[stamp] = time.monotonic()  # after the last image of the set
 
@@ -471,7 +481,7 @@ def run_ros_mode(args) -> dict:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and (
             node.inputs.missing_camera_info()
-            or any(p.get_subscription_count() == 0 for p in image_pubs + info_pubs)
+            or any(p.get_subscription_count() == 0 for p in image_pubs + info_pubs + depth_pubs)
         ):
             for k, p in enumerate(info_pubs):
                 p.publish(msgs.camera_info(k))
@@ -694,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         "--depth",
         choices=("auto", "on", "off"),
         default="auto",
-        help="pipeline mode: feed depth images (auto: when the model has no depth head)",
+        help="feed depth images (both modes; auto: when the model has no depth head)",
     )
     parser.add_argument("--frames", type=int, default=50, help="measured frames")
     parser.add_argument("--warmup", type=int, default=5)
