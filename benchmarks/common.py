@@ -14,13 +14,6 @@ from pathlib import Path
 import torch
 
 
-def resolve_device(name: str) -> torch.device:
-    """ "auto" -> cuda if available else cpu; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def device_description(device: torch.device) -> str:
     """A one-line name of the device and software stack, for tables and reports."""
     if device.type == "cuda":

@@ -34,8 +34,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import device_description, markdown_table, resolve_device, update_markdown_section  # noqa: E402
+from benchmarks.common import device_description, markdown_table, update_markdown_section  # noqa: E402
 from benchmarks.render import Timer, gausstr_like_scene, loss_case  # noqa: E402
+from gausstr_core.device import resolve_device  # noqa: E402
 
 SECTION = "gaussrender"
 

@@ -71,8 +71,10 @@ def measure(
     queries: int,
     amp: str,
     ddp: bool,
+    channel_chunk: int | None = None,
 ) -> dict:
-    """Median training-step time of a preset (random init) on this process's device."""
+    """Median training-step time of a preset (random init) on this process's device.
+    ``channel_chunk``: gsplat channels per rasterization pass (None = the preset's)."""
     from gausstr_core.losses.gausstr import GaussTRLoss
     from gausstr_core.model.gausstr import GaussTR
     from gausstr_core.presets import preset
@@ -84,6 +86,8 @@ def measure(
     cfg.model.backbone.random_init = True
     cfg.model.image_size = size
     cfg.model.decoder.queries_per_view = queries
+    if channel_chunk is not None:
+        cfg.loss.channel_chunk = channel_chunk
     torch.manual_seed(0)
     model = GaussTR(cfg.model).to(device)
     loss_fn = GaussTRLoss(cfg.loss)
@@ -147,6 +151,7 @@ def measure(
         "size": list(size),
         "amp": amp,
         "preset": preset_name,
+        "channel_chunk": cfg.loss.channel_chunk,
     }
     if ctx.distributed:
         gathered = [None] * ctx.world_size
@@ -213,6 +218,19 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="write the table as the training section of this markdown file (docs/benchmarks.md)",
     )
+    p.add_argument(
+        "--channel-chunks",
+        type=int,
+        nargs="+",
+        default=None,
+        help="single-process runs only: also time these gsplat channels-per-pass values (the loss renders "
+        "128 PCA channels + depth; the preset's value first is the baseline of the same run)",
+    )
+    p.add_argument(
+        "--section",
+        default="train_throughput",
+        help="key of the markdown section --output replaces (another key keeps the existing one)",
+    )
     args = p.parse_args(argv)
     from gausstr_core.train.distributed import cleanup, init_distributed
 
@@ -225,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda":
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "{}.{}".format(*torch.cuda.get_device_capability()))
 
-    def run(ctx, b: int, ddp: bool) -> dict:
+    def run(ctx, b: int, ddp: bool, chunk: int | None = None) -> dict:
         result = measure(
             ctx,
             args.preset,
@@ -237,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             args.queries,
             args.amp,
             ddp,
+            chunk,
         )
         if ctx.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -254,6 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     single = [run(ctx, b, False) for b in args.batch_sizes]
     rows += [("1 process (no DDP)", r) for r in single]
+    chunked = []
+    for chunk in args.channel_chunks or []:
+        if chunk == single[0]["channel_chunk"]:
+            continue
+        chunked += [run(ctx, b, False, chunk) for b in args.batch_sizes]
+    rows += [(f"1 process, channel_chunk {r['channel_chunk']}", r) for r in chunked]
     ddp1 = ddp_n = None
     if args.ddp >= 2:
         ddp1 = _run_torchrun(1, args)
@@ -289,17 +314,42 @@ def main(argv: list[str] | None = None) -> int:
             ratio = b["scenes_per_s_per_gpu"] * b["world_size"] / a["scenes_per_s_per_gpu"]
             eff = 100 * ratio / args.ddp
             lines.append(f"* batch {a['batch_size']}/GPU: {ratio:.2f}x ({eff:.0f}% efficiency)")
+    if chunked:
+        base = {r["batch_size"]: r for r in single}
+        lines += [
+            "",
+            f"gsplat channels per pass (the preset renders {single[0]['channel_chunk']} at a time):",
+            "",
+        ]
+        first = single[0]["channel_chunk"]
+        for r in chunked:
+            ratio = base[r["batch_size"]]["median_step_s"] / r["median_step_s"]
+            lines.append(
+                f"* channel_chunk {r['channel_chunk']}, batch {r['batch_size']}: step "
+                f"{1000 * r['median_step_s']:.1f} ms = {ratio:.2f}x the speed of channel_chunk {first} "
+                f"in the same run"
+            )
     lines += ["", f"(benchmark wall time {time.time() - t0:.0f} s)"]
     text = "\n".join(lines)
     print(text)
     if args.output:
         from benchmarks.common import update_markdown_section
 
-        cmd = "python benchmarks/train_throughput.py" + (f" --ddp {args.ddp}" if args.ddp else "")
-        body = f"## Training throughput (`benchmarks/train_throughput.py`)\n\n`{cmd}`\n\n{text}\n"
-        update_markdown_section(args.output, "train_throughput", body)
+        cmd = "python benchmarks/train_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        title = (
+            "Training throughput"
+            if args.section == "train_throughput"
+            else f"Training throughput ({args.section})"
+        )
+        body = (
+            f"## {title} (`benchmarks/train_throughput.py`)\n\n{time.strftime('%Y-%m-%d')}, "
+            f"`{cmd.strip()}`\n\n{text}\n"
+        )
+        update_markdown_section(args.output, args.section, body)
     if args.json:
-        args.json.write_text(json.dumps({"single": single, "ddp1": ddp1, "ddp": ddp_n}, indent=1))
+        args.json.write_text(
+            json.dumps({"single": single, "chunked": chunked, "ddp1": ddp1, "ddp": ddp_n}, indent=1)
+        )
     return 0
 
 

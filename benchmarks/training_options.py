@@ -164,19 +164,19 @@ def _evaluate(
     from torch.utils.data import DataLoader, Subset
     from tqdm import tqdm
 
-    from gausstr_core.evaluation.cli import checkpoint_config
     from gausstr_core.evaluation.metrics import OccupancyMetric
     from gausstr_core.evaluation.projective import ProjectiveConsistency
     from gausstr_core.evaluation.rayiou import RayIoUMetric
     from gausstr_core.evaluation.runner import display_names
     from gausstr_core.inference.predictor import OccupancyPredictor
+    from gausstr_core.io.checkpoint import read_full_config
     from gausstr_core.losses.config import GaussRenderConfig
     from gausstr_core.losses.pruning import prune_by_opacity
     from gausstr_core.render import render_gaussians
     from gausstr_core.train.data import build_dataset, categories_for, collate_evaluation
 
     torch.set_num_threads(args.threads)
-    config = checkpoint_config(checkpoint)
+    config = read_full_config(checkpoint)
     predictor = OccupancyPredictor.from_checkpoint(checkpoint, device="cpu")
     if opacity_threshold is not None:
         predictor.config = dataclasses.replace(predictor.config, opacity_threshold=opacity_threshold)

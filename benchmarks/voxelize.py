@@ -29,11 +29,11 @@ from benchmarks.common import (  # noqa: E402
     device_description,
     markdown_table,
     peak_memory_bytes,
-    resolve_device,
     synchronize,
     time_function,
     update_markdown_section,
 )
+from gausstr_core.device import resolve_device  # noqa: E402
 from gausstr_core.grid import VoxelGrid  # noqa: E402
 from gausstr_core.voxelize import voxelize_gaussians  # noqa: E402
 from gausstr_testing.random_scene import random_gaussians  # noqa: E402

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from gausstr_ros.assets import DEFAULT_BAG, DEFAULT_CHECKPOINT, recorded_metrics
+    from gausstr_ros.assets import DEFAULT_BAG, DEFAULT_CHECKPOINT, DEMO_USE_DEPTH, recorded_metrics
     from gausstr_ros.bag.evaluate import evaluate_bag, format_summary
     from gausstr_ros.bag.live import ros_available
     from gausstr_ros.bag.options import BagEvalOptions
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 pictures=args.pictures,
                 threads=args.threads,
                 progress=not args.no_progress,
+                use_depth=DEMO_USE_DEPTH,
             )
         )
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:

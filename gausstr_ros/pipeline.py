@@ -10,6 +10,7 @@ builders in ``gausstr_ros.conversions``.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from gausstr_core.data.depth import fill_invalid_depth, valid_depth
 from gausstr_core.data.transforms import resize_views
 from gausstr_core.grid import VoxelGrid
 from gausstr_ros.conversions import ConversionError
-from gausstr_ros.conversions.camera import camera_info_to_camera
+from gausstr_ros.conversions.camera import camera_info_to_camera, distortion_warning
 from gausstr_ros.conversions.images import depth_image_to_metres, image_to_rgb
 
 
@@ -36,6 +37,9 @@ class Predictor(Protocol):
     def set_categories(self, categories: Sequence[str]) -> None: ...
 
     def predict(self, batch: CameraBatch, render_depth: bool | None = None) -> Any: ...
+
+    # Optional: ``predict(..., defer_checks=True)`` returning a prediction with ``check()`` (the
+    # OccupancyPredictor's CUDA-graph path), so that ``FramePipeline.start`` never waits for the GPU.
 
 
 class FrameRejected(ValueError):
@@ -87,7 +91,8 @@ class FrameResult:
             size, or None.
         class_names: the vocabulary these labels index; free_label: len(class_names).
         grid: the voxel grid of ``labels``.
-        timings_ms: per-stage wall times ("prepare", "predict", "to_host").
+        timings_ms: per-stage times ("prepare", "predict", "to_host", on CUDA "device"; see
+            ``PendingFrame``).
     """
 
     stamp_ns: int
@@ -104,32 +109,6 @@ class FrameResult:
     free_label: int
     grid: VoxelGrid
     timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-def random_weight_predictor(
-    preset_name: str, device: str = "auto", grid: VoxelGrid | None = None, seed: int = 0
-):
-    """An OccupancyPredictor of a preset with RANDOM weights (backbone, text tower, projection): for
-    tests and benchmarks only, where latency and plumbing matter and predictions do not.
-
-    The weights come from ``seed`` (the global RNG is left as it was), so that runs are comparable:
-    with random weights the Gaussians' sizes, hence the voxelization cost, depend on the draw."""
-    import dataclasses
-
-    from gausstr_core.inference.predictor import OccupancyPredictor
-    from gausstr_core.presets import preset
-
-    config = preset(preset_name)
-    config.model.backbone.random_init = True
-    config.model.backbone.weights = None
-    config.text = dataclasses.replace(
-        config.text, checkpoint=None, projection_checkpoint=None, random_init_seed=0
-    )
-    if grid is not None:
-        config.grid = grid
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return OccupancyPredictor.from_config(config, device)
 
 
 def predictor_input_size(predictor: Any) -> tuple[int, int]:
@@ -174,7 +153,11 @@ class FramePipeline:
         self.input_size = tuple(input_size) if input_size else predictor_input_size(predictor)
         self.device = predictor_device(predictor)
         self.min_valid_depth_fraction = min_valid_depth_fraction
-        self._staging: dict[tuple, list] = {}  # (name, shape, dtype) -> [pinned buffer, upload event]
+        self._staging: dict[tuple, list] = {}  # (name, shape, dtype) -> 2 x [pinned buffer, upload event]
+        try:
+            self._defers_checks = "defer_checks" in inspect.signature(predictor.predict).parameters
+        except (TypeError, ValueError):
+            self._defers_checks = False
 
     # -- validation and model input -----------------------------------------------------------
 
@@ -224,6 +207,16 @@ class FramePipeline:
         Raises:
             FrameRejected: anything wrong with the messages (the reason names the camera).
         """
+        batch, fractions = self._prepare(cameras)
+        if fractions is not None:
+            self._check_depth(cameras, fractions.tolist())
+        return batch
+
+    def _prepare(self, cameras: Sequence[CameraFrame]) -> tuple[CameraBatch, torch.Tensor | None]:
+        """``prepare`` without the one check that needs device values: the batch and the valid
+        fraction (V,) of each raw depth image (a device tensor; None without depth), for
+        ``_check_depth`` once the frame's results are on the host anyway. Nothing here waits for
+        the device: host arrays go up through pinned buffers, asynchronously."""
         if not cameras:
             raise FrameRejected("sync", "empty frame set")
         arrays = [self._camera_arrays(cam) for cam in cameras]
@@ -233,9 +226,9 @@ class FramePipeline:
             raise FrameRejected(
                 "depth", f"depth is given for some cameras but not for {missing}: all or none"
             )
-        intrinsics = torch.from_numpy(np.stack([k for _, k, _ in arrays])).float()
-        cam_to_target = torch.from_numpy(
-            np.stack([np.asarray(c.cam_to_target, np.float64) for c in cameras])
+        intrinsics = self._upload([np.asarray(k, np.float64) for _, k, _ in arrays], "intrinsics").float()
+        cam_to_target = self._upload(
+            [np.asarray(c.cam_to_target, np.float64) for c in cameras], "cam_to_target"
         ).float()
 
         use_depth = all(has_depth)
@@ -245,49 +238,58 @@ class FramePipeline:
                 [a[0] for a in arrays], [a[2] for a in arrays] if use_depth else None
             )
         else:  # cameras of different sizes: resize each on its own
-            parts = [self._resize_group([rgb], [d] if use_depth else None) for rgb, _, d in arrays]
+            parts = [
+                self._resize_group([rgb], [d] if use_depth else None, key=str(i))
+                for i, (rgb, _, d) in enumerate(arrays)
+            ]
             images = torch.cat([p[0] for p in parts])
             depth = torch.cat([p[1] for p in parts]) if use_depth else None
             aug = torch.cat([p[2] for p in parts])
             valid = torch.cat([p[3] for p in parts]) if use_depth else None
-        if valid is not None:
-            for cam, fraction in zip(cameras, valid.tolist()):
-                if fraction < self.min_valid_depth_fraction or fraction == 0.0:
-                    need = 100 * self.min_valid_depth_fraction
-                    raise FrameRejected(
-                        "depth",
-                        f"camera {cam.name}: only {100 * fraction:.2f}% of depth "
-                        f"pixels are valid (finite, > 0); need {need:.2f}% and at "
-                        f"least one",
-                    )
-        device = self.device
-        return CameraBatch(
+        batch = CameraBatch(
             images=images[None],
-            intrinsics=intrinsics[None].to(device),
-            cam_to_ego=cam_to_target[None].to(device),
-            image_aug=aug[None].to(device),
+            intrinsics=intrinsics[None],
+            cam_to_ego=cam_to_target[None],
+            image_aug=aug[None],
             depth=depth[None] if depth is not None else None,
         )
+        return batch, valid
+
+    def _check_depth(self, cameras: Sequence[CameraFrame], fractions: Sequence[float]) -> None:
+        for cam, fraction in zip(cameras, fractions):
+            if fraction < self.min_valid_depth_fraction or fraction == 0.0:
+                need = 100 * self.min_valid_depth_fraction
+                raise FrameRejected(
+                    "depth",
+                    f"camera {cam.name}: only {100 * fraction:.2f}% of depth "
+                    f"pixels are valid (finite, > 0); need {need:.2f}% and at "
+                    f"least one",
+                )
 
     def _upload(self, arrays: list[np.ndarray], name: str) -> torch.Tensor:
         """(V, ...) device tensor of same-shape host arrays, in one host copy (which also makes
         reversed-channel and broadcast views contiguous).
 
-        On CUDA the copy goes through a pinned staging buffer per (name, shape), reused between frames
-        once its previous upload has completed (an event), and the upload is asynchronous.
+        On CUDA the copy goes through one of two pinned staging buffers per (name, shape), each reused
+        once its previous upload has completed (an event), and the upload is asynchronous: preparing
+        the next frame never waits for the GPU to finish the current one.
         """
         if self.device.type != "cuda":
             return torch.from_numpy(np.stack(arrays))
         shape = (len(arrays), *arrays[0].shape)
         key = (name, shape, arrays[0].dtype.str)
-        staged = self._staging.get(key)
-        if staged is None:
-            if len(self._staging) >= 16:
+        ring = self._staging.get(key)
+        if ring is None:
+            if len(self._staging) >= 32:
                 self._staging.clear()
-            buf = torch.from_numpy(np.empty(shape, arrays[0].dtype)).pin_memory()
-            staged = self._staging[key] = [buf, None]
-        elif staged[1] is not None:
-            staged[1].synchronize()  # the previous upload from this buffer is done
+            ring = self._staging[key] = [
+                [torch.from_numpy(np.empty(shape, arrays[0].dtype)).pin_memory(), None]
+            ]
+            ring.append([torch.from_numpy(np.empty(shape, arrays[0].dtype)).pin_memory(), None])
+        staged = ring.pop(0)
+        ring.append(staged)
+        if staged[1] is not None:
+            staged[1].synchronize()  # the upload two frames ago from this buffer is done
         buf = staged[0]
         host = buf.numpy()
         for i, a in enumerate(arrays):
@@ -297,7 +299,7 @@ class FramePipeline:
         staged[1].record()
         return out
 
-    def _resize_group(self, rgbs: list[np.ndarray], depths: list[np.ndarray] | None):
+    def _resize_group(self, rgbs: list[np.ndarray], depths: list[np.ndarray] | None, key: str = ""):
         """Same-size views -> device, resized there: images (V, 3, H', W'), depth (V, H', W') or None,
         image_aug (V, 3, 3), and the valid fraction (V,) of each raw depth image or None.
 
@@ -306,10 +308,10 @@ class FramePipeline:
         on metric depth that calls such pixels far, never missing. The valid fraction is measured on the
         raw image, before resizing."""
         # NCHW contiguous, the layout the model is built and benchmarked with (a uint8 copy on the device)
-        images = self._upload(rgbs, "rgb").permute(0, 3, 1, 2).contiguous()
+        images = self._upload(rgbs, "rgb" + key).permute(0, 3, 1, 2).contiguous()
         depth = valid = None
         if depths is not None:
-            raw = self._upload(depths, "depth").float()
+            raw = self._upload(depths, "depth" + key).float()
             valid = valid_depth(raw).flatten(1).float().mean(1)
             depth = fill_invalid_depth(raw)
         images, depth, aug = resize_views(images, self.input_size, depth)
@@ -320,83 +322,154 @@ class FramePipeline:
     def run(
         self, cameras: Sequence[CameraFrame], stamp_ns: int, render_depth: bool | None = None
     ) -> FrameResult:
-        """Validate, predict, and copy the prediction to the host.
+        """Validate, predict, and copy the prediction to the host (``start(...).result()``).
 
         Args:
             render_depth: render depth into the cameras (None = the predictor's default); the node
                 turns it off when nobody subscribes to the rendered depth.
         Raises:
-            FrameRejected: bad input (nothing is predicted).
+            FrameRejected: bad input (nothing is published).
+        """
+        return self.start(cameras, stamp_ns, render_depth).result()
+
+    def start(
+        self, cameras: Sequence[CameraFrame], stamp_ns: int, render_depth: bool | None = None
+    ) -> PendingFrame:
+        """Validate and build the batch, queue the prediction and its copy to the host, and return
+        without waiting for the device (on CUDA with the graph path; eager code may synchronise on
+        its own). ``result()`` of the returned ``PendingFrame`` waits, checks and builds the arrays,
+        so a caller can prepare the next frame set meanwhile (the node's two worker threads).
+
+        Raises:
+            FrameRejected: bad messages (found before anything is queued).
         """
         t0 = time.perf_counter()
-        batch = self.prepare(cameras)
+        batch, fractions = self._prepare(cameras)
         t1 = time.perf_counter()
+        device_start = _record_event(self.device)
         with torch.inference_mode():
-            if render_depth is None:
-                prediction = self.predictor.predict(batch)
-            else:
-                prediction = self.predictor.predict(batch, render_depth=render_depth)
+            kwargs = {} if render_depth is None else {"render_depth": render_depth}
+            if self._defers_checks:
+                kwargs["defer_checks"] = True
+            prediction = self.predictor.predict(batch, **kwargs)
         t2 = time.perf_counter()
-        result = self._to_host(prediction, stamp_ns)
-        t3 = time.perf_counter()
-        result.timings_ms = {
-            "prepare": 1e3 * (t1 - t0),
-            "predict": 1e3 * (t2 - t1),
-            "to_host": 1e3 * (t3 - t2),
-        }
-        return result
+        pending = PendingFrame(list(cameras), prediction, fractions, stamp_ns, self, device_start)
+        pending.timings_ms.update(prepare=1e3 * (t1 - t0), predict=1e3 * (t2 - t1))
+        return pending
 
     @staticmethod
     def _to_host(prediction: Any, stamp_ns: int) -> FrameResult:
-        def host(t: torch.Tensor, dtype) -> np.ndarray:
-            return t.detach()[0].to("cpu", dtype).numpy()
-
-        g = prediction.gaussians
-        depth = prediction.rendered_depth
-        return FrameResult(
-            stamp_ns=stamp_ns,
-            labels=host(prediction.labels, torch.uint8),
-            confidence=host(prediction.confidence, torch.float32),
-            means=host(g.means, torch.float32),
-            scales=host(g.scales, torch.float32),
-            rotations=host(g.rotations, torch.float32),
-            opacities=host(g.opacities, torch.float32),
-            gaussian_labels=host(prediction.gaussian_labels, torch.uint8),
-            gaussian_confidence=host(prediction.gaussian_confidence, torch.float32),
-            rendered_depth=host(depth, torch.float32) if depth is not None else None,
-            class_names=list(prediction.class_names),
-            free_label=int(prediction.free_label),
-            grid=prediction.grid,
-        )
+        """The prediction's arrays on the host (waits for the device)."""
+        return PendingFrame([], prediction, None, stamp_ns, None, None).result()
 
 
-# ---------------------------------------------------------------------------------------------
-# Set-up and TF wiring shared with the rosbag evaluator (no rclpy)
-# ---------------------------------------------------------------------------------------------
+def _record_event(device: torch.device) -> torch.cuda.Event | None:
+    if device.type != "cuda":
+        return None
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
 
 
-def configure_predictor(predictor: Any, config: Any) -> None:
-    """Apply a ``NodeConfig``'s grid, density threshold, prompt templates and categories to a predictor
-    (what the node does at start; the grid and templates only where the predictor supports them).
+HOST_FIELDS = (
+    ("labels", torch.uint8),
+    ("confidence", torch.float32),
+    ("gaussian_labels", torch.uint8),
+    ("gaussian_confidence", torch.float32),
+)
+GAUSSIAN_FIELDS = ("means", "scales", "rotations", "opacities")
 
-    Raises:
-        ValueError: invalid grid, threshold, templates or categories (the reason names the parameter).
+
+class PendingFrame:
+    """A frame set whose prediction and host copies are queued on the device.
+
+    The copies go to pinned host memory asynchronously (``non_blocking``), followed by an event;
+    ``result()`` waits for that event, applies the checks that needed device values (the depth
+    images' valid fractions, the predictor's deferred input check) and returns the ``FrameResult``.
+    On the CPU everything is ready at once.
+
+    Attributes:
+        stamp_ns: the frame set's stamp; cameras: its ``CameraFrame``s.
+        timings_ms: "prepare", "predict" (host time to queue the prediction), and after ``result()``
+            "to_host" (waiting for the device and the copies) and, on CUDA, "device" (GPU time from
+            the start of the prediction to the end of the copies, CUDA events).
     """
-    configure = getattr(predictor, "configure", None)
-    if configure is not None:
-        try:
-            configure(
-                grid_range=tuple(config.grid_range),
-                voxel_size=config.voxel_size,
-                density_threshold=None if config.density_threshold < 0 else config.density_threshold,
-                prompt_templates=config.prompt_template_list,
-            )
-        except ValueError as exc:
-            raise ValueError(f"invalid grid or text parameters: {exc}") from exc
-    try:
-        predictor.set_categories(list(config.categories))
-    except ValueError as exc:
-        raise ValueError(f"invalid parameter 'categories': {exc}") from exc
+
+    def __init__(
+        self,
+        cameras: list[CameraFrame],
+        prediction: Any,
+        fractions: torch.Tensor | None,
+        stamp_ns: int,
+        pipeline: FramePipeline | None,
+        device_start: torch.cuda.Event | None,
+    ):
+        self.cameras = cameras
+        self.stamp_ns = stamp_ns
+        self.timings_ms: dict[str, float] = {}
+        self._prediction = prediction
+        self._pipeline = pipeline
+        self._device_start = device_start
+        g = prediction.gaussians
+        tensors = {name: getattr(prediction, name).detach()[0].to(dtype) for name, dtype in HOST_FIELDS}
+        tensors.update({name: getattr(g, name).detach()[0].float() for name in GAUSSIAN_FIELDS})
+        if prediction.rendered_depth is not None:
+            tensors["rendered_depth"] = prediction.rendered_depth.detach()[0].float()
+        if fractions is not None:
+            tensors["depth_fractions"] = fractions.detach().double()
+        cuda = tensors["labels"].is_cuda
+        self._host = {name: t.to("cpu", non_blocking=cuda) for name, t in tensors.items()}
+        self._done = None
+        if cuda:
+            self._done = torch.cuda.Event(enable_timing=device_start is not None)
+            self._done.record()
+        self._result: FrameResult | None = None
+
+    def result(self) -> FrameResult:
+        """Wait for the device and return the host arrays (once; later calls return the same).
+
+        Raises:
+            FrameRejected: a depth image without enough valid pixels.
+            ValueError: the predictor's deferred check (e.g. non-finite Gaussians).
+        """
+        if self._result is not None:
+            return self._result
+        t0 = time.perf_counter()
+        if self._done is not None:
+            self._done.synchronize()
+            if self._device_start is not None:
+                self.timings_ms["device"] = self._device_start.elapsed_time(self._done)
+        host = {name: t.numpy() for name, t in self._host.items()}
+        if "depth_fractions" in host and self._pipeline is not None:
+            self._pipeline._check_depth(self.cameras, host["depth_fractions"].tolist())
+        check = getattr(self._prediction, "check", None)
+        if callable(check):
+            check()
+        p = self._prediction
+        self._result = FrameResult(
+            stamp_ns=self.stamp_ns,
+            labels=host["labels"],
+            confidence=host["confidence"],
+            means=host["means"],
+            scales=host["scales"],
+            rotations=host["rotations"],
+            opacities=host["opacities"],
+            gaussian_labels=host["gaussian_labels"],
+            gaussian_confidence=host["gaussian_confidence"],
+            rendered_depth=host.get("rendered_depth"),
+            class_names=list(p.class_names),
+            free_label=int(p.free_label),
+            grid=p.grid,
+        )
+        self.timings_ms["to_host"] = 1e3 * (time.perf_counter() - t0)
+        self._result.timings_ms = dict(self.timings_ms)
+        self._prediction = None  # the device tensors can go
+        return self._result
+
+
+# ---------------------------------------------------------------------------------------------
+# TF wiring and input warnings shared with the rosbag evaluator (no rclpy)
+# ---------------------------------------------------------------------------------------------
 
 
 def camera_frames_of(
@@ -440,3 +513,27 @@ def camera_frames_of(
             CameraFrame(name, images[v], infos[v], depths[v] if depths is not None else None, cam_to_target)
         )
     return cameras
+
+
+class DistortionWarnings:
+    """The warning for a camera whose CameraInfo has distortion coefficients (rectified images are
+    expected), once per camera.
+
+    Args:
+        image_topics: the image topic of each camera (named in the warning).
+    """
+
+    def __init__(self, image_topics: Sequence[str]):
+        self.image_topics = list(image_topics)
+        self._warned: set[int] = set()
+
+    def new(self, infos: Sequence[Any]) -> list[str]:
+        """The warnings for the cameras of a frame set not warned about before."""
+        out = []
+        for v, info in enumerate(infos):
+            if info is not None and v not in self._warned:
+                text = distortion_warning(info, self.image_topics[v])
+                if text:
+                    self._warned.add(v)
+                    out.append(text)
+        return out

@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer as OpenCLIPVisionTransformer
 from safetensors.torch import save_file
 
+from gausstr_core.io.weights import load_weights_file
 from gausstr_core.model.backbones import (
     MaskCLIPBackbone,
     TimmViTBackbone,
     build_backbone,
     dinov2_hub_to_timm,
-    load_weights_file,
 )
 from gausstr_core.model.config import BackboneConfig
 

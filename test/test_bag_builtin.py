@@ -16,12 +16,12 @@ from gausstr_ros.assets import (
     DEFAULT_BAG_METRICS,
     DEFAULT_CHECKPOINT,
     checkpoint_vocabulary,
-    effective_categories,
     recorded_metrics,
 )
 from gausstr_ros.bag.build_defaults import SIZE_LIMIT_BYTES, sha256
 from gausstr_ros.bag.options import BagEvalOptions, resolve_setup
 from gausstr_ros.node.params import DEFAULT_CATEGORIES, NodeConfig
+from gausstr_ros.predictor import effective_categories
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ def test_nothing_given_means_the_built_in_model_bag_and_vocabulary():
 
 @pytest.mark.ros
 def test_the_node_loads_the_built_in_model_by_default():
-    from gausstr_ros.node.occupancy_node import load_predictor
+    from gausstr_ros.predictor import load_predictor
 
     predictor = load_predictor(NodeConfig.defaults())
     assert predictor.input_size == (112, 200)
@@ -79,7 +79,11 @@ def test_evaluating_the_built_in_bag_reproduces_the_recorded_metrics(tmp_path):
 
     recorded = recorded_metrics()
     # The recorded scores were measured on the CPU (the PyTorch reference voxelizer); see the gpu test below.
-    summary = evaluate_bag(BagEvalOptions(out=tmp_path / "report", pictures=1, device="cpu", progress=False))
+    summary = evaluate_bag(
+        BagEvalOptions(
+            out=tmp_path / "report", pictures=1, device="cpu", progress=False, use_depth=recorded["use_depth"]
+        )
+    )
     assert summary["bag_source"] == "built-in default" and summary["checkpoint_source"] == "built-in default"
     assert summary["frames"]["predicted"] == recorded["frames"]["predicted"]
     tolerance = recorded["tolerance_points"]
@@ -102,8 +106,13 @@ def test_the_built_in_bag_on_cuda_scores_like_the_recorded_cpu_metrics(tmp_path)
     threshold may flip: 1 IoU point is allowed, and the difference is printed for docs/bags.md."""
     from gausstr_ros.bag.evaluate import evaluate_bag
 
-    recorded = recorded_metrics()["scores"]
-    summary = evaluate_bag(BagEvalOptions(out=tmp_path / "report", pictures=0, device="cuda", progress=False))
+    metrics = recorded_metrics()
+    recorded = metrics["scores"]
+    summary = evaluate_bag(
+        BagEvalOptions(
+            out=tmp_path / "report", pictures=0, device="cuda", progress=False, use_depth=metrics["use_depth"]
+        )
+    )
     got = summary["scores"]
     print(
         f"built-in bag on CUDA: IoU {got['iou']:.4f} mIoU {got['miou']:.4f} "

@@ -26,15 +26,9 @@ from gausstr_ros.bag.options import BagEvalOptions
 from gausstr_ros.bag.reader import BagSource
 from gausstr_ros.bag.writer import BagWriter
 from gausstr_ros.node.sync import stamp_to_ns
-from gausstr_testing.bag_samples import random_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 BAG = SyntheticBagConfig(frames=2, image_size=(56, 100), seed=3)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return random_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +37,12 @@ def bag(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def offline(bag, checkpoint, tmp_path_factory) -> tuple[dict, Path]:
+def offline(bag, tiny_checkpoint, tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("reports") / "offline"
     summary = evaluate_bag(
-        BagEvalOptions(bag=bag, out=out, checkpoint=checkpoint, device="cpu", record=True, progress=False)
+        BagEvalOptions(
+            bag=bag, out=out, checkpoint=tiny_checkpoint, device="cpu", record=True, progress=False
+        )
     )
     return summary, out
 
@@ -88,7 +84,7 @@ def test_the_report_is_complete(offline):
     assert not list(out.parent.glob(".offline.partial-*"))
 
 
-def test_labels_are_the_models_on_the_same_frames(offline, checkpoint):
+def test_labels_are_the_models_on_the_same_frames(offline, tiny_checkpoint):
     """Bag -> messages -> node pipeline gives the labels of OccupancyPredictor on the generator's tensors."""
     from gausstr_core.batch import CameraBatch
     from gausstr_core.data.transforms import resize_views
@@ -97,7 +93,7 @@ def test_labels_are_the_models_on_the_same_frames(offline, checkpoint):
     summary, out = offline
     labels = recorded_labels(out)
     assert len(labels) == 2
-    predictor = OccupancyPredictor.from_checkpoint(checkpoint, device="cpu")
+    predictor = OccupancyPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
     predictor.set_categories(summary["categories"])
     synthetic = synthetic_config(BAG)
     world = make_world(BAG.seed, BAG.scene, synthetic)
@@ -122,7 +118,7 @@ def test_labels_are_the_models_on_the_same_frames(offline, checkpoint):
     assert summary["scores"]["iou"] == pytest.approx(expected["iou"], abs=1e-6)
 
 
-def test_occ3d_directory_ground_truth_matches_the_topic(offline, bag, checkpoint, tmp_path):
+def test_occ3d_directory_ground_truth_matches_the_topic(offline, bag, tiny_checkpoint, tmp_path):
     """An Occ3D dataset directory with the same labels, matched by sample timestamp, gives the same scores."""
     from gausstr_core.data.occ3d import Occ3DLabels, save_labels
 
@@ -149,7 +145,7 @@ def test_occ3d_directory_ground_truth_matches_the_topic(offline, bag, checkpoint
         BagEvalOptions(
             bag=bag,
             out=tmp_path / "occ3d",
-            checkpoint=checkpoint,
+            checkpoint=tiny_checkpoint,
             device="cpu",
             occ3d=root,
             pictures=0,
@@ -160,7 +156,7 @@ def test_occ3d_directory_ground_truth_matches_the_topic(offline, bag, checkpoint
     assert "Occ3D labels" in result["ground_truth"]["source"]
 
 
-def test_params_file_extra_topics_of_unknown_types_and_no_ground_truth(bag, checkpoint, tmp_path):
+def test_params_file_extra_topics_of_unknown_types_and_no_ground_truth(bag, tiny_checkpoint, tmp_path):
     """The node's own params file drives the evaluation; topics the evaluation does not need may have
     types nobody knows; without ground truth the report says so and draws the prediction alone."""
     import shutil
@@ -181,7 +177,7 @@ def test_params_file_extra_topics_of_unknown_types_and_no_ground_truth(bag, chec
         BagEvalOptions(
             bag=copy,
             out=tmp_path / "r",
-            checkpoint=checkpoint,
+            checkpoint=tiny_checkpoint,
             device="cpu",
             max_frames=1,
             params=ROOT / "config" / "occupancy.yaml",
@@ -195,7 +191,7 @@ def test_params_file_extra_topics_of_unknown_types_and_no_ground_truth(bag, chec
     shutil.rmtree(tmp_path / "r")
 
 
-def test_cli(bag, checkpoint, tmp_path, capsys):
+def test_cli(bag, tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "cli"
     assert (
         main(
@@ -204,7 +200,7 @@ def test_cli(bag, checkpoint, tmp_path, capsys):
                 "--device",
                 "cpu",
                 "--checkpoint",
-                str(checkpoint),
+                str(tiny_checkpoint),
                 "--out",
                 str(out),
                 "--max-frames",
@@ -218,5 +214,5 @@ def test_cli(bag, checkpoint, tmp_path, capsys):
     )
     printed = capsys.readouterr().out
     assert f"report: {out}" in printed and "pictures:" in printed
-    assert main([str(bag), "--checkpoint", str(checkpoint), "--out", str(out), "--no-progress"]) == 2
+    assert main([str(bag), "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--no-progress"]) == 2
     assert "--overwrite" in capsys.readouterr().err

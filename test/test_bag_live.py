@@ -16,15 +16,9 @@ from gausstr_ros.bag.make_bag import SyntheticBagConfig, write_synthetic_bag
 from gausstr_ros.bag.options import BagEvalOptions
 from gausstr_ros.bag.reader import BagSource
 from gausstr_ros.node.sync import stamp_to_ns
-from gausstr_testing.bag_samples import random_tiny_checkpoint
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 BAG = SyntheticBagConfig(frames=3, image_size=(56, 100), seed=4)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return random_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +35,12 @@ def namespace() -> str:
     return f"/bag_live_{uuid.uuid4().hex[:8]}"
 
 
-def test_live_outputs_match_offline_outputs(bag, checkpoint, tmp_path):
+def test_live_outputs_match_offline_outputs(bag, tiny_checkpoint, tmp_path):
     offline = evaluate_bag(
         BagEvalOptions(
             bag=bag,
             out=tmp_path / "offline",
-            checkpoint=checkpoint,
+            checkpoint=tiny_checkpoint,
             device="cpu",
             record=True,
             pictures=0,
@@ -57,7 +51,7 @@ def test_live_outputs_match_offline_outputs(bag, checkpoint, tmp_path):
         BagEvalOptions(
             bag=bag,
             out=tmp_path / "live",
-            checkpoint=checkpoint,
+            checkpoint=tiny_checkpoint,
             device="cpu",
             live=True,
             rate=0,
@@ -92,12 +86,12 @@ def test_live_outputs_match_offline_outputs(bag, checkpoint, tmp_path):
     assert len(list((out / "bev").glob("*.png"))) == 1 and len(list((out / "depth").glob("*.png"))) == 1
 
 
-def test_real_time_playback_accounts_for_every_frame_set(bag, checkpoint, tmp_path):
+def test_real_time_playback_accounts_for_every_frame_set(bag, tiny_checkpoint, tmp_path):
     summary = evaluate_bag(
         BagEvalOptions(
             bag=bag,
             out=tmp_path / "live",
-            checkpoint=checkpoint,
+            checkpoint=tiny_checkpoint,
             device="cpu",
             live=True,
             rate=1.0,
@@ -123,7 +117,7 @@ def test_real_time_playback_accounts_for_every_frame_set(bag, checkpoint, tmp_pa
     assert latencies and all(0 < v < 60_000 for v in latencies)
 
 
-def test_live_mode_reports_a_node_that_cannot_start(bag, checkpoint, tmp_path):
+def test_live_mode_reports_a_node_that_cannot_start(bag, tiny_checkpoint, tmp_path):
     from gausstr_ros.bag.live import LiveError
 
     with pytest.raises(LiveError, match="exited with code 1 before it was ready") as info:
@@ -131,7 +125,7 @@ def test_live_mode_reports_a_node_that_cannot_start(bag, checkpoint, tmp_path):
             BagEvalOptions(
                 bag=bag,
                 out=tmp_path / "r",
-                checkpoint=checkpoint,
+                checkpoint=tiny_checkpoint,
                 live=True,
                 device="cuda:7",
                 namespace=namespace(),

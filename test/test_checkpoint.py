@@ -15,6 +15,7 @@ from gausstr_core.io.checkpoint import (
     build_model_from_checkpoint,
     load_model_checkpoint,
     load_state_dict_strict,
+    rewrite_checkpoint,
     save_model_checkpoint,
 )
 from gausstr_core.model.config import ModelConfig
@@ -62,6 +63,25 @@ def test_round_trip_restores_outputs_config_and_metadata(tmp_path):
     loaded, _, _ = build_model_from_checkpoint(path)
     torch.testing.assert_close(loaded(batch()).final.means, model(batch()).final.means)
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_rewrite_changes_config_and_metadata_but_not_the_tensors(tmp_path):
+    torch.manual_seed(0)
+    cfg = small_config()
+    path = save_model_checkpoint(tmp_path / "a.safetensors", GaussTR(cfg), cfg, {"step": 3, "preset": "tiny"})
+    changed = dataclasses.replace(cfg, embed_dim=cfg.embed_dim)  # same shapes, another object
+    changed.head = dataclasses.replace(cfg.head, depth_limit=40.0)
+    out = rewrite_checkpoint(path, tmp_path / "b.safetensors", changed, {"training": {"command": "x"}})
+    config, state, metadata = load_model_checkpoint(out)
+    _, original, _ = load_model_checkpoint(path)
+    assert config.head.depth_limit == 40.0 and metadata == {
+        "step": 3,
+        "preset": "tiny",
+        "training": {"command": "x"},
+    }
+    assert state.keys() == original.keys() and all(torch.equal(state[k], original[k]) for k in state)
+    rewrite_checkpoint(out, out, metadata={"step": 4})  # in place
+    assert load_model_checkpoint(out)[2]["step"] == 4 and not list(tmp_path.glob("*.tmp"))
 
 
 def test_frozen_backbone_from_a_named_file_is_not_stored(tmp_path):

@@ -15,8 +15,7 @@ from gausstr_core.gaussians import Gaussians
 from gausstr_core.grid import VoxelGrid
 from gausstr_core.inference.config import InferenceConfig
 from gausstr_core.inference.predictor import OccupancyPrediction, OccupancyPredictor, denoise_prompts
-from gausstr_core.model.gausstr import GaussTR
-from gausstr_core.presets import preset_model, tiny_text
+from gausstr_core.presets import tiny_text
 from gausstr_core.text.encoder import TextEncoder
 from gausstr_core.text.vocabulary import OCC3D_CATEGORIES, OCC3D_UNPREDICTED
 
@@ -48,32 +47,23 @@ def _ring_batch(v: int, h: int, w: int, seed: int = 0, depth: bool = True) -> Ca
 
 
 @pytest.fixture(scope="module")
-def text() -> TextEncoder:
-    return TextEncoder(tiny_text())
-
-
-@pytest.fixture(scope="module")
-def model() -> GaussTR:
-    torch.manual_seed(0)
-    return GaussTR(preset_model("tiny"))
-
-
-@pytest.fixture(scope="module")
-def batch(model) -> CameraBatch:
-    h, w = model.config.image_size
+def batch(tiny_model) -> CameraBatch:
+    h, w = tiny_model.config.image_size
     return _ring_batch(3, h, w)
 
 
-def _predictor(model, text, categories=CATEGORIES, **config) -> OccupancyPredictor:
-    return OccupancyPredictor(model, text, GRID, InferenceConfig(**config), categories, device="cpu")
+def _predictor(tiny_model, tiny_text_encoder, categories=CATEGORIES, **config) -> OccupancyPredictor:
+    return OccupancyPredictor(
+        tiny_model, tiny_text_encoder, GRID, InferenceConfig(**config), categories, device="cpu"
+    )
 
 
-def test_real_model_prediction_shapes_types_and_ranges(model, text, batch):
-    pred = _predictor(model, text)
-    assert pred.input_size == model.config.image_size and pred.free_label == 4
+def test_real_model_prediction_shapes_types_and_ranges(tiny_model, tiny_text_encoder, batch):
+    pred = _predictor(tiny_model, tiny_text_encoder)
+    assert pred.input_size == tiny_model.config.image_size and pred.free_label == 4
     out = pred.predict(batch)
     assert isinstance(out, OccupancyPrediction)
-    n = 3 * model.config.decoder.queries_per_view
+    n = 3 * tiny_model.config.decoder.queries_per_view
     assert out.labels.shape == (1, *GRID.shape) and out.labels.dtype == torch.uint8
     assert out.confidence.shape == out.density.shape == out.labels.shape
     assert out.confidence.dtype == out.density.dtype == torch.float32
@@ -82,7 +72,7 @@ def test_real_model_prediction_shapes_types_and_ranges(model, text, batch):
     assert out.gaussians.features.shape == (1, n, 4) and out.gaussians.means.dtype == torch.float32
     assert out.gaussian_labels.shape == (1, n) and out.gaussian_labels.dtype == torch.uint8
     assert out.gaussian_confidence.shape == (1, n)
-    assert out.rendered_depth.shape == (1, 3, *model.config.image_size)
+    assert out.rendered_depth.shape == (1, 3, *tiny_model.config.image_size)
     assert out.rendered_depth.max() > 1.0 and (out.rendered_depth >= 0).all()
     assert out.class_names == ["car", "road", "building", "tree"] and out.free_label == 4 and out.grid == GRID
     assert pred.predict(batch, render_depth=False).rendered_depth is None
@@ -91,8 +81,8 @@ def test_real_model_prediction_shapes_types_and_ranges(model, text, batch):
     assert torch.equal(again.labels, out.labels) and torch.equal(again.confidence, out.confidence)
 
 
-def test_prototypes_change_when_the_names_change(model, text):
-    pred = _predictor(model, text)
+def test_prototypes_change_when_the_names_change(tiny_model, tiny_text_encoder):
+    pred = _predictor(tiny_model, tiny_text_encoder)
     before = pred._prompts.prototypes.clone()
     pred.set_categories(["truck", "road", "building|wall", "tree"])
     after = pred._prompts.prototypes
@@ -102,11 +92,13 @@ def test_prototypes_change_when_the_names_change(model, text):
 
 
 @pytest.mark.parametrize("denoise", [True, False])
-def test_labels_follow_a_reversed_vocabulary(model, text, batch, denoise):
-    forward = _predictor(model, text, prompt_denoising=denoise, logit_scale=30.0).predict(batch)
-    reverse = _predictor(model, text, CATEGORIES[::-1], prompt_denoising=denoise, logit_scale=30.0).predict(
+def test_labels_follow_a_reversed_vocabulary(tiny_model, tiny_text_encoder, batch, denoise):
+    forward = _predictor(tiny_model, tiny_text_encoder, prompt_denoising=denoise, logit_scale=30.0).predict(
         batch
     )
+    reverse = _predictor(
+        tiny_model, tiny_text_encoder, CATEGORIES[::-1], prompt_denoising=denoise, logit_scale=30.0
+    ).predict(batch)
     free = 4
     occupied = (forward.labels != free) & (reverse.labels != free)
     assert occupied.sum() > 100
@@ -117,13 +109,13 @@ def test_labels_follow_a_reversed_vocabulary(model, text, batch, denoise):
     assert torch.equal(reverse.gaussian_labels[g_occ], 3 - forward.gaussian_labels[g_occ])
 
 
-def test_free_where_density_is_low(model, text, batch):
-    out = _predictor(model, text, density_threshold=0.2).predict(batch)
+def test_free_where_density_is_low(tiny_model, tiny_text_encoder, batch):
+    out = _predictor(tiny_model, tiny_text_encoder, density_threshold=0.2).predict(batch)
     low = out.density <= 0.2
     assert low.any() and (~low).any()
     assert (out.labels[low] == 4).all()
     torch.testing.assert_close(out.confidence[low], torch.exp(-out.density[low]))
-    everything_free = _predictor(model, text, density_threshold=1e9).predict(batch)
+    everything_free = _predictor(tiny_model, tiny_text_encoder, density_threshold=1e9).predict(batch)
     assert (everything_free.labels == 4).all()
 
 
@@ -139,8 +131,8 @@ class FixedGaussians(nn.Module):
         return type("Output", (), {"gaussians": [self.g]})()
 
 
-def _two_gaussian_scene(text, scale=10.0):
-    protos = text.encode(["car", "road", "sky"])
+def _two_gaussian_scene(tiny_text_encoder, scale=10.0):
+    protos = tiny_text_encoder.encode(["car", "road", "sky"])
     means = torch.tensor([[[2.0, 0.0, 0.0], [-2.0, 0.0, 0.0], [0.0, 2.0, 0.0]]])
     g = Gaussians(
         means=means,
@@ -152,10 +144,12 @@ def _two_gaussian_scene(text, scale=10.0):
     return g, protos
 
 
-def test_hand_built_scene_voxelizes_into_the_right_classes_in_the_right_voxels(text):
-    g, protos = _two_gaussian_scene(text)
+def test_hand_built_scene_voxelizes_into_the_right_classes_in_the_right_voxels(tiny_text_encoder):
+    g, protos = _two_gaussian_scene(tiny_text_encoder)
     grid = VoxelGrid((-4.0, -4.0, -1.0, 4.0, 4.0, 1.0), 0.4)
-    pred = OccupancyPredictor(FixedGaussians(g), text, grid, InferenceConfig(), ["car", "road"], device="cpu")
+    pred = OccupancyPredictor(
+        FixedGaussians(g), tiny_text_encoder, grid, InferenceConfig(), ["car", "road"], device="cpu"
+    )
     out = pred.predict(_ring_batch(2, 24, 40), render_depth=True)
     car, road, sky = grid.voxel_index(g.means[0])[0].tolist()
     assert out.labels[0, car[0], car[1], car[2]] == 0
@@ -173,12 +167,12 @@ def test_hand_built_scene_voxelizes_into_the_right_classes_in_the_right_voxels(t
     assert out.gaussians.features.shape == (1, 3, 2)
 
 
-def test_unpredicted_classes_and_filtered_gaussians(text):
-    g, _ = _two_gaussian_scene(text)
+def test_unpredicted_classes_and_filtered_gaussians(tiny_text_encoder):
+    g, _ = _two_gaussian_scene(tiny_text_encoder)
     grid = VoxelGrid((-4.0, -4.0, -1.0, 4.0, 4.0, 1.0), 0.4)
     pred = OccupancyPredictor(
         FixedGaussians(g),
-        text,
+        tiny_text_encoder,
         grid,
         InferenceConfig(unpredicted_classes=("car",)),
         ["car", "road"],
@@ -188,10 +182,15 @@ def test_unpredicted_classes_and_filtered_gaussians(text):
     assert not (out.labels == 0).any() and (out.labels == 1).any()
     with pytest.raises(ValueError, match="no category can be predicted"):
         config = InferenceConfig(unpredicted_classes=("car", "road"))
-        OccupancyPredictor(FixedGaussians(g), text, grid, config, ["car", "road"], device="cpu")
+        OccupancyPredictor(FixedGaussians(g), tiny_text_encoder, grid, config, ["car", "road"], device="cpu")
     # Opacity filter: no Gaussian voxelized, all free, filtered Gaussians get the free label, conf 0.
     pred = OccupancyPredictor(
-        FixedGaussians(g), text, grid, InferenceConfig(opacity_threshold=0.95), ["car", "road"], device="cpu"
+        FixedGaussians(g),
+        tiny_text_encoder,
+        grid,
+        InferenceConfig(opacity_threshold=0.95),
+        ["car", "road"],
+        device="cpu",
     )
     out = pred.predict(_ring_batch(1, 16, 24), render_depth=False)
     assert (out.labels == 2).all() and (out.density == 0).all()
@@ -208,8 +207,8 @@ def test_prompt_denoising_drops_prompts_no_voxel_prefers():
     assert denoise_prompts(p, torch.zeros_like(defined)).tolist() == [[1.0, 1.0, 1.0]]
 
 
-def test_set_categories_validates_and_keeps_the_old_vocabulary_on_error(model, text):
-    pred = _predictor(model, text)
+def test_set_categories_validates_and_keeps_the_old_vocabulary_on_error(tiny_model, tiny_text_encoder):
+    pred = _predictor(tiny_model, tiny_text_encoder)
     with pytest.raises(ValueError, match="must not be empty"):
         pred.set_categories([])
     with pytest.raises(ValueError, match="duplicates"):
@@ -219,9 +218,9 @@ def test_set_categories_validates_and_keeps_the_old_vocabulary_on_error(model, t
     assert pred.free_label == 17
 
 
-def test_configure_changes_grid_threshold_and_templates(model, text, batch):
+def test_configure_changes_grid_threshold_and_templates(tiny_model, tiny_text_encoder, batch):
     enc = TextEncoder(tiny_text())
-    pred = OccupancyPredictor(model, enc, GRID, InferenceConfig(), CATEGORIES, device="cpu")
+    pred = OccupancyPredictor(tiny_model, enc, GRID, InferenceConfig(), CATEGORIES, device="cpu")
     before = pred._prompts.prototypes.clone()
     with pytest.raises(ValueError):
         pred.configure(grid_range=(-1.0, -1.0, -1.0, 1.0, 1.0), voxel_size=0.5)
@@ -240,7 +239,7 @@ def test_configure_changes_grid_threshold_and_templates(model, text, batch):
         pred.configure(prompt_templates=["no placeholder"])
 
 
-def test_feature_and_text_widths_must_agree(model):
+def test_feature_and_text_widths_must_agree(tiny_model):
     from gausstr_core.text.config import TextEncoderConfig
 
     other = TextEncoder(
@@ -249,36 +248,42 @@ def test_feature_and_text_widths_must_agree(model):
         )
     )
     with pytest.raises(ValueError, match="must live in one space"):
-        OccupancyPredictor(model, other, GRID, device="cpu")
+        OccupancyPredictor(tiny_model, other, GRID, device="cpu")
 
 
-def test_default_vocabulary_is_occ3d_and_official_unpredicted_classes(model, text, batch):
+def test_default_vocabulary_is_occ3d_and_official_unpredicted_classes(tiny_model, tiny_text_encoder, batch):
     pred = OccupancyPredictor(
-        model, text, GRID, InferenceConfig(unpredicted_classes=OCC3D_UNPREDICTED), device="cpu"
+        tiny_model,
+        tiny_text_encoder,
+        GRID,
+        InferenceConfig(unpredicted_classes=OCC3D_UNPREDICTED),
+        device="cpu",
     )
     assert pred.free_label == 17 and len(pred.class_names) == 17
     out = pred.predict(batch, render_depth=False)
     assert not ((out.labels == 0) | (out.labels == 12)).any()
 
 
-def test_from_checkpoint_restores_model_text_grid_and_vocabulary(tmp_path, model, text, batch):
+def test_from_checkpoint_restores_model_text_grid_and_vocabulary(
+    tmp_path, tiny_model, tiny_text_encoder, batch
+):
     from gausstr_core.config import GaussTRConfig
     from gausstr_core.io.checkpoint import save_model_checkpoint
     from gausstr_core.losses.config import LossConfig
 
     cfg = GaussTRConfig(
         preset="tiny",
-        model=model.config,
+        model=tiny_model.config,
         text=tiny_text(),
         loss=LossConfig(pca_dims=16),
         inference=InferenceConfig(density_threshold=0.05),
         grid=GRID,
     )
-    path = save_model_checkpoint(tmp_path / "tiny.safetensors", model, cfg, {"vocabulary": CATEGORIES})
+    path = save_model_checkpoint(tmp_path / "tiny.safetensors", tiny_model, cfg, {"vocabulary": CATEGORIES})
     loaded = OccupancyPredictor.from_checkpoint(path, device="cpu")
     assert loaded.class_names == ["car", "road", "building", "tree"]
     assert loaded.grid == GRID and loaded.config.density_threshold == 0.05
-    reference = _predictor(model, text, density_threshold=0.05).predict(batch)
+    reference = _predictor(tiny_model, tiny_text_encoder, density_threshold=0.05).predict(batch)
     out = loaded.predict(batch)
     assert torch.equal(out.labels, reference.labels)
     torch.testing.assert_close(out.rendered_depth, reference.rendered_depth)
@@ -301,22 +306,22 @@ def test_inference_config_validation():
 
 
 @pytest.mark.gpu
-def test_cuda_prediction_matches_the_cpu(model, text, batch):
+def test_cuda_prediction_matches_the_cpu(tiny_model, tiny_text_encoder, batch):
     """CUDA kernels (voxelizer, gsplat) against the CPU references, float32 end to end; bf16 runs."""
     flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = False  # float32 convolutions, comparable with the CPU
     torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        _compare_cuda_with_cpu(model, text, batch)
+        _compare_cuda_with_cpu(tiny_model, tiny_text_encoder, batch)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
 
 
-def _compare_cuda_with_cpu(model, text, batch):
+def _compare_cuda_with_cpu(tiny_model, tiny_text_encoder, batch):
     import copy
 
-    cpu = _predictor(model, text, autocast_dtype=None).predict(batch)
-    gpu_model = copy.deepcopy(model).cuda()
+    cpu = _predictor(tiny_model, tiny_text_encoder, autocast_dtype=None).predict(batch)
+    gpu_model = copy.deepcopy(tiny_model).cuda()
     gpu_text = TextEncoder(tiny_text())
     gpu = OccupancyPredictor(
         gpu_model, gpu_text, GRID, InferenceConfig(autocast_dtype=None), CATEGORIES, device="cuda"
@@ -346,7 +351,7 @@ def test_from_preset_tiny_runs_with_the_preset_sections(batch):
     assert out.labels.shape == (1, *GRID.shape) and out.rendered_depth.shape == (1, 3, 112, 200)
 
 
-def test_official_prototype_table_next_to_a_checkpoint(tmp_path, model, text, batch):
+def test_official_prototype_table_next_to_a_checkpoint(tmp_path, tiny_model, tiny_text_encoder, batch):
     """A converted official checkpoint brings fixed prototypes: only their prompts are used, and a
     category without a known prompt (here "tree") is never predicted."""
     from safetensors.torch import save_file
@@ -358,17 +363,17 @@ def test_official_prototype_table_next_to_a_checkpoint(tmp_path, model, text, ba
     from gausstr_core.text.encoder import PrototypeTable
 
     table_prompts = ["car", "road", "building", "wall", "sky"]
-    protos = text.encode(table_prompts)
+    protos = tiny_text_encoder.encode(table_prompts)
     no_weights = TextEncoderConfig(model_name="gausstr-tiny", embed_dim=64, projection=False)
     cfg = GaussTRConfig(
         preset="tiny",
-        model=model.config,
+        model=tiny_model.config,
         text=no_weights,
         loss=LossConfig(pca_dims=16),
         inference=InferenceConfig(logit_scale=30.0),
         grid=GRID,
     )
-    path = save_model_checkpoint(tmp_path / "conv.safetensors", model, cfg, {})
+    path = save_model_checkpoint(tmp_path / "conv.safetensors", tiny_model, cfg, {})
     save_file(
         {"prototypes": protos.contiguous()},
         str(tmp_path / "conv.text_prototypes.safetensors"),
@@ -382,17 +387,17 @@ def test_official_prototype_table_next_to_a_checkpoint(tmp_path, model, text, ba
     assert not (out.labels == 3).any() and not (out.gaussian_labels == 3).any()
     assert (out.labels < 3).any()
     # The same as a text encoder with the table's prompts only (there, free is 3 instead of 4).
-    expected = _predictor(model, text, ["car", "road", "building|wall"], logit_scale=30.0).predict(
-        batch, render_depth=False
-    )
+    expected = _predictor(
+        tiny_model, tiny_text_encoder, ["car", "road", "building|wall"], logit_scale=30.0
+    ).predict(batch, render_depth=False)
     assert torch.equal(torch.where(out.labels == 4, 3, out.labels), expected.labels)
     torch.testing.assert_close(out.confidence, expected.confidence)
     with pytest.raises(ValueError, match="not in the prototype table"):
         loaded.text_encoder.encode(["tree"])
 
 
-def test_cameras_without_depth_use_the_depth_head(model, text):
-    h, w = model.config.image_size
-    out = _predictor(model, text).predict(_ring_batch(2, h, w, depth=False))
+def test_cameras_without_depth_use_the_depth_head(tiny_model, tiny_text_encoder):
+    h, w = tiny_model.config.image_size
+    out = _predictor(tiny_model, tiny_text_encoder).predict(_ring_batch(2, h, w, depth=False))
     assert out.rendered_depth.shape == (1, 2, h, w) and torch.isfinite(out.rendered_depth).all()
     assert out.labels.shape == (1, *GRID.shape)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from gausstr_core.colors import class_colors
 from gausstr_core.evaluation.metrics import (
     OCC3D_CLASS_NAMES,
     OccupancyMetric,
@@ -20,7 +21,6 @@ from gausstr_core.evaluation.metrics import (
 from gausstr_core.evaluation.visualize import (
     bev_labels,
     bev_rgb,
-    class_colors,
     depth_to_rgb,
     hstack_images,
     pca_rgb,

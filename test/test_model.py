@@ -26,29 +26,23 @@ def tiny(**changes) -> ModelConfig:
     return cfg
 
 
-@pytest.fixture(scope="module")
-def model() -> GaussTR:
-    torch.manual_seed(0)
-    return GaussTR(preset_model("tiny"))
-
-
 @pytest.mark.parametrize(("b", "v", "h", "w"), [(1, 6, 112, 200), (2, 3, 64, 96), (1, 1, 48, 80)])
-def test_shapes(model, b, v, h, w):
+def test_shapes(tiny_model, b, v, h, w):
     batch = rig(b, v, h, w)
-    out = model(batch)
+    out = tiny_model(batch)
     assert isinstance(out, GaussTROutput)
-    q = model.config.decoder.queries_per_view
-    assert out.num_layers == model.config.decoder.num_layers == len(out.reference_points)
+    q = tiny_model.config.decoder.queries_per_view
+    assert out.num_layers == tiny_model.config.decoder.num_layers == len(out.reference_points)
     for g, ref in zip(out.gaussians, out.reference_points):
         assert g.means.shape == (b, v * q, 3) and g.scales.shape == (b, v * q, 3)
         assert g.rotations.shape == (b, v * q, 4) and g.opacities.shape == (b, v * q)
-        assert g.features.shape == (b, v * q, model.config.head.feature_dim)
+        assert g.features.shape == (b, v * q, tiny_model.config.head.feature_dim)
         assert g.features.dtype == torch.float32
         assert ref.shape == (b, v, q, 2) and ((ref > 0) & (ref < 1)).all()
         assert ((g.opacities > 0) & (g.opacities < 1)).all() and (g.scales > 0).all()
     assert out.depth is batch.depth
     assert out.predicted_depth.shape == (b, v, h, w)
-    lo, hi = model.config.depth_head.min_depth, model.config.depth_head.max_depth
+    lo, hi = tiny_model.config.depth_head.min_depth, tiny_model.config.depth_head.max_depth
     assert ((out.predicted_depth >= lo) & (out.predicted_depth <= hi)).all()
     assert out.target_features is batch.features  # the tiny backbone trains: targets come from the batch
     assert out.segment_heads is None
@@ -159,9 +153,9 @@ def test_precomputed_features_and_clear_errors():
         model(dataclasses.replace(batch, features=torch.randn(1, 2, 32, 6, 10)))
 
 
-def test_depth_head_is_used_without_input_depth(model):
+def test_depth_head_is_used_without_input_depth(tiny_model):
     batch = dataclasses.replace(rig(1, 2, 48, 80), depth=None)
-    out = model.eval()(batch)
+    out = tiny_model.eval()(batch)
     assert out.depth is out.predicted_depth
 
 
@@ -179,13 +173,13 @@ def test_view_attention_keeps_views_independent_and_scene_attention_mixes_them()
         assert same == independent, scope
 
 
-def test_eval_is_deterministic_and_training_draws_new_reference_points(model):
+def test_eval_is_deterministic_and_training_draws_new_reference_points(tiny_model):
     batch = rig(1, 2, 48, 80)
-    model.eval()
-    torch.testing.assert_close(model(batch).final.means, model(batch).final.means)
-    model.train()
-    assert not torch.allclose(model(batch).reference_points[0], model(batch).reference_points[0])
-    model.eval()
+    tiny_model.eval()
+    torch.testing.assert_close(tiny_model(batch).final.means, tiny_model(batch).final.means)
+    tiny_model.train()
+    assert not torch.allclose(tiny_model(batch).reference_points[0], tiny_model(batch).reference_points[0])
+    tiny_model.eval()
 
 
 def test_grid_reference_init_covers_the_image():
@@ -209,10 +203,10 @@ def test_reference_sine_encoding_matches_the_official_layout():
     assert sine_encoding(torch.rand(4, 3), 6).shape == (4, 18)
 
 
-def test_bf16_autocast_forward_is_finite(model):
+def test_bf16_autocast_forward_is_finite(tiny_model):
     batch = rig(1, 2, 48, 80)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model.eval()(batch)
+        out = tiny_model.eval()(batch)
     g = out.final
     for t in (g.means, g.scales, g.opacities, g.features):
         assert t.dtype == torch.float32 and torch.isfinite(t).all()

@@ -9,17 +9,11 @@ import pytest
 from gausstr_core.grid import VoxelGrid
 from gausstr_testing.ros_frames import TARGET_FRAME, SyntheticCameras, optical_frame
 from gausstr_testing.ros_node_env import running_node
-from gausstr_testing.ros_predictor import node_predictor
 
 pytestmark = pytest.mark.ros
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    return node_predictor()
 
 
 def check_frame_outputs(harness, stamp: int, class_names: list[str], predictor) -> None:

@@ -11,17 +11,11 @@ import numpy as np
 import pytest
 
 from gausstr_testing.ros_node_env import running_node
-from gausstr_testing.ros_predictor import node_predictor
 
 pytestmark = pytest.mark.ros
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    return node_predictor()
 
 
 # Rendering depth costs most of the CPU time per frame; these tests do not look at it.

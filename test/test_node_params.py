@@ -10,7 +10,6 @@ import yaml
 
 from gausstr_ros.node.params import PARAM_SPECS, NodeConfig, check_value
 from gausstr_testing.ros_node_env import running_node
-from gausstr_testing.ros_predictor import node_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 S = 1_000_000_000
@@ -39,11 +38,6 @@ def test_specs_are_consistent():
         c = NodeConfig.defaults()
         c.camera_info_topics = list(c.image_topics)
         c.validate(require_model=False)
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    return node_predictor()
 
 
 @pytest.mark.ros
@@ -78,7 +72,8 @@ def test_every_parameter_is_declared_with_a_descriptor(ros_context, predictor):
     ],
 )
 def test_invalid_parameters_stop_startup_in_process(ros_context, predictor, override, match):
-    from gausstr_ros.node.occupancy_node import OccupancyNode, StartupError
+    from gausstr_ros.node.occupancy_node import OccupancyNode
+    from gausstr_ros.predictor import StartupError
     from gausstr_testing.ros_harness import as_parameters
 
     with pytest.raises(StartupError, match=match):
@@ -115,7 +110,8 @@ def test_live_and_read_only_parameters(ros_context, predictor):
 def test_a_model_without_depth_head_needs_depth_topics(ros_context):
     from types import SimpleNamespace
 
-    from gausstr_ros.node.occupancy_node import OccupancyNode, StartupError
+    from gausstr_ros.node.occupancy_node import OccupancyNode
+    from gausstr_ros.predictor import StartupError
 
     no_depth_head = SimpleNamespace(model=SimpleNamespace(depth_head=None))
     with pytest.raises(StartupError, match=r"no depth head.*use_depth: true"):
@@ -124,7 +120,7 @@ def test_a_model_without_depth_head_needs_depth_topics(ros_context):
 
 @pytest.mark.ros
 def test_load_predictor_from_a_preset_and_a_checkpoint_error(tmp_path):
-    from gausstr_ros.node.occupancy_node import StartupError, load_predictor
+    from gausstr_ros.predictor import StartupError, load_predictor
 
     config = NodeConfig.defaults()
     config.model_preset, config.device = "tiny", "cpu"

@@ -15,7 +15,7 @@ import torch
 from gausstr_core.data.depth import FAR_DEPTH, fill_invalid_depth
 from gausstr_core.data.transforms import resize_matrix, resize_views
 from gausstr_ros.node.stats import PipelineStats
-from gausstr_ros.node.worker import LatestSlot
+from gausstr_ros.node.worker import LatestSlot, TwoStageWorker
 from gausstr_ros.pipeline import CameraFrame, FramePipeline, FrameRejected
 from gausstr_testing.ros_frames import SyntheticCameras
 from gausstr_testing.ros_message_like import camera_info_like, image_like
@@ -198,6 +198,152 @@ def test_latest_slot_keeps_only_the_newest():
     assert got == [3]
     slot.close()
     assert slot.get(timeout=5) is None and slot.closed
+
+
+def _run_two_stages(items, first_s, second_s, fail_first=(), fail_second=(), gap_s=None):
+    """Feed items through a LatestSlot into a TwoStageWorker (as the node does), each once the slot is
+    free (``gap_s`` None) or every ``gap_s`` s; returns what each stage saw, the errors and the number
+    of items the slot dropped."""
+    slot: LatestSlot[int] = LatestSlot()
+    firsts, seconds, errors = [], [], []
+    lock = threading.Lock()
+
+    def first(item):
+        time.sleep(first_s)
+        with lock:
+            firsts.append(item)
+        if item in fail_first:
+            raise FrameRejected("encoding", f"item {item}")
+        return ("handle", item)
+
+    def second(item, handle):
+        assert handle == ("handle", item)
+        time.sleep(second_s)
+        if item in fail_second:
+            raise ValueError(f"item {item}")
+        with lock:
+            seconds.append(item)
+
+    def on_error(item, exc):
+        with lock:
+            errors.append((item, type(exc).__name__))
+
+    worker = TwoStageWorker(slot, first, second, on_error, name="test")
+    worker.start()
+    dropped = 0
+    for item in items:
+        if gap_s is None:  # slow input: the next item only once the previous one left the slot
+            while slot.pending():
+                time.sleep(0.0005)
+        if slot.put(item) is not None:
+            dropped += 1
+        if gap_s:
+            time.sleep(gap_s)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with lock:
+            done = len(seconds) + len(errors) + dropped
+        if done >= len(items) and not slot.pending():
+            break
+        time.sleep(0.01)
+    time.sleep(0.05)
+    worker.stop()
+    assert not any(t.is_alive() for t in worker.threads)
+    return firsts, seconds, errors, dropped
+
+
+def test_two_stage_worker_keeps_order_and_loses_nothing():
+    """Input that waits for the slot: every item passes both stages, in order."""
+    items = list(range(30))
+    firsts, seconds, errors, dropped = _run_two_stages(items, 0.002, 0.004)
+    assert dropped == 0 and errors == []
+    assert firsts == items and seconds == items
+
+
+def test_two_stage_worker_drops_only_in_the_slot_and_counts_them():
+    """Input faster than the stages: the slot replaces waiting items (counted by the producer, as
+    the node counts drops); whatever got through is in order, and every item is accounted for."""
+    items = list(range(200))
+    firsts, seconds, errors, dropped = _run_two_stages(items, 0.003, 0.006, gap_s=0.0005)
+    assert dropped > 0 and errors == []
+    assert seconds == sorted(seconds) and firsts == sorted(firsts)
+    assert seconds == firsts  # nothing lost between the stages
+    assert len(seconds) + dropped == len(items)
+
+
+def test_two_stage_worker_overlaps_the_stages():
+    """Second stage of n runs while the first stage of n + 1 runs: 20 items of 20 ms + 20 ms take
+    about 20 x 20 ms, not 20 x 40 ms."""
+    items = list(range(20))
+    start = time.perf_counter()
+    slot: LatestSlot[int] = LatestSlot()
+    seconds = []
+    worker = TwoStageWorker(
+        slot, lambda i: time.sleep(0.02) or i, lambda i, h: (time.sleep(0.02), seconds.append(i)), print
+    )
+    worker.start()
+    for item in items:
+        while slot.pending():
+            time.sleep(0.001)
+        slot.put(item)
+    while len(seconds) < len(items) and time.perf_counter() - start < 10:
+        time.sleep(0.002)
+    elapsed = time.perf_counter() - start
+    worker.stop()
+    assert seconds == items
+    assert elapsed < 0.75 * len(items) * 0.04, f"{elapsed:.3f} s: the stages did not overlap"
+
+
+def test_two_stage_worker_reports_errors_of_either_stage_and_goes_on():
+    items = list(range(12))
+    _, seconds, errors, dropped = _run_two_stages(items, 0.001, 0.001, fail_first={2, 7}, fail_second={4})
+    assert dropped == 0
+    assert errors == [(2, "FrameRejected"), (4, "ValueError"), (7, "FrameRejected")]
+    assert seconds == [i for i in items if i not in (2, 4, 7)]
+
+
+class _ConstantPredictor(RecordingPredictor):
+    """Predicts an empty grid with two Gaussians, and checks nothing."""
+
+    def predict(self, batch, render_depth=None):
+        from gausstr_core.gaussians import Gaussians
+        from gausstr_core.grid import VoxelGrid
+
+        grid = VoxelGrid((0.0, 0.0, 0.0, 0.8, 0.8, 0.8), 0.4)
+        g = Gaussians(
+            torch.zeros(1, 2, 3),
+            torch.ones(1, 2, 3),
+            torch.ones(1, 2, 4),
+            torch.ones(1, 2),
+            torch.ones(1, 2, 1),
+        )
+        return SimpleNamespace(
+            labels=torch.ones(1, *grid.shape, dtype=torch.uint8),
+            confidence=torch.ones(1, *grid.shape),
+            gaussians=g,
+            gaussian_labels=torch.zeros(1, 2, dtype=torch.uint8),
+            gaussian_confidence=torch.ones(1, 2),
+            rendered_depth=None,
+            class_names=["a"],
+            free_label=1,
+            grid=grid,
+        )
+
+
+def test_pending_frame_checks_depth_after_the_prediction():
+    """The valid-depth check needs device values: start() queues the frame, result() rejects it."""
+    cams = SyntheticCameras(height=24, width=40)
+    bad = np.zeros((24, 40), np.float32)
+    frames = [frame(cams, k, depth=cams.depth(k) if k else bad) for k in range(3)]
+    pipeline = FramePipeline(_ConstantPredictor())
+    pending = pipeline.start(frames, stamp_ns=5)
+    with pytest.raises(FrameRejected, match=r"only 0\.00% of depth"):
+        pending.result()
+    with pytest.raises(FrameRejected, match=r"only 0\.00% of depth"):
+        pipeline.prepare(frames)
+    frames[0] = frame(cams, 0, depth=cams.depth(0))
+    result = pipeline.start(frames, stamp_ns=6).result()
+    assert result.stamp_ns == 6 and result.labels.shape == (2, 2, 2) and result.means.shape == (2, 3)
 
 
 def test_stats_percentiles_rate_and_counters():

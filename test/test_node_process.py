@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gausstr_testing.ros_frames import TARGET_FRAME, SyntheticCameras
@@ -39,18 +40,6 @@ def node_env() -> dict:
         OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
         RCUTILS_LOGGING_BUFFERED_STREAM="0",
     )
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A checkpoint of the tiny preset with random weights (gausstr_core.io.checkpoint format)."""
-    from gausstr_core.io.checkpoint import save_model_checkpoint
-    from gausstr_core.model.gausstr import GaussTR
-    from gausstr_core.presets import preset
-
-    config = preset("tiny")
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_random.safetensors"
-    return save_model_checkpoint(path, GaussTR(config.model), config, {"preset": "tiny"})
 
 
 def test_node_process_from_the_params_file(ros_context, tiny_checkpoint, tmp_path):
@@ -127,10 +116,10 @@ def test_node_process_from_the_params_file(ros_context, tiny_checkpoint, tmp_pat
 
 
 @pytest.mark.parametrize("case", ["missing", "corrupt"])
-def test_a_bad_checkpoint_stops_startup_with_a_clear_message(case, tmp_path):
+def test_a_bad_checkpoint_stops_startup_with_a_clear_message(case, tmp_path, seed):
     path = tmp_path / "model.safetensors"
     if case == "corrupt":
-        path.write_bytes(os.urandom(1000))
+        path.write_bytes(np.random.default_rng(seed).bytes(1000))
     proc = subprocess.run(
         node_command("--params-file", str(PARAMS_FILE), "-p", f"checkpoint:={path}"),
         cwd=ROOT,

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from gausstr_core.data.nuscenes import CAMERA_CHANNELS
 from gausstr_core.data.occ3d import CLASS_ID, FREE_LABEL
 from gausstr_core.data.synthetic import occupancy as occ
 from gausstr_core.data.synthetic.primitives import (
@@ -19,7 +20,7 @@ from gausstr_core.data.synthetic.primitives import (
     surface_normal,
 )
 from gausstr_core.data.synthetic.raycast import camera_rays, cast_rays, render_views
-from gausstr_core.data.synthetic.rig import CAMERA_NAMES, CameraRig, nuscenes_rig
+from gausstr_core.data.synthetic.rig import CameraRig, nuscenes_rig
 from gausstr_core.data.synthetic.vocabulary import (
     NAME_ID,
     SKY_CLASS,
@@ -234,7 +235,7 @@ def test_primitive_validation():
 
 def test_rig_is_nuscenes_like_and_scales_exactly():
     rig = nuscenes_rig()
-    assert rig.names == CAMERA_NAMES and rig.image_size == (900, 1600)
+    assert rig.names == CAMERA_CHANNELS and rig.image_size == (900, 1600)
     front = rig.camera("CAM_FRONT")
     assert 1.4 < front.translation[2] < 1.7 and abs(front.fx - 1266.4) < 1
     fov = [2 * math.degrees(math.atan(c.width / 2 / c.fx)) for c in rig.cameras]

@@ -17,34 +17,31 @@ from gausstr_core.text.encoder import TextEncoder, TextProjection
 from gausstr_core.text.vocabulary import MAX_CATEGORIES, OCC3D_CATEGORIES, OCC3D_UNPREDICTED, Vocabulary
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return TextEncoder(tiny_text())
-
-
-def test_tiny_encoder_gives_unit_prototypes_that_depend_on_the_names(tiny):
-    emb = tiny.encode(["car", "road", "car"])
+def test_tiny_encoder_gives_unit_prototypes_that_depend_on_the_names(tiny_text_encoder):
+    emb = tiny_text_encoder.encode(["car", "road", "car"])
     assert emb.shape == (3, TINY_EMBED_DIM) and emb.dtype == torch.float32
     torch.testing.assert_close(emb.norm(dim=-1), torch.ones(3))
     torch.testing.assert_close(emb[0], emb[2])
     assert (emb[0] - emb[1]).norm() > 0.1
-    other = tiny.encode(["truck", "sidewalk"])
+    other = tiny_text_encoder.encode(["truck", "sidewalk"])
     assert (other[0] - emb[0]).norm() > 0.1 and (other[1] - emb[1]).norm() > 0.1
-    assert tiny.encode([]).shape == (0, TINY_EMBED_DIM)
+    assert tiny_text_encoder.encode([]).shape == (0, TINY_EMBED_DIM)
 
 
-def test_tiny_encoder_builds_quickly_and_is_deterministic_in_process(tiny):
+def test_tiny_encoder_builds_quickly_and_is_deterministic_in_process(tiny_text_encoder):
     import time
 
     start = time.perf_counter()
     again = TextEncoder(tiny_text())
     assert time.perf_counter() - start < 2.0
-    torch.testing.assert_close(again.encode(["traffic cone"]), tiny.encode(["traffic cone"]), rtol=0, atol=0)
+    torch.testing.assert_close(
+        again.encode(["traffic cone"]), tiny_text_encoder.encode(["traffic cone"]), rtol=0, atol=0
+    )
     other_seed = TextEncoder(tiny_text(seed=1))
-    assert (other_seed.encode(["traffic cone"]) - tiny.encode(["traffic cone"])).norm() > 0.1
+    assert (other_seed.encode(["traffic cone"]) - tiny_text_encoder.encode(["traffic cone"])).norm() > 0.1
 
 
-def test_random_init_is_the_same_in_another_process(tiny):
+def test_random_init_is_the_same_in_another_process(tiny_text_encoder):
     code = (
         "import json, torch; from gausstr_core.text.encoder import TextEncoder; "
         "from gausstr_core.presets import tiny_text; "
@@ -56,7 +53,7 @@ def test_random_init_is_the_same_in_another_process(tiny):
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, timeout=120
     )
     remote = torch.tensor(json.loads(out.stdout.strip().splitlines()[-1]))
-    torch.testing.assert_close(remote, tiny.encode(["car", "vegetation"]), rtol=0, atol=1e-5)
+    torch.testing.assert_close(remote, tiny_text_encoder.encode(["car", "vegetation"]), rtol=0, atol=1e-5)
 
 
 def test_building_does_not_touch_the_global_random_state():
@@ -67,7 +64,7 @@ def test_building_does_not_touch_the_global_random_state():
     torch.testing.assert_close(torch.rand(3), expected)
 
 
-def test_prototypes_average_the_templates_the_clip_way(tiny):
+def test_prototypes_average_the_templates_the_clip_way(tiny_text_encoder):
     cfg = tiny_text()
     cfg.templates = ("a photo of a {}.", "{} on the road.")
     enc = TextEncoder(cfg)
@@ -77,7 +74,7 @@ def test_prototypes_average_the_templates_the_clip_way(tiny):
     expected = F.normalize(F.normalize(raw, dim=-1).mean(0), dim=-1)
     torch.testing.assert_close(enc.encode(["bus"])[0], expected, rtol=1e-5, atol=1e-6)
     # Changing the templates changes the prototype.
-    assert (enc.encode(["bus"]) - tiny.encode(["bus"])).norm() > 1e-3
+    assert (enc.encode(["bus"]) - tiny_text_encoder.encode(["bus"])).norm() > 1e-3
 
 
 def test_projection_maps_the_template_average_then_normalises():
@@ -103,7 +100,7 @@ def test_projection_maps_the_template_average_then_normalises():
     torch.testing.assert_close(out[0], F.normalize(x, dim=-1), rtol=1e-5, atol=1e-6)
 
 
-def test_cache_encodes_only_new_prompts(tiny):
+def test_cache_encodes_only_new_prompts(tiny_text_encoder):
     enc = TextEncoder(tiny_text())
     calls = []
     original = enc.model.encode_text
@@ -113,7 +110,7 @@ def test_cache_encodes_only_new_prompts(tiny):
     again = enc.encode(["tree", "car", "building"])
     assert calls == [3, 1] and enc.cache_size == 4
     torch.testing.assert_close(again[0], first[2], rtol=0, atol=0)
-    torch.testing.assert_close(again[2], tiny.encode(["building"])[0])
+    torch.testing.assert_close(again[2], tiny_text_encoder.encode(["building"])[0])
 
 
 def test_weights_come_from_files_unless_random_init_is_asked_for(tmp_path):
@@ -273,12 +270,12 @@ def test_occ3d_vocabulary_indexes_are_occ3d_labels():
         assert prompt in vocab.prompts
 
 
-def test_prototype_table_reads_the_converter_file_and_knows_only_its_prompts(tmp_path, tiny):
+def test_prototype_table_reads_the_converter_file_and_knows_only_its_prompts(tmp_path, tiny_text_encoder):
     from safetensors.torch import save_file
 
     from gausstr_core.text.encoder import PrototypeTable
 
-    protos = tiny.encode(["road", "sky"])
+    protos = tiny_text_encoder.encode(["road", "sky"])
     save_file(
         {"prototypes": protos.contiguous()},
         str(tmp_path / "t.safetensors"),
@@ -298,8 +295,8 @@ def test_prototype_table_reads_the_converter_file_and_knows_only_its_prompts(tmp
         PrototypeTable(["road", "road"], protos)
 
 
-def test_prototypes_can_be_used_with_autograd(tiny):
-    protos = tiny.encode(["car", "road"])
+def test_prototypes_can_be_used_with_autograd(tiny_text_encoder):
+    protos = tiny_text_encoder.encode(["car", "road"])
     features = torch.randn(5, TINY_EMBED_DIM, requires_grad=True)
     (features @ protos.T).softmax(-1).sum().backward()
     assert features.grad is not None

@@ -47,6 +47,10 @@ def test_fit_writes_checkpoints_tensorboard_and_a_loadable_model(tmp_path):
     losses = [e.value for e in events.Scalars("train/loss")]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     predictor = OccupancyPredictor.from_checkpoint(tmp_path / "model.safetensors", device="cpu")
+    from gausstr_core.io.checkpoint import load_model_checkpoint
+
+    training = load_model_checkpoint(tmp_path / "model.safetensors")[2]["training"]
+    assert training["train_config"]["max_steps"] == 6 and training["train_minutes"] >= 0
     state = trainer.model.state_dict()
     for k, v in predictor.model.state_dict().items():
         assert torch.equal(v, state[k]), k

@@ -153,6 +153,14 @@ def test_kill_9_and_resume_loses_at_most_one_interval(synth, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k}: the resumed run differs from the uninterrupted one"
+    from gausstr_core.io.checkpoint import read_checkpoint_header
+
+    # the deployment checkpoint records how it was trained
+    training = json.loads(read_checkpoint_header(tmp_path / "straight" / "model.safetensors")["metadata"])[
+        "training"
+    ]
+    assert training["command"].startswith("gausstr-train --preset tiny"), training["command"]
+    assert training["train_config"]["max_steps"] == 16
 
     # Resuming with a flag that changes the run is refused with a clear message.
     bad = subprocess.run(

@@ -1,9 +1,8 @@
-"""The PyTorch voxelizer against a dense float64 oracle, on fresh random inputs and hard cases."""
+"""The PyTorch voxelizer against a dense float64 oracle, on seeded random inputs and hard cases."""
 
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
@@ -13,26 +12,13 @@ from gausstr_core.grid import VoxelGrid
 from gausstr_core.voxelize import filter_gaussians, voxelize_gaussians
 from gausstr_core.voxelize.boxes import box_volumes, gaussian_boxes
 from gausstr_core.voxelize.reference import voxelize_reference
+from gausstr_testing.numerics import rel_err
 from gausstr_testing.random_scene import random_gaussians
 from gausstr_testing.voxelize_loop import voxelize_loop
 from gausstr_testing.voxelize_oracle import voxelize_dense
 
 SMALL = VoxelGrid((-2.0, -2.0, -1.0, 2.0, 1.2, 0.6), 0.4)  # 10 x 8 x 4
 TINY = VoxelGrid((0.0, 0.0, 0.0, 2.0, 1.6, 1.2), 0.4)  # 5 x 4 x 3
-
-
-@pytest.fixture
-def gen():
-    """A generator with a fresh seed per test (printed, so a failure can be replayed)."""
-    seed = int.from_bytes(os.urandom(4), "little")
-    print(f"voxelize test seed: {seed}")
-    return torch.Generator().manual_seed(seed)
-
-
-def rel_err(actual, expected):
-    """Largest absolute difference relative to the largest expected magnitude."""
-    actual, expected = actual.detach(), expected.detach().to(actual.dtype)
-    return float((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30))
 
 
 def check_against_oracle(inputs, grid, valid=None, tol=1e-6, **kwargs):

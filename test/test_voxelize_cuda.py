@@ -9,7 +9,6 @@ Two ways to run the same kernels:
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
@@ -19,24 +18,13 @@ from gausstr_core.grid import VoxelGrid
 from gausstr_core.voxelize import cuda as vcuda
 from gausstr_core.voxelize import voxelize_gaussians
 from gausstr_core.voxelize.reference import voxelize_reference
+from gausstr_testing.numerics import rel_err
 from gausstr_testing.random_scene import random_gaussians
 
 OCC3D = VoxelGrid()
 SMALL = VoxelGrid((-2.0, -2.0, -1.0, 2.0, 1.2, 0.6), 0.4)  # 10 x 8 x 4: two tiles per scene
 ODD = VoxelGrid((-3.0, -1.0, -1.0, 3.4, 2.6, 1.4), 0.4)  # 16 x 9 x 6: partial tiles on y and z
 TINY = VoxelGrid((0.0, 0.0, 0.0, 2.0, 1.6, 1.2), 0.4)  # 5 x 4 x 3
-
-
-@pytest.fixture
-def gen():
-    seed = int.from_bytes(os.urandom(4), "little")
-    print(f"voxelize test seed: {seed}")
-    return torch.Generator().manual_seed(seed)
-
-
-def rel_err(actual, expected):
-    actual, expected = actual.detach(), expected.detach().to(actual.dtype)
-    return float((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30))
 
 
 def assert_close_outputs(actual, expected, tol):
@@ -191,6 +179,38 @@ def test_emulated_kernel_reports_bad_inputs(emulation, gen):
     indefinite[0, 4, 0, 1] = indefinite[0, 4, 1, 0] = 1.5  # positive diagonal, determinant < 0
     with pytest.raises(ValueError, match=r"scene 0, index 4\).* not positive definite"):
         vcuda.voxelize_cuda(means, indefinite, opacities, features, SMALL, extension=emulation)
+
+
+@pytest.mark.slow
+def test_emulated_capturable_forward_is_bitwise_the_sorted_forward(emulation, gen):
+    """The capturable forward (no host sync, for CUDA graphs) finds each tile's Gaussians by a scan
+    instead of sorted keys: same Gaussians, same order, so the very same bits."""
+    cases = hard_cases(gen, torch.float32, "cpu")
+    inputs = random_gaussians(2, 300, 40, ODD, scale_range=(0.1, 1.0), dtype=torch.float32, generator=gen)
+    cases.append(("two scan windows", inputs, torch.rand(2, 300, generator=gen) < 0.8, ODD))
+    for name, inputs, valid, grid in cases:
+        expected = vcuda.voxelize_cuda(*inputs, grid, valid, extension=emulation)
+        density, features, bad = vcuda.voxelize_cuda_capturable(*inputs, grid, valid, extension=emulation)
+        assert bad.tolist() == [-1], name
+        assert torch.equal(density, expected[0]), name
+        assert torch.equal(features, expected[1]), name
+
+
+@pytest.mark.slow
+def test_emulated_capturable_forward_reports_the_first_bad_input(emulation, gen):
+    means, cov, opacities, features = random_gaussians(2, 5, 2, SMALL, generator=gen)
+    cov = cov.clone()
+    cov[1, 3, 1, 1] = -1.0
+    cov[1, 4, 0, 0] = math.nan
+    bad = vcuda.voxelize_cuda_capturable(means, cov, opacities, features, SMALL, extension=emulation)[2]
+    assert bad.tolist() == [8]
+    with pytest.raises(ValueError, match=r"scene 1, index 3"):
+        vcuda.raise_if_bad(bad, means, cov, opacities)
+    valid = torch.ones(2, 5, dtype=torch.bool)
+    valid[1, 3:] = False
+    out = vcuda.voxelize_cuda_capturable(means, cov, opacities, features, SMALL, valid, extension=emulation)
+    vcuda.raise_if_bad(out[2], means, cov, opacities)  # excluded: nothing to report
+    assert out[2].tolist() == [-1]
 
 
 def test_failed_build_reports_the_compiler_error(tmp_path, monkeypatch):
@@ -352,3 +372,41 @@ def test_cuda_input_handling(kernel, gen):
     bad[1, 7, 0] = math.inf
     with pytest.raises(ValueError, match=r"scene 1, index 7"):
         voxelize_gaussians(bad, cov, opacities, features, SMALL, backend="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("channels", [0, 18, 40])
+def test_cuda_capturable_forward_in_a_graph_is_bitwise_the_eager_kernel(kernel, gen, channels):
+    """forward_capturable records into a CUDA graph (no host sync) and replays the eager kernel's bits
+    on new inputs copied into the captured ones."""
+    inputs = random_gaussians(1, 1800, channels, OCC3D, margin=2.0, device="cuda", generator=gen)
+    valid = (torch.rand(1, 1800, generator=gen) < 0.9).cuda()
+    static = [t.clone() for t in inputs] + [valid.clone()]
+
+    def run():
+        return vcuda.voxelize_cuda_capturable(*static[:4], OCC3D, static[4])
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        run()  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = run()
+    for _ in range(2):
+        fresh = random_gaussians(1, 1800, channels, OCC3D, margin=2.0, device="cuda", generator=gen)
+        for dst, src in zip(static, [*fresh, (torch.rand(1, 1800, generator=gen) < 0.9).cuda()]):
+            dst.copy_(src)
+        graph.replay()
+        expected = voxelize_gaussians(*static[:4], OCC3D, valid=static[4], backend="cuda")
+        assert out[2].item() == -1
+        assert torch.equal(out[0], expected[0]) and torch.equal(out[1], expected[1])
+    bad_cov = static[1].clone()
+    static[1][0, 7] = math.nan
+    static[4][0, 7] = True
+    graph.replay()
+    assert out[2].item() == 7
+    with pytest.raises(ValueError, match=r"scene 0, index 7"):
+        vcuda.raise_if_bad(out[2], static[0], static[1], static[2])
+    static[1].copy_(bad_cov)

@@ -51,5 +51,24 @@ def resize_views(
         depth = torch.where(torch.isfinite(depth), depth, torch.zeros_like(depth))
         if (h, w) != tuple(out_size):
             depth = F.interpolate(depth[:, None], size=out_size, mode="nearest-exact")[:, 0]
-    aug = resize_matrix((h, w), out_size).to(x.device).expand(v, 3, 3).clone()
+    aug = _device_resize_matrix((h, w), tuple(out_size), x.device).expand(v, 3, 3).clone()
     return x, depth, aug
+
+
+_RESIZE_MATRICES: dict[tuple, Tensor] = {}
+
+
+def _device_resize_matrix(
+    in_size: tuple[int, int], out_size: tuple[int, int], device: torch.device
+) -> Tensor:
+    """``resize_matrix`` kept on the device per (sizes, device): a new host tensor copied to a GPU per
+    frame would be a synchronous copy (it waits for all queued GPU work)."""
+    key = (tuple(in_size), tuple(out_size), str(device))
+    matrix = _RESIZE_MATRICES.get(key)
+    if matrix is None:
+        with torch.inference_mode(False):
+            matrix = resize_matrix(in_size, out_size).to(device)
+        if len(_RESIZE_MATRICES) >= 64:
+            _RESIZE_MATRICES.clear()
+        _RESIZE_MATRICES[key] = matrix
+    return matrix

@@ -19,59 +19,79 @@ import argparse
 import dataclasses
 import json
 import sys
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-BASELINES = ("all-free", "init", "depth-unprojection")
+from gausstr_core.cli_flags import add_dataclass_flags
+
+Baseline = Literal["all-free", "init", "depth-unprojection"]
+BASELINES: tuple[str, ...] = typing.get_args(Baseline)
 OCC3D_NUM_CLASSES = 17
+
+
+@dataclass
+class EvalOptions:
+    """What ``gausstr-eval`` scores, on which data, and where it writes (one flag per field).
+
+    Attributes:
+        data: directory in the nuScenes/Occ3D layout, or synthetic:scenes=N,seed=S
+        out: output directory
+        checkpoint: model checkpoint (.safetensors from gausstr-train or the converter)
+        baseline: score a trivial baseline instead of a model: all-free, init (the preset's
+            untrained Gaussians at the input depth, labelled by their target feature) or
+            depth-unprojection
+        preset: config (text encoder, grid, input size) for baselines: tiny, talk2dino, featup
+            (default tiny)
+        split: split of a data directory (default val)
+        categories: vocabulary (Occ3D order for Occ3D ground truth), e.g. 'car|sedan'
+        max_scenes: evaluate at most this many scenes (0 = all)
+        bev: BEV pictures of the first N scenes
+        rayiou: compute RayIoU (``--no-rayiou`` skips it)
+        density_sweep: also score these density thresholds (model or init baseline; one
+            prediction per scene) and write sweep.json: for choosing inference.density_threshold
+            on tune data
+        device: inference device: auto, cpu, cuda, cuda:N
+        overrides: config override, e.g. inference.density_threshold=0.1 (repeatable)
+        threads: torch CPU threads
+    """
+
+    data: str
+    out: Path
+    checkpoint: Path | None = None
+    baseline: Baseline | None = None
+    preset: str = "tiny"
+    split: str = "val"
+    categories: list[str] | None = None
+    max_scenes: int = 0
+    bev: int = 4
+    rayiou: bool = True
+    density_sweep: list[float] | None = None
+    device: str = "auto"
+    overrides: list[str] = field(default_factory=list)
+    threads: int | None = None
+
+
+_FLAG_OPTIONS = {
+    "rayiou": {"help": "skip RayIoU"},
+    "overrides": {"name": "--set", "action": "append", "metavar": "KEY=VALUE"},
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gausstr-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    a = p.add_argument
-    a("--checkpoint", type=Path, help="model checkpoint (.safetensors from gausstr-train or the converter)")
-    a(
-        "--baseline",
-        choices=BASELINES,
-        help="score a trivial baseline instead of a model: all-free, init "
-        "(the preset's untrained Gaussians at the input depth, "
-        "labelled by their target feature) or depth-unprojection",
-    )
-    a(
-        "--preset",
-        default="tiny",
-        help="config (text encoder, grid, input size) for baselines: tiny, talk2dino, featup (default tiny)",
-    )
-    a("--data", required=True, help="directory in the nuScenes/Occ3D layout, or synthetic:scenes=N,seed=S")
-    a("--split", default="val", help="split of a data directory (default val)")
-    a("--out", type=Path, required=True, help="output directory")
-    a("--categories", nargs="+", help="vocabulary (Occ3D order for Occ3D ground truth), e.g. 'car|sedan'")
-    a("--max-scenes", type=int, default=0, help="evaluate at most this many scenes (0 = all)")
-    a("--bev", type=int, default=4, help="BEV pictures of the first N scenes")
-    a("--no-rayiou", action="store_true", help="skip RayIoU")
-    a(
-        "--density-sweep",
-        type=float,
-        nargs="+",
-        metavar="T",
-        help="also score these density thresholds (model or init baseline; one prediction per scene) and "
-        "write sweep.json: for choosing inference.density_threshold on tune data",
-    )
-    a("--device", default="auto")
-    a(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, e.g. inference.density_threshold=0.1 (repeatable)",
-    )
-    a("--threads", type=int, help="torch CPU threads")
+    add_dataclass_flags(p, EvalOptions, options=_FLAG_OPTIONS)
     return p
 
 
-def run(args: argparse.Namespace) -> dict:
+def options_from_args(args: argparse.Namespace) -> EvalOptions:
+    return EvalOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalOptions)})
+
+
+def run(args: EvalOptions) -> dict:
     import torch
     from torch.utils.data import DataLoader, Subset
 
@@ -93,9 +113,10 @@ def run(args: argparse.Namespace) -> dict:
     predictor = None
     if args.checkpoint is not None:
         from gausstr_core.inference.predictor import OccupancyPredictor
+        from gausstr_core.io.checkpoint import read_full_config
 
         predictor = OccupancyPredictor.from_checkpoint(args.checkpoint, device=device)
-        config = checkpoint_config(args.checkpoint)
+        config = read_full_config(args.checkpoint)
     else:
         config = preset(args.preset)
     if args.overrides:
@@ -166,7 +187,7 @@ def run(args: argparse.Namespace) -> dict:
             names,
             config.grid,
             out_dir=args.out,
-            rayiou=not args.no_rayiou,
+            rayiou=args.rayiou,
             bev_scenes=args.bev,
             total=len(loader),
             on_scored=on_scored,
@@ -214,28 +235,8 @@ def _density_sweep(predictor, thresholds, names):
     return predict, on_scored, sweep
 
 
-def checkpoint_config(path: Path):
-    """The full GaussTRConfig of a checkpoint (a model-only config is completed from the preset its
-    metadata names, as OccupancyPredictor.from_checkpoint does)."""
-    from gausstr_core.config import GaussTRConfig, from_dict
-    from gausstr_core.io.checkpoint import read_checkpoint_header
-    from gausstr_core.model.config import ModelConfig
-    from gausstr_core.presets import preset
-
-    header = read_checkpoint_header(path)
-    data = json.loads(header["config"])
-    if header.get("config_class") == "GaussTRConfig":
-        return from_dict(GaussTRConfig, data)
-    name = json.loads(header.get("metadata", "{}")).get("preset")
-    if name is None:
-        raise ValueError(f"checkpoint {path} has only a model config and no preset to complete it")
-    full = preset(name)
-    full.model = from_dict(ModelConfig, data)
-    return full
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = options_from_args(build_parser().parse_args(argv))
     try:
         result = run(args)
     except (ValueError, FileNotFoundError) as exc:

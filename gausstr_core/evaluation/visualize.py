@@ -7,7 +7,6 @@ one pixel per voxel column, coloured by the label of the highest non-free voxel 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,20 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gausstr_core.data.occ3d import OCC3D_CLASS_NAMES as _OCC3D_LABELS
-from gausstr_core.data.occ3d import OCC3D_COLORS as _OCC3D_PALETTE
+from gausstr_core.colors import class_colors
 
-# Occ3D colours (RGB) by class name: the palette of gausstr_core.data.occ3d (Occ3D / SurroundOcc).
-OCC3D_COLORS: dict[str, tuple[int, int, int]] = dict(zip(_OCC3D_LABELS[:-1], _OCC3D_PALETTE[:-1]))
-_ALIASES = {
-    "drivable_surface": "driveable_surface",
-    "road": "driveable_surface",
-    "building": "manmade",
-    "pole": "manmade",
-    "cone": "traffic_cone",
-    "person": "pedestrian",
-    "tree": "vegetation",
-}
 FREE_COLOR = (255, 255, 255)
 # Columns with no voxel inside the camera mask: a light checkerboard, so that they cannot be taken
 # for a class colour (Occ3D's palette has greys and near-whites).
@@ -41,20 +28,6 @@ ERROR_COLORS = {
     "false occupied": (255, 165, 0),
     "missed": (30, 90, 220),
 }
-
-
-def class_colors(class_names: Sequence[str]) -> np.ndarray:
-    """(K, 3) uint8 colours: Occ3D's for Occ3D names (and a few aliases), a stable hash colour else."""
-    out = []
-    for name in class_names:
-        key = name.split("|")[0].strip().lower().replace(" ", "_")
-        key = _ALIASES.get(key, key)
-        if key in OCC3D_COLORS:
-            out.append(OCC3D_COLORS[key])
-        else:
-            h = hashlib.sha256(key.encode()).digest()
-            out.append((60 + h[0] % 180, 60 + h[1] % 180, 60 + h[2] % 180))
-    return np.asarray(out, dtype=np.uint8)
 
 
 def _labels_tensor(x, name: str) -> Tensor:

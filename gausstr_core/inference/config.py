@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from gausstr_core.render import BACKENDS as RENDER_BACKENDS
+from gausstr_core.voxelize.api import BACKENDS as VOXELIZER_BACKENDS
 
-VOXELIZER_BACKENDS = ("auto", "cuda", "torch")
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -37,6 +37,10 @@ class InferenceConfig:
         autocast_dtype: "bfloat16", "float16" or None (float32) for the model forward on CUDA.
         voxelizer_backend: "auto", "cuda" or "torch" (``voxelize_gaussians``).
         render_backend: "auto", "gsplat" or "torch" (``render_gaussians``).
+        cuda_graphs: on CUDA, capture the prediction (model forward, voxelization, decisions) in a
+            CUDA graph per input shape once a shape has been seen twice, and replay it (no launch
+            overhead, no host synchronisation); eager whenever capture fails (the reason is logged
+            and in ``OccupancyPredictor.graph_status``). Same labels as the eager path (GPU test).
     """
 
     density_threshold: float = 4e-2
@@ -53,6 +57,7 @@ class InferenceConfig:
     autocast_dtype: str | None = "bfloat16"
     voxelizer_backend: str = "auto"
     render_backend: str = "auto"
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         self.free_prompts = tuple(" ".join(str(p).split()) for p in self.free_prompts)

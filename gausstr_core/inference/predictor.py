@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from gausstr_core.device import resolve_device
 from gausstr_core.gaussians import Gaussians
 from gausstr_core.grid import VoxelGrid
 from gausstr_core.inference.config import AUTOCAST_DTYPES, InferenceConfig
+from gausstr_core.inference.graphs import CudaGraphPredict
 from gausstr_core.render import render_gaussians
 from gausstr_core.text.encoder import PrototypeTable, TextEncoder
 from gausstr_core.text.vocabulary import OCC3D_CATEGORIES, Vocabulary
@@ -72,6 +73,8 @@ class OccupancyPrediction:
         class_names: the K category names.
         free_label: K.
         grid: the voxel grid.
+        deferred_check: set by ``predict(..., defer_checks=True)`` on the CUDA-graph path: raises the
+            ValueError for invalid Gaussians that the eager path raises at once (see ``check``).
     """
 
     labels: Tensor
@@ -84,6 +87,15 @@ class OccupancyPrediction:
     class_names: list[str]
     free_label: int
     grid: VoxelGrid
+    deferred_check: Callable[[], None] | None = None
+
+    def check(self) -> None:
+        """Raise the ValueError of an invalid Gaussian that ``predict(..., defer_checks=True)`` left
+        for later (a no-op otherwise). It reads a device value: call it once the outputs have been
+        copied to the host (or synchronised) anyway."""
+        if self.deferred_check is not None:
+            check, self.deferred_check = self.deferred_check, None
+            check()
 
 
 @dataclass(frozen=True)
@@ -145,6 +157,8 @@ class OccupancyPredictor:
             )
         self._lock = threading.Lock()
         self._prompts: _Prompts | None = None
+        self._graphs: CudaGraphPredict | None = None
+        self._update_graphs()
         self.set_categories(OCC3D_CATEGORIES if categories is None else categories)
 
     # --- construction ------------------------------------------------------------------------------
@@ -184,22 +198,11 @@ class OccupancyPredictor:
         ``gausstr-convert-official``), its fixed official prototypes are used instead of a text encoder:
         only their prompts are available then (the Occ3D vocabulary reproduces the official head).
         """
-        from gausstr_core.config import GaussTRConfig
-        from gausstr_core.io.checkpoint import build_model_from_checkpoint
-        from gausstr_core.presets import preset
+        from gausstr_core.io.checkpoint import build_model_from_checkpoint, full_config
 
         device = resolve_device(device)
         model, config, metadata = build_model_from_checkpoint(path, device)
-        if not isinstance(config, GaussTRConfig):
-            name = metadata.get("preset")
-            if name is None:
-                raise ValueError(
-                    f"checkpoint {path} has a model config but no text/inference config and no "
-                    f"'preset' in its metadata to take them from"
-                )
-            full = preset(name)
-            full.model = config
-            config = full
+        config = full_config(config, metadata, path)
         if categories is None:
             categories = metadata.get("vocabulary") or None
         text_config = dataclasses.replace(config.text, device=str(device))
@@ -268,8 +271,28 @@ class OccupancyPredictor:
                 raise ValueError("this text encoder has fixed prototypes: prompt templates cannot change")
             set_templates(list(prompt_templates))
         self.grid, self.config = grid, config
+        self._update_graphs()  # the grid and thresholds are baked into captured graphs
         if prompt_templates:
             self._prompts = self._prepare(self._prompts.vocabulary)
+
+    def _update_graphs(self) -> None:
+        """(Re)create the CUDA-graph path for the current settings (none on the CPU, when
+        ``config.cuda_graphs`` is off, or with the PyTorch voxelizer it cannot capture)."""
+        if self._graphs is not None:
+            self._graphs.clear()
+        use = (
+            self.device.type == "cuda"
+            and self.config.cuda_graphs
+            and self.config.voxelizer_backend != "torch"
+        )
+        self._graphs = CudaGraphPredict(self) if use else None
+
+    @property
+    def graph_status(self) -> dict[str, Any]:
+        """What the CUDA-graph path did so far (captures, replays, eager fallbacks and why)."""
+        if self._graphs is None:
+            return {"enabled": False}
+        return self._graphs.status()
 
     def _prepare(self, vocabulary: Vocabulary) -> _Prompts:
         # A fixed prototype table (official prototypes) only knows some prompts: the others are left
@@ -300,14 +323,87 @@ class OccupancyPredictor:
     # --- prediction -----------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def predict(self, batch: CameraBatch, render_depth: bool | None = None) -> OccupancyPrediction:
-        """Labels, confidence and density per voxel, per-Gaussian labels, and rendered depth."""
+    def predict(
+        self, batch: CameraBatch, render_depth: bool | None = None, defer_checks: bool = False
+    ) -> OccupancyPrediction:
+        """Labels, confidence and density per voxel, per-Gaussian labels, and rendered depth.
+
+        On CUDA with ``config.cuda_graphs`` the model forward and the voxel decisions replay a CUDA
+        graph captured for the batch's shapes (``gausstr_core.inference.graphs``; eager when capture
+        is impossible); rendering always runs eagerly, and only when asked for.
+
+        Args:
+            render_depth: render depth into the cameras (None = ``config.render_depth``).
+            defer_checks: on the graph path, leave the invalid-Gaussian check (a device read, i.e. a
+                host synchronisation) to ``prediction.check()``, so that this call returns while the
+                GPU is still working; the eager path checks at once whatever this says.
+        Raises:
+            ValueError: an included Gaussian with a non-finite or not positive-definite covariance.
+        """
         prompts = self._prompts  # one consistent vocabulary for this call
         cfg, grid = self.config, self.grid
         render_depth = cfg.render_depth if render_depth is None else render_depth
         batch = batch.to(self.device)
+        core = None
+        if self._graphs is not None:
+            core = self._graphs.run(batch, prompts)
+        if core is None:
+            core = self._core(batch, prompts)
+        bad = core.pop("bad", None)
+        g = Gaussians(
+            core["means"], core["scales"], core["rotations"], core["opacities"], core["class_probs"]
+        )
+        deferred = None
+        if bad is not None:  # the graph path: its input check is a device value
+
+            def deferred() -> None:
+                from gausstr_core.voxelize.cuda import raise_if_bad
+
+                raise_if_bad(bad, g.means, g.covariances(), g.opacities)
+
+            if not defer_checks:
+                deferred()
+                deferred = None
+
+        depth = None
+        if render_depth:
+            rendered = render_gaussians(
+                g.with_features(g.features[..., :0]),
+                batch.input_intrinsics().float(),
+                batch.cam_to_ego.float(),
+                batch.image_size,
+                backend=cfg.render_backend,
+            )
+            depth = rendered.expected_depth(max(cfg.depth_min_alpha, 1e-6))
+        return OccupancyPrediction(
+            labels=core["labels"],
+            confidence=core["confidence"],
+            density=core["density"],
+            gaussians=g,
+            gaussian_labels=core["gaussian_labels"],
+            gaussian_confidence=core["gaussian_confidence"],
+            rendered_depth=depth,
+            class_names=list(prompts.vocabulary.names),
+            free_label=prompts.vocabulary.free_label,
+            grid=grid,
+            deferred_check=deferred,
+        )
+
+    def _core(self, batch: CameraBatch, prompts: _Prompts, capturable: bool = False) -> dict[str, Tensor]:
+        """Everything of ``predict`` but rendering, as a dict of tensors (static shapes, one graph).
+
+        ``capturable``: no host synchronisation (CUDA graph capture): the CUDA voxelizer's
+        capturable forward, whose input check comes back as the extra output "bad" instead of a
+        ValueError, and no autocast weight cache. Same values either way.
+        """
+        cfg, grid = self.config, self.grid
         dtype = AUTOCAST_DTYPES.get(cfg.autocast_dtype) if self.device.type == "cuda" else None
-        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with torch.autocast(
+            self.device.type,
+            dtype=dtype or torch.float32,
+            enabled=dtype is not None,
+            cache_enabled=not capturable,
+        ):
             output = self.model(batch)
         g = output.gaussians[-1]
         g = Gaussians(
@@ -319,9 +415,17 @@ class OccupancyPredictor:
         valid = filter_gaussians(
             g.means, covariances, g.opacities, grid, cfg.opacity_threshold, cfg.min_extent
         )
-        density, voxel_probs = voxelize_gaussians(
-            g.means, covariances, g.opacities, probs, grid, valid, backend=cfg.voxelizer_backend
-        )
+        bad = None
+        if capturable:
+            from gausstr_core.voxelize.cuda import voxelize_cuda_capturable
+
+            density, voxel_probs, bad = voxelize_cuda_capturable(
+                g.means, covariances, g.opacities, probs, grid, valid
+            )
+        else:
+            density, voxel_probs = voxelize_gaussians(
+                g.means, covariances, g.opacities, probs, grid, valid, backend=cfg.voxelizer_backend
+            )
         density, voxel_probs = density.float(), voxel_probs.float()
         keep = None
         if cfg.prompt_denoising:
@@ -339,30 +443,21 @@ class OccupancyPredictor:
             valid, gaussian_labels, torch.full_like(gaussian_labels, prompts.vocabulary.free_label)
         )
         gaussian_confidence = torch.where(valid, gaussian_confidence, torch.zeros_like(gaussian_confidence))
-        class_probs = prompts.merge(probs)
-
-        depth = None
-        if render_depth:
-            rendered = render_gaussians(
-                g.with_features(g.features[..., :0]),
-                batch.input_intrinsics().float(),
-                batch.cam_to_ego.float(),
-                batch.image_size,
-                backend=cfg.render_backend,
-            )
-            depth = rendered.expected_depth(max(cfg.depth_min_alpha, 1e-6))
-        return OccupancyPrediction(
-            labels=labels.to(torch.uint8),
-            confidence=confidence.clamp(0, 1),
-            density=density,
-            gaussians=g.with_features(class_probs),
-            gaussian_labels=gaussian_labels.to(torch.uint8),
-            gaussian_confidence=gaussian_confidence.clamp(0, 1),
-            rendered_depth=depth,
-            class_names=list(prompts.vocabulary.names),
-            free_label=prompts.vocabulary.free_label,
-            grid=grid,
-        )
+        out = {
+            "labels": labels.to(torch.uint8),
+            "confidence": confidence.clamp(0, 1),
+            "density": density,
+            "means": g.means,
+            "scales": g.scales,
+            "rotations": g.rotations,
+            "opacities": g.opacities,
+            "class_probs": prompts.merge(probs),
+            "gaussian_labels": gaussian_labels.to(torch.uint8),
+            "gaussian_confidence": gaussian_confidence.clamp(0, 1),
+        }
+        if bad is not None:
+            out["bad"] = bad
+        return out
 
     def prompt_probabilities(self, features: Tensor, prototypes: Tensor) -> Tensor:
         """Softmax over prompts of the Gaussians' logits: (B, N, D), (P, D) -> (B, N, P)."""

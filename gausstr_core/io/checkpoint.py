@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from gausstr_core.config import GaussTRConfig, from_dict, to_dict
 from gausstr_core.model.config import ModelConfig
+from gausstr_core.presets import preset
 
 FORMAT = "gausstr-checkpoint/1"
 _CONFIG_CLASSES = {"GaussTRConfig": GaussTRConfig, "ModelConfig": ModelConfig}
@@ -98,6 +99,38 @@ def save_model_checkpoint(
     return path
 
 
+def rewrite_checkpoint(
+    src: str | Path,
+    dst: str | Path,
+    config: GaussTRConfig | ModelConfig | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Copy a checkpoint with a new config and/or extra metadata keys (the tensors are unchanged),
+    e.g. to record how a model was trained, or the inference settings chosen for it.
+
+    Args:
+        src, dst: checkpoint files (may be the same path; written atomically).
+        config: replaces the stored config (None = keep).
+        metadata: merged into the stored metadata (None = keep).
+    """
+    from safetensors.torch import load_file, save_file
+
+    header = read_checkpoint_header(src)
+    if config is not None:
+        if type(config).__name__ not in _CONFIG_CLASSES:
+            raise TypeError(f"config must be a GaussTRConfig or ModelConfig, got {type(config).__name__}")
+        header["config_class"] = type(config).__name__
+        header["config"] = json.dumps(to_dict(config))
+    if metadata:
+        header["metadata"] = json.dumps({**json.loads(header.get("metadata", "{}")), **metadata})
+    tensors = load_file(str(src))
+    dst = Path(dst)
+    tmp = dst.with_name(dst.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=header)
+    tmp.replace(dst)
+    return dst
+
+
 def read_checkpoint_header(path: str | Path) -> dict[str, str]:
     """The safetensors metadata of a GaussTR checkpoint, validated (tensors are not read)."""
     from safetensors import safe_open
@@ -121,10 +154,8 @@ def read_checkpoint_header(path: str | Path) -> dict[str, str]:
     return header
 
 
-def load_model_checkpoint(path: str | Path) -> tuple[GaussTRConfig | ModelConfig, dict[str, Tensor], dict]:
-    """Read a checkpoint: (config, state_dict, metadata). Never unpickles anything."""
-    from safetensors.torch import load_file
-
+def read_checkpoint_config(path: str | Path) -> tuple[GaussTRConfig | ModelConfig, dict]:
+    """(config, metadata) of a checkpoint, from its header alone (the tensors are not read)."""
     header = read_checkpoint_header(path)
     cls = _CONFIG_CLASSES.get(header.get("config_class", ""))
     if cls is None:
@@ -134,6 +165,35 @@ def load_model_checkpoint(path: str | Path) -> tuple[GaussTRConfig | ModelConfig
         metadata = json.loads(header.get("metadata", "{}"))
     except (KeyError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: corrupt checkpoint metadata: {exc}") from exc
+    return config, metadata
+
+
+def full_config(config: GaussTRConfig | ModelConfig, metadata: dict, path: str | Path) -> GaussTRConfig:
+    """The GaussTRConfig of a checkpoint: its own, or for a checkpoint that carries only a model config
+    (e.g. a converted official one) the preset named in its metadata with that model config."""
+    if isinstance(config, GaussTRConfig):
+        return config
+    name = metadata.get("preset")
+    if name is None:
+        raise ValueError(
+            f"checkpoint {path} has a model config but no text/inference config and no "
+            f"'preset' in its metadata to take them from"
+        )
+    full = preset(name)
+    full.model = config
+    return full
+
+
+def read_full_config(path: str | Path) -> GaussTRConfig:
+    """The full GaussTRConfig of a checkpoint (``full_config``), from its header alone."""
+    return full_config(*read_checkpoint_config(path), path)
+
+
+def load_model_checkpoint(path: str | Path) -> tuple[GaussTRConfig | ModelConfig, dict[str, Tensor], dict]:
+    """Read a checkpoint: (config, state_dict, metadata). Never unpickles anything."""
+    from safetensors.torch import load_file
+
+    config, metadata = read_checkpoint_config(path)
     try:
         state = load_file(str(path))
     except Exception as exc:

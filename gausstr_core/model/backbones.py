@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gausstr_core.io.weights import load_weights_file
 from gausstr_core.model.config import BackboneConfig
 
 _WEIGHT_HINTS = {
@@ -37,37 +37,15 @@ _WEIGHT_HINTS = {
 }
 
 
-def load_weights_file(path: str | Path) -> dict[str, Tensor]:
-    """A state dict from a local .safetensors or .pth/.pt/.bin file, never unpickling objects.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file is not a state dict readable with ``weights_only=True``.
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as exc:
-            raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc
-    try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
+def _load_weights(module: nn.Module, state: dict[str, Tensor], weights: str, what: str) -> None:
+    """Load a weights file's state dict into ``module``; ValueError naming the keys that do not fit."""
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
         raise ValueError(
-            f"{path} cannot be read with torch.load(weights_only=True) (TorchScript archives "
-            f"and pickled objects are refused; export a plain state dict or safetensors): "
-            f"{exc}"
-        ) from exc
-    for key in ("state_dict", "model", "module"):
-        if isinstance(data, dict) and isinstance(data.get(key), dict):
-            data = data[key]
-    if not isinstance(data, dict) or not all(isinstance(v, Tensor) for v in data.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors")
-    return data
+            f"weights {weights} do not fit {what}: missing {result.missing_keys[:5]} "
+            f"({len(result.missing_keys)}), unexpected {result.unexpected_keys[:5]} "
+            f"({len(result.unexpected_keys)})"
+        )
 
 
 def dinov2_hub_to_timm(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -181,13 +159,7 @@ class TimmViTBackbone(Backbone):
             )
         if config.weights:
             state = dinov2_hub_to_timm(load_weights_file(config.weights))
-            result = self.vit.load_state_dict(state, strict=False)
-            if result.missing_keys or result.unexpected_keys:
-                raise ValueError(
-                    f"weights {config.weights} do not fit {config.name}: missing "
-                    f"{result.missing_keys[:5]} ({len(result.missing_keys)}), unexpected "
-                    f"{result.unexpected_keys[:5]} ({len(result.unexpected_keys)})"
-                )
+            _load_weights(self.vit, state, config.weights, config.name)
         elif config.kind == "dinov2" and not config.random_init:
             raise _missing_weights_error(config)
         if config.frozen:
@@ -237,13 +209,7 @@ class MaskCLIPBackbone(Backbone):
             state = load_weights_file(config.weights)
             if any(k.startswith("visual.") for k in state):
                 state = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
-            result = model.visual.load_state_dict(state, strict=False)
-            if result.missing_keys or result.unexpected_keys:
-                raise ValueError(
-                    f"weights {config.weights} do not fit open_clip {config.name}'s visual "
-                    f"tower: missing {result.missing_keys[:5]} ({len(result.missing_keys)}), "
-                    f"unexpected {result.unexpected_keys[:5]} ({len(result.unexpected_keys)})"
-                )
+            _load_weights(model.visual, state, config.weights, f"open_clip {config.name}'s visual tower")
         return model.visual
 
     def positional_embedding(self, h: int, w: int) -> Tensor:

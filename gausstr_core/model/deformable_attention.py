@@ -18,6 +18,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+_LEVEL_SIZES: dict[tuple, Tensor] = {}
+
+
+def level_sizes(spatial_shapes: list[tuple[int, int]], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(L, 2) tensor of the levels' (w, h), made once per shapes/device/dtype and kept: a fresh
+    ``torch.tensor`` per forward is a synchronous host-to-device copy (no CUDA graph capture)."""
+    key = (tuple(tuple(int(x) for x in hw) for hw in spatial_shapes), str(device), dtype)
+    sizes = _LEVEL_SIZES.get(key)
+    if sizes is None:
+        with torch.inference_mode(False):
+            sizes = torch.tensor([[w, h] for h, w in key[0]], dtype=dtype).to(device)
+        if len(_LEVEL_SIZES) >= 32:
+            _LEVEL_SIZES.clear()
+        _LEVEL_SIZES[key] = sizes
+    return sizes
+
 
 def deformable_sample(
     value: Tensor,
@@ -135,9 +151,7 @@ class MultiScaleDeformableAttention(nn.Module):
         if reference_points.dim() == 3:
             reference_points = reference_points[:, :, None].expand(b, q, num_levels, 2)
         # Offsets are in pixels of each level: normalise by the level's (w, h).
-        normalizer = torch.tensor(
-            [[w, h] for h, w in spatial_shapes], device=query.device, dtype=offsets.dtype
-        )
+        normalizer = level_sizes(spatial_shapes, query.device, offsets.dtype)
         locations = (
             reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
         )

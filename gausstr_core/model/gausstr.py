@@ -98,6 +98,25 @@ class DecodedQueries:
     cam_to_ego: Tensor
 
 
+_SEEDED_REFERENCES: dict[tuple, Tensor] = {}
+
+
+def _seeded_reference_points(num: int, queries: int, seed: int, device: torch.device) -> Tensor:
+    """The eval-mode random reference points, drawn once per (shape, seed, device) and kept on the
+    device: no host-to-device copy per forward (such a copy synchronises the stream and cannot be
+    captured in a CUDA graph). Callers only read them."""
+    key = (num, queries, seed, str(device))
+    cached = _SEEDED_REFERENCES.get(key)
+    if cached is None:
+        gen = torch.Generator().manual_seed(seed)
+        with torch.inference_mode(False):  # a normal tensor: usable with autograd too
+            cached = torch.rand(num, queries, 2, generator=gen).to(device)
+        if len(_SEEDED_REFERENCES) >= 16:
+            _SEEDED_REFERENCES.clear()
+        _SEEDED_REFERENCES[key] = cached
+    return cached
+
+
 def initial_reference_points(
     num: int,
     queries: int,
@@ -116,8 +135,7 @@ def initial_reference_points(
     if mode == "random":
         if training:
             return torch.rand(num, queries, 2, device=device)
-        gen = torch.Generator().manual_seed(seed)
-        return torch.rand(num, queries, 2, generator=gen).to(device)
+        return _seeded_reference_points(num, queries, seed, torch.device(device))
     h, w = image_size
     rows = max(1, round(math.sqrt(queries * h / w)))
     cols = math.ceil(queries / rows)
@@ -220,7 +238,8 @@ class GaussTR(nn.Module):
         value = torch.cat([lv.flatten(2).transpose(1, 2) for lv in levels], dim=1)  # (BV, S, C)
 
         predicted_depth = None
-        if self.depth_head is not None:
+        # With measured depth the head's prediction is only needed for its training loss.
+        if self.depth_head is not None and (batch.depth is None or self.training):
             predicted_depth = self.depth_head(levels, (h, w)).reshape(b, v, h, w)
         if batch.depth is not None:
             depth = batch.depth

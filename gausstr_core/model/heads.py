@@ -51,8 +51,9 @@ class MLP(nn.Module):
 def reference_pixels(reference_points: Tensor, image_size: tuple[int, int]) -> Tensor:
     """Pixel coordinates (centres at integers) of normalised points: (..., 2) -> (..., 2)."""
     h, w = image_size
-    scale = reference_points.new_tensor([w, h])
-    return reference_points * scale - 0.5
+    # Python scalars, not a new tensor: no host-to-device copy (same arithmetic, same bits).
+    x, y = reference_points.unbind(-1)
+    return torch.stack((x * w, y * h), dim=-1) - 0.5
 
 
 def sample_depth(depth: Tensor, reference_points: Tensor) -> Tensor:

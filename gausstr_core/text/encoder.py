@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gausstr_core.device import resolve_device
+from gausstr_core.io.weights import load_weights_file
 from gausstr_core.text.config import (
     PROJECTION_ACTIVATIONS,
     TINY_EMBED_DIM,
@@ -84,7 +85,7 @@ class TextProjection(nn.Module):
 
     def load_talk2dino(self, path: str | Path) -> None:
         """Load a Talk2DINO ``ProjectionLayer`` weight file; mismatches raise with the key names."""
-        state = _read_state_dict(path, "text projection")
+        state = dict(load_weights_file(path))
         if "linear_layer2.weight" in state:  # Talk2DINO's older name of the single hidden layer
             state["hidden_layers.0.weight"] = state.pop("linear_layer2.weight")
             state["hidden_layers.0.bias"] = state.pop("linear_layer2.bias")
@@ -295,26 +296,6 @@ def _build_projection(config: TextEncoderConfig, clip_dim: int) -> TextProjectio
             )
         projection.load_talk2dino(config.projection_checkpoint)
     return projection
-
-
-def _read_state_dict(path: str | Path, what: str) -> dict[str, Tensor]:
-    """Tensors of a .safetensors file or a torch file read with weights_only=True (never unpickled)."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return dict(load_file(str(path)))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(
-            f"cannot read {what} weights {path} as a tensor-only checkpoint (weights_only=True): {exc}"
-        ) from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{what} weights {path} are not a flat state dict of tensors")
-    return dict(state)
 
 
 def _load_strict(module: nn.Module, state: dict[str, Tensor], what: str) -> None:

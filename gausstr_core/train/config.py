@@ -7,16 +7,19 @@ stores both (``train.yaml`` and ``model.yaml`` in its output directory and insid
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from gausstr_core.config import from_dict, to_dict
 
-AMP_MODES = ("auto", "bf16", "fp16", "off")
-SCHEDULES = ("epochs", "budget")
+AmpMode = Literal["auto", "bf16", "fp16", "off"]
+AMP_MODES: tuple[str, ...] = typing.get_args(AmpMode)
+Schedule = Literal["epochs", "budget"]
+SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
 
 
 @dataclass
@@ -86,13 +89,13 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 200
     warmup_start: float = 1e-3
-    schedule: str = "epochs"
+    schedule: Schedule = "epochs"
     warmup_fraction: float = 0.1
     decay_epochs: tuple[float, ...] = (16.0,)
     decay_fractions: tuple[float, ...] = (2 / 3,)
     decay_gamma: float = 0.1
     grad_clip: float = 35.0
-    amp: str = "auto"
+    amp: AmpMode = "auto"
     device: str = "auto"
     seed: int = 0
     log_every: int = 10

@@ -203,10 +203,17 @@ def categories_for(dataset: Dataset | None) -> list[str]:
 
 
 def save_deployment_checkpoint(
-    model, model_config, path: str | Path, step: int, metrics: dict | None, vocabulary: list[str]
+    model,
+    model_config,
+    path: str | Path,
+    step: int,
+    metrics: dict | None,
+    vocabulary: list[str],
+    training: dict | None = None,
 ) -> Path:
-    """The model as a safetensors checkpoint (gausstr_core.io.checkpoint) with its full config and the
-    vocabulary it was evaluated with; ``OccupancyPredictor.from_checkpoint`` loads it."""
+    """The model as a safetensors checkpoint (gausstr_core.io.checkpoint) with its full config, the
+    vocabulary it was evaluated with and how it was trained (``training``: the command line, the
+    TrainConfig, the training minutes); ``OccupancyPredictor.from_checkpoint`` loads it."""
     from gausstr_core.io.checkpoint import save_model_checkpoint
 
     meta = {
@@ -216,6 +223,8 @@ def save_deployment_checkpoint(
         "metrics": {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))},
         "text_encoder_fingerprint": text_fingerprint(model_config.text),
     }
+    if training:
+        meta["training"] = training
     return save_model_checkpoint(path, model, model_config, meta)
 
 

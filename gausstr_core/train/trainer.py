@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from gausstr_core.batch import CameraBatch
-from gausstr_core.config import GaussTRConfig, config_to_yaml
+from gausstr_core.config import GaussTRConfig, config_to_yaml, to_dict
 from gausstr_core.presets import config_from_yaml
 from gausstr_core.train.config import TrainConfig, train_config_from_dict, train_config_to_yaml
 from gausstr_core.train.distributed import (
@@ -89,6 +89,7 @@ class Trainer:
         train_set: dataset of training items (built from ``cfg.data`` when None).
         val_set: dataset of evaluation items with ground truth (from ``cfg.val_data`` when None).
         resume: load ``<out>/checkpoints/last.pt`` if it exists and continue from it.
+        command: the command line that started the run (recorded in the deployment checkpoint).
     """
 
     def __init__(
@@ -99,7 +100,9 @@ class Trainer:
         train_set: Dataset | None = None,
         val_set: Dataset | None = None,
         resume: bool = False,
+        command: str | None = None,
     ):
+        self.command = command
         from gausstr_core.presets import build_model_config
         from gausstr_core.train import data as train_data
 
@@ -242,6 +245,11 @@ class Trainer:
             step=self.step,
             metrics=metrics,
             vocabulary=self.eval_categories(),
+            training={
+                "command": self.command,
+                "train_config": to_dict(self.cfg),
+                "train_minutes": round(self.train_seconds / 60, 2),
+            },
         )
         return path
 
@@ -277,16 +285,21 @@ class Trainer:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
         factor = self.lr_factor()
         set_learning_rate(self.optimizer, self.base_lrs, factor)
-        # Every rank sees the same all-reduced gradients, so every rank takes the same decision.
-        finite = bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm))
+        # One device-to-host transfer for every scalar of the step (each float() of a device tensor is
+        # a synchronisation of its own). Every rank sees the same all-reduced gradients, so every rank
+        # takes the same decision.
+        names = list(terms)
+        values = torch.stack([terms[k].detach().float().reshape(()) for k in names] + [grad_norm.float()])
+        host = values.tolist()
+        scalars, norm = dict(zip(names, host[:-1])), host[-1]
+        finite = math.isfinite(scalars["loss"]) and math.isfinite(norm)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         elif finite:
             self.optimizer.step()
         self.step += 1
-        scalars = {k: float(v.detach()) for k, v in terms.items()}
-        return StepResult(scalars, float(grad_norm), self.base_lrs[0] * factor, not finite), output, loss_out
+        return StepResult(scalars, norm, self.base_lrs[0] * factor, not finite), output, loss_out
 
     def progress(self) -> float:
         """Used fraction of the run's budget: the larger of steps / total steps and training time /
@@ -605,13 +618,13 @@ def check_resumable(requested: TrainConfig, state: dict[str, Any]) -> None:
         )
 
 
-def main_worker(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Entry point of one (torchrun) process."""
+def main_worker(cfg: TrainConfig, resume: bool = False, command: str | None = None) -> dict[str, Any]:
+    """Entry point of one (torchrun) process; ``command`` is recorded in the deployment checkpoint."""
     from gausstr_core.train.distributed import cleanup
 
     ctx = init_distributed(cfg.device)
     try:
-        trainer = Trainer(cfg, ctx, resume=resume)
+        trainer = Trainer(cfg, ctx, resume=resume, command=command)
         result = trainer.fit()
     finally:
         cleanup(ctx)

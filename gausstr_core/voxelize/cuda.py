@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from gausstr_core.grid import VoxelGrid
+from gausstr_core.voxelize.checks import bad_gaussian_message
 
 _SOURCES = ("voxelize.cpp", "voxelize_kernels.cu")
 _EXTENSION_NAME = "gausstr_voxelize"
@@ -106,8 +107,6 @@ def _forward(ext, means, covariances, opacities, features, valid, grid: VoxelGri
         eps,
     )
     if bad >= 0:
-        from gausstr_core.voxelize.api import bad_gaussian_message
-
         scene, index = divmod(bad, means.shape[1])
         raise ValueError(bad_gaussian_message(means, covariances, opacities, scene, index))
     return density, voxel_features, params, boxes
@@ -199,3 +198,45 @@ def voxelize_cuda(
     if torch.is_grad_enabled() and any(t.requires_grad for t in inputs[:4]):
         return _Voxelize.apply(ext, *inputs, grid, eps)
     return _forward(ext, *inputs, grid, eps)[:2]  # inference: no autograd bookkeeping
+
+
+def voxelize_cuda_capturable(
+    means: Tensor,
+    covariances: Tensor,
+    opacities: Tensor,
+    features: Tensor,
+    grid: VoxelGrid,
+    valid: Tensor | None = None,
+    eps: float = 1e-6,
+    extension=None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The CUDA forward without host synchronisation or data-dependent allocations, so that it can
+    be captured in a CUDA graph (inference only: no autograd).
+
+    Same outputs as `voxelize_cuda` (bitwise: the same Gaussians are summed in the same order), plus
+    ``bad``: a (1,) int64 device tensor with the flat index (scene * N + index) of the first included
+    Gaussian with a non-finite or not positive-definite input, or -1. When it is >= 0 the outputs are
+    undefined; `raise_if_bad` turns it into the ValueError `voxelize_gaussians` raises (it reads the
+    value, i.e. synchronises: call it once the outputs are needed on the host anyway). Its cost grows
+    with N x tiles: meant for a scene of a few thousand Gaussians, such as the model's prediction.
+    """
+    ext = _load() if extension is None else extension
+    return ext.forward_capturable(
+        means.contiguous(),
+        covariances.contiguous(),
+        opacities.contiguous(),
+        features.contiguous(),
+        None if valid is None else valid.contiguous(),
+        list(grid.lower),
+        grid.voxel_size,
+        list(grid.shape),
+        eps,
+    )
+
+
+def raise_if_bad(bad: Tensor, means: Tensor, covariances: Tensor, opacities: Tensor) -> None:
+    """Raise the input-check ValueError that `voxelize_cuda_capturable` reported in ``bad`` (syncs)."""
+    index = int(bad.reshape(-1)[0])
+    if index >= 0:
+        scene, index = divmod(index, means.shape[1])
+        raise ValueError(bad_gaussian_message(means, covariances, opacities, scene, index))

@@ -45,9 +45,10 @@ def filter_gaussians(
     if opacities.shape != means.shape[:2]:
         raise ValueError(f"opacities must be (B, N) = {tuple(means.shape[:2])}, got {tuple(opacities.shape)}")
     keep = opacities > opacity_threshold
-    lower = torch.tensor(grid.range[:3], dtype=means.dtype, device=means.device)
-    upper = torch.tensor(grid.range[3:], dtype=means.dtype, device=means.device)
-    keep &= ((means >= lower) & (means <= upper)).all(-1)
+    # Per-axis comparisons with Python scalars (no host-to-device copy of the bounds per call).
+    for axis in range(3):
+        coordinate = means[..., axis]
+        keep &= (coordinate >= grid.range[axis]) & (coordinate <= grid.range[axis + 3])
     if min_extent > 0:
         variances = torch.diagonal(covariances, dim1=-2, dim2=-1)
         keep &= variances.min(-1).values * 6.0 > min_extent

@@ -8,7 +8,7 @@ docs/bags.md).
   ``gausstr-make-bag`` (cameras, depth, TF, Occ3D ground truth); its recorded scores with the
   default model are in ``synthetic_demo.metrics.json``.
 
-The node and the bag tools use them when no checkpoint or bag is given.
+The node and the bag tools use them when no checkpoint or bag is given (``gausstr_ros.predictor``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ DATA_DIR = Path(__file__).resolve().parent
 DEFAULT_CHECKPOINT = DATA_DIR / "tiny_synthetic.safetensors"
 DEFAULT_BAG = DATA_DIR / "synthetic_demo.mcap"
 DEFAULT_BAG_METRICS = DATA_DIR / "synthetic_demo.metrics.json"
+# The demo (``make demo``) runs the node on the built-in bag's depth topics, like a robot with a depth
+# camera or a metric-depth node; the recorded ``scores`` are measured that way, ``scores_depth_head``
+# with the node's default ``use_depth: false`` (the model's depth head: cameras only).
+DEMO_USE_DEPTH = True
 
 
 def default_checkpoint() -> Path:
@@ -59,26 +63,3 @@ def checkpoint_vocabulary(path: str | Path) -> list[str] | None:
 def recorded_metrics() -> dict:
     """The scores recorded for the built-in bag with the built-in checkpoint (offline evaluation)."""
     return json.loads(DEFAULT_BAG_METRICS.read_text())
-
-
-def uses_builtin_model(checkpoint: str, model_preset: str) -> bool:
-    """Whether the node parameters select the built-in model: no checkpoint and no random preset."""
-    return not checkpoint and not model_preset
-
-
-def effective_categories(categories: list[str], checkpoint: str, model_preset: str) -> list[str]:
-    """The vocabulary to run with: ``categories``, except that with the built-in model and ``categories``
-    left at the node's default (Occ3D's prompt groups), the built-in model's own vocabulary (Occ3D's
-    classes as groups of the synthetic world's names, which its text prototypes were trained on)."""
-    from gausstr_ros.node.params import DEFAULT_CATEGORIES
-
-    if (
-        (
-            uses_builtin_model(checkpoint, model_preset)
-            or Path(checkpoint or "").resolve() == DEFAULT_CHECKPOINT
-        )
-        and list(categories) == list(DEFAULT_CATEGORIES)
-        and DEFAULT_CHECKPOINT.is_file()
-    ):
-        return checkpoint_vocabulary(DEFAULT_CHECKPOINT) or list(categories)
-    return list(categories)

@@ -3,7 +3,8 @@
     python -m gausstr_ros.bag.build_defaults --checkpoint runs/tiny/model.safetensors
 
 1. copies the checkpoint to ``tiny_synthetic.safetensors`` (it must be a ``tiny`` preset checkpoint with
-   a stored vocabulary);
+   a stored vocabulary), with the training command and any ``--set`` inference settings (chosen on
+   the tune worlds, docs/results.md) written into its metadata and stored config;
 2. writes the demo bag with ``gausstr-make-bag`` settings ``DEMO_BAG`` (a held-out world: seed 1, not
    one of the training worlds of seed 0) and ships its single ``.mcap`` file as ``synthetic_demo.mcap``;
 3. evaluates the bag offline with the checkpoint (``gausstr-bag-eval``) and records the scores, the
@@ -24,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gausstr_ros.assets import DATA_DIR, DEFAULT_BAG, DEFAULT_BAG_METRICS, DEFAULT_CHECKPOINT
+from gausstr_ros.assets import DATA_DIR, DEFAULT_BAG, DEFAULT_BAG_METRICS, DEFAULT_CHECKPOINT, DEMO_USE_DEPTH
 from gausstr_ros.bag.make_bag import SyntheticBagConfig, write_synthetic_bag
 from gausstr_ros.bag.writer import storage_file
 
@@ -32,7 +33,10 @@ DEMO_BAG = {"frames": 20, "seed": 1, "scene": 0, "image_size": (112, 200), "rate
 MAKE_BAG_COMMAND = (
     "gausstr-make-bag --out <dir> --frames 20 --seed 1 --scene 0 --image-size 112 200 --rate-hz 10"
 )
-EVAL_COMMAND = "gausstr-bag-eval --out <report>   # the built-in bag and model, offline"
+EVAL_COMMAND = (
+    "gausstr-bag-eval --use-depth --out <report>   # the built-in bag and model, offline "
+    "(scores_depth_head: --no-use-depth)"
+)
 SIZE_LIMIT_BYTES = 30_000_000
 # Scores of a re-evaluation must match the recorded ones within this many IoU points (percent): the
 # same code on another CPU or BLAS may flip a few voxels by float rounding.
@@ -47,11 +51,21 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def build(checkpoint: Path, training_command: str, progress: bool = True) -> dict:
-    """Rebuild the assets; returns the recorded metrics."""
+def build(
+    checkpoint: Path, training_command: str, overrides: list[str] | None = None, progress: bool = True
+) -> dict:
+    """Rebuild the assets; returns the recorded metrics.
+
+    Args:
+        checkpoint: a tiny-preset deployment checkpoint from gausstr-train.
+        training_command: the exact command that trained it (into the metadata and the metrics).
+        overrides: ``key=value`` changes of its stored config (e.g. ``inference.density_threshold=0.16``).
+    """
     import torch
 
-    from gausstr_core.io.checkpoint import read_checkpoint_header
+    from gausstr_core.config import GaussTRConfig, from_dict, to_dict
+    from gausstr_core.io.checkpoint import read_checkpoint_header, rewrite_checkpoint
+    from gausstr_core.train.config import apply_overrides
     from gausstr_ros.bag.evaluate import evaluate_bag
     from gausstr_ros.bag.options import BagEvalOptions
 
@@ -66,7 +80,16 @@ def build(checkpoint: Path, training_command: str, progress: bool = True) -> dic
     with tempfile.TemporaryDirectory(dir=DATA_DIR.parent, prefix=".build_defaults-") as tmp:
         tmp = Path(tmp)
         ckpt = tmp / DEFAULT_CHECKPOINT.name
-        shutil.copyfile(checkpoint, ckpt)
+        config = from_dict(GaussTRConfig, json.loads(header["config"]))
+        if overrides:
+            config = from_dict(
+                GaussTRConfig, apply_overrides(to_dict(config), overrides, "checkpoint config")
+            )
+        training = {**metadata.get("training", {}), "command": training_command}
+        rewrite_checkpoint(
+            checkpoint, ckpt, config, {"training": training, "config_overrides": list(overrides or [])}
+        )
+        metadata = json.loads(read_checkpoint_header(ckpt)["metadata"])
         bag_dir = write_synthetic_bag(tmp / "bag", SyntheticBagConfig(**DEMO_BAG), progress=progress)
         bag = tmp / DEFAULT_BAG.name
         shutil.copyfile(storage_file(bag_dir), bag)
@@ -76,11 +99,23 @@ def build(checkpoint: Path, training_command: str, progress: bool = True) -> dic
                 f"the built-in checkpoint and bag are {total / 1e6:.1f} MB together, over the "
                 f"{SIZE_LIMIT_BYTES / 1e6:.0f} MB limit"
             )
-        summary = evaluate_bag(
-            BagEvalOptions(bag=bag, checkpoint=ckpt, out=tmp / "report", pictures=0, progress=progress)
+        summary, depth_head = (
+            evaluate_bag(
+                BagEvalOptions(
+                    bag=bag,
+                    checkpoint=ckpt,
+                    out=tmp / f"report_{use_depth}",
+                    pictures=0,
+                    progress=progress,
+                    use_depth=use_depth,
+                )
+            )
+            for use_depth in (DEMO_USE_DEPTH, not DEMO_USE_DEPTH)
         )
         metrics = {
             "scores": summary["scores"],
+            "use_depth": DEMO_USE_DEPTH,
+            "scores_depth_head": depth_head["scores"],
             "frames": summary["frames"],
             "categories": summary["categories"],
             "tolerance_points": TOLERANCE_POINTS,
@@ -88,6 +123,7 @@ def build(checkpoint: Path, training_command: str, progress: bool = True) -> dic
             "bag_sha256": sha256(bag),
             "checkpoint_metadata": metadata,
             "training_command": training_command,
+            "config_overrides": list(overrides or []),
             "make_bag_command": MAKE_BAG_COMMAND,
             "eval_command": EVAL_COMMAND,
             "environment": {
@@ -111,9 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--checkpoint", type=Path, required=True, help="trained tiny checkpoint (gausstr-train)")
     p.add_argument("--training-command", required=True, help="the exact command that trained it (recorded)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the stored config, e.g. inference.density_threshold=0.16 (repeatable)",
+    )
     args = p.parse_args(argv)
     try:
-        metrics = build(args.checkpoint, args.training_command)
+        metrics = build(args.checkpoint, args.training_command, args.overrides)
     except (ValueError, FileNotFoundError) as exc:
         print(f"build_defaults: error: {exc}", file=sys.stderr)
         return 2

@@ -35,158 +35,21 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from gausstr_ros.bag.common import (
+    TF_TOPICS,
+    check_inputs,
+    frame_views,
+    open_ground_truth,
+    picture_depth_topics,
+    setup_summary,
+)
 from gausstr_ros.bag.options import DEFAULT_GROUND_TRUTH_TOPIC, BagEvalOptions, ResolvedSetup, resolve_setup
 from gausstr_ros.bag.reader import BagError, BagSource
 from gausstr_ros.bag.report import ReportDir, picture_indices
-from gausstr_ros.bag.results import FrameGaussians, FrameViews, ResultCollector
-from gausstr_ros.bag.typestore import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, SEMANTIC_OCCUPANCY, TF_MESSAGE
-from gausstr_ros.node.params import NodeConfig
-from gausstr_ros.node.transport import message_type_name
+from gausstr_ros.bag.results import FrameGaussians, ResultCollector
+from gausstr_ros.bag.typestore import SEMANTIC_OCCUPANCY
 
-TF_TOPICS = ("/tf_static", "/tf")
 PREDICTION_TOPIC = "/occupancy"
-
-
-# ---------------------------------------------------------------------------------------------
-# Set-up shared by both modes
-# ---------------------------------------------------------------------------------------------
-
-
-def check_inputs(source: BagSource, config: NodeConfig) -> list[str]:
-    """Check that the bag has what the configuration needs; returns the TF topics it has.
-
-    Raises:
-        BagError: missing topics (naming what the bag has), wrong types, unknown types, no TF, or a
-            bag with a different number of cameras than the configuration.
-    """
-    compressed = [t for t in config.image_topics if f"{t}/compressed" in source.topics]
-    if compressed and not any(t in source.topics for t in config.image_topics):
-        raise BagError(
-            f"bag {source.path} has the camera images as CompressedImage topics "
-            f"({[f'{t}/compressed' for t in compressed]}), not {config.image_topics}: add "
-            f"--image-transport compressed (params: image_transport: compressed)"
-        )
-    packed = [t for t in config.depth_topics if f"{t}/compressedDepth" in source.topics]
-    if config.use_depth and packed and not any(t in source.topics for t in config.depth_topics):
-        raise BagError(
-            f"bag {source.path} has the depth images as compressedDepth topics "
-            f"({[f'{t}/compressedDepth' for t in packed]}), not {config.depth_topics}: add "
-            f"--depth-transport compressedDepth (params: depth_transport: compressedDepth)"
-        )
-    n = len(config.camera_names)
-    images_in_bag = [t.name for t in source.topics.values() if t.msgtype == IMAGE]
-    missing = [t for t in config.image_topics if t not in source.topics]
-    if missing and images_in_bag and len([t for t in images_in_bag if "depth" not in t]) != n:
-        raise BagError(
-            f"the configuration has {n} cameras ({config.camera_names}) with image topics "
-            f"{config.image_topics}, but bag {source.path} has {len(images_in_bag)} Image topics: "
-            f"{sorted(images_in_bag)}; set camera_names and the topic lists to match the bag "
-            f"(--cameras/--image-topics/--camera-info-topics or a params file)"
-        )
-    for role, topics in (("camera images (image_topics)", config.image_topics),) + (
-        (("depth images (depth_topics, use_depth is true)", config.depth_topics),) if config.use_depth else ()
-    ):
-        for msgtype in (IMAGE, COMPRESSED_IMAGE):
-            same = [t for t in topics if message_type_name(t) == msgtype]
-            if same:
-                source.require(same, msgtype, role)
-    source.require(config.camera_info_topics, CAMERA_INFO, "camera calibration (camera_info_topics)")
-    tf_topics = [t for t in TF_TOPICS if t in source.topics]
-    if not tf_topics:
-        raise BagError(
-            f"bag {source.path} has neither /tf_static nor /tf, so the camera poses "
-            f"({config.target_frame} <- camera frames) are unknown; topics in the bag: "
-            f"{source.describe_topics()}"
-        )
-    source.require(tf_topics, TF_MESSAGE, "transforms")
-    return tf_topics
-
-
-def picture_depth_topics(source: BagSource, config: NodeConfig) -> list[str] | None:
-    """The depth topics to show next to rendered depth: the inputs, or (without use_depth) the bag's
-    depth topics when it has all of them as Image topics; None otherwise."""
-    present = all(
-        source.topics.get(t) is not None
-        and source.topics[t].msgtype in (IMAGE, COMPRESSED_IMAGE)
-        and source.topics[t].msgtype not in source.unknown_types
-        for t in config.depth_topics
-    )
-    return list(config.depth_topics) if present else None
-
-
-def open_ground_truth(source: BagSource, options: BagEvalOptions):
-    """The ground-truth source the options ask for, or None (then nothing is scored).
-
-    Raises:
-        BagError: an explicitly requested topic is missing or of another type; both a topic and an
-            Occ3D directory were given.
-    """
-    from gausstr_ros.bag.groundtruth import BagGroundTruth, Occ3DGroundTruth
-
-    tolerance = round(options.gt_tolerance_s * 1e9)
-    if options.occ3d is not None:
-        if options.ground_truth_topic is not None:
-            raise BagError("give either --ground-truth-topic or --occ3d, not both")
-        return Occ3DGroundTruth(options.occ3d, tolerance)
-    topic = options.ground_truth_topic
-    if topic is None:
-        info = source.topics.get(DEFAULT_GROUND_TRUTH_TOPIC)
-        if info is None or info.msgtype != SEMANTIC_OCCUPANCY:
-            return None
-        topic = DEFAULT_GROUND_TRUTH_TOPIC
-    source.require([topic], SEMANTIC_OCCUPANCY, "ground truth (--ground-truth-topic)")
-    return BagGroundTruth(source.path, topic, tolerance)
-
-
-def build_predictor(config: NodeConfig):
-    """The predictor the node would build from these parameters (checkpoint, or a preset with random
-    weights), configured (grid, threshold, templates, categories)."""
-    from gausstr_core.inference.predictor import OccupancyPredictor
-    from gausstr_ros.pipeline import configure_predictor, random_weight_predictor
-
-    try:
-        if config.checkpoint:
-            predictor = OccupancyPredictor.from_checkpoint(
-                Path(config.checkpoint).expanduser(), device=config.device
-            )
-        else:
-            predictor = random_weight_predictor(config.model_preset, config.device)
-    except (ValueError, FileNotFoundError):
-        raise
-    except Exception as exc:
-        what = f"checkpoint {config.checkpoint!r}" if config.checkpoint else f"preset {config.model_preset!r}"
-        raise ValueError(f"cannot load the model from {what}: {type(exc).__name__}: {exc}") from exc
-    model = getattr(predictor, "model", None)
-    if not config.use_depth and model is not None and getattr(model, "depth_head", True) is None:
-        raise ValueError(
-            "this model has no depth head, so it needs metric depth for every camera: set "
-            "use_depth and depth_topics"
-        )
-    configure_predictor(predictor, config)
-    return predictor
-
-
-def setup_summary(setup: ResolvedSetup, mode: str) -> dict[str, Any]:
-    c = setup.config
-    return {
-        "mode": mode,
-        "bag": str(setup.bag),
-        "bag_source": setup.bag_source,
-        "checkpoint": c.checkpoint or None,
-        "model_preset": c.model_preset or None,
-        "checkpoint_source": setup.checkpoint_source,
-        "categories": list(c.categories),
-        "categories_source": setup.categories_source,
-        "cameras": list(c.camera_names),
-        "image_topics": list(c.image_topics),
-        "use_depth": c.use_depth,
-        "target_frame": c.target_frame,
-        "grid_range": list(c.grid_range),
-        "voxel_size": c.voxel_size,
-        "sync_slop_s": c.sync_slop_s,
-    }
 
 
 class DepthCache:
@@ -210,23 +73,6 @@ class DepthCache:
         return cache[best] if best is not None and abs(best - stamp_ns) <= tolerance_ns else None
 
 
-def frame_views(images, depths) -> FrameViews:
-    """Host copies of a frame set's images (RGB) and depth maps (metres) for pictures."""
-    from gausstr_ros.conversions import ConversionError
-    from gausstr_ros.conversions.images import depth_image_to_metres, image_to_rgb
-
-    rgb = [np.ascontiguousarray(image_to_rgb(m)) for m in images]
-    depth = None
-    if depths is not None:
-        depth = []
-        for m in depths:
-            try:
-                depth.append(None if m is None else np.array(depth_image_to_metres(m), dtype=np.float32))
-            except ConversionError:
-                depth.append(None)
-    return FrameViews(rgb, depth)
-
-
 # ---------------------------------------------------------------------------------------------
 # Offline
 # ---------------------------------------------------------------------------------------------
@@ -242,9 +88,9 @@ def evaluate_offline(setup: ResolvedSetup, options: BagEvalOptions, report: Repo
 
     from gausstr_ros.bag.frames import FrameAssembler
     from gausstr_ros.bag.writer import BagWriter, occupancy_like
-    from gausstr_ros.conversions.camera import distortion_warning
     from gausstr_ros.node.tf import TransformBuffer
-    from gausstr_ros.pipeline import FramePipeline, FrameRejected, camera_frames_of
+    from gausstr_ros.pipeline import DistortionWarnings, FramePipeline, FrameRejected, camera_frames_of
+    from gausstr_ros.predictor import ready_predictor
 
     config = setup.config
     started = time.perf_counter()
@@ -252,10 +98,8 @@ def evaluate_offline(setup: ResolvedSetup, options: BagEvalOptions, report: Repo
     with ExitStack() as stack:
         source = stack.enter_context(BagSource(setup.bag))
         tf_topics = check_inputs(source, config)
-        ground_truth = open_ground_truth(source, options)
-        if ground_truth is not None:
-            stack.callback(ground_truth.close)
-        else:
+        ground_truth = open_ground_truth(source, options, stack)
+        if ground_truth is None:
             warnings.append(
                 f"no ground truth ({DEFAULT_GROUND_TRUTH_TOPIC} is not in the bag and no --occ3d): "
                 f"nothing is scored"
@@ -263,7 +107,7 @@ def evaluate_offline(setup: ResolvedSetup, options: BagEvalOptions, report: Repo
         depth_topics = list(config.depth_topics) if config.use_depth else picture_depth_topics(source, config)
         depth_cache = DepthCache(depth_topics) if depth_topics and not config.use_depth else None
 
-        predictor = build_predictor(config)
+        predictor = ready_predictor(config)
         pipeline = FramePipeline(
             predictor, config.input_size_override, min_valid_depth_fraction=config.min_valid_depth_fraction
         )
@@ -284,7 +128,7 @@ def evaluate_offline(setup: ResolvedSetup, options: BagEvalOptions, report: Repo
         recorder = None
         if options.record:
             recorder = stack.enter_context(BagWriter(report.path / "predictions", "mcap"))
-        warned: set[int] = set()
+        distortion = DistortionWarnings(config.image_topics)
         timings: dict[str, list[float]] = {"total": [], "prepare": [], "predict": [], "to_host": []}
         tf_wait_ns = round(config.tf_timeout_s * 1e9)
         pending: deque = deque()
@@ -304,12 +148,7 @@ def evaluate_offline(setup: ResolvedSetup, options: BagEvalOptions, report: Repo
             i = index
             index += 1
             bar.update(1)
-            for v, info in enumerate(frame.infos):
-                if info is not None and v not in warned:
-                    text = distortion_warning(info, config.image_topics[v])
-                    if text:
-                        warned.add(v)
-                        warnings.append(text)
+            warnings.extend(distortion.new(frame.infos))
             want_picture = i in pictures
             try:
                 cameras = camera_frames_of(

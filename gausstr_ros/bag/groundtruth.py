@@ -83,7 +83,22 @@ def occupancy_from_message(msg, source: str) -> GroundTruthFrame:
     return GroundTruthFrame(stamp_to_ns(msg.header.stamp), labels.reshape(size), mask, names, grid, source)
 
 
-class BagGroundTruth:
+class _StampIndex:
+    """Ground-truth frames sorted by stamp, matched to a frame set within a tolerance."""
+
+    def __init__(self, stamps: list[int], tolerance_ns: int):
+        self._stamps = stamps
+        self.tolerance_ns = int(tolerance_ns)
+
+    def __len__(self) -> int:
+        return len(self._stamps)
+
+    def _match(self, stamp_ns: int) -> int | None:
+        """The index of the stamp nearest to ``stamp_ns`` within the tolerance, or None."""
+        return _nearest(self._stamps, stamp_ns, self.tolerance_ns)
+
+
+class BagGroundTruth(_StampIndex):
     """The SemanticOccupancy ground truth of a bag, looked up by stamp.
 
     Args:
@@ -96,23 +111,19 @@ class BagGroundTruth:
 
     def __init__(self, bag: str | Path, topic: str, tolerance_ns: int):
         self.topic = topic
-        self.tolerance_ns = int(tolerance_ns)
         self._source = BagSource(bag)
         self._source.require([topic], SEMANTIC_OCCUPANCY, "ground truth")
         stamps = []
         for _, log_time, msg in self._source.messages([topic]):
             stamps.append((stamp_to_ns(msg.header.stamp), log_time))
         stamps.sort()
-        self._stamps = [s for s, _ in stamps]
+        super().__init__([s for s, _ in stamps], tolerance_ns)
         self._log_times = [t for _, t in stamps]
         self.description = f"topic {topic} ({len(stamps)} messages)"
 
-    def __len__(self) -> int:
-        return len(self._stamps)
-
     def lookup(self, stamp_ns: int) -> GroundTruthFrame | None:
         """The ground truth nearest to ``stamp_ns`` within the tolerance, or None."""
-        i = _nearest(self._stamps, stamp_ns, self.tolerance_ns)
+        i = self._match(stamp_ns)
         if i is None:
             return None
         log_time = self._log_times[i]
@@ -127,7 +138,7 @@ class BagGroundTruth:
         self._source.close()
 
 
-class Occ3DGroundTruth:
+class Occ3DGroundTruth(_StampIndex):
     """Occ3D labels of a dataset in the nuScenes layout, matched to frames by sample timestamp.
 
     Args:
@@ -158,19 +169,16 @@ class Occ3DGroundTruth:
             )
         except (OSError, ValueError, KeyError) as exc:
             raise BagError(f"--occ3d {root}: cannot read the sample and scene tables: {exc}") from exc
+        super().__init__([r[0] for r in records], tolerance_ns)
         self.root = path
-        self.tolerance_ns = int(tolerance_ns)
-        self._stamps = [r[0] for r in records]
         self._records = records
         self.description = f"Occ3D labels in {path / 'gts'} ({len(records)} samples)"
 
-    def __len__(self) -> int:
-        return len(self._stamps)
-
     def lookup(self, stamp_ns: int) -> GroundTruthFrame | None:
+        """The labels of the sample nearest to ``stamp_ns`` within the tolerance, or None."""
         from gausstr_core.data.occ3d import OCC3D_CLASS_NAMES, load_labels
 
-        i = _nearest(self._stamps, stamp_ns, self.tolerance_ns)
+        i = self._match(stamp_ns)
         if i is None:
             return None
         stamp, scene, token = self._records[i]

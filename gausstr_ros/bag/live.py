@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from gausstr_ros.bag.evaluate import (
+from gausstr_ros.bag.common import (
     TF_TOPICS,
     check_inputs,
     frame_views,
@@ -262,6 +263,34 @@ def stop_node(proc: subprocess.Popen, timeout_s: float = 30.0) -> int | None:
     return proc.returncode
 
 
+def _node_exited(proc: subprocess.Popen, log_path: Path, when: str) -> LiveError:
+    """The error for a node process that ended ``when`` (e.g. "during the replay"), with its log."""
+    return LiveError(
+        f"the occupancy node exited with code {proc.returncode} {when}; its log ({log_path.name}):"
+        f"\n{_log_tail(log_path)}"
+    )
+
+
+def _wait_for_node(
+    done: Callable[[], bool],
+    proc: subprocess.Popen,
+    log_path: Path,
+    timeout_s: float,
+    when: str,
+    timed_out: str,
+    poll_s: float,
+) -> None:
+    """Poll ``done`` until it holds; LiveError with the node's log if the node process ends first
+    (``_node_exited(..., when)``) or ``timeout_s`` passes (``timed_out``, then the log)."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if proc.poll() is not None:
+            raise _node_exited(proc, log_path, when)
+        if time.monotonic() > deadline:
+            raise LiveError(f"{timed_out}; its log:\n{_log_tail(log_path)}")
+        time.sleep(poll_s)
+
+
 def _log_tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -297,9 +326,7 @@ def evaluate_live(setup: ResolvedSetup, options: BagEvalOptions, report: ReportD
                 f"check that all cameras publish with stamps within sync_slop_s = "
                 f"{config.sync_slop_s} s of each other"
             )
-        ground_truth = open_ground_truth(source, options)
-        if ground_truth is not None:
-            stack.callback(ground_truth.close)
+        ground_truth = open_ground_truth(source, options, stack)
 
         node_config = live_config(config, namespace)
         params_file = report.file("node_params.yaml")
@@ -321,19 +348,15 @@ def evaluate_live(setup: ResolvedSetup, options: BagEvalOptions, report: ReportD
         proc = start_node(params_file, namespace, log_path, options.threads)
         stack.callback(stop_node, proc)
         occupancy_topic = f"{namespace}/occupancy"
-        deadline = time.monotonic() + options.node_timeout_s
-        while not player.connected(inputs, occupancy_topic):
-            if proc.poll() is not None:
-                raise LiveError(
-                    f"the occupancy node exited with code {proc.returncode} before it was ready; "
-                    f"its log ({log_path.name}):\n{_log_tail(log_path)}"
-                )
-            if time.monotonic() > deadline:
-                raise LiveError(
-                    f"the occupancy node did not connect within {options.node_timeout_s:.0f} s; its "
-                    f"log:\n{_log_tail(log_path)}"
-                )
-            time.sleep(0.05)
+        _wait_for_node(
+            lambda: player.connected(inputs, occupancy_topic),
+            proc,
+            log_path,
+            options.node_timeout_s,
+            "before it was ready",
+            f"the occupancy node did not connect within {options.node_timeout_s:.0f} s",
+            poll_s=0.05,
+        )
         startup_s = time.perf_counter() - started
 
         _prime_camera_info(source, player, config)
@@ -436,10 +459,7 @@ def _play(
     for topic, _msgtype, log_time, raw in source.raw_messages(player.publishers):
         if proc.poll() is not None:
             bar.close()
-            raise LiveError(
-                f"the occupancy node exited with code {proc.returncode} during the replay; its log:"
-                f"\n{_log_tail(log_path)}"
-            )
+            raise _node_exited(proc, log_path, "during the replay")
         if options.rate > 0:
             if first_log is None:
                 first_log = log_time
@@ -484,21 +504,16 @@ def _await_answer(
     log_path: Path,
 ) -> None:
     """Lockstep: wait until the node published this set's occupancy or counted ``count`` sets done."""
-    deadline = time.monotonic() + options.node_timeout_s
-    while True:
-        if frame.stamp_ns in player.occupancy_stamps(namespace) or player.answered() >= count:
-            return
-        if proc.poll() is not None:
-            raise LiveError(
-                f"the occupancy node exited with code {proc.returncode} during the replay; its log:"
-                f"\n{_log_tail(log_path)}"
-            )
-        if time.monotonic() > deadline:
-            raise LiveError(
-                f"the node did not answer frame set {frame.index} ({frame.stamp_ns / 1e9:.3f} s) within "
-                f"{options.node_timeout_s:.0f} s; its log:\n{_log_tail(log_path)}"
-            )
-        time.sleep(0.005)
+    _wait_for_node(
+        lambda: frame.stamp_ns in player.occupancy_stamps(namespace) or player.answered() >= count,
+        proc,
+        log_path,
+        options.node_timeout_s,
+        "during the replay",
+        f"the node did not answer frame set {frame.index} ({frame.stamp_ns / 1e9:.3f} s) within "
+        f"{options.node_timeout_s:.0f} s",
+        poll_s=0.005,
+    )
 
 
 def _wait_until_answered(

@@ -185,12 +185,8 @@ def resolve_setup(options: BagEvalOptions) -> ResolvedSetup:
             match the number of topics.
         FileNotFoundError: a missing checkpoint, or missing built-in data.
     """
-    from gausstr_ros.assets import (
-        checkpoint_vocabulary,
-        default_bag,
-        default_checkpoint,
-        effective_categories,
-    )
+    from gausstr_ros.assets import checkpoint_vocabulary, default_bag, default_checkpoint
+    from gausstr_ros.predictor import effective_categories
 
     config = NodeConfig.defaults()
     from_file = read_params_file(options.params) if options.params is not None else {}

@@ -173,13 +173,13 @@ class BagSource:
 
     # -- messages ----------------------------------------------------------------------------------
 
-    def messages(
+    def _read(
         self, topics: Iterable[str], start_ns: int | None = None, stop_ns: int | None = None
-    ) -> Iterator[tuple[str, int, Any]]:
-        """(topic, log time [ns], deserialised rosbags message) of the given topics in log-time order.
+    ) -> Iterator[tuple[int, Any, int, bytes]]:
+        """(index from 1, connection, log time [ns], CDR bytes) of the given topics in log-time order.
 
         Raises:
-            BagError: the data is truncated or a message does not deserialise.
+            BagError: the data is truncated or corrupt (naming the last message read).
         """
         wanted = set(topics)
         connections = [c for c in self._reader.connections if c.topic in wanted]
@@ -189,39 +189,36 @@ class BagSource:
         try:
             for conn, log_time, raw in self._reader.messages(connections, start=start_ns, stop=stop_ns):
                 index += 1
-                try:
-                    msg = self.typestore.deserialize_cdr(raw, conn.msgtype)
-                except Exception as exc:
-                    raise BagError(
-                        f"bag {self.path}: message {index} on {conn.topic} ({conn.msgtype}, log time "
-                        f"{log_time / 1e9:.3f} s) does not deserialise: the bag is corrupt "
-                        f"({type(exc).__name__}: {exc})"
-                    ) from exc
-                yield conn.topic, int(log_time), msg
-        except BagError:
-            raise
+                yield index, conn, int(log_time), raw
         except Exception as exc:
             raise BagError(
                 f"cannot read bag {self.path} past message {index}: it is truncated or corrupt "
                 f"({type(exc).__name__}: {exc}); {REPAIR_HINT}"
             ) from exc
 
+    def messages(
+        self, topics: Iterable[str], start_ns: int | None = None, stop_ns: int | None = None
+    ) -> Iterator[tuple[str, int, Any]]:
+        """(topic, log time [ns], deserialised rosbags message) of the given topics in log-time order.
+
+        Raises:
+            BagError: the data is truncated or a message does not deserialise.
+        """
+        for index, conn, log_time, raw in self._read(topics, start_ns, stop_ns):
+            try:
+                msg = self.typestore.deserialize_cdr(raw, conn.msgtype)
+            except Exception as exc:
+                raise BagError(
+                    f"bag {self.path}: message {index} on {conn.topic} ({conn.msgtype}, log time "
+                    f"{log_time / 1e9:.3f} s) does not deserialise: the bag is corrupt "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
+            yield conn.topic, log_time, msg
+
     def raw_messages(self, topics: Iterable[str]) -> Iterator[tuple[str, str, int, bytes]]:
         """(topic, msgtype, log time [ns], CDR bytes) in log-time order (for republishing unchanged)."""
-        wanted = set(topics)
-        connections = [c for c in self._reader.connections if c.topic in wanted]
-        if not connections:
-            return
-        index = 0
-        try:
-            for conn, log_time, raw in self._reader.messages(connections):
-                index += 1
-                yield conn.topic, conn.msgtype, int(log_time), bytes(raw)
-        except Exception as exc:
-            raise BagError(
-                f"cannot read bag {self.path} past message {index}: it is truncated or corrupt "
-                f"({type(exc).__name__}: {exc}); {REPAIR_HINT}"
-            ) from exc
+        for _, conn, log_time, raw in self._read(topics):
+            yield conn.topic, conn.msgtype, log_time, bytes(raw)
 
     def count(self, topic: str) -> int:
         info = self.topics.get(topic)

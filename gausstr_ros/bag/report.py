@@ -177,7 +177,8 @@ def save_prediction_bev(path: Path, labels: np.ndarray, class_names: Sequence[st
     """Bird's-eye view of a prediction alone (x forward up, y left left), with a legend."""
     from matplotlib.patches import Patch
 
-    from gausstr_core.evaluation.visualize import bev_labels, bev_rgb, class_colors
+    from gausstr_core.colors import class_colors
+    from gausstr_core.evaluation.visualize import bev_labels, bev_rgb
 
     plt = _pyplot()
     free = len(class_names)
@@ -289,7 +290,7 @@ def save_gaussians_top_view(
     from matplotlib.collections import EllipseCollection
     from matplotlib.patches import Patch
 
-    from gausstr_core.evaluation.visualize import class_colors
+    from gausstr_core.colors import class_colors
     from gausstr_core.geometry import build_covariance
 
     plt = _pyplot()

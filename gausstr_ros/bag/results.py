@@ -166,7 +166,8 @@ class ResultCollector:
         return row
 
     def _pictures(self, index, stamp_ns, labels, gt, gaussians, rendered_depth, views) -> None:
-        from gausstr_core.evaluation.visualize import bev_labels, bev_rgb, class_colors, save_bev_comparison
+        from gausstr_core.colors import class_colors
+        from gausstr_core.evaluation.visualize import bev_labels, bev_rgb, save_bev_comparison
 
         when = f"frame {index} ({stamp_ns / 1e9:.3f} s)"
         name = f"frame_{index:04d}"

@@ -2,9 +2,11 @@
 occupied-voxel cloud, Gaussians, Gaussian markers, rendered depth and status out.
 
 Threads: the executor (MultiThreadedExecutor) runs the subscriptions, TF, timers and parameter
-services; one inference thread takes the newest complete frame set from a latest-only slot, looks
-up the camera extrinsics, runs ``FramePipeline`` and publishes. When inference falls behind, a waiting
-set is replaced by a newer one and counted as dropped.
+services; two inference threads (``TwoStageWorker``) take the newest complete frame set from a
+latest-only slot: the first looks up the camera extrinsics, converts and uploads the images and queues
+the prediction (``FramePipeline.start``), the second waits for it and builds and publishes the outputs,
+so that the host work of one set overlaps the GPU work of the next. When inference falls behind, a
+waiting set is replaced by a newer one and counted as dropped.
 
 Run: ``occupancy_node --ros-args --params-file config/occupancy.yaml`` (or the launch file).
 """
@@ -14,7 +16,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from pathlib import Path
 
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
@@ -23,20 +24,24 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
 from gausstr_core.text.vocabulary import Vocabulary
-from gausstr_ros.conversions.camera import distortion_warning
 from gausstr_ros.node.inputs import CameraInputs, FrameSet
 from gausstr_ros.node.outputs import OutputPublishers, PublishSwitches
-from gausstr_ros.node.params import SPECS_BY_NAME, NodeConfig, check_value, declare_parameters
+from gausstr_ros.node.params import SPECS_BY_NAME, check_value, declare_parameters
 from gausstr_ros.node.stats import PipelineStats
-from gausstr_ros.node.tf import TfLookup, TransformError, TransformExtrapolation
-from gausstr_ros.node.worker import LatestSlot
-from gausstr_ros.pipeline import CameraFrame, FramePipeline, FrameRejected, Predictor, random_weight_predictor
+from gausstr_ros.node.tf import TfLookup
+from gausstr_ros.node.worker import LatestSlot, TwoStageWorker
+from gausstr_ros.pipeline import (
+    CameraFrame,
+    DistortionWarnings,
+    FramePipeline,
+    FrameRejected,
+    PendingFrame,
+    Predictor,
+    camera_frames_of,
+)
+from gausstr_ros.predictor import StartupError, effective_categories, ready_predictor
 
 NODE_NAME = "occupancy_node"
-
-
-class StartupError(RuntimeError):
-    """The node cannot start (bad parameters, missing or corrupt checkpoint); the text says why."""
 
 
 def validate_categories(categories) -> str | None:
@@ -46,45 +51,6 @@ def validate_categories(categories) -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
-
-
-def load_predictor(config: NodeConfig) -> Predictor:
-    """The OccupancyPredictor the parameters ask for (loaded once, at start).
-
-    Raises:
-        StartupError: missing/corrupt checkpoint, unknown preset or device.
-    """
-    from gausstr_core.inference.predictor import OccupancyPredictor
-    from gausstr_ros.assets import default_checkpoint, uses_builtin_model
-
-    device = config.device
-    try:
-        if config.checkpoint or uses_builtin_model(config.checkpoint, config.model_preset):
-            if config.checkpoint:
-                path = Path(config.checkpoint).expanduser()
-            else:  # neither a checkpoint nor a preset: the built-in model (gausstr_ros/assets)
-                try:
-                    path = default_checkpoint()
-                except FileNotFoundError as exc:
-                    raise StartupError(str(exc)) from exc
-                rclpy.logging.get_logger(NODE_NAME).info(
-                    f"no checkpoint given: using the built-in model {path}"
-                )
-            if not path.is_file():
-                raise StartupError(f"checkpoint {str(path)!r} does not exist (parameter 'checkpoint')")
-            predictor = OccupancyPredictor.from_checkpoint(path, device=device)
-        else:
-            rclpy.logging.get_logger(NODE_NAME).warning(
-                f"no checkpoint: building the {config.model_preset!r} preset with RANDOM weights "
-                f"(tests and benchmarks only; its predictions mean nothing)"
-            )
-            predictor = random_weight_predictor(config.model_preset, device)
-    except StartupError:
-        raise
-    except Exception as exc:  # any loading failure stops start-up with its reason
-        what = f"checkpoint {config.checkpoint!r}" if config.checkpoint else f"preset {config.model_preset!r}"
-        raise StartupError(f"cannot load the model from {what}: {type(exc).__name__}: {exc}") from exc
-    return predictor
 
 
 class KeyedThrottle:
@@ -139,22 +105,7 @@ class OccupancyNode(Node):
         self.stats = PipelineStats(c.stats_window)
         self.switches = PublishSwitches.from_config(c)
 
-        self.predictor = predictor if predictor is not None else load_predictor(c)
-        model = getattr(self.predictor, "model", None)
-        if not c.use_depth and model is not None and getattr(model, "depth_head", True) is None:
-            raise StartupError(
-                "this model has no depth head, so it needs metric depth for every camera: set "
-                "use_depth: true and depth_topics (e.g. a monocular metric depth node)"
-            )
-        self._configure_predictor()
-        self.pipeline = FramePipeline(
-            self.predictor, c.input_size_override, min_valid_depth_fraction=c.min_valid_depth_fraction
-        )
-        self._pending_categories: list[str] | None = None
-        self._categories_lock = threading.Lock()
         if predictor is None:
-            from gausstr_ros.assets import effective_categories
-
             categories = effective_categories(c.categories, c.checkpoint, c.model_preset)
             if categories != list(c.categories):
                 self.get_logger().info(
@@ -162,10 +113,12 @@ class OccupancyNode(Node):
                     f"own vocabulary {categories}"
                 )
                 c.categories = categories
-        try:
-            self.predictor.set_categories(list(c.categories))
-        except ValueError as exc:
-            raise StartupError(f"invalid parameter 'categories': {exc}") from exc
+        self.predictor = ready_predictor(c, predictor, log=self.get_logger())
+        self.pipeline = FramePipeline(
+            self.predictor, c.input_size_override, min_valid_depth_fraction=c.min_valid_depth_fraction
+        )
+        self._pending_categories: list[str] | None = None
+        self._categories_lock = threading.Lock()
 
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._tf_group = ReentrantCallbackGroup()
@@ -182,7 +135,7 @@ class OccupancyNode(Node):
             callback_group=self._input_group,
             on_lost=lambda topic, count: self.stats.record_lost(count),
         )
-        self._warned_distortion: set[int] = set()
+        self._distortion = DistortionWarnings(c.image_topics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._status_timer = self.create_timer(
             c.status_period_s, self._publish_status, callback_group=self._timer_group
@@ -190,8 +143,9 @@ class OccupancyNode(Node):
         self._watchdog_timer = self.create_timer(
             min(0.5, c.sync_timeout_s / 2), self._check_inputs, callback_group=self._timer_group
         )
-        self._running = True
-        self._worker = threading.Thread(target=self._worker_loop, name="gausstr_inference", daemon=True)
+        self._worker = TwoStageWorker(
+            self._slot, self._start_frame, self._finish_frame, self._on_frame_error, name="gausstr"
+        )
         self._worker.start()
         self.get_logger().info(
             f"ready: {len(c.camera_names)} cameras -> {c.target_frame}, model input "
@@ -201,22 +155,6 @@ class OccupancyNode(Node):
         )
 
     # -- set-up helpers --------------------------------------------------------------------------
-
-    def _configure_predictor(self) -> None:
-        """Apply the grid / threshold / template parameters the predictor supports."""
-        c = self.config
-        configure = getattr(self.predictor, "configure", None)
-        if configure is None:
-            return
-        try:
-            configure(
-                grid_range=tuple(c.grid_range),
-                voxel_size=c.voxel_size,
-                density_threshold=None if c.density_threshold < 0 else c.density_threshold,
-                prompt_templates=c.prompt_template_list,
-            )
-        except ValueError as exc:
-            raise StartupError(f"invalid grid or text parameters: {exc}") from exc
 
     def _log_limited(self, key: str, text: str, level: str = "warning") -> None:
         logger = self.get_logger()
@@ -288,67 +226,51 @@ class OccupancyNode(Node):
 
     # -- inference thread ------------------------------------------------------------------------
 
-    def _worker_loop(self) -> None:
-        while self._running:
-            frame = self._slot.get(timeout=0.1)
-            if frame is None:
-                continue
-            try:
-                self._process(frame)
-            except FrameRejected as exc:
-                self.stats.record_rejected(exc.kind, exc.reason)
-                self._log_limited(
-                    f"reject:{exc.kind}", f"frame {frame.stamp_ns / 1e9:.3f} s skipped: {exc.reason}"
-                )
-            except Exception as exc:  # one bad frame must not stop the node
-                text = f"frame {frame.stamp_ns / 1e9:.3f} s failed: {type(exc).__name__}: {exc}"
-                self.stats.record_rejected("error", text)
-                self._log_limited(f"error:{type(exc).__name__}", text, level="error")
+    def _on_frame_error(self, frame: FrameSet, exc: Exception) -> None:
+        if isinstance(exc, FrameRejected):
+            self.stats.record_rejected(exc.kind, exc.reason)
+            self._log_limited(
+                f"reject:{exc.kind}", f"frame {frame.stamp_ns / 1e9:.3f} s skipped: {exc.reason}"
+            )
+            return
+        text = f"frame {frame.stamp_ns / 1e9:.3f} s failed: {type(exc).__name__}: {exc}"  # one bad frame
+        self.stats.record_rejected("error", text)
+        self._log_limited(f"error:{type(exc).__name__}", text, level="error")
 
     def _camera_frames(self, frame: FrameSet) -> list[CameraFrame]:
         c = self.config
+        for warning in self._distortion.new(frame.infos):
+            self.get_logger().warning(warning)
         deadline = time.monotonic() + c.tf_timeout_s
-        cameras = []
-        for v, name in enumerate(c.camera_names):
-            image, info = frame.images[v], frame.infos[v]
-            source = image.header.frame_id
-            if not source:
-                raise FrameRejected("transform", f"camera {name}: image has an empty header.frame_id")
-            try:
-                cam_to_target = self.tf.lookup(
-                    c.target_frame, source, frame.stamp_ns, max(0.0, deadline - time.monotonic())
-                )
-            except TransformExtrapolation as exc:
-                raise FrameRejected(
-                    "transform",
-                    f"camera {name}: stale or missing TF {c.target_frame} <- "
-                    f"{source} at the image stamp: {exc}",
-                ) from exc
-            except TransformError as exc:
-                raise FrameRejected(
-                    "transform", f"camera {name}: no TF {c.target_frame} <- {source}: {exc}"
-                ) from exc
-            if info is not None and v not in self._warned_distortion:
-                warning = distortion_warning(info, c.image_topics[v])
-                if warning:
-                    self._warned_distortion.add(v)
-                    self.get_logger().warning(warning)
-            depth = frame.depths[v] if frame.depths is not None else None
-            cameras.append(CameraFrame(name, image, info, depth, cam_to_target))
-        return cameras
 
-    def _process(self, frame: FrameSet) -> None:
+        def lookup(target: str, source: str, stamp_ns: int):
+            return self.tf.lookup(target, source, stamp_ns, max(0.0, deadline - time.monotonic()))
+
+        return camera_frames_of(
+            frame.images, frame.infos, frame.depths, c.camera_names, c.target_frame, frame.stamp_ns, lookup
+        )
+
+    # The inference worker's two stages (TwoStageWorker): frame n's messages are built and published
+    # while frame n + 1 is converted, uploaded and predicted.
+
+    def _start_frame(self, frame: FrameSet) -> PendingFrame:
         self._apply_pending_categories()
         cameras = self._camera_frames(frame)
-        result = self.pipeline.run(
+        return self.pipeline.start(
             cameras, frame.stamp_ns, render_depth=self.outputs.wants_rendered_depth(self.switches)
         )
+
+    def _finish_frame(self, frame: FrameSet, pending: PendingFrame) -> None:
+        result = pending.result()
 
         def done():
             self.stats.record_published(time.monotonic() - frame.arrival)
 
         self.outputs.publish(
-            result, [cam.image.header.frame_id for cam in cameras], self.switches, on_occupancy_published=done
+            result,
+            [cam.image.header.frame_id for cam in pending.cameras],
+            self.switches,
+            on_occupancy_published=done,
         )
 
     # -- status ----------------------------------------------------------------------------------
@@ -363,10 +285,7 @@ class OccupancyNode(Node):
         )
 
     def destroy_node(self) -> None:
-        self._running = False
-        self._slot.close()
-        if self._worker.is_alive() and threading.current_thread() is not self._worker:
-            self._worker.join(timeout=10.0)
+        self._worker.stop(timeout=10.0)
         super().destroy_node()
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from gausstr_core.data.synthetic.rig import CAMERA_NAMES
+from gausstr_core.data.nuscenes import CAMERA_CHANNELS
 from gausstr_core.grid import OCC3D_RANGE, OCC3D_VOXEL_SIZE
 from gausstr_core.text.vocabulary import MAX_CATEGORIES, OCC3D_CATEGORIES
 
 # The camera order the models are trained with (nuScenes, mmdetection3d's order).
-DEFAULT_CAMERAS = tuple(CAMERA_NAMES)
+DEFAULT_CAMERAS = tuple(CAMERA_CHANNELS)
 DEFAULT_CATEGORIES = tuple(OCC3D_CATEGORIES)
 __all__ = ["MAX_CATEGORIES", "PARAM_SPECS", "NodeConfig", "declare_parameters"]
 

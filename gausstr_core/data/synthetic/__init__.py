@@ -9,7 +9,7 @@ Typical use:
                              embeddings=random_embeddings(len(name_strings()), 64))
 """
 
-from gausstr_core.data.synthetic.rig import CAMERA_NAMES, CameraRig, CameraSpec, nuscenes_rig
+from gausstr_core.data.synthetic.rig import CameraRig, CameraSpec, nuscenes_rig
 from gausstr_core.data.synthetic.samples import SyntheticConfig, SyntheticSample, generate_sample, world_seed
 from gausstr_core.data.synthetic.targets import (
     DepthTargetConfig,
@@ -21,7 +21,6 @@ from gausstr_core.data.synthetic.vocabulary import SYNTHETIC_NAMES, name_strings
 from gausstr_core.data.synthetic.world import WorldConfig, generate_world
 
 __all__ = [
-    "CAMERA_NAMES",
     "SYNTHETIC_NAMES",
     "CameraRig",
     "CameraSpec",

@@ -12,7 +12,7 @@ from gausstr_core.data.synthetic.samples import SyntheticSample
 from gausstr_core.data.synthetic.vocabulary import SKY_CLASS
 
 # Surround layout of the six nuScenes cameras: front-left, front, front-right over
-# back-left, back, back-right (indices into CAMERA_NAMES order).
+# back-left, back, back-right (indices into CAMERA_CHANNELS order).
 _LAYOUT = ((2, 0, 1), (4, 3, 5))
 
 

@@ -21,15 +21,6 @@ from torch import Tensor
 from gausstr_core.geometry import matrix_to_quaternion
 
 NUSCENES_IMAGE_SIZE = (900, 1600)
-CAMERA_NAMES = (
-    "CAM_FRONT",
-    "CAM_FRONT_RIGHT",
-    "CAM_FRONT_LEFT",
-    "CAM_BACK",
-    "CAM_BACK_LEFT",
-    "CAM_BACK_RIGHT",
-)
-"""The camera order used everywhere (the order of mmdetection3d's nuScenes infos)."""
 
 LIDAR_TOP_TRANSLATION = (0.944, 0.0, 1.840)
 """Position of nuScenes' roof LiDAR in the ego frame [m] (the origin of ``mask_lidar`` rays)."""

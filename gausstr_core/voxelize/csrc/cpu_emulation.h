@@ -96,6 +96,22 @@ T __shfl_xor_sync(unsigned /*mask*/, T value, int lane_mask) {
   return out;
 }
 
+inline unsigned __ballot_sync(unsigned /*mask*/, bool predicate) {
+  auto& block = gausstr_emulation::current();
+  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32;
+  const int lanes = std::min(32, static_cast<int>(blockDim.x) - 32 * warp);
+  block.exchange[tid] = predicate ? 1.0 : 0.0;
+  block.warps[warp]->wait();
+  unsigned bits = 0;
+  for (int lane = 0; lane < lanes; ++lane) {
+    if (block.exchange[warp * 32 + lane] != 0.0) bits |= 1u << lane;
+  }
+  block.warps[warp]->wait();
+  return bits;
+}
+
+inline int __popc(unsigned bits) { return __builtin_popcount(bits); }
+
 inline unsigned long long atomicMin(unsigned long long* address, unsigned long long value) {
   std::lock_guard<std::mutex> lock(gausstr_emulation::atomic_mutex);
   const unsigned long long old = *address;

@@ -12,6 +12,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t> forward(
     const at::Tensor& features, const std::optional<at::Tensor>& valid,
     const std::vector<double>& lower, double voxel, const std::vector<int64_t>& shape, double eps);
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_capturable(
+    const at::Tensor& means, const at::Tensor& covariances, const at::Tensor& opacities,
+    const at::Tensor& features, const std::optional<at::Tensor>& valid,
+    const std::vector<double>& lower, double voxel, const std::vector<int64_t>& shape, double eps);
+
 std::tuple<at::Tensor, at::Tensor> backward(
     const at::Tensor& params, const at::Tensor& boxes, const at::Tensor& features,
     const at::Tensor& density, const at::Tensor& voxel_features, const at::Tensor& grad_density,
@@ -23,6 +28,10 @@ std::tuple<at::Tensor, at::Tensor> backward(
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &gausstr_voxelize::forward,
         "Splat Gaussians (B, N) into a voxel grid: density, features, params, boxes, first bad index",
+        py::arg("means"), py::arg("covariances"), py::arg("opacities"), py::arg("features"),
+        py::arg("valid"), py::arg("lower"), py::arg("voxel"), py::arg("shape"), py::arg("eps"));
+  m.def("forward_capturable", &gausstr_voxelize::forward_capturable,
+        "Splat without host synchronisation (CUDA graphs): density, features, first bad index (device)",
         py::arg("means"), py::arg("covariances"), py::arg("opacities"), py::arg("features"),
         py::arg("valid"), py::arg("lower"), py::arg("voxel"), py::arg("shape"), py::arg("eps"));
   m.def("backward", &gausstr_voxelize::backward,

@@ -21,6 +21,14 @@
 // list per tile; large channel counts (768) are split into chunks of 32 registers so each
 // output element is still written exactly once, and only the weights are recomputed per chunk.
 //
+// Capturable forward (forward_capturable, for CUDA graphs): no host synchronisation and no
+// allocation whose size depends on the data. Step 1 as above; then every (tile, channel chunk) block
+// scans all Gaussians of its scene, keeps those whose box overlaps the tile (an ordered block-wide
+// compaction) and accumulates them exactly as forward_kernel does. The kept Gaussians are the ones
+// the sorted keys list for that tile, in the same increasing order, so both forwards give bitwise
+// identical outputs; a bad input is reported in a device scalar instead of a host return value.
+// Cost grows with N x tiles (fine for one scene of a few thousand Gaussians, not for 10^5).
+//
 // Backward: a per-voxel pass computes a(x) = dL/d density(x) - [D >= eps] (dL/dF . F) / D, then
 // one block per Gaussian walks its box, one warp per voxel with lanes over channels, and reduces
 // the Gaussian's gradients in registers/shared memory (no atomics, deterministic).
@@ -284,6 +292,112 @@ forward_kernel(const T* __restrict__ params, const int* __restrict__ boxes,
 }
 
 // ---------------------------------------------------------------------------------------------
+// 5'. Capturable forward: block = (tile, channel chunk), thread = voxel, Gaussians found by a scan.
+
+template <typename T, int CHUNK>
+__global__ void __launch_bounds__(TILE_VOXELS)
+forward_scan_kernel(const T* __restrict__ params, const int* __restrict__ boxes,
+                    const T* __restrict__ features, int64_t per_scene, int channels, GridSpec grid, T eps,
+                    T* __restrict__ density, T* __restrict__ out_features) {
+  __shared__ T s_params[BATCH][PARAMS];
+  __shared__ int s_box[BATCH][6];
+  __shared__ T s_feat[BATCH][CHUNK];
+  __shared__ int s_list[TILE_VOXELS];               // this window's overlapping Gaussians, in order
+  __shared__ int s_warp_hits[TILE_VOXELS / 32];
+
+  const int64_t tile = blockIdx.x;
+  const int c0 = blockIdx.y * CHUNK;
+  int64_t rest = tile;
+  const int tz = static_cast<int>(rest % grid.ntz);
+  rest /= grid.ntz;
+  const int ty = static_cast<int>(rest % grid.nty);
+  rest /= grid.nty;
+  const int tx = static_cast<int>(rest % grid.ntx);
+  const int64_t scene = rest / grid.ntx;
+
+  const int t = threadIdx.x;
+  const int warp = t / 32, lane = t % 32;
+  const int ix = tx * TILE_X + t / (TILE_Y * TILE_Z);
+  const int iy = ty * TILE_Y + (t / TILE_Z) % TILE_Y;
+  const int iz = tz * TILE_Z + t % TILE_Z;
+  const bool inside = ix < grid.nx && iy < grid.ny && iz < grid.nz;
+  const T voxel = static_cast<T>(grid.voxel);
+  const T cx = voxel_centre<T>(ix, static_cast<T>(grid.lx), voxel);
+  const T cy = voxel_centre<T>(iy, static_cast<T>(grid.ly), voxel);
+  const T cz = voxel_centre<T>(iz, static_cast<T>(grid.lz), voxel);
+  // The tile's voxel range; a Gaussian is listed for this tile by forward() exactly when its box
+  // overlaps this range (box / TILE spans the tile index).
+  const int tlo_x = tx * TILE_X, tlo_y = ty * TILE_Y, tlo_z = tz * TILE_Z;
+  const int thi_x = tlo_x + TILE_X - 1, thi_y = tlo_y + TILE_Y - 1, thi_z = tlo_z + TILE_Z - 1;
+
+  T dens = T(0);
+  T acc[CHUNK];
+#pragma unroll
+  for (int j = 0; j < CHUNK; ++j) acc[j] = T(0);
+
+  const int64_t first = scene * per_scene;
+  for (int64_t window = 0; window < per_scene; window += TILE_VOXELS) {
+    const int64_t g = first + window + t;
+    bool hit = false;
+    if (window + t < per_scene) {
+      const int* box = boxes + g * 6;
+      hit = box[0] <= thi_x && box[3] >= tlo_x && box[1] <= thi_y && box[4] >= tlo_y &&
+            box[2] <= thi_z && box[5] >= tlo_z;
+    }
+    const unsigned ballot = __ballot_sync(0xffffffffu, hit);
+    __syncthreads();  // the previous window's list and counts have been consumed
+    if (lane == 0) s_warp_hits[warp] = __popc(ballot);
+    __syncthreads();
+    int offset = 0, n = 0;
+    for (int w = 0; w < TILE_VOXELS / 32; ++w) {
+      offset += w < warp ? s_warp_hits[w] : 0;
+      n += s_warp_hits[w];
+    }
+    if (hit) s_list[offset + __popc(ballot & ((1u << lane) - 1u))] = static_cast<int>(g);
+    __syncthreads();
+    for (int base = 0; base < n; base += BATCH) {
+      const int m = min(BATCH, n - base);
+      __syncthreads();  // the previous batch has been consumed
+      for (int i = t; i < m * PARAMS; i += TILE_VOXELS) {
+        const int64_t k = s_list[base + i / PARAMS];
+        s_params[i / PARAMS][i % PARAMS] = params[k * PARAMS + i % PARAMS];
+      }
+      for (int i = t; i < m * 6; i += TILE_VOXELS) {
+        const int64_t k = s_list[base + i / 6];
+        s_box[i / 6][i % 6] = boxes[k * 6 + i % 6];
+      }
+      for (int i = t; i < m * CHUNK; i += TILE_VOXELS) {
+        const int64_t k = s_list[base + i / CHUNK];
+        const int c = c0 + i % CHUNK;
+        s_feat[i / CHUNK][i % CHUNK] = c < channels ? features[k * channels + c] : T(0);
+      }
+      __syncthreads();
+      if (!inside) continue;
+      for (int k = 0; k < m; ++k) {
+        const int* box = s_box[k];
+        if (ix < box[0] || ix > box[3] || iy < box[1] || iy > box[4] || iz < box[2] || iz > box[5]) {
+          continue;
+        }
+        const T* p = s_params[k];
+        const T w = splat_weight(p[9], mahalanobis_sq(sub_rn(cx, p[0]), sub_rn(cy, p[1]),
+                                                       sub_rn(cz, p[2]), p + 3));
+        dens += w;
+#pragma unroll
+        for (int j = 0; j < CHUNK; ++j) acc[j] += w * s_feat[k][j];
+      }
+    }
+  }
+  if (!inside) return;
+  const int64_t vox = ((scene * grid.nx + ix) * grid.ny + iy) * grid.nz + iz;
+  if (blockIdx.y == 0) density[vox] = dens;
+  const T denom = dens > eps ? dens : eps;
+#pragma unroll
+  for (int j = 0; j < CHUNK; ++j) {
+    if (c0 + j < channels) out_features[vox * channels + c0 + j] = div_rn(acc[j], denom);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Backward.
 
 template <typename T>
@@ -450,6 +564,35 @@ void launch_forward(const at::Tensor& params, const at::Tensor& boxes, const at:
 
 }  // namespace
 
+namespace {
+
+// The shape, dtype, device and layout checks both forwards share.
+void check_forward_inputs(const at::Tensor& means, const at::Tensor& covariances, const at::Tensor& opacities,
+                          const at::Tensor& features, const std::optional<at::Tensor>& valid) {
+  TORCH_CHECK(platform::on_device(means) && means.dim() == 3 && means.size(2) == 3,
+              "means must be a (B, N, 3) device tensor");
+  const int64_t batch = means.size(0), per_scene = means.size(1), count = batch * per_scene;
+  TORCH_CHECK(count < (int64_t(1) << 31), "too many Gaussians: ", count);
+  TORCH_CHECK(covariances.sizes() == at::IntArrayRef({batch, per_scene, 3, 3}),
+              "covariances must be (B, N, 3, 3)");
+  TORCH_CHECK(opacities.sizes() == at::IntArrayRef({batch, per_scene}), "opacities must be (B, N)");
+  TORCH_CHECK(features.dim() == 3 && features.size(0) == batch && features.size(1) == per_scene,
+              "features must be (B, N, C)");
+  for (const auto* t : {&covariances, &opacities, &features}) {
+    TORCH_CHECK(t->scalar_type() == means.scalar_type() && t->device() == means.device(),
+                "all inputs must share dtype and device");
+    TORCH_CHECK(t->is_contiguous(), "inputs must be contiguous");
+  }
+  TORCH_CHECK(means.is_contiguous(), "inputs must be contiguous");
+  if (valid.has_value() && valid->defined()) {
+    TORCH_CHECK(valid->scalar_type() == at::kBool && valid->is_contiguous() &&
+                    valid->sizes() == at::IntArrayRef({batch, per_scene}) && valid->device() == means.device(),
+                "valid must be a contiguous (B, N) bool tensor on the inputs' device");
+  }
+}
+
+}  // namespace
+
 // Returns density (B, X, Y, Z), features (B, X, Y, Z, C), params (M, 10), boxes (M, 6) int32, and
 // the flat index of the first included Gaussian with bad inputs (-1 if none); when it is >= 0 the
 // other outputs are undefined and the caller raises.
@@ -457,28 +600,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t> forward(
     const at::Tensor& means, const at::Tensor& covariances, const at::Tensor& opacities,
     const at::Tensor& features, const std::optional<at::Tensor>& valid,
     const std::vector<double>& lower, double voxel, const std::vector<int64_t>& shape, double eps) {
-  TORCH_CHECK(platform::on_device(means) && means.dim() == 3 && means.size(2) == 3,
-              "means must be a (B, N, 3) device tensor");
+  check_forward_inputs(means, covariances, opacities, features, valid);
   const platform::DeviceGuard guard(means.device());
   const int64_t batch = means.size(0), per_scene = means.size(1), count = batch * per_scene;
   const int channels = static_cast<int>(features.size(2));
-  TORCH_CHECK(count < (int64_t(1) << 31), "too many Gaussians: ", count);
-  TORCH_CHECK(covariances.sizes() == at::IntArrayRef({batch, per_scene, 3, 3}),
-              "covariances must be (B, N, 3, 3)");
-  TORCH_CHECK(opacities.sizes() == at::IntArrayRef({batch, per_scene}), "opacities must be (B, N)");
-  TORCH_CHECK(features.size(0) == batch && features.size(1) == per_scene, "features must be (B, N, C)");
-  for (const auto* t : {&covariances, &opacities, &features}) {
-    TORCH_CHECK(t->scalar_type() == means.scalar_type() && t->device() == means.device(),
-                "all inputs must share dtype and device");
-    TORCH_CHECK(t->is_contiguous(), "inputs must be contiguous");
-  }
-  TORCH_CHECK(means.is_contiguous(), "inputs must be contiguous");
   const bool has_valid = valid.has_value() && valid->defined();
-  if (has_valid) {
-    TORCH_CHECK(valid->scalar_type() == at::kBool && valid->is_contiguous() &&
-                    valid->sizes() == at::IntArrayRef({batch, per_scene}),
-                "valid must be a contiguous (B, N) bool tensor");
-  }
   const GridSpec grid = make_grid(lower, voxel, shape);
   const int64_t tiles = batch * grid.ntx * grid.nty * grid.ntz;
   const auto opts = means.options();
@@ -543,6 +669,73 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t> forward(
     }
   });
   return {density, out_features, params, boxes, int64_t(-1)};
+}
+
+// The capturable forward: density (B, X, Y, Z), features (B, X, Y, Z, C) and `bad`, a one-element
+// int64 device tensor holding the flat index of the first included Gaussian with bad inputs, or -1
+// (the other outputs are undefined then). No host synchronisation, no data-dependent allocation.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_capturable(
+    const at::Tensor& means, const at::Tensor& covariances, const at::Tensor& opacities,
+    const at::Tensor& features, const std::optional<at::Tensor>& valid,
+    const std::vector<double>& lower, double voxel, const std::vector<int64_t>& shape, double eps) {
+  check_forward_inputs(means, covariances, opacities, features, valid);
+  const platform::DeviceGuard guard(means.device());
+  const int64_t batch = means.size(0), per_scene = means.size(1), count = batch * per_scene;
+  const int channels = static_cast<int>(features.size(2));
+  const bool has_valid = valid.has_value() && valid->defined();
+  const GridSpec grid = make_grid(lower, voxel, shape);
+  const int64_t tiles = batch * grid.ntx * grid.nty * grid.ntz;
+  const auto opts = means.options();
+  const auto long_opts = opts.dtype(at::kLong);
+
+  at::Tensor density = at::empty({batch, grid.nx, grid.ny, grid.nz}, opts);
+  at::Tensor out_features = at::empty({batch, grid.nx, grid.ny, grid.nz, channels}, opts);
+  if (count == 0) {
+    density.zero_();
+    out_features.zero_();
+    return {density, out_features, at::full({1}, -1, long_opts)};
+  }
+  at::Tensor params = at::empty({count, PARAMS}, opts);
+  at::Tensor boxes = at::empty({count, 6}, opts.dtype(at::kInt));
+  at::Tensor tile_counts = at::empty({count}, long_opts);
+  constexpr int threads = 256;
+  AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "voxelize_prepare", [&] {
+    platform::launch(prepare_kernel<scalar_t>, dim3(blocks_for(count, threads)), dim3(threads), 0,
+        means.data_ptr<scalar_t>(), covariances.data_ptr<scalar_t>(), opacities.data_ptr<scalar_t>(),
+        has_valid ? valid->data_ptr<bool>() : nullptr, count, grid, params.data_ptr<scalar_t>(),
+        boxes.data_ptr<int>(), tile_counts.data_ptr<int64_t>());
+  });
+  // First bad index on the device: argmax of the mask returns its first true entry.
+  const at::Tensor is_bad = tile_counts >= BAD_INPUT;
+  const at::Tensor bad = at::where(is_bad.any(), is_bad.to(at::kInt).argmax(), at::full({}, -1, long_opts))
+                             .reshape({1});
+  if (tiles == 0) return {density, out_features, bad};
+  AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "voxelize_forward_capturable", [&] {
+    const auto run = [&](auto chunk) {
+      constexpr int CHUNK = decltype(chunk)::value;
+      const int chunks = channels == 0 ? 1 : (channels + CHUNK - 1) / CHUNK;
+      TORCH_CHECK(tiles < (int64_t(1) << 31), "too many voxel tiles: ", tiles);
+      TORCH_CHECK(chunks <= 65535, "too many feature channels: ", channels);
+      platform::launch(forward_scan_kernel<scalar_t, CHUNK>,
+          dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks)), dim3(TILE_VOXELS), 0,
+          params.data_ptr<scalar_t>(), boxes.data_ptr<int>(),
+          channels > 0 ? features.data_ptr<scalar_t>() : nullptr, per_scene, channels, grid,
+          static_cast<scalar_t>(eps), density.data_ptr<scalar_t>(),
+          channels > 0 ? out_features.data_ptr<scalar_t>() : nullptr);
+    };
+    if (channels <= 4) {
+      run(std::integral_constant<int, 4>{});
+    } else if (channels <= 8) {
+      run(std::integral_constant<int, 8>{});
+    } else if (channels <= 16) {
+      run(std::integral_constant<int, 16>{});
+    } else if (channels <= 24) {
+      run(std::integral_constant<int, 24>{});
+    } else {
+      run(std::integral_constant<int, 32>{});
+    }
+  });
+  return {density, out_features, bad};
 }
 
 // Returns dL/d params (M, 10) = (dL/dmu (3), dL/dP entries (6, as in mahalanobis_sq), dL/do)

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Issue 12 ("real time on one GPU") in ONE call on the lent GPU machine, about 4 minutes:
+#   setup     carried wheels (.whl/) -> $SITE; ROS 2 Jazzy for Python 3.12 (.whl_ros/, in parallel)
+#   build     the CUDA voxelizer and gsplat, compiled once, in parallel
+#   tests     gpu tests of the fast path: CUDA-graph parity with eager (labels, confidences,
+#             categories at run time), the capturable voxelizer, the pipeline on CUDA
+#   node      benchmarks/node_latency.py --mode pipeline: eager baseline and CUDA graphs in one run
+#   ros       benchmarks/node_latency.py --mode ros: the real node through rclpy/Fast DDS
+#   train     benchmarks/train_throughput.py, one GPU, short
+#   summary   benchmarks/realtime_summary.py: compact table; docs/benchmarks.md updated
+# Every stage has its own time limit, and all of them share a global DEADLINE (seconds from the
+# start, default 235), so a failing or slow stage cannot eat the others. Without CUDA every GPU stage
+# is skipped with the reason (a dry run of the plumbing). What comes back ($OUT, at most 8 files):
+# summary.md, results.json, benchmarks.md (the updated doc), logs.tgz (every stage's log).
+#   OUT=/tmp/out benchmarks/realtime_suite.sh            # all stages
+#   STAGES="build tests" benchmarks/realtime_suite.sh    # a subset (setup always runs)
+# Knobs: DEADLINE, NODE_FRAMES (30), ROS_FRAMES (15), EXTRA_TESTS (more pytest paths), MAX_JOBS, TAIL.
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+START=$(date +%s)
+DEADLINE=${DEADLINE:-235}
+OUT=${OUT:-$ROOT/gpu_out}
+WORK=${WORK:-/tmp/gausstr_realtime}
+STAGES=${STAGES:-build tests node ros train}
+SITE=${GAUSSTR_GPU_SITE:-/tmp/gausstr_site}
+ROS_VENV=${ROS_VENV:-/tmp/gausstr_ros312}
+PY=${PY:-python3}
+rm -rf "$WORK"; mkdir -p "$OUT" "$WORK"
+export GAUSSTR_EXTENSIONS_DIR=${GAUSSTR_EXTENSIONS_DIR:-/tmp/gausstr_ext}
+export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-14}
+
+elapsed() { echo $(( $(date +%s) - START )); }
+left() { echo $(( DEADLINE - $(elapsed) )); }
+declare -A RC SECS
+stage() {  # stage NAME LIMIT COMMAND...: run with min(LIMIT, time left), log to $WORK/NAME.log
+  local name=$1 limit=$2; shift 2
+  local budget; budget=$(left)
+  (( budget > limit )) && budget=$limit
+  if (( budget < 10 )); then
+    echo "=== $name: SKIPPED, only ${budget}s left before the ${DEADLINE}s deadline"
+    RC[$name]=skipped; return
+  fi
+  echo "=== $name (limit ${budget}s, at $(elapsed)s)"
+  local t0; t0=$(date +%s)
+  timeout --signal=INT --kill-after=5 "$budget" "$@" > "$WORK/$name.log" 2>&1
+  RC[$name]=$?; SECS[$name]=$(( $(date +%s) - t0 ))
+  echo "=== $name rc=${RC[$name]} in ${SECS[$name]}s"
+  tail -n "${TAIL:-8}" "$WORK/$name.log"
+}
+want() { [[ " $STAGES " == *" $1 "* ]]; }
+
+# --- setup --------------------------------------------------------------------------------------
+if compgen -G ".whl/*.whl" >/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
+    > "$WORK/wheels.log" 2>&1 || echo "wheel install failed (see logs.tgz: wheels.log)"
+fi
+export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+CUDA=$($PY -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null || echo 0)
+if [ "$CUDA" = 1 ]; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$WORK/gpu.txt"
+else
+  echo "no CUDA GPU visible: every GPU stage is SKIPPED (dry run of the plumbing)" | tee "$WORK/gpu.txt"
+fi
+ROS_PID=
+if want ros; then  # CPU-only, in parallel with the build
+  ( PY=$PY bash scripts/gpu_ros_setup.sh "$ROS_VENV" > "$WORK/ros_setup.log" 2>&1; echo "rc=$?" >> "$WORK/ros_setup.log" ) &
+  ROS_PID=$!
+fi
+
+gpu_stage() {  # gpu_stage NAME LIMIT COMMAND...
+  if [ "$CUDA" != 1 ]; then echo "=== $1: SKIPPED (no CUDA)"; RC[$1]=skipped; return; fi
+  stage "$@"
+}
+
+# --- build: the two CUDA extensions, in parallel (two processes, two build directories) ----------
+if want build; then
+  gpu_stage build 150 bash -c '
+    python3 -c "from gausstr_core.voxelize import cuda; r = cuda.unavailable_reason(); print(\"voxelizer:\", r or \"built\"); raise SystemExit(r is not None)" &
+    v=$!
+    python3 -c "from gsplat.cuda._backend import _C; print(\"gsplat:\", \"built\" if _C is not None else \"NOT built\"); raise SystemExit(_C is None)" &
+    g=$!
+    wait $v; a=$?; wait $g; b=$?; exit $(( a | b ))'
+fi
+
+# --- tests ---------------------------------------------------------------------------------------
+if want tests; then
+  gpu_stage tests 60 $PY -m pytest -m gpu -p no:cacheprovider -o addopts="" -q -rs -s --durations=8 \
+    test/test_inference_graphs.py test/test_voxelize_cuda.py::test_cuda_capturable_forward_in_a_graph_is_bitwise_the_eager_kernel \
+    ${EXTRA_TESTS:-}
+fi
+
+# --- node, pipeline mode: eager baseline and CUDA graphs in the same run -------------------------
+if want node; then
+  gpu_stage node 70 $PY benchmarks/node_latency.py --random-init --mode pipeline --preset talk2dino \
+    --frames ${NODE_FRAMES:-30} --warmup 4 --output docs/benchmarks.md --json "$WORK/node_pipeline.json"
+fi
+
+# --- node, ros mode: the real node through rclpy and Fast DDS -------------------------------------
+if want ros; then
+  if [ -n "$ROS_PID" ]; then wait "$ROS_PID"; fi
+  echo "=== ros setup: $(grep -E '^(python|rc=)' "$WORK/ros_setup.log" | tr '\n' ' ')"
+  if [ "$CUDA" = 1 ] && grep -q "^rc=0" "$WORK/ros_setup.log"; then
+    EXTRA=$(sed -n 's/^ROS_PYTHONPATH_EXTRA=//p' "$WORK/ros_setup.log")
+    stage ros 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
+      --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
+      --output docs/benchmarks.md --json "$WORK/node_ros.json"
+  else
+    echo "=== ros: SKIPPED ($( [ "$CUDA" = 1 ] && echo 'ROS setup failed, see ros_setup.log' || echo 'no CUDA'))"
+    RC[ros]=skipped
+  fi
+fi
+
+# --- training throughput, one GPU ----------------------------------------------------------------
+if want train; then
+  gpu_stage train 60 $PY benchmarks/train_throughput.py --batch-sizes 1 2 --steps 6 --warmup 2 --channel-chunks 32 129 \
+    --output docs/benchmarks.md --section train_throughput_1gpu --json "$WORK/train.json"
+fi
+
+# --- summary -------------------------------------------------------------------------------------
+for k in "${!RC[@]}"; do echo "$k ${RC[$k]} ${SECS[$k]:-0}"; done > "$WORK/stages.txt"
+$PY benchmarks/realtime_summary.py --work "$WORK" --output docs/benchmarks.md --summary "$OUT/summary.md" \
+  --json "$OUT/results.json" || echo "summary failed"
+cp docs/benchmarks.md "$OUT/benchmarks.md"
+tar -C "$WORK" -czf "$OUT/logs.tgz" . 2>/dev/null
+echo "=== done in $(elapsed)s; \$OUT: $(ls "$OUT" | tr '\n' ' ')"

@@ -1,0 +1,146 @@
+"""Command-line flags generated from a dataclass, so that a CLI cannot drift from the config it fills.
+
+``add_dataclass_flags(parser, cls)`` adds one flag per field of ``cls``:
+
+* spelling ``--field-name`` (underscores become dashes); a ``bool`` field is a switch: ``--name``
+  when it defaults to False, ``--no-name`` (which stores False) when it defaults to True;
+* type from the annotation: ``int``, ``float``, ``str``, ``Path`` and optionals of them;
+  ``tuple[T, ...]`` -> ``nargs="*"``, ``tuple[T, T]`` -> ``nargs=2``, ``list[T]`` -> ``nargs="+"``,
+  ``Literal[...]`` -> ``choices``;
+* default from the field (a field without one is a required flag), or None for every flag with
+  ``unset_defaults`` (to tell which flags were given, e.g. to override a config read from a file);
+* help from the class docstring's ``Attributes:`` section (``field_docs``).
+
+``options={"field": {...}}`` overrides any ``add_argument`` keyword of a field's flag, and ``"name"``
+its spelling (e.g. ``{"overrides": {"name": "--set", "action": "append", "metavar": "KEY=VALUE"}}``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+_ATTRIBUTE = re.compile(r"^ {4}(\w+(?:\s*,\s*\w+)*)\s*:\s*(.*)$")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The text of each field in a class docstring's Google-style ``Attributes:`` section.
+
+    An entry ``name: text`` (``a, b: text`` for several fields) continues on the more deeply indented
+    lines below it; the section ends at the first line that is not indented.
+    """
+    docs: dict[str, str] = {}
+    current: list[str] = []
+    inside = False
+    for line in (inspect.getdoc(cls) or "").splitlines():
+        if line.strip() == "Attributes:":
+            inside = True
+        elif inside and line and not line.startswith(" "):
+            break
+        elif inside and (match := _ATTRIBUTE.match(line)):
+            current = [name.strip() for name in match.group(1).split(",")]
+            for name in current:
+                docs[name] = match.group(2).strip()
+        elif inside and line.strip():
+            for name in current:
+                docs[name] = f"{docs[name]} {line.strip()}"
+    return docs
+
+
+def _without_none(tp: Any) -> Any:
+    """``T`` of ``T | None`` (anything else unchanged)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _value_keywords(tp: Any, where: str) -> dict[str, Any]:
+    """``add_argument`` keywords (type, nargs, choices) of a non-bool annotation."""
+    tp = _without_none(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return {"choices": list(args), "type": type(args[0])}
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return {"nargs": "*", "type": args[0]}
+    if origin is tuple and args and all(a is args[0] for a in args):
+        return {"nargs": len(args), "type": args[0]}
+    if origin is list and len(args) == 1:
+        return {"nargs": "+", "type": args[0]}
+    if tp in (int, float, str, Path):
+        return {"type": tp}
+    raise TypeError(f"{where}: no command-line form for {tp!r}; exclude the field or give its options")
+
+
+def add_dataclass_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    exclude: Iterable[str] = (),
+    unset_defaults: bool = False,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[str, ...]:
+    """Add one flag per field of dataclass ``cls`` (see the module docstring).
+
+    Returns:
+        the fields that got a flag (their values are ``args.<field>``).
+    """
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    exclude, options = set(exclude), options or {}
+    added = []
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or not f.init:
+            continue
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else f.default_factory()
+            if f.default_factory is not dataclasses.MISSING
+            else dataclasses.MISSING
+        )
+        if hints[f.name] is bool:
+            name = f"--no-{f.name}" if default is True else f"--{f.name}"
+            keywords: dict[str, Any] = {"action": "store_false" if default is True else "store_true"}
+        else:
+            name = f"--{f.name}"
+            keywords = _value_keywords(hints[f.name], f"{cls.__name__}.{f.name}")
+        if f.name in docs:
+            keywords["help"] = docs[f.name]
+        if unset_defaults:
+            keywords["default"] = None
+        elif default is dataclasses.MISSING:
+            keywords["required"] = True
+        else:
+            keywords["default"] = default
+        extra = dict(options.get(f.name, {}))
+        name = extra.pop("name", name.replace("_", "-"))
+        if extra.get("action") == "append":
+            keywords.pop("nargs", None)
+        keywords.update(extra)
+        if "help" in keywords:
+            keywords["help"] = keywords["help"].replace("%", "%%")
+        parser.add_argument(name, dest=f.name, **keywords)
+        added.append(f.name)
+    return tuple(added)
+
+
+def given_values(args: argparse.Namespace, cls: type, names: Iterable[str]) -> dict[str, Any]:
+    """The fields among ``names`` the command line set (not None), lists of tuple fields as tuples."""
+    hints = typing.get_type_hints(cls)
+    given = {}
+    for name in names:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if isinstance(value, list) and typing.get_origin(_without_none(hints[name])) is tuple:
+            value = tuple(value)
+        given[name] = value
+    return given

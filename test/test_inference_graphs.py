@@ -1,0 +1,355 @@
+"""The CUDA-graph path of OccupancyPredictor (gausstr_core.inference.graphs).
+
+On every machine: the captured part of the prediction (``_core(capturable=True)``) is audited on fake
+CUDA tensors for anything a capture refuses (host reads, host<->device copies, data-dependent shapes),
+for the talk2dino preset at the node's size and the tiny preset; the cache's capture/eager/fallback
+logic runs with a stand-in graph. On a GPU (``gpu``): real capture, parity with the eager path
+(labels >= 99.9 % equal, confidences within 2e-3), categories changed at run time, the deferred
+input check, and the fallback when capture fails.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar
+
+import pytest
+import torch
+
+from gausstr_core.grid import VoxelGrid
+from gausstr_core.inference import graphs
+from gausstr_core.inference.graphs import CudaGraphPredict, signature
+from gausstr_core.inference.predictor import OccupancyPredictor
+from gausstr_core.model.gausstr import GaussTR
+from gausstr_core.presets import preset
+from gausstr_core.text.encoder import TextEncoder
+from gausstr_core.text.vocabulary import OCC3D_CATEGORIES
+from gausstr_testing.cameras import rig
+from gausstr_testing.capture_audit import audit, fake_cuda
+
+LABEL_AGREEMENT = 0.999  # fraction of voxels whose label the graph path must reproduce
+CONFIDENCE_TOL = 2e-3  # max |confidence difference| over the voxels with equal labels
+
+
+def _random_predictor(name: str, device: str = "cpu", grid: VoxelGrid | None = None) -> OccupancyPredictor:
+    config = preset(name)
+    config.model.backbone.random_init = True
+    config.model.backbone.weights = None
+    config.text = dataclasses.replace(
+        config.text, checkpoint=None, projection_checkpoint=None, random_init_seed=0
+    )
+    if grid is not None:
+        config.grid = grid
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = GaussTR(config.model)
+        text = TextEncoder(dataclasses.replace(config.text, device=device))
+        return OccupancyPredictor(model, text, config.grid, config.inference, None, device)
+
+
+def _fake_voxelizer(means, covariances, opacities, features, grid, valid=None, eps=1e-6):
+    b = means.shape[0]
+    density = means.new_empty((b, *grid.shape))
+    return (
+        density,
+        means.new_empty((b, *grid.shape, features.shape[-1])),
+        means.new_empty((1,), dtype=torch.long),
+    )
+
+
+def _audit_core(name: str, views: int, size: tuple[int, int], monkeypatch) -> list[str]:
+    from gausstr_core.voxelize import cuda as vcuda
+
+    predictor = _random_predictor(name, grid=VoxelGrid())  # the Occ3D grid, as the node
+    monkeypatch.setattr(vcuda, "voxelize_cuda_capturable", _fake_voxelizer)
+    cpu_batch = rig(1, views, *size)
+    cpu_batch = dataclasses.replace(cpu_batch, features=None)
+    prompts = predictor._prompts
+    with fake_cuda():
+        predictor.model.to("cuda")
+        predictor.device = torch.device("cuda")
+        batch = cpu_batch.to("cuda")
+        fake_prompts = dataclasses.replace(
+            prompts,
+            prototypes=prompts.prototypes.to("cuda"),
+            groups=prompts.groups.to("cuda"),
+            predictable=prompts.predictable.to("cuda"),
+        )
+        try:
+            with torch.inference_mode():
+                # The first call fills the per-device caches (the warm-up before a real capture).
+                predictor._core(batch, fake_prompts, capturable=True)
+                report = audit(predictor._core, batch, fake_prompts, capturable=True)
+        finally:  # the caches must not keep fake tensors for later tests on a real GPU
+            from gausstr_core.model import deformable_attention, gausstr
+
+            gausstr._SEEDED_REFERENCES.clear()
+            deformable_attention._LEVEL_SIZES.clear()
+    assert report.ops > 100, "the audit saw almost nothing: did the forward run?"
+    return report.problems
+
+
+@pytest.mark.slow
+def test_talk2dino_prediction_is_capturable_at_the_node_size(monkeypatch):
+    """6 x 504 x 896, 1,800 Gaussians (shapes only: nothing is computed)."""
+    assert _audit_core("talk2dino", 6, (504, 896), monkeypatch) == []
+
+
+def test_tiny_prediction_is_capturable(monkeypatch):
+    assert _audit_core("tiny", 6, (112, 200), monkeypatch) == []
+
+
+def test_the_audit_sees_what_breaks_a_capture():
+    def bad(x):
+        y = x * 2
+        torch.tensor([1.0, 2.0], device="cuda")  # host-to-device copy
+        y.cpu()  # device-to-host copy
+        if y.sum() > 0:  # host read
+            return y
+        return y
+
+    with fake_cuda():
+        x = torch.empty(3, device="cuda")
+        problems = audit(bad, x).problems
+    assert any("host-to-device" in p for p in problems)
+    assert any("device-to-host" in p for p in problems)
+    assert any("host read" in p for p in problems)
+    with fake_cuda():
+        x = torch.empty(3, device="cuda")
+        problems = audit(lambda t: t[t > 0], x).problems
+    assert any("data-dependent" in p for p in problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache logic, with a stand-in for the captured graph (no GPU needed).
+
+
+class _FakePrompts:
+    def __init__(self, p: int, num_free: int = 1, k: int = 3):
+        self.prototypes = torch.zeros(p + num_free, 8)
+        self.groups = torch.zeros(p, dtype=torch.long)
+        self.predictable = torch.ones(k, dtype=torch.bool)
+        self.num_free = num_free
+        self.vocabulary = type("V", (), {"num_classes": k})()
+
+
+class _StandIn:
+    made: ClassVar[list] = []
+    fail = False
+
+    def __init__(self, core, batch, prompts):
+        if _StandIn.fail:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        _StandIn.made.append(signature(batch, prompts))
+
+    def run(self, batch, prompts):
+        return {"labels": torch.zeros(1)}
+
+
+@pytest.fixture
+def standin(monkeypatch):
+    _StandIn.made, _StandIn.fail = [], False
+    monkeypatch.setattr(graphs, "CapturedPrediction", _StandIn)
+    return _StandIn
+
+
+def test_cache_captures_on_the_second_call_and_replays(standin, monkeypatch):
+    cache = CudaGraphPredict(predictor=None)
+    batch = dataclasses.replace(rig(1, 2, 16, 24), features=None)
+    monkeypatch.setattr(graphs, "_on_cuda", lambda b: True)
+    prompts = _FakePrompts(4)
+    assert cache.run(batch, prompts) is None  # first sight: eager
+    assert cache.run(batch, prompts) is not None  # captured and replayed
+    assert cache.run(batch, prompts) is not None
+    assert len(standin.made) == 1
+    status = cache.status()
+    assert (status["captures"], status["replays"], status["eager"]) == (1, 2, 1)
+    # another vocabulary layout: eager once, then a new graph replaces the old one (max_graphs=1)
+    other = _FakePrompts(6)
+    assert cache.run(batch, other) is None
+    assert cache.run(batch, other) is not None
+    assert len(standin.made) == 2 and cache.status()["graphs"] == 1
+    # the same layout with other values reuses the graph
+    assert cache.run(batch, _FakePrompts(6)) is not None
+    assert len(standin.made) == 2
+    cache.clear()
+    assert cache.run(batch, other) is None
+
+
+def test_a_failed_capture_falls_back_to_eager_for_good(standin, monkeypatch, caplog):
+    cache = CudaGraphPredict(predictor=None)
+    batch = dataclasses.replace(rig(1, 2, 16, 24), features=None)
+    monkeypatch.setattr(graphs, "_on_cuda", lambda b: True)
+    monkeypatch.setattr(graphs.torch.cuda, "synchronize", lambda device=None: None)
+    standin.fail = True
+    prompts = _FakePrompts(4)
+    with caplog.at_level("WARNING"):
+        for _ in range(4):
+            assert cache.run(batch, prompts) is None
+    assert "stream is capturing" in caplog.text
+    status = cache.status()
+    assert status["captures"] == 0 and status["eager"] == 4
+    assert status["failures"] and "capture failed" in status["failures"][0]
+
+
+def test_cpu_predictor_has_no_graph_path():
+    predictor = _random_predictor("tiny")
+    assert predictor.graph_status == {"enabled": False}
+    prediction = predictor.predict(
+        dataclasses.replace(rig(1, 2, 112, 200), features=None), render_depth=False
+    )
+    assert prediction.deferred_check is None
+    prediction.check()  # a no-op
+
+
+# ---------------------------------------------------------------------------------------------
+# On a GPU: the real thing.
+
+
+def _agreement(fast, eager) -> tuple[float, float]:
+    same = fast.labels == eager.labels
+    conf = (fast.confidence - eager.confidence).abs()[same]
+    return float(same.float().mean()), float(conf.max()) if conf.numel() else 0.0
+
+
+def _node_batch(device: str, seed: int = 0):
+    """A 6-camera nuScenes-like rig at 504 x 896 with plausible metric depth."""
+    from gausstr_core.data.synthetic.rig import nuscenes_rig
+    from gausstr_ros.pipeline import CameraFrame, FramePipeline
+    from gausstr_ros.rig_messages import RigMessages
+
+    rig6 = nuscenes_rig(504, 896)
+    msgs = RigMessages(rig6, like=True)
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.arange(504, dtype=torch.float32)[:, None] - 251.5
+    ground = torch.where(rows > 0, 1.5 * 896 / rows.clamp(min=1e-3), torch.tensor(60.0)).clamp(1.0, 60.0)
+    frames = []
+    for k, name in enumerate(rig6.names):
+        rgb = torch.randint(0, 256, (504, 896, 3), generator=gen, dtype=torch.uint8).numpy()
+        depth = (ground * (1 + 0.05 * torch.randn(504, 896, generator=gen))).expand(504, 896).numpy()
+        frames.append(
+            CameraFrame(
+                name,
+                msgs.image(k, rgb, 0),
+                msgs.camera_info(k),
+                msgs.depth(k, depth, 0),
+                msgs.cam_to_target(k),
+            )
+        )
+    return frames, FramePipeline
+
+
+@pytest.fixture(scope="module")
+def gpu_predictor():
+    return _random_predictor("talk2dino", "cuda", VoxelGrid())
+
+
+def _eager(predictor, batch, **kwargs):
+    """The reference: the same predictor with its graph path switched off for one call."""
+    saved, predictor._graphs = predictor._graphs, None
+    try:
+        return predictor.predict(batch, **kwargs)
+    finally:
+        predictor._graphs = saved
+
+
+@pytest.mark.gpu
+def test_graph_path_matches_eager_talk2dino(gpu_predictor):
+    """The node's configuration: parity on several frames, then categories changed at run time."""
+    predictor = gpu_predictor
+    frames, pipeline_cls = _node_batch("cuda")
+    pipeline = pipeline_cls(predictor)
+    batch = pipeline.prepare(frames)
+    eager = _eager(predictor, batch, render_depth=True)
+    for _ in range(2):
+        fast = predictor.predict(batch, render_depth=True)  # eager once, then captured
+    assert predictor.graph_status["captures"] == 1, predictor.graph_status
+    agree, conf = _agreement(fast, eager)
+    print(f"talk2dino graph vs eager: {100 * agree:.4f} % labels equal, max confidence difference {conf:.2e}")
+    assert agree >= LABEL_AGREEMENT and conf <= CONFIDENCE_TOL
+    gaussian_agree = float((fast.gaussian_labels == eager.gaussian_labels).float().mean())
+    assert gaussian_agree >= 0.99, gaussian_agree
+    assert fast.rendered_depth is not None and torch.isfinite(fast.rendered_depth).all()
+    # new inputs into the same graph
+    for seed in (1, 2):
+        frames, _ = _node_batch("cuda", seed)
+        batch = pipeline.prepare(frames)
+        fast = predictor.predict(batch)
+        agree, conf = _agreement(fast, _eager(predictor, batch))
+        assert agree >= LABEL_AGREEMENT and conf <= CONFIDENCE_TOL, (seed, agree, conf)
+    # categories changed at run time: a same-layout vocabulary reuses the graph (copy of the
+    # prototypes), another layout is captured afresh; both match eager
+    captures = predictor.graph_status["captures"]
+    same_layout = list(OCC3D_CATEGORIES)
+    same_layout[1], same_layout[2] = same_layout[2], same_layout[1]
+    for categories in (same_layout, ["car|sedan", "road", "building|wall", "tree", "person"]):
+        predictor.set_categories(categories)
+        for _ in range(2):
+            fast = predictor.predict(batch)
+        eager = _eager(predictor, batch)
+        assert fast.class_names == eager.class_names == [c.split("|")[0] for c in categories]
+        agree, conf = _agreement(fast, eager)
+        print(f"{len(categories)} categories: {100 * agree:.4f} % equal labels, confidence within {conf:.2e}")
+        assert agree >= LABEL_AGREEMENT and conf <= CONFIDENCE_TOL, (categories, agree, conf)
+    status = predictor.graph_status
+    assert status["failures"] == [], status
+    assert status["captures"] == captures + 1, status  # only the new layout was captured
+    predictor.set_categories(OCC3D_CATEGORIES)
+
+
+@pytest.mark.gpu
+def test_graph_outputs_survive_the_next_prediction(gpu_predictor):
+    frames, pipeline_cls = _node_batch("cuda", 3)
+    batch = pipeline_cls(gpu_predictor).prepare(frames)
+    gpu_predictor.predict(batch)
+    first = gpu_predictor.predict(batch)
+    labels = first.labels.clone()
+    frames, _ = _node_batch("cuda", 4)
+    gpu_predictor.predict(pipeline_cls(gpu_predictor).prepare(frames))
+    assert torch.equal(first.labels, labels)
+
+
+@pytest.mark.gpu
+def test_graph_path_defers_and_reports_invalid_gaussians(monkeypatch):
+    """The model's filter drops non-finite Gaussians, so let every Gaussian through it and poison the
+    camera poses: the eager path raises at once, the graph path when the prediction is checked."""
+    from gausstr_core.inference import predictor as predictor_module
+
+    monkeypatch.setattr(
+        predictor_module,
+        "filter_gaussians",
+        lambda means, *a, **k: torch.ones(means.shape[:2], dtype=torch.bool, device=means.device),
+    )
+    predictor = _random_predictor("tiny", "cuda")
+    batch = dataclasses.replace(rig(1, 6, 112, 200), features=None).to("cuda")
+    predictor.predict(batch)
+    predictor.predict(batch)
+    assert predictor.graph_status["replays"] >= 1, predictor.graph_status
+    nan_batch = dataclasses.replace(batch, cam_to_ego=batch.cam_to_ego.clone())
+    nan_batch.cam_to_ego[0, 0, 0, 3] = math.nan  # every Gaussian of camera 0 gets a NaN mean
+    prediction = predictor.predict(nan_batch, defer_checks=True)
+    with pytest.raises(ValueError, match="non-finite"):
+        prediction.check()
+    with pytest.raises(ValueError, match="non-finite"):
+        predictor.predict(nan_batch)  # checked at once without defer_checks
+    with pytest.raises(ValueError, match="non-finite"):
+        _eager(predictor, nan_batch)
+    assert predictor.predict(batch).labels.shape[1:] == predictor.grid.shape  # and it goes on
+
+
+@pytest.mark.gpu
+def test_failed_capture_keeps_predicting_eagerly(monkeypatch):
+    predictor = _random_predictor("tiny", "cuda")
+    batch = dataclasses.replace(rig(1, 6, 112, 200), features=None).to("cuda")
+
+    def broken(core, batch, prompts):
+        raise RuntimeError("deliberately broken capture")
+
+    monkeypatch.setattr(graphs, "CapturedPrediction", broken)
+    first = predictor.predict(batch)
+    for _ in range(3):
+        again = predictor.predict(batch)
+    assert torch.equal(first.labels, again.labels)
+    status = predictor.graph_status
+    assert status["captures"] == 0 and "deliberately broken" in status["failures"][0]
