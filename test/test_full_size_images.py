@@ -143,7 +143,8 @@ def check_run(watcher: StatusWatcher, log: Path, reliability: str, profile: bool
     tail = log.read_text()[-4000:]
     assert SETS <= answered_or_counted(d) <= SETS + 1, (d, tail)
     assert d["processed"] >= 1, (d, tail)
-    assert d["rejected"] == d.get("rejected:incomplete", 0), (d, tail)  # nothing refused as bad input
+    # nothing refused as bad input
+    assert d["rejected"] == d.get("rejected:incomplete", 0), (d, watcher.latest.last_error, tail)
     print(f"{reliability} (profile {profile}): {d}")
     return after
 

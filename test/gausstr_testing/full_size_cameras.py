@@ -64,7 +64,12 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"error": "the node's image subscriptions did not match"}), flush=True)
             return 1
         rclpy.spin_once(node, timeout_sec=0.05)
-    time.sleep(0.3)  # let discovery of the CameraInfo and /tf_static readers settle too
+    # A driver publishes CameraInfo all the time: do so for a second before the first set, so that the
+    # node's best-effort CameraInfo readers (which may match a little after this side sees them) have it.
+    for _ in range(20):
+        for k, pub in enumerate(info_pubs):
+            pub.publish(cams.info_msg(k, args.start_ns))
+        time.sleep(0.05)
 
     stamps, publish_ms = [], []
     period = 1.0 / args.rate
