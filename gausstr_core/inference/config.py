@@ -37,6 +37,9 @@ class InferenceConfig:
         autocast_dtype: "bfloat16", "float16" or None (float32) for the model forward on CUDA.
         voxelizer_backend: "auto", "cuda" or "torch" (``voxelize_gaussians``).
         render_backend: "auto", "gsplat" or "torch" (``render_gaussians``).
+        render_tile_size: the PyTorch renderer (CPU) composites k x k pixel tiles against the Gaussians
+            touching them: the same image, several times faster (``render_gaussians(tile_size=k)``);
+            None = every pixel against every Gaussian. gsplat ignores it.
         cuda_graphs: on CUDA, capture the prediction (model forward, voxelization, decisions) in a
             CUDA graph per input shape once a shape has been seen twice, and replay it (no launch
             overhead, no host synchronisation); eager whenever capture fails (the reason is logged
@@ -57,10 +60,13 @@ class InferenceConfig:
     autocast_dtype: str | None = "bfloat16"
     voxelizer_backend: str = "auto"
     render_backend: str = "auto"
+    render_tile_size: int | None = 8
     cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         self.free_prompts = tuple(" ".join(str(p).split()) for p in self.free_prompts)
+        if self.render_tile_size is not None and self.render_tile_size < 1:
+            raise ValueError(f"inference.render_tile_size must be >= 1 or None, got {self.render_tile_size}")
         self.unpredicted_classes = tuple(self.unpredicted_classes)
         if any(not p for p in self.free_prompts):
             raise ValueError(f"inference.free_prompts must be non-empty strings, got {self.free_prompts}")

@@ -373,6 +373,7 @@ class OccupancyPredictor:
                 batch.cam_to_ego.float(),
                 batch.image_size,
                 backend=cfg.render_backend,
+                tile_size=cfg.render_tile_size,
             )
             depth = rendered.expected_depth(max(cfg.depth_min_alpha, 1e-6))
         return OccupancyPrediction(
