@@ -91,9 +91,9 @@ def device_name(device: torch.device) -> str:
 def build_predictor(preset_name: str, device: str, grid_occ3d: bool):
     """An OccupancyPredictor of a preset with random weights, on the Occ3D grid when asked."""
     from gausstr_core.grid import VoxelGrid
-    from gausstr_ros.predictor import random_weight_predictor
+    from gausstr_core.inference.predictor import OccupancyPredictor
 
-    return random_weight_predictor(preset_name, device, VoxelGrid() if grid_occ3d else None)
+    return OccupancyPredictor.with_random_weights(preset_name, device, VoxelGrid() if grid_occ3d else None)
 
 
 def synthetic_rgb(views: int, height: int, width: int, seed: int = 0) -> list[np.ndarray]:

@@ -6,15 +6,10 @@ the same settings; no rclpy here.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from gausstr_core.grid import VoxelGrid
 from gausstr_core.inference.predictor import OccupancyPredictor
-from gausstr_core.presets import preset
 from gausstr_ros.assets import DEFAULT_CHECKPOINT, checkpoint_vocabulary, default_checkpoint
 from gausstr_ros.node.params import DEFAULT_CATEGORIES, NodeConfig
 
@@ -43,27 +38,6 @@ def effective_categories(categories: list[str], checkpoint: str, model_preset: s
     ):
         return checkpoint_vocabulary(DEFAULT_CHECKPOINT) or list(categories)
     return list(categories)
-
-
-def random_weight_predictor(
-    preset_name: str, device: str = "auto", grid: VoxelGrid | None = None, seed: int = 0
-):
-    """An OccupancyPredictor of a preset with RANDOM weights (backbone, text tower, projection): for
-    tests and benchmarks only, where latency and plumbing matter and predictions do not.
-
-    The weights come from ``seed`` (the global RNG is left as it was), so that runs are comparable:
-    with random weights the Gaussians' sizes, hence the voxelization cost, depend on the draw."""
-    config = preset(preset_name)
-    config.model.backbone.random_init = True
-    config.model.backbone.weights = None
-    config.text = dataclasses.replace(
-        config.text, checkpoint=None, projection_checkpoint=None, random_init_seed=0
-    )
-    if grid is not None:
-        config.grid = grid
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return OccupancyPredictor.from_config(config, device)
 
 
 def load_predictor(config: NodeConfig, log: Any = None) -> OccupancyPredictor:
@@ -95,7 +69,7 @@ def load_predictor(config: NodeConfig, log: Any = None) -> OccupancyPredictor:
                 f"no checkpoint: building the {config.model_preset!r} preset with RANDOM weights "
                 f"(tests and benchmarks only; its predictions mean nothing)"
             )
-        return random_weight_predictor(config.model_preset, config.device)
+        return OccupancyPredictor.with_random_weights(config.model_preset, config.device)
     except StartupError:
         raise
     except Exception as exc:  # any loading failure stops start-up with its reason

@@ -21,9 +21,6 @@ from gausstr_core.grid import VoxelGrid
 from gausstr_core.inference import graphs
 from gausstr_core.inference.graphs import CudaGraphPredict, signature
 from gausstr_core.inference.predictor import OccupancyPredictor
-from gausstr_core.model.gausstr import GaussTR
-from gausstr_core.presets import preset
-from gausstr_core.text.encoder import TextEncoder
 from gausstr_core.text.vocabulary import OCC3D_CATEGORIES
 from gausstr_testing.cameras import rig
 from gausstr_testing.capture_audit import audit, fake_cuda
@@ -33,19 +30,7 @@ CONFIDENCE_TOL = 2e-3  # max |confidence difference| over the voxels with equal 
 
 
 def _random_predictor(name: str, device: str = "cpu", grid: VoxelGrid | None = None) -> OccupancyPredictor:
-    config = preset(name)
-    config.model.backbone.random_init = True
-    config.model.backbone.weights = None
-    config.text = dataclasses.replace(
-        config.text, checkpoint=None, projection_checkpoint=None, random_init_seed=0
-    )
-    if grid is not None:
-        config.grid = grid
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = GaussTR(config.model)
-        text = TextEncoder(dataclasses.replace(config.text, device=device))
-        return OccupancyPredictor(model, text, config.grid, config.inference, None, device)
+    return OccupancyPredictor.with_random_weights(name, device, grid)
 
 
 def _fake_voxelizer(means, covariances, opacities, features, grid, valid=None, eps=1e-6):

@@ -186,6 +186,33 @@ class OccupancyPredictor:
         return cls.from_config(preset(name), device, categories)
 
     @classmethod
+    def with_random_weights(
+        cls,
+        name: str,
+        device: str | torch.device = "auto",
+        grid: VoxelGrid | None = None,
+        seed: int = 0,
+    ) -> OccupancyPredictor:
+        """A preset's predictor with RANDOM weights (backbone, text tower, projection): for tests and
+        benchmarks only, where latency and plumbing matter and predictions do not.
+
+        The weights come from ``seed`` (the global RNG is left as it was), so that runs are comparable:
+        with random weights the Gaussians' sizes, hence the voxelization cost, depend on the draw."""
+        from gausstr_core.presets import preset
+
+        config = preset(name)
+        config.model.backbone.random_init = True
+        config.model.backbone.weights = None
+        config.text = dataclasses.replace(
+            config.text, checkpoint=None, projection_checkpoint=None, random_init_seed=0
+        )
+        if grid is not None:
+            config.grid = grid
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return cls.from_config(config, device)
+
+    @classmethod
     def from_checkpoint(
         cls, path: str | Path, device: str | torch.device = "auto", categories: Sequence[str] | None = None
     ) -> OccupancyPredictor:
