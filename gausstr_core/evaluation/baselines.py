@@ -27,11 +27,11 @@ from torch import Tensor, nn
 
 from gausstr_core.batch import CameraBatch
 from gausstr_core.gaussians import Gaussians
-from gausstr_core.geometry import matrix_to_quaternion, unproject
+from gausstr_core.geometry import unproject
 from gausstr_core.grid import VoxelGrid
 from gausstr_core.model.config import ModelConfig
 from gausstr_core.model.gausstr import initial_reference_points
-from gausstr_core.model.heads import lift_means, sample_depth
+from gausstr_core.model.heads import camera_rotations, gaussian_scales, lift_means, sample_depth
 
 
 def all_free(grid: VoxelGrid, num_classes: int, batch_size: int = 1, device=None) -> Tensor:
@@ -166,10 +166,8 @@ class InitialGaussians(nn.Module):
         means = lift_means(ref, sampled, intrinsics, cam_to_ego, (h, w))
         lo, hi = cfg.head.scale_range
         size = lo + (hi - lo) * 0.5  # sigmoid(0): the scale head's initial output
-        focal = intrinsics[:, 0, 0].view(-1, 1, 1)
-        scales = (size * sampled.unsqueeze(-1) * cfg.head.scale_multiplier / focal).clamp(min=1e-6)
-        scales = scales.expand(-1, -1, 3)
-        rotations = matrix_to_quaternion(cam_to_ego[:, :3, :3])[:, None].expand(b * v, q, 4)
+        scales = gaussian_scales(torch.full((1, 1, 3), size), sampled, intrinsics, cfg.head.scale_multiplier)
+        rotations = camera_rotations(cam_to_ego, q)
         grid = (2 * ref - 1).unsqueeze(1).to(batch.features.dtype)  # (BV, 1, Q, 2)
         features = F.grid_sample(
             batch.features.flatten(0, 1), grid, mode="bilinear", padding_mode="border", align_corners=False

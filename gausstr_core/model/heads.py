@@ -91,6 +91,29 @@ def lift_means(
         return unproject(pixels, depth.float(), intrinsics.float(), cam_to_ego.float())
 
 
+def gaussian_scales(size: Tensor, depth: Tensor, intrinsics: Tensor, multiplier: float) -> Tensor:
+    """Standard deviations [m] of Gaussians whose extent is ``size`` units of ``depth * multiplier /
+    fx`` (the official unit: an angle of ``multiplier`` pixels, times the depth).
+
+    Args:
+        size: (BV, Q, 3) (or broadcastable) size in units.
+        depth: (BV, Q) depth the Gaussians were lifted at [m].
+        intrinsics: (BV, 3, 3) network-input intrinsics (fx = [0, 0]).
+        multiplier: the head's ``scale_multiplier``.
+    Returns:
+        (BV, Q, 3) float32.
+    """
+    focal = intrinsics[:, 0, 0].float().view(-1, 1, 1)
+    return size * (depth.unsqueeze(-1) * multiplier / focal).clamp(min=1e-6)
+
+
+def camera_rotations(cam_to_ego: Tensor, queries: int) -> Tensor:
+    """(BV, Q, 4) wxyz: every Gaussian of a view takes its camera's rotation (official)."""
+    return matrix_to_quaternion(cam_to_ego[:, :3, :3].float())[:, None].expand(
+        cam_to_ego.shape[0], queries, 4
+    )
+
+
 class GaussianHead(nn.Module):
     """One decoder layer's Gaussian parameter heads.
 
@@ -142,7 +165,7 @@ class GaussianHead(nn.Module):
             RGB head colors (BV, Q, 3) float32 in [0, 1].
         """
         cfg = self.config
-        bv, q, _ = query.shape
+        q = query.shape[1]
         deltas = self.offset(query)
         ref = (deltas[..., :2] + inverse_sigmoid(reference_points)).sigmoid()
         depth = depth.clamp(max=cfg.depth_limit)
@@ -152,9 +175,8 @@ class GaussianHead(nn.Module):
 
         lo, hi = cfg.scale_range
         size = lo + (hi - lo) * self.scale(query).float().sigmoid()
-        focal = intrinsics[:, 0, 0].float().view(bv, 1, 1)
-        scales = size * (sampled.unsqueeze(-1) * cfg.scale_multiplier / focal).clamp(min=1e-6)
-        rotations = matrix_to_quaternion(cam_to_ego[:, :3, :3].float())[:, None].expand(bv, q, 4)
+        scales = gaussian_scales(size, sampled, intrinsics, cfg.scale_multiplier)
+        rotations = camera_rotations(cam_to_ego, q)
         out = {
             "means": means,
             "scales": scales,
