@@ -278,9 +278,13 @@ def recipe(name: str) -> TrainConfig:
     return PRESETS_BY_NAME[name].recipe()
 
 
-def build_model_config(train: TrainConfig) -> GaussTRConfig:
-    """The GaussTRConfig of a training run: its preset or YAML file, then ``train.overrides``."""
-    base = load_config(train.model_config) if train.model_config else preset(train.preset)
+def build_model_config(train: TrainConfig, base: GaussTRConfig | None = None) -> GaussTRConfig:
+    """The GaussTRConfig of a training run: its YAML file, else ``base`` (e.g. the config of the
+    checkpoint it starts from), else its preset; then ``train.overrides``."""
+    if train.model_config:
+        base = load_config(train.model_config)
+    elif base is None:
+        base = preset(train.preset)
     if not train.overrides:
         return base
     data = apply_overrides(to_dict(base), train.overrides, "model config")

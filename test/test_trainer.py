@@ -111,3 +111,28 @@ def test_resume_refuses_a_changed_configuration(tmp_path):
     _trainer(train_config(tmp_path, max_steps=3)).fit()
     with pytest.raises(ValueError, match=r"cannot resume with a different configuration.*lr"):
         _trainer(train_config(tmp_path, max_steps=6, lr=5e-4), resume=True)
+
+
+def test_init_weights_starts_from_a_checkpoint(tmp_path):
+    """Fine-tuning: the run starts from the checkpoint's weights and model config (its overrides
+    included, so a run given only ``init_weights`` rebuilds the same model), with a fresh optimizer
+    and step count; a checkpoint of another shape is refused by name."""
+    from gausstr_core.io.checkpoint import CheckpointMismatchError
+
+    first = _trainer(train_config(tmp_path / "a", max_steps=3))
+    first.fit()
+    trained = {k: v.clone() for k, v in first.model.state_dict().items()}
+    start = str(tmp_path / "a" / "model.safetensors")
+    cfg = train_config(tmp_path / "b", max_steps=2, init_weights=start, overrides=[])
+    tuned = Trainer(cfg, DistributedContext(), train_set=RandomScenes(4))
+    assert tuned.step == 0 and not tuned.optimizer.state
+    assert tuned.model_config.model == first.model_config.model
+    for k, v in tuned.model.state_dict().items():
+        assert torch.equal(v, trained[k]), f"{k} was not loaded from the checkpoint"
+    tuned.fit()
+    assert tuned.step == 2
+    assert any(not torch.equal(v, trained[k]) for k, v in tuned.model.state_dict().items())
+
+    wider = train_config(tmp_path / "c", init_weights=start, overrides=["model.embed_dim=32"])
+    with pytest.raises(CheckpointMismatchError, match="mismatched"):
+        Trainer(wider, DistributedContext(), train_set=RandomScenes(4))

@@ -29,6 +29,10 @@ class TrainConfig:
     Attributes:
         preset: model preset ("tiny", "talk2dino", "featup") the GaussTRConfig starts from.
         model_config: optional YAML file of a GaussTRConfig (overrides ``preset``).
+        init_weights: a model checkpoint (.safetensors) whose weights start the run instead of random
+            ones (fine-tuning: the optimizer, the schedule and the step count start fresh). The model
+            config is the checkpoint's own (with ``overrides``) unless ``model_config`` is given; its
+            tensors must fit that model exactly.
         data: training data: a directory in the nuScenes/Occ3D layout (synthetic or real), or
             ``synthetic:scenes=N,seed=S`` for scenes generated in memory.
         val_data: evaluation data (same forms); None = the held-out split of ``data`` when it is a
@@ -74,6 +78,7 @@ class TrainConfig:
 
     preset: str = "tiny"
     model_config: str | None = None
+    init_weights: str | None = None
     data: str = "synthetic:scenes=64,seed=0"
     val_data: str | None = None
     train_split: str = "train"

@@ -115,7 +115,14 @@ class Trainer:
             check_resumable(cfg, state)
             model_config = config_from_yaml(state["model_config"])
         self.cfg = cfg
-        self.model_config = model_config or build_model_config(cfg)
+        if model_config is None:
+            start = None
+            if cfg.init_weights and not cfg.model_config:
+                from gausstr_core.io.checkpoint import read_full_config
+
+                start = read_full_config(cfg.init_weights)
+            model_config = build_model_config(cfg, start)
+        self.model_config = model_config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = self.ctx.device
@@ -125,7 +132,13 @@ class Trainer:
         from gausstr_core.losses.gausstr import GaussTRLoss
         from gausstr_core.model.gausstr import GaussTR
 
-        self.model = GaussTR(self.model_config.model).to(self.device)
+        self.model = GaussTR(self.model_config.model)
+        if cfg.init_weights and state is None:
+            from gausstr_core.io.checkpoint import load_model_checkpoint, load_state_dict_strict
+
+            _, weights, _ = load_model_checkpoint(cfg.init_weights)
+            load_state_dict_strict(self.model, weights, where=cfg.init_weights)
+        self.model = self.model.to(self.device)
         self.loss_fn = GaussTRLoss(self.model_config.loss)
         if isinstance(self.loss_fn, nn.Module):
             self.loss_fn = self.loss_fn.to(self.device)
