@@ -3,16 +3,20 @@
 ``add_dataclass_flags(parser, cls)`` adds one flag per field of ``cls``:
 
 * spelling ``--field-name`` (underscores become dashes); a ``bool`` field is a switch: ``--name``
-  when it defaults to False, ``--no-name`` (which stores False) when it defaults to True;
+  when it defaults to False, ``--no-name`` (which stores False) when it defaults to True; a
+  ``bool | None`` field is the pair ``--name`` / ``--no-name`` (None when neither is given);
 * type from the annotation: ``int``, ``float``, ``str``, ``Path`` and optionals of them;
   ``tuple[T, ...]`` -> ``nargs="*"``, ``tuple[T, T]`` -> ``nargs=2``, ``list[T]`` -> ``nargs="+"``,
   ``Literal[...]`` -> ``choices``;
 * default from the field (a field without one is a required flag), or None for every flag with
   ``unset_defaults`` (to tell which flags were given, e.g. to override a config read from a file);
-* help from the class docstring's ``Attributes:`` section (``field_docs``).
+* help from the class docstring's ``Attributes:`` section (``field_docs``), with the default
+  appended (unless it is None or a switch's); a ``--no-name`` switch's help reads "turn off: ...".
 
 ``options={"field": {...}}`` overrides any ``add_argument`` keyword of a field's flag, and ``"name"``
-its spelling (e.g. ``{"overrides": {"name": "--set", "action": "append", "metavar": "KEY=VALUE"}}``).
+its spelling (e.g. ``{"overrides": {"name": "--set", "action": "append", "metavar": "KEY=VALUE"}}``);
+a ``"name"`` without dashes makes the field a positional argument, which must then be spelled like the
+field (e.g. ``{"bag": {"name": "bag", "nargs": "?"}}``).
 """
 
 from __future__ import annotations
@@ -52,6 +56,13 @@ def field_docs(cls: type) -> dict[str, str]:
             for name in current:
                 docs[name] = f"{docs[name]} {line.strip()}"
     return docs
+
+
+def _shown(value: Any) -> str:
+    """A default as it would be typed on the command line."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value) if value else "none"
+    return str(value) if value != "" else '""'
 
 
 def _without_none(tp: Any) -> Any:
@@ -109,11 +120,22 @@ def add_dataclass_flags(
         if hints[f.name] is bool:
             name = f"--no-{f.name}" if default is True else f"--{f.name}"
             keywords: dict[str, Any] = {"action": "store_false" if default is True else "store_true"}
+        elif hints[f.name] == bool | None:
+            name = f"--{f.name}"
+            keywords = {"action": argparse.BooleanOptionalAction}
         else:
             name = f"--{f.name}"
             keywords = _value_keywords(hints[f.name], f"{cls.__name__}.{f.name}")
         if f.name in docs:
             keywords["help"] = docs[f.name]
+            if hints[f.name] is bool and default is True:
+                keywords["help"] = f"turn off: {docs[f.name]}"
+            elif (
+                not unset_defaults
+                and hints[f.name] is not bool
+                and default not in (None, dataclasses.MISSING)
+            ):
+                keywords["help"] += f" (default: {_shown(default)})"
         if unset_defaults:
             keywords["default"] = None
         elif default is dataclasses.MISSING:
@@ -127,7 +149,13 @@ def add_dataclass_flags(
         keywords.update(extra)
         if "help" in keywords:
             keywords["help"] = keywords["help"].replace("%", "%%")
-        parser.add_argument(name, dest=f.name, **keywords)
+        if name.startswith("-"):
+            parser.add_argument(name, dest=f.name, **keywords)
+        elif name == f.name:
+            keywords.pop("required", None)  # argparse decides that for positionals (nargs)
+            parser.add_argument(name, **keywords)
+        else:
+            raise ValueError(f"{cls.__name__}.{f.name}: a positional argument is spelled like its field")
         added.append(f.name)
     return tuple(added)
 

@@ -56,8 +56,11 @@ def test_docstring_attributes_become_help_texts():
     docs = field_docs(Example)
     assert docs["out"] == "output directory, on two lines."
     assert docs["lr"] == docs["momentum"] == "the optimiser's numbers."
-    help_text = _parser()[0].format_help()
+    help_text = " ".join(_parser()[0].format_help().split())
     assert "where the data is (100% needed)." in help_text and "--no-cache" in help_text
+    assert "the optimiser's numbers. (default: 0.001)" in help_text
+    assert "two numbers. (default: 1 2)" in help_text and "turn off: keep a cache." in help_text
+    assert "(default: False)" not in help_text and "(default: None)" not in help_text
 
 
 def test_flags_follow_the_field_types_and_defaults():
@@ -114,15 +117,45 @@ def test_a_field_without_a_command_line_form_must_be_excluded():
     assert add_dataclass_flags(argparse.ArgumentParser(), Odd, exclude=("table",)) == ()
 
 
-# --- the two CLIs built on it keep their flags ----------------------------------------------------
+def test_optional_switches_and_positional_fields():
+    @dataclass
+    class Replay:
+        """Replay.
+
+        Attributes:
+            bag: the bag.
+            use_depth: feed depth (None = the params').
+        """
+
+        bag: Path | None = None
+        use_depth: bool | None = None
+
+    p = argparse.ArgumentParser()
+    add_dataclass_flags(p, Replay, options={"bag": {"name": "bag", "nargs": "?"}})
+    assert vars(p.parse_args([])) == {"bag": None, "use_depth": None}
+    assert vars(p.parse_args(["b", "--use-depth"])) == {"bag": Path("b"), "use_depth": True}
+    assert vars(p.parse_args(["--no-use-depth"])) == {"bag": None, "use_depth": False}
+    with pytest.raises(ValueError, match="spelled like its field"):
+        add_dataclass_flags(argparse.ArgumentParser(), Replay, options={"bag": {"name": "recording"}})
+
+
+# --- the CLIs built on it keep their flags --------------------------------------------------------
 
 TRAIN_FLAGS = {
-    "--config", "--preset", "--model-config", "--data", "--val-data", "--train-split", "--val-split", "--out",
+    "--config", "--preset", "--model-config", "--init-weights", "--data", "--val-data", "--train-split",
+    "--val-split", "--out",
     "--epochs", "--max-steps", "--max-minutes", "--batch-size", "--num-workers", "--lr", "--weight-decay",
     "--warmup-steps", "--schedule", "--warmup-fraction", "--decay-epochs", "--decay-fractions",
     "--decay-gamma", "--grad-clip", "--amp", "--device", "--seed",
     "--log-every", "--image-every", "--checkpoint-every", "--eval-every", "--eval-scenes", "--threads",
     "--no-eval", "--set", "--resume", "--print-config",
+}  # fmt: skip
+BAG_EVAL_FLAGS = {
+    "--out", "--overwrite", "--checkpoint", "--params", "--categories", "--cameras", "--image-topics",
+    "--camera-info-topics", "--depth-topics", "--image-transport", "--depth-transport", "--use-depth",
+    "--no-use-depth", "--target-frame", "--ground-truth-topic", "--occ3d", "--gt-tolerance-ms", "--device",
+    "--max-frames", "--pictures", "--threads", "--record", "--live", "--rate", "--namespace",
+    "--node-timeout", "--no-progress",
 }  # fmt: skip
 EVAL_FLAGS = {
     "--checkpoint", "--baseline", "--preset", "--data", "--split", "--out", "--categories", "--max-scenes",
@@ -189,3 +222,44 @@ def test_gausstr_eval_flags_are_the_eval_options_fields():
     assert options == cli.EvalOptions(data="d", out=Path("o"), rayiou=False, overrides=["a=1", "b=2"])
     with pytest.raises(SystemExit):
         parser.parse_args(["--data", "d", "--out", "o", "--baseline", "nothing"])
+
+
+def test_gausstr_bag_eval_flags_are_the_bag_eval_options_fields():
+    from gausstr_ros.bag import evaluate
+    from gausstr_ros.bag.options import BagEvalOptions
+
+    parser = evaluate.build_parser()
+    assert _flags(parser) == BAG_EVAL_FLAGS
+    assert evaluate.options_from_args(parser.parse_args([])) == BagEvalOptions()
+    argv = "drive.mcap --cameras a b --no-use-depth --gt-tolerance-ms 20 --node-timeout 9 --no-progress"
+    options = evaluate.options_from_args(parser.parse_args(shlex.split(argv)))
+    assert options == BagEvalOptions(
+        bag=Path("drive.mcap"), camera_names=["a", "b"], use_depth=False, gt_tolerance_ms=20.0,
+        node_timeout_s=9.0, progress=False,
+    )  # fmt: skip
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--image-transport", "theora"])
+
+
+def test_gausstr_make_bag_flags_are_the_synthetic_bag_config_fields(tmp_path):
+    import dataclasses
+
+    from gausstr_ros.bag import make_bag
+
+    parser = make_bag.build_parser()
+    flags = _flags(parser)
+    assert {"--out", "--frames", "--seed", "--scene", "--image-size", "--rate-hz", "--camera-offset-ms",
+            "--start-time", "--no-depth", "--no-ground-truth", "--no-compress", "--storage",
+            "--image-format", "--jpeg-quality", "--depth-format"} <= flags  # fmt: skip
+    assert len(flags) == 1 + len(dataclasses.fields(make_bag.SyntheticBagConfig))
+    args = parser.parse_args(
+        shlex.split("--out b --frames 3 --image-size 56 100 --start-time 5 --no-depth --image-format jpeg")
+    )
+    config = make_bag.SyntheticBagConfig(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(make_bag.SyntheticBagConfig)}
+    )
+    assert config == make_bag.SyntheticBagConfig(
+        frames=3, image_size=(56, 100), start_time_s=5.0, depth=False, image_format="jpeg"
+    )
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--out", "b", "--storage", "zip"])

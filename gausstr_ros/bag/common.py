@@ -91,7 +91,7 @@ def open_ground_truth(source: BagSource, options: BagEvalOptions, stack: ExitSta
     """
     from gausstr_ros.bag.groundtruth import BagGroundTruth, Occ3DGroundTruth
 
-    tolerance = round(options.gt_tolerance_s * 1e9)
+    tolerance = round(options.gt_tolerance_ms * 1e6)
     if options.occ3d is not None:
         if options.ground_truth_topic is not None:
             raise BagError("give either --ground-truth-topic or --occ3d, not both")

@@ -28,6 +28,7 @@ frame set), ``latency.png``, ``per_class.md``, ``confusion.png``, and for ``--pi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections import OrderedDict, deque
@@ -35,6 +36,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from gausstr_core.cli_flags import add_dataclass_flags
 from gausstr_ros.bag.common import (
     TF_TOPICS,
     check_inputs,
@@ -306,98 +308,25 @@ def evaluate_bag(options: BagEvalOptions) -> dict[str, Any]:
     return summary
 
 
+# Flag spellings that differ from BagEvalOptions' field names (the rest are generated from the fields).
+_FLAG_OPTIONS = {
+    "bag": {"name": "bag", "nargs": "?"},
+    "camera_names": {"name": "--cameras"},
+    "node_timeout_s": {"name": "--node-timeout"},
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gausstr-bag-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    a = p.add_argument
-    a("bag", nargs="?", type=Path, help="bag directory or .mcap/.db3 file (default: the built-in bag)")
-    a("--out", type=Path, default=Path("runs/bag_eval"), help="report directory (default runs/bag_eval)")
-    a("--overwrite", action="store_true", help="replace an existing report directory")
-    a(
-        "--checkpoint",
-        type=Path,
-        help="model checkpoint (default: the params file's, else the built-in model)",
-    )
-    a(
-        "--params",
-        type=Path,
-        help="the node's params file, e.g. config/occupancy.yaml (topics, frames, model)",
-    )
-    a(
-        "--categories",
-        nargs="+",
-        help="vocabulary, e.g. 'car|sedan' road (default: params file, else the checkpoint's own)",
-    )
-    a("--cameras", dest="camera_names", nargs="+", help="camera names (overrides camera_names)")
-    a("--image-topics", nargs="+", help="image topic per camera")
-    a("--camera-info-topics", nargs="+", help="CameraInfo topic per camera")
-    a("--depth-topics", nargs="+", help="depth topic per camera")
-    a(
-        "--image-transport",
-        choices=("raw", "compressed"),
-        help="read <image topic>/compressed (CompressedImage, JPEG/PNG), like image_transport",
-    )
-    a(
-        "--depth-transport",
-        choices=("raw", "compressedDepth", "compressed"),
-        help="read <depth topic>/compressedDepth (or /compressed) CompressedImage depth",
-    )
-    a(
-        "--use-depth",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="feed the depth topics to the model (default: the params' use_depth)",
-    )
-    a("--target-frame", help="output frame (default: the params' target_frame)")
-    a(
-        "--ground-truth-topic",
-        help=f"SemanticOccupancy ground truth (default {DEFAULT_GROUND_TRUTH_TOPIC} when present)",
-    )
-    a("--occ3d", type=Path, help="Occ3D dataset directory (nuScenes layout) to score against instead")
-    a("--gt-tolerance-ms", type=float, default=50.0, help="largest frame-to-ground-truth stamp difference")
-    a("--device", help="inference device: auto, cpu, cuda (default: the params' device)")
-    a("--max-frames", type=int, default=0, help="evaluate at most N frame sets (0 = all)")
-    a("--pictures", type=int, default=4, help="frames drawn as pictures (default 4)")
-    a("--threads", type=int, help="torch CPU threads")
-    a("--record", action="store_true", help="also write the predictions as a bag (predictions/)")
-    a("--live", action="store_true", help="play the bag into the real node through rclpy (needs ROS 2)")
-    a("--rate", type=float, default=1.0, help="live playback speed, 1 = real time, 0 = lockstep (default 1)")
-    a("--namespace", default="", help="live: ROS namespace for the node and the replayed topics")
-    a("--node-timeout", type=float, default=120.0, help="live: seconds the node may take to start / answer")
-    a("--no-progress", action="store_true", help="no progress bars")
+    add_dataclass_flags(p, BagEvalOptions, exclude=("extra_node_parameters",), options=_FLAG_OPTIONS)
     return p
 
 
 def options_from_args(args: argparse.Namespace) -> BagEvalOptions:
     return BagEvalOptions(
-        bag=args.bag,
-        out=args.out,
-        checkpoint=args.checkpoint,
-        params=args.params,
-        categories=args.categories,
-        camera_names=args.camera_names,
-        image_topics=args.image_topics,
-        camera_info_topics=args.camera_info_topics,
-        depth_topics=args.depth_topics,
-        image_transport=args.image_transport,
-        depth_transport=args.depth_transport,
-        use_depth=args.use_depth,
-        target_frame=args.target_frame,
-        ground_truth_topic=args.ground_truth_topic,
-        occ3d=args.occ3d,
-        gt_tolerance_s=args.gt_tolerance_ms / 1000.0,
-        device=args.device,
-        max_frames=args.max_frames,
-        pictures=args.pictures,
-        threads=args.threads,
-        overwrite=args.overwrite,
-        record=args.record,
-        live=args.live,
-        rate=args.rate,
-        namespace=args.namespace,
-        node_timeout_s=args.node_timeout,
-        progress=not args.no_progress,
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(BagEvalOptions) if hasattr(args, f.name)}
     )
 
 

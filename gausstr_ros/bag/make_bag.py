@@ -34,15 +34,17 @@ per (seed, scene) and configuration.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from gausstr_core.cli_flags import add_dataclass_flags
 from gausstr_ros.bag.typestore import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, SEMANTIC_OCCUPANCY, TF_MESSAGE
 from gausstr_ros.bag.writer import STORAGES, BagWriter, occupancy_like, tf_message_like, transform_like
 from gausstr_ros.node.params import NodeConfig
@@ -59,28 +61,31 @@ class SyntheticBagConfig:
     """What ``write_synthetic_bag`` writes.
 
     Attributes:
-        frames: frame sets (key frames) in the bag.
-        seed, scene: which synthetic world (``gausstr_core.data.synthetic``).
-        image_size: (H, W) of the camera images.
-        rate_hz: camera rate.
-        speed_mps: (low, high) ego speed [m/s]; drawn once per bag from the world's seed.
-        camera_offset_ms: trigger delay between successive cameras of a frame.
-        jitter_ms: uniform stamp jitter (+-) of each camera image.
-        transport_ms: (low, high) delay between a message's stamp and its log time.
-        start_time_s: stamp of the first frame [s since the epoch].
-        depth: write the depth topics.
-        ground_truth: write the ground-truth topic.
-        dynamic_tf: write /tf odom -> base_link.
-        storage: "mcap" or "sqlite3".
-        compress: zstd chunk compression (mcap only).
-        image_format: "raw" (sensor_msgs/Image rgb8), or "jpeg" / "png" (CompressedImage on
-            ``<image topic>/compressed``).
-        jpeg_quality: JPEG quality of ``image_format`` jpeg (compressed_image_transport's default 95).
-        depth_format: "raw" (Image 32FC1), or "png" (CompressedImage on ``<depth topic>/compressedDepth``,
-            16UC1 millimetres).
-        target_frame, image_topics, camera_info_topics, depth_topics: topic names and the ego frame
-            (default: the node's defaults).
-        ground_truth_topic: topic of the SemanticOccupancy ground truth.
+        frames: frame sets (key frames) in the bag
+        seed: synthetic dataset seed (``gausstr_core.data.synthetic``)
+        scene: world index within the seed
+        image_size: camera image size (H, W); the default is the tiny preset's input size
+        rate_hz: camera rate [Hz]
+        speed_mps: (low, high) ego speed [m/s]; drawn once per bag from the world's seed
+        camera_offset_ms: trigger delay between successive cameras of a frame
+        jitter_ms: uniform stamp jitter (+-) of each camera image
+        transport_ms: (low, high) delay between a message's stamp and its log time
+        start_time_s: stamp of the first frame [s since the epoch]
+        depth: write the depth topics
+        ground_truth: write the ground-truth topic
+        dynamic_tf: write /tf odom -> base_link
+        storage: rosbag2 storage
+        compress: zstd chunk compression (mcap only)
+        image_format: camera images as sensor_msgs/Image rgb8 (raw), or as CompressedImage on
+            <image topic>/compressed (jpeg, png)
+        jpeg_quality: JPEG quality of image_format jpeg (compressed_image_transport's default 95)
+        depth_format: depth as Image 32FC1 (raw), or as compressedDepth PNG (16UC1 millimetres, on
+            <depth topic>/compressedDepth)
+        target_frame: the ego frame (the node's default)
+        image_topics: image topic per camera (the node's defaults)
+        camera_info_topics: CameraInfo topic per camera (the node's defaults)
+        depth_topics: depth topic per camera (the node's defaults)
+        ground_truth_topic: topic of the SemanticOccupancy ground truth
     """
 
     frames: int = 20
@@ -96,11 +101,11 @@ class SyntheticBagConfig:
     depth: bool = True
     ground_truth: bool = True
     dynamic_tf: bool = True
-    storage: str = "mcap"
+    storage: Literal["mcap", "sqlite3"] = "mcap"
     compress: bool = True
-    image_format: str = "raw"
+    image_format: Literal["raw", "jpeg", "png"] = "raw"
     jpeg_quality: int = 95
-    depth_format: str = "raw"
+    depth_format: Literal["raw", "png"] = "raw"
     target_frame: str = "base_link"
     image_topics: list[str] = field(default_factory=lambda: list(NodeConfig.defaults().image_topics))
     camera_info_topics: list[str] = field(
@@ -311,48 +316,19 @@ def write_synthetic_bag(path: str | Path, config: SyntheticBagConfig, progress: 
     return Path(path)
 
 
+# Flag spellings and forms that differ from what SyntheticBagConfig's fields give.
+_FLAG_OPTIONS = {
+    "image_size": {"metavar": ("H", "W")},
+    "start_time_s": {"name": "--start-time"},
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gausstr-make-bag", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    a = p.add_argument
-    a("--out", type=Path, required=True, help="bag directory to create (must not exist)")
-    a("--storage", choices=STORAGES, default="mcap", help="rosbag2 storage (default mcap)")
-    a("--frames", type=int, default=20, help="frame sets (default 20)")
-    a("--seed", type=int, default=0, help="synthetic dataset seed (default 0)")
-    a("--scene", type=int, default=0, help="world index within the seed (default 0)")
-    a(
-        "--image-size",
-        type=int,
-        nargs=2,
-        default=(112, 200),
-        metavar=("H", "W"),
-        help="camera image size (default 112 200, the tiny preset's input)",
-    )
-    a("--rate-hz", type=float, default=10.0, help="camera rate (default 10)")
-    a(
-        "--camera-offset-ms",
-        type=float,
-        default=8.333,
-        help="delay between successive cameras (default 8.333)",
-    )
-    a("--start-time", type=float, default=1_700_000_000.0, help="stamp of the first frame [s] (epoch)")
-    a("--no-depth", action="store_true", help="leave out the depth topics")
-    a("--no-ground-truth", action="store_true", help="leave out the ground-truth topic")
-    a("--no-compress", action="store_true", help="no zstd chunk compression (mcap)")
-    a(
-        "--image-format",
-        choices=("raw", "jpeg", "png"),
-        default="raw",
-        help="camera images as sensor_msgs/Image (raw, default) or CompressedImage on <topic>/compressed",
-    )
-    a("--jpeg-quality", type=int, default=95, help="JPEG quality of --image-format jpeg (default 95)")
-    a(
-        "--depth-format",
-        choices=("raw", "png"),
-        default="raw",
-        help="depth as Image 32FC1 (raw, default) or compressedDepth PNG (16UC1 mm, <topic>/compressedDepth)",
-    )
+    p.add_argument("--out", type=Path, required=True, help="bag directory to create (must not exist)")
+    add_dataclass_flags(p, SyntheticBagConfig, options=_FLAG_OPTIONS)
     return p
 
 
@@ -360,20 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = SyntheticBagConfig(
-            frames=args.frames,
-            seed=args.seed,
-            scene=args.scene,
-            image_size=tuple(args.image_size),
-            rate_hz=args.rate_hz,
-            camera_offset_ms=args.camera_offset_ms,
-            start_time_s=args.start_time,
-            depth=not args.no_depth,
-            ground_truth=not args.no_ground_truth,
-            storage=args.storage,
-            compress=not args.no_compress,
-            image_format=args.image_format,
-            jpeg_quality=args.jpeg_quality,
-            depth_format=args.depth_format,
+            **{f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticBagConfig)}
         )
         path = write_synthetic_bag(args.out, config)
     except (ValueError, FileExistsError) as exc:

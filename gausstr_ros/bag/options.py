@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gausstr_ros.node.params import SPECS_BY_NAME, NodeConfig, check_value
 
@@ -20,29 +20,41 @@ class BagEvalOptions:
     """Options of a bag evaluation (``gausstr-bag-eval``; None = not given).
 
     Attributes:
-        bag: bag directory or .mcap/.db3 file; None = the built-in bag.
-        out: report directory (created atomically).
-        checkpoint: model checkpoint; None = the params file's, else the built-in one.
-        params: the node's params file (``config/occupancy.yaml`` format).
-        categories: vocabulary; None = the params file's, else the checkpoint's own.
-        camera_names, image_topics, camera_info_topics, depth_topics, use_depth, target_frame,
-        image_transport, depth_transport: override the params (default: the node's defaults).
-        ground_truth_topic: SemanticOccupancy topic; None = ``/ground_truth/occupancy`` when the bag has it.
-        occ3d: an Occ3D dataset directory to take the ground truth from instead.
-        gt_tolerance_s: largest stamp difference between a frame and its ground truth.
-        device: inference device; None = the params' (``auto``).
-        max_frames: evaluate at most this many frame sets (0 = all).
-        pictures: frames drawn as pictures (BEV, depth, Gaussians), spread over the bag.
-        threads: torch CPU threads (None = torch's default).
-        overwrite: replace an existing report directory.
-        record: also write the predictions as a bag in the report (``predictions/``); live mode always
-            records the node's outputs (``outputs/``).
-        live: play the bag into the real node through rclpy instead of running inference in-process.
-        rate: live playback speed (1 = real time); 0 = lockstep (each frame set waits for the node's
-            answer, so nothing is dropped).
-        namespace: ROS namespace of the live node and of the replayed topics ("" = the bag's names).
-        node_timeout_s: how long the live node may take to start, and to answer in lockstep.
-        progress: show progress bars.
+        bag: bag directory or .mcap/.db3 file (default: the built-in bag)
+        out: report directory, created atomically
+        checkpoint: model checkpoint (default: the params file's, else the built-in model)
+        params: the node's params file, e.g. config/occupancy.yaml (topics, frames, model)
+        categories: vocabulary, e.g. 'car|sedan' road (default: the params file's, else the
+            checkpoint's own)
+        camera_names: camera names (overrides the params' camera_names)
+        image_topics: image topic per camera
+        camera_info_topics: CameraInfo topic per camera
+        depth_topics: depth topic per camera
+        image_transport: compressed = read <image topic>/compressed (CompressedImage, JPEG/PNG), like
+            image_transport
+        depth_transport: compressedDepth (or compressed) = read <depth topic>/compressedDepth
+            CompressedImage depth
+        use_depth: feed the depth topics to the model (default: the params' use_depth)
+        target_frame: output frame (default: the params' target_frame)
+        ground_truth_topic: SemanticOccupancy ground truth (default /ground_truth/occupancy when the
+            bag has it)
+        occ3d: Occ3D dataset directory (nuScenes layout) to take the ground truth from instead
+        gt_tolerance_ms: largest stamp difference between a frame and its ground truth
+        device: inference device: auto, cpu, cuda (default: the params' device)
+        max_frames: evaluate at most N frame sets (0 = all)
+        pictures: frames drawn as pictures (BEV, depth, Gaussians), spread over the bag
+        threads: torch CPU threads (default: torch's)
+        overwrite: replace an existing report directory
+        record: also write the predictions as a bag in the report (predictions/); live mode always
+            records the node's outputs (outputs/)
+        live: play the bag into the real node through rclpy instead of running inference in-process
+            (needs ROS 2)
+        rate: live playback speed, 1 = real time, 0 = lockstep (each frame set waits for the node's
+            answer, so nothing is dropped)
+        namespace: live: ROS namespace of the node and of the replayed topics ("" = the bag's names)
+        node_timeout_s: live: seconds the node may take to start, and to answer in lockstep
+        progress: show progress bars
+        extra_node_parameters: further node parameters of the live node (not a flag)
     """
 
     bag: Path | None = None
@@ -54,13 +66,13 @@ class BagEvalOptions:
     image_topics: list[str] | None = None
     camera_info_topics: list[str] | None = None
     depth_topics: list[str] | None = None
-    image_transport: str | None = None
-    depth_transport: str | None = None
+    image_transport: Literal["raw", "compressed"] | None = None
+    depth_transport: Literal["raw", "compressedDepth", "compressed"] | None = None
     use_depth: bool | None = None
     target_frame: str | None = None
     ground_truth_topic: str | None = None
     occ3d: Path | None = None
-    gt_tolerance_s: float = 0.05
+    gt_tolerance_ms: float = 50.0
     device: str | None = None
     max_frames: int = 0
     pictures: int = 4
@@ -79,8 +91,8 @@ class BagEvalOptions:
             raise ValueError(f"max_frames and pictures must be >= 0, got {self.max_frames}, {self.pictures}")
         if self.rate < 0:
             raise ValueError(f"rate must be >= 0 (0 = lockstep), got {self.rate}")
-        if not self.gt_tolerance_s >= 0:
-            raise ValueError(f"gt_tolerance_s must be >= 0, got {self.gt_tolerance_s}")
+        if not self.gt_tolerance_ms >= 0:
+            raise ValueError(f"gt_tolerance_ms must be >= 0, got {self.gt_tolerance_ms}")
         if self.namespace and not self.namespace.startswith("/"):
             self.namespace = "/" + self.namespace
         self.namespace = self.namespace.rstrip("/")
