@@ -382,6 +382,7 @@ def run_ros_mode(args) -> dict:
 
     from gausstr_core.data.synthetic.rig import nuscenes_rig
     from gausstr_ros.msg import GaussianArray, InferenceStatus, SemanticOccupancy
+    from gausstr_ros.node.executor import spin
     from gausstr_ros.node.occupancy_node import OccupancyNode
     from gausstr_ros.rig_messages import RigMessages
 
@@ -455,7 +456,7 @@ def run_ros_mode(args) -> dict:
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     executor.add_node(node)
     executor.add_node(feeder)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
     spinner.start()
     published_last: dict[int, float] = {}
 

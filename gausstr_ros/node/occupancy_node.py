@@ -24,6 +24,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
 from gausstr_core.text.vocabulary import Vocabulary
+from gausstr_ros.node.executor import spin
 from gausstr_ros.node.inputs import CameraInputs, FrameSet
 from gausstr_ros.node.outputs import OutputPublishers, PublishSwitches
 from gausstr_ros.node.params import SPECS_BY_NAME, check_value, declare_parameters
@@ -301,7 +302,7 @@ def main(args: list[str] | None = None) -> int:
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:
-        executor.spin()
+        spin(executor, node.get_logger())
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

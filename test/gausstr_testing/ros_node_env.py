@@ -30,6 +30,7 @@ def running_node(
     """
     from rclpy.executors import MultiThreadedExecutor
 
+    from gausstr_ros.node.executor import spin
     from gausstr_ros.node.occupancy_node import OccupancyNode
 
     cams = cams or SyntheticCameras()
@@ -50,7 +51,7 @@ def running_node(
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     executor.add_node(node)
     executor.add_node(harness.node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
     spinner.start()
     try:
         harness.wait_connected()
