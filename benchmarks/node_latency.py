@@ -88,6 +88,20 @@ def device_name(device: torch.device) -> str:
     )
 
 
+def _setup(args, mode: str, predictor, rig, image: tuple[int, int]) -> dict:
+    """The header of a result: what was measured, on which device and at which sizes."""
+    return {
+        "mode": mode,
+        "device": device_name(predictor.device),
+        "preset": args.preset,
+        "views": rig.num_views,
+        "image": image,
+        "input": predictor.input_size,
+        "gaussians": int(predictor.model.config.decoder.queries_per_view) * rig.num_views,
+        "grid": predictor.grid.shape,
+    }
+
+
 def build_predictor(preset_name: str, device: str, grid_occ3d: bool):
     """An OccupancyPredictor of a preset with random weights, on the Occ3D grid when asked."""
     from gausstr_core.grid import VoxelGrid
@@ -191,16 +205,8 @@ def _pipeline_measurement(args) -> dict:
         set_graphs(predictor, graphs)
         results[name] = _measure_variant(args, predictor, pipeline, frames, batch, render, name)
     runtime = categories_at_run_time(predictor, batch) if device.type == "cuda" else None
-    n = int(predictor.model.config.decoder.queries_per_view) * rig.num_views
     return {
-        "mode": "pipeline (no ROS: FramePipeline + output arrays)",
-        "device": device_name(device),
-        "preset": args.preset,
-        "views": rig.num_views,
-        "image": (h, w),
-        "input": predictor.input_size,
-        "gaussians": n,
-        "grid": predictor.grid.shape,
+        **_setup(args, "pipeline (no ROS: FramePipeline + output arrays)", predictor, rig, (h, w)),
         "frames": args.frames,
         "variants": results,
         "categories_at_run_time": runtime,
@@ -522,16 +528,8 @@ def run_ros_mode(args) -> dict:
         node.destroy_node()
         feeder.destroy_node()
         rclpy.shutdown(context=context)
-    n = int(predictor.model.config.decoder.queries_per_view) * rig.num_views
     return {
-        "mode": "ros (real node, rclpy, in-process DDS)",
-        "device": device_name(predictor.device),
-        "preset": args.preset,
-        "views": rig.num_views,
-        "image": (h, w),
-        "input": predictor.input_size,
-        "gaussians": n,
-        "grid": predictor.grid.shape,
+        **_setup(args, "ros (real node, rclpy, in-process DDS)", predictor, rig, (h, w)),
         "latencies": latencies,
         "dds_in": dds_in,
         "graph_status": getattr(predictor, "graph_status", {}),
