@@ -174,6 +174,17 @@ class _Voxelize(torch.autograd.Function):
         )
 
 
+def _contiguous(means, covariances, opacities, features, valid) -> tuple:
+    """The kernel inputs as the extension reads them (dense row-major; ``valid`` may be None)."""
+    return (
+        means.contiguous(),
+        covariances.contiguous(),
+        opacities.contiguous(),
+        features.contiguous(),
+        None if valid is None else valid.contiguous(),
+    )
+
+
 def voxelize_cuda(
     means: Tensor,
     covariances: Tensor,
@@ -188,13 +199,7 @@ def voxelize_cuda(
     CUDA tensors of one dtype. ``extension``: the compiled module (default: the CUDA build;
     tests pass `load_cpu_emulation()` with CPU tensors)."""
     ext = _load() if extension is None else extension
-    inputs = (
-        means.contiguous(),
-        covariances.contiguous(),
-        opacities.contiguous(),
-        features.contiguous(),
-        None if valid is None else valid.contiguous(),
-    )
+    inputs = _contiguous(means, covariances, opacities, features, valid)
     if torch.is_grad_enabled() and any(t.requires_grad for t in inputs[:4]):
         return _Voxelize.apply(ext, *inputs, grid, eps)
     return _forward(ext, *inputs, grid, eps)[:2]  # inference: no autograd bookkeeping
@@ -222,11 +227,7 @@ def voxelize_cuda_capturable(
     """
     ext = _load() if extension is None else extension
     return ext.forward_capturable(
-        means.contiguous(),
-        covariances.contiguous(),
-        opacities.contiguous(),
-        features.contiguous(),
-        None if valid is None else valid.contiguous(),
+        *_contiguous(means, covariances, opacities, features, valid),
         list(grid.lower),
         grid.voxel_size,
         list(grid.shape),
