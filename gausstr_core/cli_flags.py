@@ -160,15 +160,31 @@ def add_dataclass_flags(
     return tuple(added)
 
 
+def _field_value(tp: Any, value: Any) -> Any:
+    """A parsed flag value as its field holds it: argparse's list as a tuple for a tuple field."""
+    if isinstance(value, list) and typing.get_origin(_without_none(tp)) is tuple:
+        return tuple(value)
+    return value
+
+
 def given_values(args: argparse.Namespace, cls: type, names: Iterable[str]) -> dict[str, Any]:
     """The fields among ``names`` the command line set (not None), lists of tuple fields as tuples."""
     hints = typing.get_type_hints(cls)
-    given = {}
-    for name in names:
-        value = getattr(args, name)
-        if value is None:
-            continue
-        if isinstance(value, list) and typing.get_origin(_without_none(hints[name])) is tuple:
-            value = tuple(value)
-        given[name] = value
-    return given
+    return {
+        name: _field_value(hints[name], getattr(args, name))
+        for name in names
+        if getattr(args, name) is not None
+    }
+
+
+def dataclass_from_args(cls: type, args: argparse.Namespace) -> Any:
+    """An instance of ``cls`` from the flags `add_dataclass_flags` added to the parser (fields without
+    a flag keep their defaults; lists of tuple fields become tuples)."""
+    hints = typing.get_type_hints(cls)
+    return cls(
+        **{
+            f.name: _field_value(hints[f.name], getattr(args, f.name))
+            for f in dataclasses.fields(cls)
+            if f.init and hasattr(args, f.name)
+        }
+    )

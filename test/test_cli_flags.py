@@ -10,7 +10,7 @@ from typing import Literal
 
 import pytest
 
-from gausstr_core.cli_flags import add_dataclass_flags, field_docs, given_values
+from gausstr_core.cli_flags import add_dataclass_flags, dataclass_from_args, field_docs, given_values
 
 
 @dataclass
@@ -253,13 +253,19 @@ def test_gausstr_make_bag_flags_are_the_synthetic_bag_config_fields(tmp_path):
             "--image-format", "--jpeg-quality", "--depth-format"} <= flags  # fmt: skip
     assert len(flags) == 1 + len(dataclasses.fields(make_bag.SyntheticBagConfig))
     args = parser.parse_args(
-        shlex.split("--out b --frames 3 --image-size 56 100 --start-time 5 --no-depth --image-format jpeg")
+        shlex.split(
+            "--out b --frames 3 --image-size 56 100 --speed-mps 5 6 --start-time 5 --no-depth "
+            "--image-format jpeg"
+        )
     )
-    config = make_bag.SyntheticBagConfig(
-        **{f.name: getattr(args, f.name) for f in dataclasses.fields(make_bag.SyntheticBagConfig)}
-    )
+    config = dataclass_from_args(make_bag.SyntheticBagConfig, args)
     assert config == make_bag.SyntheticBagConfig(
-        frames=3, image_size=(56, 100), start_time_s=5.0, depth=False, image_format="jpeg"
+        frames=3,
+        image_size=(56, 100),
+        speed_mps=(5.0, 6.0),
+        start_time_s=5.0,
+        depth=False,
+        image_format="jpeg",
     )
     with pytest.raises(SystemExit):
         parser.parse_args(["--out", "b", "--storage", "zip"])

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from gausstr_core.cli_flags import add_dataclass_flags
+from gausstr_core.cli_flags import add_dataclass_flags, dataclass_from_args
 
 Baseline = Literal["all-free", "init", "depth-unprojection"]
 BASELINES: tuple[str, ...] = typing.get_args(Baseline)
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace) -> EvalOptions:
-    return EvalOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalOptions)})
+    return dataclass_from_args(EvalOptions, args)
 
 
 def run(args: EvalOptions) -> dict:

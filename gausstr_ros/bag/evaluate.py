@@ -28,7 +28,6 @@ frame set), ``latency.png``, ``per_class.md``, ``confusion.png``, and for ``--pi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from collections import OrderedDict, deque
@@ -36,7 +35,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from gausstr_core.cli_flags import add_dataclass_flags
+from gausstr_core.cli_flags import add_dataclass_flags, dataclass_from_args
 from gausstr_ros.bag.common import (
     TF_TOPICS,
     check_inputs,
@@ -325,9 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace) -> BagEvalOptions:
-    return BagEvalOptions(
-        **{f.name: getattr(args, f.name) for f in dataclasses.fields(BagEvalOptions) if hasattr(args, f.name)}
-    )
+    return dataclass_from_args(BagEvalOptions, args)
 
 
 def format_summary(summary: dict[str, Any]) -> str:

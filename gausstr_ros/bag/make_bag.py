@@ -34,7 +34,6 @@ per (seed, scene) and configuration.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Iterator
@@ -44,7 +43,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from gausstr_core.cli_flags import add_dataclass_flags
+from gausstr_core.cli_flags import add_dataclass_flags, dataclass_from_args
 from gausstr_ros.bag.typestore import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, SEMANTIC_OCCUPANCY, TF_MESSAGE
 from gausstr_ros.bag.writer import STORAGES, BagWriter, occupancy_like, tf_message_like, transform_like
 from gausstr_ros.node.params import NodeConfig
@@ -335,9 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = SyntheticBagConfig(
-            **{f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticBagConfig)}
-        )
+        config = dataclass_from_args(SyntheticBagConfig, args)
         path = write_synthetic_bag(args.out, config)
     except (ValueError, FileExistsError) as exc:
         print(f"gausstr-make-bag: error: {exc}", file=sys.stderr)
