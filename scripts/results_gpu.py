@@ -6,6 +6,10 @@ tables (results.md snippet + results.json rows).
     python scripts/results_gpu.py --out gpu_out --runs featup_both featup_depth_only --minutes 6
     python scripts/results_gpu.py --list                       # the runs it knows
 
+A training longer than one machine call: give every call the same ``--minutes`` and, from the
+second on, ``--resume --skip-data``; a training cut by ``--deadline-minutes`` is stopped with SIGINT,
+saves its state, and the next call continues it (the budget schedule and the clock carry over).
+
 Run it through scripts/run_results_gpu.sh on the lent GPU machine (installs the carried wheels).
 
 Data (``--work``): ``featup`` = 80 scenes (64 train / 16 held-out val) of the 216 x 384 synthetic
@@ -314,7 +318,8 @@ class Results:
         run, a = RUNS[key], self.args
         minutes = run.minutes or (a.tiny_minutes if run.preset == "tiny" else a.minutes)
         out = self.work / key
-        if out.exists():
+        resume = a.resume and (out / "checkpoints" / "last.pt").is_file()
+        if out.exists() and not resume:
             subprocess.run(["rm", "-rf", str(out)], check=False)
         workers = max(1, (os.cpu_count() or 4) // max(1, a.parallel) - 1)
         cmd = [
@@ -343,6 +348,7 @@ class Results:
             "--checkpoint-every",
             "500",
             *run.train,
+            *(["--resume"] if resume else []),
         ]
         self.commands[key] = [cmd]
         run_logged(f"train_{key}", cmd, self.logs, min(60 * minutes + 240, self.left() - 60))
@@ -552,6 +558,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--deadline-minutes", type=float, default=60.0, help="stop everything after this")
     p.add_argument("--skip-data", action="store_true", help="the data directories exist already")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue trainings whose run directory holds a saved state (a run stopped at the "
+        "deadline saves one) instead of starting them again: one training over several calls",
+    )
     p.add_argument("--scenes", type=int, help="override every dataset's scene count (smoke tests)")
     p.add_argument(
         "--no-logit-variants",

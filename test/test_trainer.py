@@ -3,12 +3,16 @@ exact resume, evaluation and the deployment checkpoint."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 import torch
 
 from gausstr_core.presets import build_model_config
 from gausstr_core.train.config import TrainConfig
 from gausstr_core.train.distributed import DistributedContext
+from gausstr_core.train.stop_signal import TrainingInterrupted
 from gausstr_core.train.trainer import STATE_FILE, Trainer
 from gausstr_testing.training import RandomScenes, train_config
 
@@ -69,6 +73,37 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
     sa, sb = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
     assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_saves_the_state_and_resume_continues_exactly(tmp_path, signum):
+    """SIGINT / SIGTERM (a time-boxed machine ending the run) mid-run: the trainer finishes the
+    step, saves the state (not the every-3-steps checkpoint: step 2) and stops without a deployment
+    model; --resume then ends exactly where an uninterrupted run ends."""
+    straight = _trainer(train_config(tmp_path / "a", checkpoint_every=100))
+    straight.fit()
+    first = _trainer(train_config(tmp_path / "b", checkpoint_every=100))
+    step = first.train_step
+
+    def step_then_signal(batch):
+        out = step(batch)
+        if first.step == 2:
+            os.kill(os.getpid(), signum)
+        return out
+
+    first.train_step = step_then_signal
+    with pytest.raises(TrainingInterrupted, match=f"{signal.Signals(signum).name} at step 2") as info:
+        first.fit()
+    assert info.value.step == 2
+    assert torch.load(tmp_path / "b" / STATE_FILE, weights_only=True)["step"] == 2
+    assert not (tmp_path / "b" / "model.safetensors").exists()
+    assert signal.getsignal(signum) is signal.default_int_handler or signum != signal.SIGINT
+    resumed = _trainer(train_config(tmp_path / "b", checkpoint_every=100), resume=True)
+    assert resumed.step == 2
+    resumed.fit()
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after an interrupted and resumed run"
 
 
 def test_budget_schedule_in_the_trainer(tmp_path):

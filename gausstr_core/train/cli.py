@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(train_config_to_yaml(cfg))
         return 0
+    from gausstr_core.train.stop_signal import TrainingInterrupted
     from gausstr_core.train.trainer import main_worker
 
     try:
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"gausstr-train: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as exc:
+        print(f"gausstr-train: {exc}", file=sys.stderr)
+        return 130  # the shell's code for "ended by a signal"; the state is saved
     return 0
 
 

@@ -103,10 +103,11 @@ def all_reduce_sum(ctx: DistributedContext, values: torch.Tensor) -> torch.Tenso
     return out
 
 
-def broadcast_value(ctx: DistributedContext, value: float) -> float:
-    """Rank 0's number on every rank (e.g. its training clock, so that every rank decides alike)."""
+def broadcast_values(ctx: DistributedContext, values: tuple[float, ...]) -> tuple[float, ...]:
+    """Rank 0's numbers on every rank, in one collective (e.g. its training clock and its stop
+    signal, so that every rank decides alike at the same step)."""
     if not ctx.distributed:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=ctx.device)
+        return tuple(values)
+    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
     dist.broadcast(t, src=0)
-    return float(t.item())
+    return tuple(float(v) for v in t.tolist())

@@ -28,11 +28,12 @@ from gausstr_core.train.distributed import (
     DistributedContext,
     all_reduce_mean,
     barrier,
-    broadcast_value,
+    broadcast_values,
     init_distributed,
 )
 from gausstr_core.train.schedule import budget_lr_factor, lr_factor, set_learning_rate
 from gausstr_core.train.state import STATE_VERSION, atomic_torch_save, load_state, rng_state, set_rng_state
+from gausstr_core.train.stop_signal import STOP_SIGNALS_BY_CODE, StopSignal, TrainingInterrupted
 
 STATE_FILE = "checkpoints/last.pt"
 MODEL_FILE = "model.safetensors"
@@ -391,13 +392,36 @@ class Trainer:
             dynamic_ncols=True,
             disable=not self.ctx.is_main,
         )
+        with StopSignal() as signals:
+            interrupted = self._train_loop(bar, signals)
+        bar.close()
+        self._check_replicas_in_sync()
+        self.save_checkpoint()
+        if interrupted:
+            if self.writer is not None:
+                self.writer.close()
+            raise TrainingInterrupted(interrupted, self.step, str(self.out / STATE_FILE))
+        last_eval = self._last_eval
+        if cfg.eval_at_end and self.val_set is not None:
+            last_eval = self.evaluate(tag="final")
+        self.save_model(metrics=last_eval.get("summary") if last_eval else None)
+        if self.writer is not None:
+            self.writer.close()
+        return last_eval
+
+    def _train_loop(self, bar: Any, signals: StopSignal) -> str | None:
+        """The steps of ``fit``, until the step budget, the time budget or a stop signal ends them.
+
+        Returns the signal's name when a signal ended them, else None.
+        """
+        cfg = self.cfg
         window: dict[str, float] = {}
         window_steps, bad_steps = 0, 0
         t_window = t_start = time.perf_counter()
         seconds_before = self.train_seconds
-        last_eval: dict[str, Any] = {}
-        out_of_time = False
-        while self.step < self.total_steps and not out_of_time:
+        self._last_eval: dict[str, Any] = {}
+        out_of_time, interrupted = False, None
+        while self.step < self.total_steps and not out_of_time and not interrupted:
             epoch, offset = divmod(self.step, self.steps_per_epoch)
             start, stop = offset * cfg.batch_size, self.steps_per_epoch * cfg.batch_size
             indices = self._epoch_indices(epoch)[start:stop]
@@ -427,13 +451,15 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
                     self.save_checkpoint()
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total_steps:
-                    last_eval = self.evaluate(tag=f"step{self.step}")
+                    self._last_eval = self.evaluate(tag=f"step{self.step}")
                 del output, loss_out
-                # Rank 0's clock decides (the schedule's progress, the stop), so every rank acts alike.
+                # Rank 0's clock and rank 0's stop signal decide (the schedule's progress, the stop),
+                # in one broadcast, so every rank acts alike at the same step.
                 elapsed = seconds_before + time.perf_counter() - t_start
-                self.train_seconds = (
-                    broadcast_value(self.ctx, elapsed) if cfg.max_minutes is not None else elapsed
-                )
+                signalled = STOP_SIGNALS_BY_CODE.index(signals.requested)
+                elapsed, signalled = broadcast_values(self.ctx, (elapsed, float(signalled)))
+                self.train_seconds = elapsed
+                interrupted = STOP_SIGNALS_BY_CODE[int(signalled)]
                 if cfg.max_minutes is not None:
                     out_of_time = self.train_seconds > 60.0 * cfg.max_minutes
                     if out_of_time and self.ctx.is_main:
@@ -441,17 +467,9 @@ class Trainer:
                             f"\nstopping at step {self.step}: --max-minutes {cfg.max_minutes} reached",
                             flush=True,
                         )
-                if self.step >= self.total_steps or out_of_time:
+                if self.step >= self.total_steps or out_of_time or interrupted:
                     break
-        bar.close()
-        self._check_replicas_in_sync()
-        self.save_checkpoint()
-        if cfg.eval_at_end and self.val_set is not None:
-            last_eval = self.evaluate(tag="final")
-        self.save_model(metrics=last_eval.get("summary") if last_eval else None)
-        if self.writer is not None:
-            self.writer.close()
-        return last_eval
+        return interrupted
 
     def _check_replicas_in_sync(self) -> None:
         """DDP keeps every rank's weights identical; verify it (a cheap checksum per rank) so that a
