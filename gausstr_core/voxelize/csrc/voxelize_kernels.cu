@@ -211,7 +211,98 @@ __global__ void tile_ranges_kernel(const int64_t* __restrict__ keys, int64_t tot
 }
 
 // ---------------------------------------------------------------------------------------------
-// 5. Forward gather: block = (tile, channel chunk), thread = voxel.
+// 5. Forward gather: block = (tile, channel chunk), thread = voxel. The two forward kernels (sorted
+// lists, 5; scan, 5') differ only in how they find a tile's Gaussians; decoding the voxel, staging a
+// batch in shared memory, accumulating it and writing the voxel are these shared helpers, so both
+// produce bitwise the same sums in the same order.
+
+// The voxel thread `t` of tile `tile` owns (tiles are scene-major, then x, y, z).
+template <typename T>
+struct TileVoxel {
+  int64_t scene;
+  int tx, ty, tz;  // tile index
+  int ix, iy, iz;  // voxel index
+  bool inside;     // false for threads of a boundary tile that fall outside the grid
+  T cx, cy, cz;    // voxel centre
+};
+
+template <typename T>
+__device__ __forceinline__ TileVoxel<T> tile_voxel(int64_t tile, int t, const GridSpec& grid) {
+  TileVoxel<T> v;
+  int64_t rest = tile;
+  v.tz = static_cast<int>(rest % grid.ntz);
+  rest /= grid.ntz;
+  v.ty = static_cast<int>(rest % grid.nty);
+  rest /= grid.nty;
+  v.tx = static_cast<int>(rest % grid.ntx);
+  v.scene = rest / grid.ntx;
+  v.ix = v.tx * TILE_X + t / (TILE_Y * TILE_Z);
+  v.iy = v.ty * TILE_Y + (t / TILE_Z) % TILE_Y;
+  v.iz = v.tz * TILE_Z + t % TILE_Z;
+  v.inside = v.ix < grid.nx && v.iy < grid.ny && v.iz < grid.nz;
+  const T voxel = static_cast<T>(grid.voxel);
+  v.cx = voxel_centre<T>(v.ix, static_cast<T>(grid.lx), voxel);
+  v.cy = voxel_centre<T>(v.iy, static_cast<T>(grid.ly), voxel);
+  v.cz = voxel_centre<T>(v.iz, static_cast<T>(grid.lz), voxel);
+  return v;
+}
+
+// Stage Gaussians list[0, n) (n <= BATCH) of the channel chunk starting at c0 in shared memory;
+// every thread of the block takes part (thread t loads elements t, t + TILE_VOXELS, ...).
+template <typename T, int CHUNK>
+__device__ __forceinline__ void stage_batch(const int* list, int n, const T* __restrict__ params,
+                                            const int* __restrict__ boxes,
+                                            const T* __restrict__ features, int channels, int c0,
+                                            int t, T (*s_params)[PARAMS], int (*s_box)[6],
+                                            T (*s_feat)[CHUNK]) {
+  for (int i = t; i < n * PARAMS; i += TILE_VOXELS) {
+    const int64_t g = list[i / PARAMS];
+    s_params[i / PARAMS][i % PARAMS] = params[g * PARAMS + i % PARAMS];
+  }
+  for (int i = t; i < n * 6; i += TILE_VOXELS) {
+    const int64_t g = list[i / 6];
+    s_box[i / 6][i % 6] = boxes[g * 6 + i % 6];
+  }
+  for (int i = t; i < n * CHUNK; i += TILE_VOXELS) {
+    const int64_t g = list[i / CHUNK];
+    const int c = c0 + i % CHUNK;
+    s_feat[i / CHUNK][i % CHUNK] = c < channels ? features[g * channels + c] : T(0);
+  }
+}
+
+// Add the n staged Gaussians' weights (to dens) and weighted features (to acc) at voxel v, in order.
+template <typename T, int CHUNK>
+__device__ __forceinline__ void accumulate_batch(int n, const T (*s_params)[PARAMS], const int (*s_box)[6],
+                                                 const T (*s_feat)[CHUNK], const TileVoxel<T>& v,
+                                                 T& dens, T (&acc)[CHUNK]) {
+  for (int k = 0; k < n; ++k) {
+    const int* box = s_box[k];
+    if (v.ix < box[0] || v.ix > box[3] || v.iy < box[1] || v.iy > box[4] || v.iz < box[2] ||
+        v.iz > box[5]) {
+      continue;
+    }
+    const T* p = s_params[k];
+    const T w = splat_weight(p[9], mahalanobis_sq(sub_rn(v.cx, p[0]), sub_rn(v.cy, p[1]),
+                                                   sub_rn(v.cz, p[2]), p + 3));
+    dens += w;
+#pragma unroll
+    for (int j = 0; j < CHUNK; ++j) acc[j] += w * s_feat[k][j];
+  }
+}
+
+// Write voxel v's density (chunk 0 only) and its normalised features of this channel chunk.
+template <typename T, int CHUNK>
+__device__ __forceinline__ void write_voxel(const TileVoxel<T>& v, const GridSpec& grid, int channels,
+                                            int c0, T eps, T dens, const T (&acc)[CHUNK],
+                                            T* __restrict__ density, T* __restrict__ out_features) {
+  const int64_t vox = ((v.scene * grid.nx + v.ix) * grid.ny + v.iy) * grid.nz + v.iz;
+  if (c0 == 0) density[vox] = dens;
+  const T denom = dens > eps ? dens : eps;
+#pragma unroll
+  for (int j = 0; j < CHUNK; ++j) {
+    if (c0 + j < channels) out_features[vox * channels + c0 + j] = div_rn(acc[j], denom);
+  }
+}
 
 template <typename T, int CHUNK>
 __global__ void __launch_bounds__(TILE_VOXELS)
@@ -225,23 +316,8 @@ forward_kernel(const T* __restrict__ params, const int* __restrict__ boxes,
 
   const int64_t tile = blockIdx.x;
   const int c0 = blockIdx.y * CHUNK;
-  int64_t rest = tile;
-  const int tz = static_cast<int>(rest % grid.ntz);
-  rest /= grid.ntz;
-  const int ty = static_cast<int>(rest % grid.nty);
-  rest /= grid.nty;
-  const int tx = static_cast<int>(rest % grid.ntx);
-  const int64_t scene = rest / grid.ntx;
-
   const int t = threadIdx.x;
-  const int ix = tx * TILE_X + t / (TILE_Y * TILE_Z);
-  const int iy = ty * TILE_Y + (t / TILE_Z) % TILE_Y;
-  const int iz = tz * TILE_Z + t % TILE_Z;
-  const bool inside = ix < grid.nx && iy < grid.ny && iz < grid.nz;
-  const T voxel = static_cast<T>(grid.voxel);
-  const T cx = voxel_centre<T>(ix, static_cast<T>(grid.lx), voxel);
-  const T cy = voxel_centre<T>(iy, static_cast<T>(grid.ly), voxel);
-  const T cz = voxel_centre<T>(iz, static_cast<T>(grid.lz), voxel);
+  const TileVoxel<T> v = tile_voxel<T>(tile, t, grid);
 
   T dens = T(0);
   T acc[CHUNK];
@@ -253,42 +329,12 @@ forward_kernel(const T* __restrict__ params, const int* __restrict__ boxes,
   for (int64_t base = begin; base < end; base += BATCH) {
     const int n = static_cast<int>(min(static_cast<int64_t>(BATCH), end - base));
     __syncthreads();  // the previous batch has been consumed
-    for (int i = t; i < n * PARAMS; i += TILE_VOXELS) {
-      const int64_t g = tile_gaussians[base + i / PARAMS];
-      s_params[i / PARAMS][i % PARAMS] = params[g * PARAMS + i % PARAMS];
-    }
-    for (int i = t; i < n * 6; i += TILE_VOXELS) {
-      const int64_t g = tile_gaussians[base + i / 6];
-      s_box[i / 6][i % 6] = boxes[g * 6 + i % 6];
-    }
-    for (int i = t; i < n * CHUNK; i += TILE_VOXELS) {
-      const int64_t g = tile_gaussians[base + i / CHUNK];
-      const int c = c0 + i % CHUNK;
-      s_feat[i / CHUNK][i % CHUNK] = c < channels ? features[g * channels + c] : T(0);
-    }
+    stage_batch<T, CHUNK>(tile_gaussians + base, n, params, boxes, features, channels, c0, t,
+                          s_params, s_box, s_feat);
     __syncthreads();
-    if (!inside) continue;
-    for (int k = 0; k < n; ++k) {
-      const int* box = s_box[k];
-      if (ix < box[0] || ix > box[3] || iy < box[1] || iy > box[4] || iz < box[2] || iz > box[5]) {
-        continue;
-      }
-      const T* p = s_params[k];
-      const T w = splat_weight(p[9], mahalanobis_sq(sub_rn(cx, p[0]), sub_rn(cy, p[1]),
-                                                     sub_rn(cz, p[2]), p + 3));
-      dens += w;
-#pragma unroll
-      for (int j = 0; j < CHUNK; ++j) acc[j] += w * s_feat[k][j];
-    }
+    if (v.inside) accumulate_batch<T, CHUNK>(n, s_params, s_box, s_feat, v, dens, acc);
   }
-  if (!inside) return;
-  const int64_t vox = ((scene * grid.nx + ix) * grid.ny + iy) * grid.nz + iz;
-  if (blockIdx.y == 0) density[vox] = dens;
-  const T denom = dens > eps ? dens : eps;
-#pragma unroll
-  for (int j = 0; j < CHUNK; ++j) {
-    if (c0 + j < channels) out_features[vox * channels + c0 + j] = div_rn(acc[j], denom);
-  }
+  if (v.inside) write_voxel<T, CHUNK>(v, grid, channels, c0, eps, dens, acc, density, out_features);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -307,27 +353,12 @@ forward_scan_kernel(const T* __restrict__ params, const int* __restrict__ boxes,
 
   const int64_t tile = blockIdx.x;
   const int c0 = blockIdx.y * CHUNK;
-  int64_t rest = tile;
-  const int tz = static_cast<int>(rest % grid.ntz);
-  rest /= grid.ntz;
-  const int ty = static_cast<int>(rest % grid.nty);
-  rest /= grid.nty;
-  const int tx = static_cast<int>(rest % grid.ntx);
-  const int64_t scene = rest / grid.ntx;
-
   const int t = threadIdx.x;
   const int warp = t / 32, lane = t % 32;
-  const int ix = tx * TILE_X + t / (TILE_Y * TILE_Z);
-  const int iy = ty * TILE_Y + (t / TILE_Z) % TILE_Y;
-  const int iz = tz * TILE_Z + t % TILE_Z;
-  const bool inside = ix < grid.nx && iy < grid.ny && iz < grid.nz;
-  const T voxel = static_cast<T>(grid.voxel);
-  const T cx = voxel_centre<T>(ix, static_cast<T>(grid.lx), voxel);
-  const T cy = voxel_centre<T>(iy, static_cast<T>(grid.ly), voxel);
-  const T cz = voxel_centre<T>(iz, static_cast<T>(grid.lz), voxel);
+  const TileVoxel<T> v = tile_voxel<T>(tile, t, grid);
   // The tile's voxel range; a Gaussian is listed for this tile by forward() exactly when its box
   // overlaps this range (box / TILE spans the tile index).
-  const int tlo_x = tx * TILE_X, tlo_y = ty * TILE_Y, tlo_z = tz * TILE_Z;
+  const int tlo_x = v.tx * TILE_X, tlo_y = v.ty * TILE_Y, tlo_z = v.tz * TILE_Z;
   const int thi_x = tlo_x + TILE_X - 1, thi_y = tlo_y + TILE_Y - 1, thi_z = tlo_z + TILE_Z - 1;
 
   T dens = T(0);
@@ -335,7 +366,7 @@ forward_scan_kernel(const T* __restrict__ params, const int* __restrict__ boxes,
 #pragma unroll
   for (int j = 0; j < CHUNK; ++j) acc[j] = T(0);
 
-  const int64_t first = scene * per_scene;
+  const int64_t first = v.scene * per_scene;
   for (int64_t window = 0; window < per_scene; window += TILE_VOXELS) {
     const int64_t g = first + window + t;
     bool hit = false;
@@ -358,43 +389,13 @@ forward_scan_kernel(const T* __restrict__ params, const int* __restrict__ boxes,
     for (int base = 0; base < n; base += BATCH) {
       const int m = min(BATCH, n - base);
       __syncthreads();  // the previous batch has been consumed
-      for (int i = t; i < m * PARAMS; i += TILE_VOXELS) {
-        const int64_t k = s_list[base + i / PARAMS];
-        s_params[i / PARAMS][i % PARAMS] = params[k * PARAMS + i % PARAMS];
-      }
-      for (int i = t; i < m * 6; i += TILE_VOXELS) {
-        const int64_t k = s_list[base + i / 6];
-        s_box[i / 6][i % 6] = boxes[k * 6 + i % 6];
-      }
-      for (int i = t; i < m * CHUNK; i += TILE_VOXELS) {
-        const int64_t k = s_list[base + i / CHUNK];
-        const int c = c0 + i % CHUNK;
-        s_feat[i / CHUNK][i % CHUNK] = c < channels ? features[k * channels + c] : T(0);
-      }
+      stage_batch<T, CHUNK>(s_list + base, m, params, boxes, features, channels, c0, t, s_params,
+                            s_box, s_feat);
       __syncthreads();
-      if (!inside) continue;
-      for (int k = 0; k < m; ++k) {
-        const int* box = s_box[k];
-        if (ix < box[0] || ix > box[3] || iy < box[1] || iy > box[4] || iz < box[2] || iz > box[5]) {
-          continue;
-        }
-        const T* p = s_params[k];
-        const T w = splat_weight(p[9], mahalanobis_sq(sub_rn(cx, p[0]), sub_rn(cy, p[1]),
-                                                       sub_rn(cz, p[2]), p + 3));
-        dens += w;
-#pragma unroll
-        for (int j = 0; j < CHUNK; ++j) acc[j] += w * s_feat[k][j];
-      }
+      if (v.inside) accumulate_batch<T, CHUNK>(m, s_params, s_box, s_feat, v, dens, acc);
     }
   }
-  if (!inside) return;
-  const int64_t vox = ((scene * grid.nx + ix) * grid.ny + iy) * grid.nz + iz;
-  if (blockIdx.y == 0) density[vox] = dens;
-  const T denom = dens > eps ? dens : eps;
-#pragma unroll
-  for (int j = 0; j < CHUNK; ++j) {
-    if (c0 + j < channels) out_features[vox * channels + c0 + j] = div_rn(acc[j], denom);
-  }
+  if (v.inside) write_voxel<T, CHUNK>(v, grid, channels, c0, eps, dens, acc, density, out_features);
 }
 
 // ---------------------------------------------------------------------------------------------
