@@ -14,7 +14,8 @@
 # summary.md, results.json, benchmarks.md (the updated doc), logs.tgz (every stage's log).
 #   OUT=/tmp/out benchmarks/realtime_suite.sh            # all stages
 #   STAGES="build tests" benchmarks/realtime_suite.sh    # a subset (setup always runs)
-# Knobs: DEADLINE, NODE_FRAMES (30), ROS_FRAMES (15), EXTRA_TESTS (more pytest paths), MAX_JOBS, TAIL.
+# Knobs: DEADLINE, NODE_FRAMES (30), ROS_FRAMES (15), EXTRA_TESTS (more pytest paths), TESTS_LIMIT
+# (seconds, 60), MAX_JOBS, TAIL.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -85,7 +86,7 @@ fi
 
 # --- tests ---------------------------------------------------------------------------------------
 if want tests; then
-  gpu_stage tests 60 $PY -m pytest -m gpu -p no:cacheprovider -o addopts="" -q -rs -s --durations=8 \
+  gpu_stage tests ${TESTS_LIMIT:-60} $PY -m pytest -m gpu -p no:cacheprovider -o addopts="" -q -rs -s --durations=8 \
     test/test_inference_graphs.py test/test_voxelize_cuda.py::test_cuda_capturable_forward_in_a_graph_is_bitwise_the_eager_kernel \
     ${EXTRA_TESTS:-}
 fi
