@@ -2,12 +2,16 @@
 
 Two modes, named in the output:
 
-* ``ros`` (needs rclpy and the package's messages; the CPU machine): the real node in this process
-  with a MultiThreadedExecutor, fed by a publisher node with synthetic 6-camera frames (images,
-  camera_info, tf_static) and read by a subscriber node. Latency = receipt of the published
-  occupancy minus publication of the LAST image of its set (one clock: same process), so it
-  includes DDS transport both ways. Closed loop (the next set after the previous result) for the
-  latency percentiles; then open loop at ``--rate`` Hz for the sustained output rate and drops.
+* ``ros`` (needs rclpy and the package's messages; on the GPU machine via scripts/gpu_ros_setup.sh):
+  the real node in this process with a MultiThreadedExecutor, fed with synthetic 6-camera frames
+  (images, depth, camera_info, tf_static) by ``benchmarks/ros_feeder.py``, which also subscribes to
+  every output. The feeder runs in its own process (``--feeder process``, default: camera drivers and
+  RViz are other processes on a robot) or in a thread of the node's process (``--feeder thread``:
+  both sides share one interpreter lock). Both processes use config/fastdds_large_images.xml unless
+  ``--dds-profile environment``. Latency = receipt of the published occupancy minus publication of
+  the LAST image of its set (CLOCK_MONOTONIC, one clock for both processes), so it includes DDS
+  transport both ways. Closed loop (the next set after the previous result) for the latency
+  percentiles; then open loop at ``--rate`` Hz for the sustained output rate and drops.
 * ``pipeline`` (no ROS; the GPU machine, whose image has no ROS): the node's per-frame processing,
   ``gausstr_ros.pipeline.FramePipeline`` on message look-alikes (the same conversions, validation,
   batch building, prediction and host copy the node runs) plus the output array preparation (cloud
@@ -33,6 +37,7 @@ and pipelined over two threads as the node runs it, and reports peak GPU memory.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -43,6 +48,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.ros_feeder import FeederSpec, run_feeder, run_feeder_process, synthetic_depth, synthetic_rgb
 
 SECTION_START = "<!-- node_latency:start -->"
 SECTION_END = "<!-- node_latency:end -->"
@@ -65,6 +72,7 @@ does not depend on them). Two modes, each reported in its own block below:
   baseline is the eager prediction, measured in the same run, and the ratio eager / CUDA graphs is
   reported; `predict` alone on a ready batch (CUDA events) is the model-only reference.
 """
+DDS_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_images.xml"
 GOAL_RATE_HZ = 30.0
 GOAL_P99_MS = 40.0
 S = 1_000_000_000
@@ -108,20 +116,6 @@ def build_predictor(preset_name: str, device: str, grid_occ3d: bool):
     from gausstr_core.inference.predictor import OccupancyPredictor
 
     return OccupancyPredictor.with_random_weights(preset_name, device, VoxelGrid() if grid_occ3d else None)
-
-
-def synthetic_rgb(views: int, height: int, width: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(views)]
-
-
-def synthetic_depth(views: int, height: int, width: int, seed: int = 1) -> list[np.ndarray]:
-    """Depth images [m] of a ground plane seen from 1.5 m (rows below the horizon) plus noise."""
-    rng = np.random.default_rng(seed)
-    rows = np.arange(height, dtype=np.float32)[:, None] - height / 2 + 0.5
-    ground = np.where(rows > 0, 1.5 * width / np.maximum(rows, 1e-3), 60.0).clip(1.0, 60.0)
-    noise = [1 + 0.05 * rng.standard_normal((height, width)) for _ in range(views)]
-    return [(ground * n).astype(np.float32) for n in noise]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,97 +371,70 @@ def categories_at_run_time(predictor, batch) -> dict:
 
 
 def run_ros_mode(args) -> dict:
+    """The real node (rclpy, Fast DDS) in this process; the cameras and the output subscribers in
+    ``benchmarks/ros_feeder.py``, in their own process (``--feeder process``, as on a robot) or in a
+    thread of this one (``--feeder thread``: one interpreter lock for both sides)."""
+    import multiprocessing
+
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
-    from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-    from tf2_msgs.msg import TFMessage
-    from tqdm import tqdm
-    from visualization_msgs.msg import MarkerArray
 
     from gausstr_core.data.synthetic.rig import nuscenes_rig
-    from gausstr_ros.msg import GaussianArray, InferenceStatus, SemanticOccupancy
     from gausstr_ros.node.executor import spin
     from gausstr_ros.node.occupancy_node import OccupancyNode
-    from gausstr_ros.rig_messages import RigMessages
 
     predictor = build_predictor(args.preset, args.device, args.occ3d_grid)
     h, w = args.height or predictor.input_size[0], args.width or predictor.input_size[1]
     rig = nuscenes_rig(h, w)
-    msgs = RigMessages(rig)
-    images = synthetic_rgb(rig.num_views, h, w)
     # As in pipeline mode: a model without a depth head (talk2dino, featup) takes metric depth per
     # camera, so the feeder publishes a 32FC1 depth image with every colour image.
     use_depth = args.depth == "on" or (args.depth == "auto" and not predictor.model.config.depth_head.enabled)
-    depths = synthetic_depth(rig.num_views, h, w) if use_depth else None
+    if args.dds_profile == "large-images":
+        # docs/node.md's setting for cameras on the node's machine (Fast DDS shared memory with a
+        # segment that holds full-size images); set before the first participant of either process
+        # (the spawned feeder inherits it). Without it, images of a few MB go over UDP fragments.
+        os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(DDS_PROFILE)
     context = rclpy.Context()
     rclpy.init(context=context)
     ns = f"/bench_{uuid.uuid4().hex[:6]}"
     names = list(rig.names)
+    spec = FeederSpec(
+        namespace=ns,
+        height=h,
+        width=w,
+        image_topics=[f"{n.lower()}/image_rect" for n in names],
+        camera_info_topics=[f"{n.lower()}/camera_info" for n in names],
+        depth_topics=[f"{n.lower()}/depth" for n in names] if use_depth else [],
+        warmup=args.warmup,
+        frames=args.frames,
+        rate=args.rate,
+        duration=args.duration,
+    )
     params = {
         "camera_names": names,
-        "image_topics": [f"{n.lower()}/image_rect" for n in names],
-        "camera_info_topics": [f"{n.lower()}/camera_info" for n in names],
+        "image_topics": spec.image_topics,
+        "camera_info_topics": spec.camera_info_topics,
         "image_qos": "reliable",
         "status_period_s": 0.5,
         "sync_timeout_s": 5.0,
         "use_depth": use_depth,
     }
     if use_depth:
-        params["depth_topics"] = [f"{n.lower()}/depth" for n in names]
+        params["depth_topics"] = spec.depth_topics
     node = OccupancyNode(
         predictor=predictor,
         context=context,
         namespace=ns,
         parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
     )
-    feeder = rclpy.create_node("bench_feeder", namespace=ns, context=context)
-    qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
-    image_pubs = [feeder.create_publisher(Image, t, qos) for t in params["image_topics"]]
-    depth_pubs = [feeder.create_publisher(Image, t, qos) for t in params.get("depth_topics", [])]
-    info_pubs = [feeder.create_publisher(CameraInfo, t, qos) for t in params["camera_info_topics"]]
-    static = feeder.create_publisher(
-        TFMessage,
-        "/tf_static",
-        QoSProfile(
-            depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL
-        ),
-    )
-    static.publish(msgs.static_transforms())
-    received: dict[int, float] = {}
-    statuses = []
-    lock = threading.Lock()
-
-    def on_occupancy(msg):
-        with lock:
-            received[msg.header.stamp.sec * S + msg.header.stamp.nanosec] = time.monotonic()
-
-    feeder.create_subscription(SemanticOccupancy, "occupancy", on_occupancy, qos)
-    feeder.create_subscription(InferenceStatus, "status", statuses.append, qos)
-    # Subscribe to every output, like RViz and a planner would: the node builds only what is wanted.
-    counts: dict[str, int] = {}
-
-    def count(topic):
-        return lambda _msg: counts.__setitem__(topic, counts.get(topic, 0) + 1)
-
-    for topic, msg_type in (
-        ("occupancy_cloud", PointCloud2),
-        ("gaussians", GaussianArray),
-        ("gaussian_markers", MarkerArray),
-    ):
-        feeder.create_subscription(msg_type, topic, count(topic), qos)
-    for name in rig.names:
-        feeder.create_subscription(Image, f"rendered_depth/{name}", count(f"rendered_depth/{name}"), qos)
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     executor.add_node(node)
-    executor.add_node(feeder)
     spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
     spinner.start()
-    published_last: dict[int, float] = {}
 
-    # When each set is complete inside the node (FrameSet.arrival, time.monotonic like the two above):
-    # DDS delivery of the 6 images, their conversion to Python messages and the synchronizer.
+    # When each set is complete inside the node (FrameSet.arrival, time.monotonic like the feeder's
+    # clock): DDS delivery of the images, their conversion to Python messages and the synchronizer.
     arrivals: dict[int, float] = {}
     slot_put = node._slot.put
 
@@ -476,71 +443,58 @@ def run_ros_mode(args) -> dict:
         return slot_put(frame)
 
     node._slot.put = recording_put
+    mp = multiprocessing.get_context("spawn")  # a fresh interpreter: no CUDA or DDS state forked
+    ours, theirs = mp.Pipe()
+    if args.feeder == "process":
+        feeder = mp.Process(target=run_feeder_process, args=(theirs, spec), daemon=True)
+    else:
+        feeder = threading.Thread(target=run_feeder, args=(theirs, spec, context), daemon=True)
+    feeder.start()
 
-    def publish_set(stamp: int) -> None:
-        for k in range(len(names)):
-            if depths is not None:
-                depth_pubs[k].publish(msgs.depth(k, depths[k], stamp))
-            image_pubs[k].publish(msgs.image(k, images[k], stamp))
-        published_last[stamp] = time.monotonic()  # after the last image of the set
+    def receive(timeout: float) -> dict:
+        if not ours.poll(timeout):
+            raise RuntimeError(f"the feeder sent nothing for {timeout:.0f} s")
+        msg = ours.recv()
+        if msg["event"] == "error":
+            raise RuntimeError(f"the feeder failed: {msg['error']}")
+        return msg
 
     try:
+        receive(60)  # subscribed
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (
-            node.inputs.missing_camera_info()
-            or any(p.get_subscription_count() == 0 for p in image_pubs + info_pubs + depth_pubs)
-        ):
-            for k, p in enumerate(info_pubs):
-                p.publish(msgs.camera_info(k))
-            time.sleep(0.1)
-        stamp = 1_700_000_000 * S
-        latencies, dds_in = [], []
-        for i in tqdm(range(args.warmup + args.frames), desc="ros closed loop", unit="frame"):
-            stamp += S // 10
-            publish_set(stamp)
-            wait_until = time.monotonic() + 120
-            while stamp not in received and time.monotonic() < wait_until:
-                time.sleep(0.001)
-            if stamp not in received:
-                raise RuntimeError(f"no occupancy for frame {i} within 120 s")
-            if i >= args.warmup:
-                latencies.append(1e3 * (received[stamp] - published_last[stamp]))
-                if stamp in arrivals:
-                    dds_in.append(1e3 * (arrivals[stamp] - published_last[stamp]))
+        while node.inputs.missing_camera_info() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ours.send("ready")
+        receive(120 * (args.warmup + args.frames))  # closed_loop_done
         closed = node.stats.snapshot()
-        # open loop at a fixed input rate: sustained output rate and drops
-        before = len(received)
-        dropped_before = node.stats.snapshot().dropped
-        start = time.monotonic()
-        period = 1.0 / args.rate
-        k = 0
-        while time.monotonic() - start < args.duration:
-            stamp += S // 10
-            publish_set(stamp)
-            k += 1
-            time.sleep(max(0.0, start + k * period - time.monotonic()))
-        time.sleep(1.0)
-        elapsed = time.monotonic() - start
-        out = len(received) - before
+        dropped_before = closed.dropped
+        ours.send("go")
+        result = receive(args.duration + 60)
         snap = node.stats.snapshot()
     finally:
+        feeder.join(timeout=15)
         executor.shutdown(timeout_sec=5)
         node.destroy_node()
-        feeder.destroy_node()
         rclpy.shutdown(context=context)
+    stamps = result["closed"]
+    where = "their own process" if args.feeder == "process" else "the node's process"
     return {
-        **_setup(args, "ros (real node, rclpy, in-process DDS)", predictor, rig, (h, w)),
-        "latencies": latencies,
-        "dds_in": dds_in,
+        **_setup(
+            args, f"ros (real node, rclpy, Fast DDS; cameras, subscribers in {where})", predictor, rig, (h, w)
+        ),
+        "feeder": args.feeder,
+        "dds_profile": os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or "Fast DDS defaults",
+        "latencies": [1e3 * (result["received"][s] - result["published_last"][s]) for s in stamps],
+        "dds_in": [1e3 * (arrivals[s] - result["published_last"][s]) for s in stamps if s in arrivals],
         "graph_status": getattr(predictor, "graph_status", {}),
         "frames": args.frames,
         "node_p50": closed.latency_p50_ms,
         "node_p99": closed.latency_p99_ms,
-        "outputs_seen": dict(counts),
+        "outputs_seen": result["outputs_seen"],
         "input_rate": args.rate,
-        "sent": k,
-        "outputs": out,
-        "sustained_hz": out / elapsed,
+        "sent": result["sent"],
+        "outputs": result["outputs"],
+        "sustained_hz": result["outputs"] / result["elapsed"],
         "dropped": snap.dropped - dropped_before,
     }
 
@@ -658,6 +612,9 @@ def ros_table(r: dict) -> list[str]:
         f"{p99 / GOAL_P99_MS:.2f}x the {GOAL_P99_MS:.0f} ms budget. Outputs also received: "
         f"{', '.join(f'{k} {v}' for k, v in sorted(r['outputs_seen'].items()))}.",
     ]
+    if r.get("dds_profile"):
+        profile = r["dds_profile"]
+        lines.append(f"DDS: {Path(profile).name if profile.endswith('.xml') else profile}.")
     if r.get("graph_status", {}).get("enabled"):
         lines.append(f"CUDA graph path: {r['graph_status']}.")
     return lines
@@ -710,6 +667,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=30.0, help="open-loop input rate [Hz] (both modes)")
     parser.add_argument("--duration", type=float, default=10.0, help="ros mode: open-loop duration [s]")
     parser.add_argument(
+        "--dds-profile",
+        choices=("large-images", "environment"),
+        default="large-images",
+        help="ros mode: config/fastdds_large_images.xml for both processes (docs/node.md's setting for "
+        "same-host cameras), or whatever FASTRTPS_DEFAULT_PROFILES_FILE says (unset: Fast DDS defaults)",
+    )
+    parser.add_argument(
+        "--feeder",
+        choices=("process", "thread"),
+        default="process",
+        help="ros mode: the cameras and output subscribers in their own process (as on a robot) or in a "
+        "thread of the node's process (sharing its interpreter lock)",
+    )
+    parser.add_argument(
         "--small-grid",
         dest="occ3d_grid",
         action="store_false",
@@ -751,7 +722,8 @@ def main(argv: list[str] | None = None) -> int:
 
         args.json.write_text(json.dumps(result, indent=1, default=str))
     if args.output:
-        write_section(args.output, f"{mode}-{device.type}", text)
+        key = f"ros-{args.feeder}" if mode == "ros" else mode
+        write_section(args.output, f"{key}-{device.type}", text)
         print(f"updated {args.output}")
     return 0
 

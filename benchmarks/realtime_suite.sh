@@ -103,9 +103,14 @@ if want ros; then
   echo "=== ros setup: $(grep -E '^(python|rc=)' "$WORK/ros_setup.log" | tr '\n' ' ')"
   if [ "$CUDA" = 1 ] && grep -q "^rc=0" "$WORK/ros_setup.log"; then
     EXTRA=$(sed -n 's/^ROS_PYTHONPATH_EXTRA=//p' "$WORK/ros_setup.log")
+    # the feeder (cameras, output subscribers) in its own process as on a robot; then, for
+    # comparison, in the node's process (one interpreter lock for both sides)
     stage ros 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
-      --output docs/benchmarks.md --json "$WORK/node_ros.json"
+      --feeder process --output docs/benchmarks.md --json "$WORK/node_ros.json"
+    stage ros_thread 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
+      --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
+      --feeder thread --output docs/benchmarks.md --json "$WORK/node_ros_thread.json"
   else
     echo "=== ros: SKIPPED ($( [ "$CUDA" = 1 ] && echo 'ROS setup failed, see ros_setup.log' || echo 'no CUDA'))"
     RC[ros]=skipped

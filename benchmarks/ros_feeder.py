@@ -1,0 +1,202 @@
+"""The camera side of ``benchmarks/node_latency.py --mode ros``: publishes synthetic 6-camera frame
+sets (images, optional 32FC1 depth, camera_info, tf_static) to the occupancy node and subscribes to
+every output like RViz and a planner would, timing each set.
+
+On a robot the camera drivers and RViz are other processes, so by default the feeder runs in its own
+process (``run_feeder_process``; the node's process then holds only the node, as deployed). In the
+node's process (``--feeder thread``) both sides share one Python interpreter lock: that variant
+measures the two together, the way the first version of this benchmark did.
+
+The two sides talk over a ``multiprocessing`` connection (a pipe in both variants):
+  feeder -> node side  {"event": "subscribed"}       publishers matched, camera_info going out
+  node side -> feeder  "ready"                        the node has every camera_info
+  feeder -> node side  {"event": "closed_loop_done"}  the latency sets are done
+  node side -> feeder  "go"                           (the node side took its statistics)
+  feeder -> node side  {"event": "result", ...}       times of the open loop, the outputs seen
+Times are ``time.monotonic()`` (CLOCK_MONOTONIC: one clock for every process of the host).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+S = 1_000_000_000
+
+
+@dataclass
+class FeederSpec:
+    """What the feeder publishes and for how long (picklable: it crosses to the feeder process).
+
+    Attributes:
+        namespace: the node's namespace; topics below are relative to it.
+        height, width: camera image size (the nuScenes rig scaled to it).
+        image_topics, camera_info_topics, depth_topics: per camera, in rig order (depth empty: none).
+        warmup, frames: closed-loop sets (the first ``warmup`` are not timed).
+        rate, duration: open loop: sets per second and seconds.
+    """
+
+    namespace: str
+    height: int
+    width: int
+    image_topics: list[str]
+    camera_info_topics: list[str]
+    depth_topics: list[str] = field(default_factory=list)
+    warmup: int = 4
+    frames: int = 20
+    rate: float = 30.0
+    duration: float = 6.0
+
+
+def synthetic_rgb(views: int, height: int, width: int, seed: int = 0) -> list[np.ndarray]:
+    """``views`` random uint8 (height, width, 3) images (the content does not change the latency)."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(views)]
+
+
+def synthetic_depth(views: int, height: int, width: int, seed: int = 1) -> list[np.ndarray]:
+    """Depth images [m] of a ground plane seen from 1.5 m (rows below the horizon) plus noise."""
+    rng = np.random.default_rng(seed)
+    rows = np.arange(height, dtype=np.float32)[:, None] - height / 2 + 0.5
+    ground = np.where(rows > 0, 1.5 * width / np.maximum(rows, 1e-3), 60.0).clip(1.0, 60.0)
+    noise = [1 + 0.05 * rng.standard_normal((height, width)) for _ in range(views)]
+    return [(ground * n).astype(np.float32) for n in noise]
+
+
+def run_feeder(conn, spec: FeederSpec, context=None) -> None:
+    """Publish, time and report (the protocol in the module docstring) over ``conn``. ``context``:
+    an rclpy Context already initialised (thread variant), else one is made here (process variant)."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from tf2_msgs.msg import TFMessage
+    from visualization_msgs.msg import MarkerArray
+
+    from gausstr_core.data.synthetic.rig import nuscenes_rig
+    from gausstr_ros.msg import GaussianArray, SemanticOccupancy
+    from gausstr_ros.node.executor import spin
+    from gausstr_ros.rig_messages import RigMessages
+
+    own_context = context is None
+    if own_context:
+        context = rclpy.Context()
+        rclpy.init(context=context)
+    rig = nuscenes_rig(spec.height, spec.width)
+    msgs = RigMessages(rig)
+    images = synthetic_rgb(rig.num_views, spec.height, spec.width)
+    depths = synthetic_depth(rig.num_views, spec.height, spec.width) if spec.depth_topics else None
+    node = rclpy.create_node("bench_feeder", namespace=spec.namespace, context=context)
+    qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+    image_pubs = [node.create_publisher(Image, t, qos) for t in spec.image_topics]
+    depth_pubs = [node.create_publisher(Image, t, qos) for t in spec.depth_topics]
+    info_pubs = [node.create_publisher(CameraInfo, t, qos) for t in spec.camera_info_topics]
+    latched = QoSProfile(
+        depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL
+    )
+    node.create_publisher(TFMessage, "/tf_static", latched).publish(msgs.static_transforms())
+    received: dict[int, float] = {}
+    counts: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def on_occupancy(msg):
+        now = time.monotonic()
+        with lock:
+            received[msg.header.stamp.sec * S + msg.header.stamp.nanosec] = now
+
+    def count(topic):
+        return lambda _msg: counts.__setitem__(topic, counts.get(topic, 0) + 1)
+
+    node.create_subscription(SemanticOccupancy, "occupancy", on_occupancy, qos)
+    # Every other output subscribed too (the node builds only what someone wants), taken as serialized
+    # bytes: a C++ RViz does not pay Python's message construction, and neither should this feeder.
+    outputs = [("occupancy_cloud", PointCloud2), ("gaussians", GaussianArray)]
+    outputs += [("gaussian_markers", MarkerArray)] + [(f"rendered_depth/{n}", Image) for n in rig.names]
+    for topic, msg_type in outputs:
+        node.create_subscription(msg_type, topic, count(topic), qos, raw=True)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
+    spinner.start()
+    published_last: dict[int, float] = {}
+
+    def publish_set(stamp: int) -> None:
+        for k in range(rig.num_views):
+            if depths is not None:
+                depth_pubs[k].publish(msgs.depth(k, depths[k], stamp))
+            image_pubs[k].publish(msgs.image(k, images[k], stamp))
+        published_last[stamp] = time.monotonic()  # after the last image of the set
+
+    try:
+        deadline = time.monotonic() + 30
+        subscribed = False
+        while time.monotonic() < deadline:
+            for k, p in enumerate(info_pubs):
+                p.publish(msgs.camera_info(k))
+            matched = all(p.get_subscription_count() for p in image_pubs + info_pubs + depth_pubs)
+            if not subscribed and matched:
+                conn.send({"event": "subscribed"})
+                subscribed = True
+            if subscribed and conn.poll(0.1):
+                conn.recv()  # "ready"
+                break
+            if not subscribed:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("the node did not subscribe to every camera topic or get ready in 30 s")
+        stamp = 1_700_000_000 * S
+        closed: list[int] = []
+        for i in range(spec.warmup + spec.frames):
+            stamp += S // 10
+            publish_set(stamp)
+            wait_until = time.monotonic() + 120
+            while stamp not in received and time.monotonic() < wait_until:
+                time.sleep(0.001)
+            if stamp not in received:
+                raise RuntimeError(f"no occupancy for closed-loop set {i} within 120 s")
+            if i >= spec.warmup:
+                closed.append(stamp)
+        conn.send({"event": "closed_loop_done"})
+        conn.recv()  # "go"
+        before = len(received)
+        start = time.monotonic()
+        period = 1.0 / spec.rate
+        sent = 0
+        while time.monotonic() - start < spec.duration:
+            stamp += S // 10
+            publish_set(stamp)
+            sent += 1
+            time.sleep(max(0.0, start + sent * period - time.monotonic()))
+        time.sleep(1.0)  # the last sets' results
+        elapsed = time.monotonic() - start
+        with lock:
+            result = {
+                "event": "result",
+                "closed": closed,
+                "published_last": {s: published_last[s] for s in closed},
+                "received": {s: received[s] for s in closed},
+                "sent": sent,
+                "outputs": len(received) - before,
+                "elapsed": elapsed,
+                "outputs_seen": dict(counts),
+            }
+        conn.send(result)
+    except Exception as exc:  # the node side must not wait forever for a feeder that died
+        conn.send({"event": "error", "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    finally:
+        executor.shutdown(timeout_sec=5)
+        node.destroy_node()
+        if own_context:
+            rclpy.shutdown(context=context)
+
+
+def run_feeder_process(conn, spec: FeederSpec) -> None:
+    """Entry point of the feeder process (``multiprocessing`` spawn context)."""
+    run_feeder(conn, spec)
+
+
+__all__ = ["FeederSpec", "run_feeder", "run_feeder_process", "synthetic_depth", "synthetic_rgb"]
