@@ -60,12 +60,16 @@ published occupancy (p50/p99), and the sustained rate; goal on one H100/H200: 30
 p99 <= 40 ms at 6 x 504 x 896 with 1,800 Gaussians (talk2dino preset). Random weights (latency
 does not depend on them). Two modes, each reported in its own block below:
 
-* `ros`: the real node with rclpy in one process, fed by a publisher node and read by a subscriber
-  node that subscribes to every output (so every message is built); latency = occupancy received
-  minus last image published (DDS both ways included), and the part until the node holds the complete
-  frame set (DDS delivery of the images, conversion, synchronisation); closed loop for the
-  percentiles, then open loop at a fixed input rate for the sustained rate and drops. Needs the ROS 2
-  wheels and this package's messages (on the GPU machine: `scripts/gpu_ros_setup.sh`).
+* `ros`: the real node with rclpy, fed by a camera feeder (`benchmarks/ros_feeder.py`) that also
+  subscribes to every output (so every message is built). The feeder runs in its own process
+  (`ros-process` blocks: camera drivers and RViz are other processes on a robot) or in the node's
+  process (`ros-thread` blocks: one interpreter lock for both sides); both processes use
+  `config/fastdds_large_images.xml` unless `--dds-profile environment`. Latency = occupancy received
+  minus last image published (DDS both ways included; CLOCK_MONOTONIC, one clock for both
+  processes), and the part until the node holds the complete frame set (DDS delivery of the images,
+  conversion, synchronisation); closed loop for the percentiles, then open loop at a fixed input
+  rate for the sustained rate and drops. Needs the ROS 2 wheels and this package's messages (on the
+  GPU machine: `scripts/gpu_ros_setup.sh`).
 * `pipeline`: the node's per-frame path without ROS (`gausstr_ros.pipeline.FramePipeline` on message
   look-alikes: conversions, validation, batch building, prediction, host copy, output arrays), one
   set at a time and pipelined over two threads as the node runs it (`TwoStageWorker`). On CUDA the
