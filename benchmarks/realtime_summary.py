@@ -161,13 +161,16 @@ def summarize(work: Path) -> tuple[list[str], dict]:
 
     # 3. ROS mode: the feeder (cameras, output subscribers) in its own process, and in the node's
     rows_before = len(rows)
-    for key, name, where in (
-        ("ros", "node_ros.json", "cameras and subscribers in their own process, as on a robot"),
-        ("ros_thread", "node_ros_thread.json", "cameras and subscribers in the node's process"),
-    ):
+    wheres = {
+        "process": "cameras and subscribers in their own process, as on a robot",
+        "thread": "cameras and subscribers in the node's process",
+        None: "first design: cameras and subscribers in the node's process, outputs deserialized",
+    }
+    for key, name in (("ros", "node_ros.json"), ("ros_thread", "node_ros_thread.json")):
         ros = _load(work / name)
         if not (ros and ros.get("latencies")):
             continue
+        where = wheres[ros.get("feeder")]
         lat, dds = ros["latencies"], ros.get("dds_in", [])
         data[key] = {
             "p50_ms": _pct(lat, 50),
