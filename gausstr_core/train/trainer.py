@@ -393,7 +393,7 @@ class Trainer:
             disable=not self.ctx.is_main,
         )
         with StopSignal() as signals:
-            interrupted = self._train_loop(bar, signals)
+            interrupted, last_eval = self._train_loop(bar, signals)
         bar.close()
         self._check_replicas_in_sync()
         self.save_checkpoint()
@@ -401,7 +401,6 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
             raise TrainingInterrupted(interrupted, self.step, str(self.out / STATE_FILE))
-        last_eval = self._last_eval
         if cfg.eval_at_end and self.val_set is not None:
             last_eval = self.evaluate(tag="final")
         self.save_model(metrics=last_eval.get("summary") if last_eval else None)
@@ -409,17 +408,18 @@ class Trainer:
             self.writer.close()
         return last_eval
 
-    def _train_loop(self, bar: Any, signals: StopSignal) -> str | None:
+    def _train_loop(self, bar: Any, signals: StopSignal) -> tuple[str | None, dict[str, Any]]:
         """The steps of ``fit``, until the step budget, the time budget or a stop signal ends them.
 
-        Returns the signal's name when a signal ended them, else None.
+        Returns the signal's name when a signal ended them (else None) and the last evaluation's
+        scores (``eval_every``; empty if none ran).
         """
         cfg = self.cfg
         window: dict[str, float] = {}
         window_steps, bad_steps = 0, 0
         t_window = t_start = time.perf_counter()
         seconds_before = self.train_seconds
-        self._last_eval: dict[str, Any] = {}
+        last_eval: dict[str, Any] = {}
         out_of_time, interrupted = False, None
         while self.step < self.total_steps and not out_of_time and not interrupted:
             epoch, offset = divmod(self.step, self.steps_per_epoch)
@@ -451,7 +451,7 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
                     self.save_checkpoint()
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total_steps:
-                    self._last_eval = self.evaluate(tag=f"step{self.step}")
+                    last_eval = self.evaluate(tag=f"step{self.step}")
                 del output, loss_out
                 # Rank 0's clock and rank 0's stop signal decide (the schedule's progress, the stop),
                 # in one broadcast, so every rank acts alike at the same step.
@@ -469,7 +469,7 @@ class Trainer:
                         )
                 if self.step >= self.total_steps or out_of_time or interrupted:
                     break
-        return interrupted
+        return interrupted, last_eval
 
     def _check_replicas_in_sync(self) -> None:
         """DDP keeps every rank's weights identical; verify it (a cheap checksum per rank) so that a
