@@ -74,6 +74,7 @@ def run_feeder(conn, spec: FeederSpec, context=None) -> None:
     from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
     from tf2_msgs.msg import TFMessage
+    from tqdm import tqdm
     from visualization_msgs.msg import MarkerArray
 
     from gausstr_core.data.synthetic.rig import nuscenes_rig
@@ -149,7 +150,7 @@ def run_feeder(conn, spec: FeederSpec, context=None) -> None:
             raise RuntimeError("the node did not subscribe to every camera topic or get ready in 30 s")
         stamp = 1_700_000_000 * S
         closed: list[int] = []
-        for i in range(spec.warmup + spec.frames):
+        for i in tqdm(range(spec.warmup + spec.frames), desc="ros closed loop", unit="set"):
             stamp += S // 10
             publish_set(stamp)
             wait_until = time.monotonic() + 120
