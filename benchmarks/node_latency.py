@@ -79,7 +79,6 @@ does not depend on them). Two modes, each reported in its own block below:
 DDS_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_images.xml"
 GOAL_RATE_HZ = 30.0
 GOAL_P99_MS = 40.0
-S = 1_000_000_000
 
 
 def percentile(values, q: float) -> float:
