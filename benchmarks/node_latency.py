@@ -22,7 +22,10 @@ Weights are random (``--random-init`` is required: latency does not depend on th
 must never use random weights). Both modes print a table naming the device and the goal ratios
 (30 Hz sustained, p99 <= 40 ms on one H100/H200, issue 12). On CUDA the pipeline mode measures
 the eager prediction (the baseline) and the CUDA-graph path in the same run, each one set at a time
-and pipelined over two threads as the node runs it, and reports peak GPU memory.
+and pipelined over two threads as the node runs it, and reports peak GPU memory; with
+``--compile-backbone`` also the CUDA-graph path with the image backbone compiled
+(``InferenceConfig.compile_backbone``), and its compile time (in ros mode the flag compiles the
+node's backbone).
 
     # GPU (no ROS): 6 x 504 x 896 images, talk2dino preset (1,800 Gaussians), Occ3D grid
     python benchmarks/node_latency.py --random-init --mode pipeline --preset talk2dino \\
@@ -74,10 +77,14 @@ does not depend on them). Two modes, each reported in its own block below:
   look-alikes: conversions, validation, batch building, prediction, host copy, output arrays), one
   set at a time and pipelined over two threads as the node runs it (`TwoStageWorker`). On CUDA the
   baseline is the eager prediction, measured in the same run, and the ratio eager / CUDA graphs is
-  reported; `predict` alone on a ready batch (CUDA events) is the model-only reference.
+  reported; `predict` alone on a ready batch (CUDA events) is the model-only reference. With
+  `--compile-backbone`, the variant "graphs + compiled backbone" (`InferenceConfig.compile_backbone`:
+  the image backbone compiled with `torch.compile`, inside the CUDA graph) is measured in the same run
+  too, its ratio to eager reported, and the wall time of its first call (the compilation) noted.
 """
 DDS_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_images.xml"
 GOAL_RATE_HZ = 30.0
+COMPILED = "graphs + compiled backbone"  # the variant's name, also read by realtime_summary.py
 GOAL_P99_MS = 40.0
 
 
@@ -194,13 +201,20 @@ def _pipeline_measurement(args) -> dict:
         for k, name in enumerate(rig.names)
     ]
     batch = pipeline.prepare(frames)  # the baseline's input, already on the device
-    variants = [("eager", False, True)]
-    if device.type == "cuda":  # the CUDA-graph path exists on CUDA only
-        variants += [("graphs", True, True), ("graphs, no depth subscriber", True, False)]
+    variants = [("eager", False, False, True)]
+    if device.type == "cuda":  # the CUDA-graph path and the compiled backbone exist on CUDA only
+        variants += [("graphs", True, False, True), ("graphs, no depth subscriber", True, False, False)]
+        if args.compile_backbone:
+            variants.append((COMPILED, True, True, True))
     results = {}
-    for name, graphs, render in variants:
+    for name, graphs, compiled, render in variants:
+        set_compile(predictor, compiled)
         set_graphs(predictor, graphs)
         results[name] = _measure_variant(args, predictor, pipeline, frames, batch, render, name)
+        if compiled:
+            results[name]["compile_status"] = predictor.compile_status
+            results[name]["compile_s"] = predictor.compile_status.get("compile_s")
+    set_compile(predictor, False)
     runtime = categories_at_run_time(predictor, batch) if device.type == "cuda" else None
     return {
         **_setup(args, "pipeline (no ROS: FramePipeline + output arrays)", predictor, rig, (h, w)),
@@ -209,6 +223,12 @@ def _pipeline_measurement(args) -> dict:
         "categories_at_run_time": runtime,
         "graph_status": predictor.graph_status,
     }
+
+
+def set_compile(predictor, on: bool) -> None:
+    """Compile the predictor's image backbone (lazily: at its next call) or put the eager one back."""
+    predictor.config.compile_backbone = on
+    predictor._update_compile()
 
 
 def set_graphs(predictor, on: bool) -> None:
@@ -237,7 +257,7 @@ def _measure_variant(args, predictor, pipeline, frames, batch, render: bool, nam
         predictor.predict(batch, render_depth=render)
         return 1e3 * (time.perf_counter() - t0)
 
-    for i in range(args.warmup):  # includes the capture on the graph path
+    for i in range(args.warmup):  # includes the capture on the graph path and the compilation
         output_arrays(pipeline.run(frames, stamp_ns=i, render_depth=render))
         predict_only_ms()
     if cuda:
@@ -388,6 +408,7 @@ def run_ros_mode(args) -> dict:
     from gausstr_ros.node.occupancy_node import OccupancyNode
 
     predictor = build_predictor(args.preset, args.device, args.occ3d_grid)
+    set_compile(predictor, args.compile_backbone)  # compiled in the warm-up frames
     h, w = args.height or predictor.input_size[0], args.width or predictor.input_size[1]
     rig = nuscenes_rig(h, w)
     # As in pipeline mode: a model without a depth head (talk2dino, featup) takes metric depth per
@@ -490,6 +511,7 @@ def run_ros_mode(args) -> dict:
         "latencies": [1e3 * (result["received"][s] - result["published_last"][s]) for s in stamps],
         "dds_in": [1e3 * (arrivals[s] - result["published_last"][s]) for s in stamps if s in arrivals],
         "graph_status": getattr(predictor, "graph_status", {}),
+        "compile_status": predictor.compile_status,
         "frames": args.frames,
         "node_p50": closed.latency_p50_ms,
         "node_p99": closed.latency_p99_ms,
@@ -542,16 +564,17 @@ def pipeline_table(r: dict) -> list[str]:
     ]
     header = "| measure [ms] | " + " | ".join(f"{n} p50 | {n} p99" for n in names)
     base = names[0]
-    if len(names) > 1:
-        header += f" | {base} / {names[1]} (p50)"
-    lines = [header + " |", "|" + " --- |" * (1 + 2 * len(names) + (len(names) > 1))]
+    # the ratios to the eager baseline: the CUDA graphs, and the compiled backbone when measured
+    against = [n for n in (names[1] if len(names) > 1 else None, COMPILED) if n in variants]
+    header += "".join(f" | {base} / {n} (p50)" for n in against)
+    lines = [header + " |", "|" + " --- |" * (1 + 2 * len(names) + len(against))]
     for label, get in rows:
         cells = []
         for n in names:
             values = get(variants[n])
             cells += [_p(values, 50), _p(values, 99)]
-        if len(names) > 1:
-            a, b = get(variants[base]), get(variants[names[1]])
+        for n in against:
+            a, b = get(variants[base]), get(variants[n])
             ratio = percentile(a, 50) / percentile(b, 50) if len(a) and len(b) else float("nan")
             cells.append(f"{ratio:.2f}x" if np.isfinite(ratio) else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -590,7 +613,20 @@ def pipeline_table(r: dict) -> list[str]:
         failures = "; ".join(status.get("failures", [])) or "none"
         captures = ", ".join(f"{ms:.0f}" for ms in status.get("capture_ms", []))
         lines.append(f"* CUDA graph captures took {captures} ms; eager fallbacks: {failures}.")
+    if COMPILED in variants:
+        lines.append(f"* {COMPILED}: {compile_text(variants[COMPILED].get('compile_status') or {})}.")
     return lines
+
+
+def compile_text(status: dict) -> str:
+    """One line of ``OccupancyPredictor.compile_status``: compiled in how long, or why not."""
+    if not status.get("enabled"):
+        return "not compiled (option off or not on CUDA)"
+    if status.get("failures"):
+        return "compilation FAILED, the backbone ran eagerly: " + "; ".join(status["failures"])
+    s = status.get("compile_s")
+    took = f"{s:.1f} s" if s is not None else "an unmeasured time"
+    return f"backbone compiled (torch.compile, Inductor default mode) in {took} (wall time of its first call)"
 
 
 def ros_table(r: dict) -> list[str]:
@@ -620,6 +656,8 @@ def ros_table(r: dict) -> list[str]:
         lines.append(f"DDS: {Path(profile).name if profile.endswith('.xml') else profile}.")
     if r.get("graph_status", {}).get("enabled"):
         lines.append(f"CUDA graph path: {r['graph_status']}.")
+    if r.get("compile_status", {}).get("enabled"):
+        lines.append(f"Image backbone: {compile_text(r['compile_status'])}.")
     return lines
 
 
@@ -694,6 +732,13 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         help="torch CPU threads (0 = torch's default); on a shared CPU 1 is the steadiest",
+    )
+    parser.add_argument(
+        "--compile-backbone",
+        action="store_true",
+        help="CUDA only: pipeline mode also measures the CUDA-graph path with the image backbone "
+        f"compiled (variant {COMPILED!r}, same run); ros mode runs the node with it "
+        "(InferenceConfig.compile_backbone)",
     )
     parser.add_argument("--output", type=Path, help="markdown file whose node_latency section is updated")
     parser.add_argument("--json", type=Path, help="write the raw measurements here")

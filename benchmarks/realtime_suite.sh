@@ -5,6 +5,7 @@
 #   tests     gpu tests of the fast path: CUDA-graph parity with eager (labels, confidences,
 #             categories at run time), the capturable voxelizer, the pipeline on CUDA
 #   node      benchmarks/node_latency.py --mode pipeline: eager baseline and CUDA graphs in one run
+#             (and the compiled image backbone with COMPILE=1)
 #   ros       benchmarks/node_latency.py --mode ros: the real node through rclpy/Fast DDS
 #   train     benchmarks/train_throughput.py, one GPU, short
 #   summary   benchmarks/realtime_summary.py: compact table; docs/benchmarks.md updated
@@ -15,7 +16,11 @@
 #   OUT=/tmp/out benchmarks/realtime_suite.sh            # all stages
 #   STAGES="build tests" benchmarks/realtime_suite.sh    # a subset (setup always runs)
 # Knobs: DEADLINE, NODE_FRAMES (30), ROS_FRAMES (15), EXTRA_TESTS (more pytest paths), TESTS_LIMIT
-# (seconds, 60), MAX_JOBS, TAIL.
+# (seconds, 60), MAX_JOBS, TAIL. COMPILE=1: the image backbone compiled with torch.compile
+# (InferenceConfig.compile_backbone) too: the node stage measures it as a third variant in the same run
+# (node_latency.py --compile-backbone; the ros stages stay uncompiled), and the tests stage adds its
+# parity test; both stages get COMPILE_EXTRA more seconds (default 150) for the compilation, so raise
+# DEADLINE as well.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -50,6 +55,10 @@ stage() {  # stage NAME LIMIT COMMAND...: run with min(LIMIT, time left), log to
   tail -n "${TAIL:-8}" "$WORK/$name.log"
 }
 want() { [[ " $STAGES " == *" $1 "* ]]; }
+# COMPILE=1: the flag for node_latency.py, and the seconds the stages that compile get on top.
+COMPILE_FLAG=; COMPILE_S=0
+if [ "${COMPILE:-0}" = 1 ]; then COMPILE_FLAG=--compile-backbone; COMPILE_S=${COMPILE_EXTRA:-150}; fi
+COMPILED_PARITY=test/test_inference_graphs.py::test_compiled_backbone_with_graphs_matches_eager_talk2dino
 
 # --- setup --------------------------------------------------------------------------------------
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -86,15 +95,17 @@ fi
 
 # --- tests ---------------------------------------------------------------------------------------
 if want tests; then
-  gpu_stage tests ${TESTS_LIMIT:-60} $PY -m pytest -m gpu -p no:cacheprovider -o addopts="" -q -rs -s --durations=8 \
+  # the compiled-backbone parity test compiles the ViT: only with COMPILE=1
+  DESELECT=$( [ -z "$COMPILE_FLAG" ] && echo "--deselect $COMPILED_PARITY" )
+  gpu_stage tests $(( ${TESTS_LIMIT:-60} + COMPILE_S )) $PY -m pytest -m gpu -p no:cacheprovider -o addopts="" -q -rs -s --durations=8 \
     test/test_inference_graphs.py test/test_voxelize_cuda.py::test_cuda_capturable_forward_in_a_graph_is_bitwise_the_eager_kernel \
-    ${EXTRA_TESTS:-}
+    $DESELECT ${EXTRA_TESTS:-}
 fi
 
-# --- node, pipeline mode: eager baseline and CUDA graphs in the same run -------------------------
+# --- node, pipeline mode: eager baseline and CUDA graphs (and the compiled backbone) in the same run
 if want node; then
-  gpu_stage node 70 $PY benchmarks/node_latency.py --random-init --mode pipeline --preset talk2dino \
-    --frames ${NODE_FRAMES:-30} --warmup 4 --output docs/benchmarks.md --json "$WORK/node_pipeline.json"
+  gpu_stage node $(( 70 + COMPILE_S )) $PY benchmarks/node_latency.py --random-init --mode pipeline --preset talk2dino \
+    --frames ${NODE_FRAMES:-30} --warmup 4 $COMPILE_FLAG --output docs/benchmarks.md --json "$WORK/node_pipeline.json"
 fi
 
 # --- node, ros mode: the real node through rclpy and Fast DDS -------------------------------------

@@ -48,7 +48,28 @@ def _stages(work: Path) -> dict[str, tuple[str, int]]:
     return out
 
 
+def _compiled_row(compiled: dict, eager_p50: float, graphs_p50: float, data: dict) -> tuple[str, str, str]:
+    """Goal 1 with the image backbone compiled (``node_latency.py --compile-backbone``), against the
+    eager baseline and the CUDA graphs of the same run; adds its numbers to ``data``."""
+    from benchmarks.node_latency import compile_text
+
+    c = _pct(compiled["predict_only"], 50)
+    status = compiled.get("compile_status") or {}
+    ok = bool(status.get("compiled")) and not status.get("failures")
+    data["predict_ms"].update(compiled_p50=c, compiled_p99=_pct(compiled["predict_only"], 99))
+    data["compile"] = {"compile_s": compiled.get("compile_s"), "status": status}
+    return (
+        "   the same with the image backbone compiled (`compile_backbone`, inside the CUDA graph)",
+        f"compiled backbone + CUDA graphs p50 {c:.1f} ms vs CUDA graphs {graphs_p50:.1f} ms vs eager "
+        f"{eager_p50:.1f} ms in the same run ({eager_p50 / c:.2f}x eager, {graphs_p50 / c:.2f}x graphs); "
+        f"{compile_text(status)}",
+        _met(c <= GOALS["predict_ms"]) if ok else "-",
+    )
+
+
 def summarize(work: Path) -> tuple[list[str], dict]:
+    from benchmarks.node_latency import COMPILED
+
     stages = _stages(work)
     gpu = (work / "gpu.txt").read_text().strip().splitlines()[0] if (work / "gpu.txt").exists() else "?"
     node = _load(work / "node_pipeline.json")
@@ -75,6 +96,9 @@ def summarize(work: Path) -> tuple[list[str], dict]:
                     _met(g <= GOALS["predict_ms"]),
                 )
             )
+            compiled = v.get(COMPILED)
+            if compiled:
+                rows.append(_compiled_row(compiled, e, g, data))
             nodepth = v.get("graphs, no depth subscriber")
             if nodepth:
                 n = _pct(nodepth["predict_only"], 50)
@@ -158,6 +182,17 @@ def summarize(work: Path) -> tuple[list[str], dict]:
             _met(data["tests"]["failed"] == 0 and bool(parity)) if tests_log else "-",
         )
     )
+
+    compiled_parity = re.findall(r"talk2dino compiled backbone \+ graphs vs eager .*", tests_log)
+    if compiled_parity:  # only run with COMPILE=1
+        data["compiled_parity"] = compiled_parity
+        rows.append(
+            (
+                "   parity: compiled backbone + graphs vs eager (>= 99.9 % labels, confidence within 1e-2)",
+                "; ".join(compiled_parity),
+                _met(data["tests"]["failed"] == 0),
+            )
+        )
 
     # 3. ROS mode: the feeder (cameras, output subscribers) in its own process, and in the node's
     rows_before = len(rows)

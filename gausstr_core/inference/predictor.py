@@ -47,6 +47,7 @@ from gausstr_core.batch import CameraBatch
 from gausstr_core.device import resolve_device
 from gausstr_core.gaussians import Gaussians
 from gausstr_core.grid import VoxelGrid
+from gausstr_core.inference.compile import CompiledBackbone
 from gausstr_core.inference.config import AUTOCAST_DTYPES, InferenceConfig
 from gausstr_core.inference.graphs import CudaGraphPredict
 from gausstr_core.render import render_gaussians
@@ -158,6 +159,8 @@ class OccupancyPredictor:
         self._lock = threading.Lock()
         self._prompts: _Prompts | None = None
         self._graphs: CudaGraphPredict | None = None
+        self._compiled: CompiledBackbone | None = None
+        self._update_compile()
         self._update_graphs()
         self.set_categories(OCC3D_CATEGORIES if categories is None else categories)
 
@@ -314,6 +317,30 @@ class OccupancyPredictor:
         )
         self._graphs = CudaGraphPredict(self) if use else None
 
+    def _update_compile(self) -> None:
+        """Compile the model's image backbone or put its eager forward back, as
+        ``config.compile_backbone`` says (CUDA only; nothing to compile without a backbone, e.g.
+        precomputed features). Captured graphs hold the old backbone's kernels: they are dropped."""
+        backbone = getattr(self.model, "backbone", None)
+        use = self.config.compile_backbone and _compiles_on(self.device) and backbone is not None
+        if use == (self._compiled is not None):
+            return
+        if self._compiled is not None:
+            self._compiled.remove()
+            self._compiled = None
+        else:
+            self._compiled = CompiledBackbone(backbone)
+        if self._graphs is not None:
+            self._graphs.clear()
+
+    @property
+    def compile_status(self) -> dict[str, Any]:
+        """What ``config.compile_backbone`` did: whether the compiled backbone is in use, the wall time
+        of its first call (compilation included) [s], and why it fell back to eager."""
+        if self._compiled is None:
+            return {"enabled": False}
+        return self._compiled.status()
+
     @property
     def graph_status(self) -> dict[str, Any]:
         """What the CUDA-graph path did so far (captures, replays, eager fallbacks and why)."""
@@ -357,7 +384,9 @@ class OccupancyPredictor:
 
         On CUDA with ``config.cuda_graphs`` the model forward and the voxel decisions replay a CUDA
         graph captured for the batch's shapes (``gausstr_core.inference.graphs``; eager when capture
-        is impossible); rendering always runs eagerly, and only when asked for.
+        is impossible); rendering always runs eagerly, and only when asked for. With
+        ``config.compile_backbone`` the image backbone runs compiled, inside or outside the graph
+        (``gausstr_core.inference.compile``).
 
         Args:
             render_depth: render depth into the cameras (None = ``config.render_depth``).
@@ -530,6 +559,12 @@ def denoise_prompts(
     empty = ~defined.reshape(b, -1).any(1)
     keep = keep | empty[:, None]
     return keep.to(voxel_probs.dtype)
+
+
+def _compiles_on(device: torch.device) -> bool:
+    """Whether ``compile_backbone`` applies on this device: CUDA only (a function, so that the CPU tests
+    can exercise the wiring)."""
+    return device.type == "cuda"
 
 
 def _model_feature_dim(model: nn.Module) -> int | None:

@@ -1,0 +1,207 @@
+"""The compiled-backbone option of OccupancyPredictor (``InferenceConfig.compile_backbone``,
+gausstr_core.inference.compile), on the CPU: the option only applies on CUDA, so these tests make the
+predictor believe it does (``_compiles_on``) and replace ``torch.compile``: the wiring, the fallback
+when compilation fails (at wrap time or at the first call), that an input's own error is not taken
+for a compilation failure, and real TorchDynamo tracing with its eager backend (no Inductor: one
+compilation for both autocast weight-cache settings, the graph path's and the eager path's). Parity
+of the real compiled backbone with the eager path is a GPU test in test_inference_graphs.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+
+import pytest
+import torch
+
+from gausstr_core.inference import predictor as predictor_module
+from gausstr_core.inference.compile import CompiledBackbone
+from gausstr_core.inference.predictor import OccupancyPredictor
+from gausstr_testing.cameras import rig
+
+
+def _predictor(monkeypatch, compile_backbone: bool) -> OccupancyPredictor:
+    """The tiny preset (random weights, seed 0) as if on CUDA, with the option as asked."""
+    monkeypatch.setattr(predictor_module, "_compiles_on", lambda device: True)
+    base = OccupancyPredictor.with_random_weights("tiny", "cpu")
+    config = dataclasses.replace(base.config, compile_backbone=compile_backbone)
+    return OccupancyPredictor(base.model, base.text_encoder, base.grid, config)
+
+
+def _batch():
+    return dataclasses.replace(rig(1, 2, 112, 200), features=None)
+
+
+@pytest.fixture(scope="module")
+def reference_labels():
+    """The eager prediction of the same weights (the uncompiled predictor)."""
+    return OccupancyPredictor.with_random_weights("tiny", "cpu").predict(_batch(), render_depth=False).labels
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("torch.compile must not be called")
+
+
+def test_off_by_default_and_nothing_is_compiled(monkeypatch, reference_labels):
+    monkeypatch.setattr(torch, "compile", _refuse)
+    predictor = _predictor(monkeypatch, compile_backbone=False)
+    assert predictor.config.compile_backbone is False  # the default
+    assert predictor.compile_status == {"enabled": False}
+    assert "forward" not in vars(predictor.model.backbone)
+    assert torch.equal(predictor.predict(_batch(), render_depth=False).labels, reference_labels)
+
+
+def test_ignored_on_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch, "compile", _refuse)
+    base = OccupancyPredictor.with_random_weights("tiny", "cpu")
+    config = dataclasses.replace(base.config, compile_backbone=True)
+    predictor = OccupancyPredictor(base.model, base.text_encoder, base.grid, config)
+    assert predictor.compile_status == {"enabled": False}
+
+
+def test_compile_that_raises_falls_back_to_eager(monkeypatch, caplog, reference_labels):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no working triton installation")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with caplog.at_level(logging.WARNING):
+        predictor = _predictor(monkeypatch, compile_backbone=True)
+        for _ in range(2):
+            prediction = predictor.predict(_batch(), render_depth=False)
+    status = predictor.compile_status
+    assert status["enabled"] and not status["compiled"], status
+    assert len(status["failures"]) == 1 and "no working triton" in status["failures"][0], status
+    assert caplog.text.count("no working triton") == 1  # logged once
+    assert torch.equal(prediction.labels, reference_labels)
+
+
+def test_compiled_call_that_fails_falls_back_for_good(monkeypatch, caplog, reference_labels):
+    """torch.compile is lazy: backend failures come with the first call."""
+    calls = []
+
+    def lazy_failure(fn, **kwargs):
+        assert kwargs.get("dynamic") is False and kwargs.get("mode") in (None, "default"), kwargs
+
+        def compiled(*a, **k):
+            calls.append(1)
+            raise RuntimeError("BackendCompilerFailed: inductor raised")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", lazy_failure)
+    predictor = _predictor(monkeypatch, compile_backbone=True)
+    assert predictor.compile_status["compiled"]  # nothing has failed yet
+    with caplog.at_level(logging.WARNING):
+        first = predictor.predict(_batch(), render_depth=False)
+        second = predictor.predict(_batch(), render_depth=False)
+    assert len(calls) == 1  # not tried again
+    status = predictor.compile_status
+    assert not status["compiled"] and "BackendCompilerFailed" in status["failures"][0], status
+    assert caplog.text.count("BackendCompilerFailed") == 1
+    assert torch.equal(first.labels, reference_labels) and torch.equal(second.labels, reference_labels)
+
+
+def test_an_input_error_is_raised_and_compilation_stays_on(monkeypatch):
+    def failing(fn, **kwargs):
+        def compiled(images):
+            raise RuntimeError("the compiled graph saw a bad shape")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", failing)
+    backbone = OccupancyPredictor.with_random_weights("tiny", "cpu").model.backbone
+    wrapped = CompiledBackbone(backbone)
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        backbone(torch.rand(1, 3, 113, 200))  # the eager forward's own check
+    assert wrapped.status()["compiled"] and wrapped.status()["failures"] == []
+
+
+def test_switching_off_restores_the_eager_forward(monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    predictor = _predictor(monkeypatch, compile_backbone=True)
+    backbone = predictor.model.backbone
+    assert "forward" in vars(backbone)
+    keys = set(predictor.model.state_dict())
+    predictor.config.compile_backbone = False
+    predictor._update_compile()
+    assert "forward" not in vars(backbone) and predictor.compile_status == {"enabled": False}
+    assert set(predictor.model.state_dict()) == keys  # checkpoints never see the wrapper
+
+
+def test_real_dynamo_traces_the_backbone_once_for_both_autocast_cache_settings(monkeypatch, reference_labels):
+    """TorchDynamo with a counting eager backend: the compiled backbone gives the eager values, and
+    the graph path's autocast setting (weight cache off) reuses the eager path's compilation."""
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=counting_backend))
+    predictor = _predictor(monkeypatch, compile_backbone=True)
+    prediction = predictor.predict(_batch(), render_depth=False)
+    status = predictor.compile_status
+    assert status["compiled"] and status["failures"] == [], status
+    assert status["compiled_calls"] == 1 and status["compile_s"] > 0, status
+    assert len(graphs) >= 1
+    compiled = len(graphs)
+    images = torch.rand(2, 3, 112, 200)
+    with torch.inference_mode():
+        for cache in (True, False):
+            with torch.autocast("cpu", enabled=False, cache_enabled=cache):
+                predictor.model.backbone(images)
+    assert len(graphs) == compiled, "the autocast cache setting made TorchDynamo compile again"
+    assert torch.equal(prediction.labels, reference_labels)
+    torch._dynamo.reset()
+
+
+def _variant(predict_ms: float, **extra) -> dict:
+    stages = {k: [1.0] for k in ("prepare", "predict", "to_host", "device", "outputs", "end_to_end")}
+    return {
+        "render_depth": True,
+        "stages": stages,
+        "predict_only": [predict_ms] * 5,
+        "pipelined": [predict_ms + 5] * 5,
+        "pipelined_rate": 30.0,
+        "pipelined_dropped": 0,
+        "pipelined_out_hz": 30.0,
+        "pipelined_hz": 40.0,
+        "saturated_latencies": [],
+        "serial_hz": 35.0,
+        **extra,
+    }
+
+
+def test_the_benchmark_reports_the_compiled_variant_against_eager(tmp_path):
+    """benchmarks/node_latency.py's table and realtime_summary.py's goal-1 row (made-up inputs)."""
+    import json
+
+    from benchmarks.node_latency import COMPILED, pipeline_table
+    from benchmarks.realtime_summary import summarize
+
+    status = {"enabled": True, "compiled": True, "compile_s": 42.0, "compiled_calls": 2, "failures": []}
+    result = {
+        "variants": {
+            "eager": _variant(40.0),
+            "graphs": _variant(25.0),
+            COMPILED: _variant(20.0, compile_status=status, compile_s=42.0),
+        }
+    }
+    table = "\n".join(pipeline_table(result))
+    assert f"eager / graphs (p50) | eager / {COMPILED} (p50) |" in table
+    assert "| 1.60x | 2.00x |" in table  # predict alone: 40 / 25 and 40 / 20
+    assert "in 42.0 s" in table
+    (tmp_path / "node_pipeline.json").write_text(json.dumps(result))
+    lines, data = summarize(tmp_path)
+    row = next(line for line in lines if "image backbone compiled" in line)
+    assert "p50 20.0 ms vs CUDA graphs 25.0 ms vs eager 40.0 ms" in row
+    assert "(2.00x eager, 1.25x graphs)" in row
+    assert row.endswith("| yes |") and data["compile"]["compile_s"] == 42.0
+    failed = {**status, "compiled": False, "failures": ["compiled backbone failed: no triton"]}
+    result["variants"][COMPILED]["compile_status"] = failed
+    (tmp_path / "node_pipeline.json").write_text(json.dumps(result))
+    row = next(line for line in summarize(tmp_path)[0] if "image backbone compiled" in line)
+    assert "FAILED" in row and "no triton" in row and row.endswith("| - |")
