@@ -174,3 +174,29 @@ def test_init_weights_starts_from_a_checkpoint(tmp_path):
     wider = train_config(tmp_path / "c", init_weights=start, overrides=["model.embed_dim=32"])
     with pytest.raises(CheckpointMismatchError, match=r"does not fit the model: \d+ mis-shaped key"):
         Trainer(wider, DistributedContext(), train_set=RandomScenes(4))
+
+
+def test_one_loader_with_persistent_workers_serves_every_epoch(tmp_path, monkeypatch):
+    """Worker processes start once per run, not once per epoch (3 passes here: 4 steps per epoch,
+    10 steps, a resumed remainder), and the batches equal those loaded in the training process."""
+    from torch.utils.data import DataLoader
+
+    started = []
+    original = DataLoader._get_iterator
+
+    def counting(self):
+        started.append(self.num_workers)
+        return original(self)
+
+    monkeypatch.setattr(DataLoader, "_get_iterator", counting)
+    in_process = _trainer(train_config(tmp_path / "a", max_steps=10))
+    in_process.fit()
+    assert started == [0, 0, 0], started  # without workers every pass builds its (cheap) iterator
+    started.clear()
+    first = _trainer(train_config(tmp_path / "b", max_steps=5, num_workers=1))
+    first.fit()
+    workers = _trainer(train_config(tmp_path / "b", max_steps=10, num_workers=1), resume=True)
+    workers.fit()
+    assert started == [1, 1], f"worker processes started {len(started)} times for 2 runs: {started}"
+    assert workers._data_loader is None, "the loader (and its workers) outlived the training loop"
+    _assert_same_weights(in_process, workers, "loading in a worker process and a resume")
