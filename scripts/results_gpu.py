@@ -9,6 +9,8 @@ tables (results.md snippet + results.json rows).
 A training longer than one machine call: give every call the same ``--minutes`` and, from the
 second on, ``--resume --skip-data``; a training cut by ``--deadline-minutes`` is stopped with SIGINT,
 saves its state, and the next call continues it (the budget schedule and the clock carry over).
+The state and the data live in ``--work`` on the machine: on a lent machine that forgets everything
+when it goes back, the next call must come while it is still held (docs/results.md, "Reproduce").
 
 Run it through scripts/run_results_gpu.sh on the lent GPU machine (installs the carried wheels).
 
