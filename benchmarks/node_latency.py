@@ -3,10 +3,11 @@
 Two modes, named in the output:
 
 * ``ros`` (needs rclpy and the package's messages; on the GPU machine via scripts/gpu_ros_setup.sh):
-  the real node in this process with a MultiThreadedExecutor, fed with synthetic 6-camera frames
-  (images, depth, camera_info, tf_static) by ``benchmarks/ros_feeder.py``, which also subscribes to
-  every output. The feeder runs in its own process (``--feeder process``, default: camera drivers and
-  RViz are other processes on a robot) or in a thread of the node's process (``--feeder thread``:
+  the real node in this process on its own executor (``gausstr_ros.node.executor.make_executor``),
+  fed with synthetic 6-camera frames (images, depth, camera_info, tf_static) by
+  ``benchmarks/ros_feeder.py``, which also subscribes to every output. The feeder runs in its own
+  process (``--feeder process``, default: camera drivers and RViz are other processes on a robot) or
+  in a thread of the node's process (``--feeder thread``:
   both sides share one interpreter lock). Both processes use config/fastdds_large_images.xml unless
   ``--dds-profile environment``. Latency = receipt of the published occupancy minus publication of
   the LAST image of its set (CLOCK_MONOTONIC, one clock for both processes), so it includes DDS
@@ -400,11 +401,10 @@ def run_ros_mode(args) -> dict:
     import multiprocessing
 
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
     from gausstr_core.data.synthetic.rig import nuscenes_rig
-    from gausstr_ros.node.executor import spin
+    from gausstr_ros.node.executor import make_executor, spin
     from gausstr_ros.node.occupancy_node import OccupancyNode
 
     predictor = build_predictor(args.preset, args.device, args.occ3d_grid)
@@ -452,7 +452,7 @@ def run_ros_mode(args) -> dict:
         namespace=ns,
         parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
     )
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor = make_executor(context)  # the node's own
     executor.add_node(node)
     spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
     spinner.start()
@@ -492,9 +492,11 @@ def run_ros_mode(args) -> dict:
         receive(120 * (args.warmup + args.frames))  # closed_loop_done
         closed = node.stats.snapshot()
         dropped_before = closed.dropped
+        emitted_before = node.inputs.sets_emitted
         ours.send("go")
         result = receive(args.duration + 60)
         snap = node.stats.snapshot()
+        open_loop = open_loop_counts(closed, snap, node.inputs.sets_emitted - emitted_before)
     finally:
         feeder.join(timeout=15)
         executor.shutdown(timeout_sec=5)
@@ -521,6 +523,22 @@ def run_ros_mode(args) -> dict:
         "outputs": result["outputs"],
         "sustained_hz": result["outputs"] / result["elapsed"],
         "dropped": snap.dropped - dropped_before,
+        "open_loop": open_loop,
+    }
+
+
+def open_loop_counts(before, after, sets_complete: int) -> dict:
+    """What became of the open-loop sets inside the node (``StatsSnapshot`` before and after): sets
+    the synchronizer completed, published, dropped while busy, rejected by reason (``incomplete``:
+    an image of the set never came), images the middleware reported lost."""
+    kinds = set(before.rejected_by_kind) | set(after.rejected_by_kind)
+    rejected = {k: after.rejected_by_kind.get(k, 0) - before.rejected_by_kind.get(k, 0) for k in kinds}
+    return {
+        "sets_complete": sets_complete,
+        "published": after.processed - before.processed,
+        "dropped_busy": after.dropped - before.dropped,
+        "rejected": {k: v for k, v in sorted(rejected.items()) if v},
+        "images_lost": after.images_lost - before.images_lost,
     }
 
 
@@ -651,6 +669,14 @@ def ros_table(r: dict) -> list[str]:
         f"{p99 / GOAL_P99_MS:.2f}x the {GOAL_P99_MS:.0f} ms budget. Outputs also received: "
         f"{', '.join(f'{k} {v}' for k, v in sorted(r['outputs_seen'].items()))}.",
     ]
+    if r.get("open_loop"):
+        o = r["open_loop"]
+        rejected = ", ".join(f"{k} {v}" for k, v in o["rejected"].items()) or "none"
+        lines.append(
+            f"Inside the node, open loop: {o['sets_complete']} of {r['sent']} sets completed by the "
+            f"synchronizer, {o['published']} published, {o['dropped_busy']} dropped while busy; rejected: "
+            f"{rejected}; images reported lost by the middleware: {o['images_lost']}."
+        )
     if r.get("dds_profile"):
         profile = r["dds_profile"]
         lines.append(f"DDS: {Path(profile).name if profile.endswith('.xml') else profile}.")

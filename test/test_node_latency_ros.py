@@ -52,6 +52,12 @@ def test_ros_mode_measures_every_closed_loop_set(tmp_path, feeder):
     # the set is complete in the node before its occupancy comes back
     assert len(r["dds_in"]) == 2 and all(0 < d < v for d, v in zip(r["dds_in"], r["latencies"])), r
     assert r["sent"] >= 3 and 1 <= r["outputs"] <= r["sent"]
+    # the node's own account of the open-loop sets adds up: every completed set was published,
+    # dropped while busy, or is still in flight when the feeder reports (at most one in the
+    # latest-only slot and one in each of the two inference threads)
+    o = r["open_loop"]
+    assert o["published"] >= r["outputs"], (o, r["outputs"])
+    assert 0 <= o["sets_complete"] - o["published"] - o["dropped_busy"] <= 3, o
     # every output subscribed and built (closed loop alone answers 3 sets)
     for topic in ("occupancy_cloud", "gaussians", "gaussian_markers", "rendered_depth/CAM_FRONT"):
         assert r["outputs_seen"].get(topic, 0) >= 3, r["outputs_seen"]

@@ -1,9 +1,35 @@
-"""Spinning an rclpy executor through rclpy's destruction race."""
+"""The node's executor (``make_executor``) and spinning it through rclpy's destruction race."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
+
+
+def make_executor(context: Any = None) -> Any:
+    """The executor the occupancy node spins on (its ``main``, the benchmarks and the ROS tests).
+
+    Single-threaded on purpose. Every callback of the node is short (a message stored, a stamp checked,
+    a transform cached, a timer's status); inference runs in the node's own worker threads. With
+    rclpy's ``MultiThreadedExecutor`` frame sets stop completing at camera rates: the per-topic DDS
+    queues overflow independently, so each set misses a different image. Most likely the threads that
+    find the input callback group busy wait again on entities that are still ready, return at once
+    and spin, holding the interpreter lock the one thread taking messages needs (not profiled).
+    Measured with ``benchmarks/node_inputs.py`` (12 images of 504 x 896 per set from another process,
+    2 CPU cores, 2026-12-06): at 30 Hz 4 threads completed 16 of 150 sets (5-24 of 120 in other
+    runs), one thread 150 of 150, also with another thread holding the interpreter lock for 10 ms of
+    every 33 (docs/benchmarks.md, "Node input side").
+
+    Args:
+        context: the rclpy Context (None: the default one).
+
+    Returns:
+        a ``rclpy.executors.SingleThreadedExecutor``.
+    """
+    from rclpy.executors import SingleThreadedExecutor
+
+    return SingleThreadedExecutor(context=context)
+
 
 # More races than this within one second is no longer the race but a broken entity: re-raise.
 _MAX_RACES_PER_SECOND = 100

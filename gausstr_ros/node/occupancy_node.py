@@ -1,8 +1,8 @@
 """The occupancy node: synchronized surround cameras (+ optional depth) and TF in; semantic occupancy,
 occupied-voxel cloud, Gaussians, Gaussian markers, rendered depth and status out.
 
-Threads: the executor (MultiThreadedExecutor) runs the subscriptions, TF, timers and parameter
-services; two inference threads (``TwoStageWorker``) take the newest complete frame set from a
+Threads: the executor (one thread, ``make_executor`` says why) runs the subscriptions, TF, timers and
+parameter services; two inference threads (``TwoStageWorker``) take the newest complete frame set from a
 latest-only slot: the first looks up the camera extrinsics, converts and uploads the images and queues
 the prediction (``FramePipeline.start``), the second waits for it and builds and publishes the outputs,
 so that the host work of one set overlaps the GPU work of the next. When inference falls behind, a
@@ -20,11 +20,11 @@ import time
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from gausstr_core.text.vocabulary import Vocabulary
-from gausstr_ros.node.executor import spin
+from gausstr_ros.node.executor import make_executor, spin
 from gausstr_ros.node.inputs import CameraInputs, FrameSet
 from gausstr_ros.node.outputs import OutputPublishers, PublishSwitches
 from gausstr_ros.node.params import SPECS_BY_NAME, check_value, declare_parameters
@@ -299,7 +299,7 @@ def main(args: list[str] | None = None) -> int:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
         rclpy.try_shutdown()
         return 1
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = make_executor()
     executor.add_node(node)
     try:
         spin(executor, node.get_logger())

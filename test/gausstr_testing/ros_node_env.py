@@ -28,9 +28,7 @@ def running_node(
         send_camera_info: publish every camera's CameraInfo and wait until the node has them.
         image_format: jpeg or png, for image_transport compressed.
     """
-    from rclpy.executors import MultiThreadedExecutor
-
-    from gausstr_ros.node.executor import spin
+    from gausstr_ros.node.executor import make_executor, spin
     from gausstr_ros.node.occupancy_node import OccupancyNode
 
     cams = cams or SyntheticCameras()
@@ -48,7 +46,7 @@ def running_node(
         depth_transport=values.get("depth_transport", "raw"),
         image_format=image_format,
     )
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor = make_executor(context)  # the node's own (as deployed), the harness on it too
     executor.add_node(node)
     executor.add_node(harness.node)
     spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
@@ -62,8 +60,6 @@ def running_node(
     finally:
         executor.shutdown(timeout_sec=5)
         spinner.join(timeout=10)
-        # rclpy 7's MultiThreadedExecutor.shutdown does not wait for callbacks still running in its
-        # thread pool; destroying the nodes under them makes noisy InvalidHandle futures.
-        time.sleep(0.3)
+        time.sleep(0.3)  # a callback still running when the spinner was not joined in time
         node.destroy_node()
         harness.destroy()
