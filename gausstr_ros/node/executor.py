@@ -16,9 +16,9 @@ def make_executor(context: Any = None) -> Any:
     find the input callback group busy wait again on entities that are still ready, return at once
     and spin, holding the interpreter lock the one thread taking messages needs (not profiled).
     Measured with ``benchmarks/node_inputs.py`` (12 images of 504 x 896 per set from another process,
-    2 CPU cores, 2026-12-06): at 30 Hz 4 threads completed 16 of 150 sets (5-24 of 120 in other
-    runs), one thread 150 of 150, also with another thread holding the interpreter lock for 10 ms of
-    every 33 (docs/benchmarks.md, "Node input side").
+    2 CPU cores, 2026-12-06): at 30 Hz 4 threads completed 17-24 of 150 sets, one thread 150 of 150,
+    also with another thread holding the interpreter lock for 10 or 20 ms of every 33
+    (docs/benchmarks.md, "Node input side").
 
     Args:
         context: the rclpy Context (None: the default one).
