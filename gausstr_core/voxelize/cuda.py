@@ -2,14 +2,17 @@
 
 The extension is compiled with `torch.utils.cpp_extension.load` the first time a CUDA tensor is
 voxelized (about a minute; `TORCH_CUDA_ARCH_LIST` and `MAX_JOBS` are honoured) and cached in
-``$GAUSSTR_EXTENSIONS_DIR`` if set, else torch's default (``~/.cache/torch_extensions``). Set
-``GAUSSTR_VERBOSE_BUILD=1`` to see the compiler. A failed build is remembered with the compiler's
-output, and `unavailable_reason` returns it.
+``$GAUSSTR_EXTENSIONS_DIR`` if set, else torch's default (``~/.cache/torch_extensions``); the sources
+are compiled from a copy named by their content (``stable_sources``), so a fresh copy of the package
+with the same sources does not rebuild. Set ``GAUSSTR_VERBOSE_BUILD=1`` to see the compiler. A failed
+build is remembered with the compiler's output, and `unavailable_reason` returns it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -22,6 +25,45 @@ from gausstr_core.voxelize.checks import bad_gaussian_message
 _SOURCES = ("voxelize.cpp", "voxelize_kernels.cu")
 _EXTENSION_NAME = "gausstr_voxelize"
 _state: dict[str, object] = {}
+
+
+def _extensions_root() -> Path:
+    """Where the builds live: ``$GAUSSTR_EXTENSIONS_DIR``, else torch's ``$TORCH_EXTENSIONS_DIR``, else
+    ``~/.cache/torch_extensions``."""
+    root = os.environ.get("GAUSSTR_EXTENSIONS_DIR") or os.environ.get("TORCH_EXTENSIONS_DIR")
+    return Path(root) if root else Path.home() / ".cache" / "torch_extensions"
+
+
+def stable_sources(csrc: Path) -> Path:
+    """``csrc`` as a folder named by its content (SHA-256 of every file's name and bytes), copied there
+    once, under ``_extensions_root()/gausstr_csrc``.
+
+    Why: the build (ninja) decides by file times, and every fresh copy of this package (a checkout, a
+    CI clone, the working tree sent to a lent GPU machine, a colcon install) gives the same sources
+    new times, so the extension was compiled again each time (about a minute; measured on the lent
+    H100: 55-72 s of every machine call). Same content, same folder, same times: no rebuild; changed
+    sources get a folder of their own. ``csrc`` itself when the root is not writable.
+    """
+    files = sorted(p for p in csrc.iterdir() if p.is_file())
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    target = _extensions_root() / "gausstr_csrc" / digest.hexdigest()[:20]
+    if target.is_dir():
+        return target
+    staging = target.with_name(f"{target.name}.tmp{os.getpid()}")
+    try:
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        for path in files:
+            shutil.copy2(path, staging / path.name)
+        os.rename(staging, target)  # atomic: a concurrent build sees all of it or nothing
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not target.is_dir():  # not writable (another process winning the rename is fine)
+            return csrc
+    return target
 
 
 def _build(name: str, sources: list[str], cflags: list[str], cuda_cflags: list[str]):
@@ -56,7 +98,7 @@ def _load():
         return _state["module"]
     if "error" in _state:
         raise RuntimeError(_state["error"])
-    csrc = Path(__file__).with_name("csrc")
+    csrc = stable_sources(Path(__file__).with_name("csrc"))
     try:
         # No fast-math: the kernel must agree with the reference to ~1e-6 (IEEE exp and division).
         _state["module"] = _build(
@@ -72,7 +114,7 @@ def load_cpu_emulation():
     """The same kernels and host code compiled for the CPU emulation harness (`csrc/cpu_emulation.h`):
     every CUDA thread becomes a host thread. For tests on machines without a GPU; slow."""
     if "emulation" not in _state:
-        source = Path(__file__).with_name("csrc") / "voxelize_cpu_emulation.cpp"
+        source = stable_sources(Path(__file__).with_name("csrc")) / "voxelize_cpu_emulation.cpp"
         _state["emulation"] = _build(
             _EXTENSION_NAME + "_emulation",
             [str(source)],
