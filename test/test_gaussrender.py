@@ -577,7 +577,8 @@ def test_the_trainer_trains_with_gaussrender_on_ground_truth_items(tmp_path):
     )
     trainer = Trainer(cfg, DistributedContext(), build_model_config(cfg), train_set=Scenes())
     assert trainer.needs_ground_truth and trainer.loss_fn.class_prototypes.num_classes == K
-    result, _, loss_out = trainer.train_step(next(iter(trainer._loader([0]))))
+    trainer._epoch_slice.indices = [0]
+    result, _, loss_out = trainer.train_step(next(iter(trainer._loader())))
     assert "gaussrender" in result.losses and math.isfinite(result.losses["loss"])
     assert result.losses["gaussrender"] > 0 and not result.skipped
     assert "gaussrender/sensor/depth" in loss_out.terms
