@@ -7,6 +7,8 @@
 #   node      benchmarks/node_latency.py --mode pipeline: eager baseline and CUDA graphs in one run
 #             (and the compiled image backbone with COMPILE=1)
 #   ros       benchmarks/node_latency.py --mode ros: the real node through rclpy/Fast DDS
+#   inputs    benchmarks/node_inputs.py: the node's input stage alone at 12 and 30 Hz, its executor
+#             against rclpy's MultiThreadedExecutor (about 70 s; not in the default STAGES)
 #   train     benchmarks/train_throughput.py, one GPU, short
 #   summary   benchmarks/realtime_summary.py: compact table; docs/benchmarks.md updated
 # Every stage has its own time limit, and all of them share a global DEADLINE (seconds from the
@@ -73,7 +75,7 @@ else
   echo "no CUDA GPU visible: every GPU stage is SKIPPED (dry run of the plumbing)" | tee "$WORK/gpu.txt"
 fi
 ROS_PID=
-if want ros; then  # CPU-only, in parallel with the build
+if want ros || want inputs; then  # CPU-only, in parallel with the build
   ( PY=$PY bash scripts/gpu_ros_setup.sh "$ROS_VENV" > "$WORK/ros_setup.log" 2>&1; echo "rc=$?" >> "$WORK/ros_setup.log" ) &
   ROS_PID=$!
 fi
@@ -125,6 +127,19 @@ if want ros; then
   else
     echo "=== ros: SKIPPED ($( [ "$CUDA" = 1 ] && echo 'ROS setup failed, see ros_setup.log' || echo 'no CUDA'))"
     RC[ros]=skipped
+  fi
+fi
+
+# --- the node's input stage alone through rclpy (no inference; the host's cores, not the GPU) ------
+if want inputs; then
+  if [ -n "$ROS_PID" ]; then wait "$ROS_PID"; fi
+  if grep -q "^rc=0" "$WORK/ros_setup.log" 2>/dev/null; then
+    EXTRA=$(sed -n 's/^ROS_PYTHONPATH_EXTRA=//p' "$WORK/ros_setup.log")
+    stage inputs 100 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_inputs.py \
+      --rates 12 30 --gil-load-ms 0 10 --duration 4 --output docs/benchmarks.md --json "$WORK/node_inputs.json"
+  else
+    echo "=== inputs: SKIPPED (ROS setup failed or not run, see ros_setup.log)"
+    RC[inputs]=skipped
   fi
 fi
 
