@@ -209,13 +209,12 @@ def _pipeline_measurement(args) -> dict:
             variants.append((COMPILED, True, True, True))
     results = {}
     for name, graphs, compiled, render in variants:
-        set_compile(predictor, compiled)
-        set_graphs(predictor, graphs)
+        predictor.configure(cuda_graphs=graphs, compile_backbone=compiled)  # nothing captured yet
         results[name] = _measure_variant(args, predictor, pipeline, frames, batch, render, name)
         if compiled:
             results[name]["compile_status"] = predictor.compile_status
             results[name]["compile_s"] = predictor.compile_status.get("compile_s")
-    set_compile(predictor, False)
+    predictor.configure(compile_backbone=False)
     runtime = categories_at_run_time(predictor, batch) if device.type == "cuda" else None
     return {
         **_setup(args, "pipeline (no ROS: FramePipeline + output arrays)", predictor, rig, (h, w)),
@@ -224,18 +223,6 @@ def _pipeline_measurement(args) -> dict:
         "categories_at_run_time": runtime,
         "graph_status": predictor.graph_status,
     }
-
-
-def set_compile(predictor, on: bool) -> None:
-    """Compile the predictor's image backbone (lazily: at its next call) or put the eager one back."""
-    predictor.config.compile_backbone = on
-    predictor._update_compile()
-
-
-def set_graphs(predictor, on: bool) -> None:
-    """Switch the predictor's CUDA-graph path (a fresh cache: nothing captured yet)."""
-    predictor.config.cuda_graphs = on
-    predictor._update_graphs()
 
 
 def _measure_variant(args, predictor, pipeline, frames, batch, render: bool, name: str) -> dict:
@@ -362,7 +349,7 @@ def categories_at_run_time(predictor, batch) -> dict:
         torch.cuda.synchronize()
         return 1e3 * (time.perf_counter() - t0)
 
-    set_graphs(predictor, True)
+    predictor.configure(cuda_graphs=True)
     predictor.set_categories(OCC3D_CATEGORIES)
     for _ in range(3):
         predictor.predict(batch, render_depth=False)
@@ -408,7 +395,7 @@ def run_ros_mode(args) -> dict:
     from gausstr_ros.node.occupancy_node import OccupancyNode
 
     predictor = build_predictor(args.preset, args.device, args.occ3d_grid)
-    set_compile(predictor, args.compile_backbone)  # compiled in the warm-up frames
+    predictor.configure(compile_backbone=args.compile_backbone)  # compiled in the warm-up frames
     h, w = args.height or predictor.input_size[0], args.width or predictor.input_size[1]
     rig = nuscenes_rig(h, w)
     # As in pipeline mode: a model without a depth head (talk2dino, featup) takes metric depth per

@@ -124,8 +124,7 @@ def test_switching_off_restores_the_eager_forward(monkeypatch):
     backbone = predictor.model.backbone
     assert "forward" in vars(backbone)
     keys = set(predictor.model.state_dict())
-    predictor.config.compile_backbone = False
-    predictor._update_compile()
+    predictor.configure(compile_backbone=False)
     assert "forward" not in vars(backbone) and predictor.compile_status == {"enabled": False}
     assert set(predictor.model.state_dict()) == keys  # checkpoints never see the wrapper
 

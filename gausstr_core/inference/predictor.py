@@ -280,8 +280,11 @@ class OccupancyPredictor:
         voxel_size: float | None = None,
         density_threshold: float | None = None,
         prompt_templates: Sequence[str] | None = None,
+        cuda_graphs: bool | None = None,
+        compile_backbone: bool | None = None,
     ) -> None:
-        """Change the grid, the density threshold or the prompt templates (None = keep).
+        """Change the grid, the density threshold, the prompt templates or the fast paths
+        (``InferenceConfig.cuda_graphs``, ``compile_backbone``); None = keep.
 
         Raises:
             ValueError: an invalid grid, threshold or template (nothing is changed then).
@@ -295,13 +298,18 @@ class OccupancyPredictor:
         config = self.config
         if density_threshold is not None:
             config = dataclasses.replace(config, density_threshold=float(density_threshold))
+        if cuda_graphs is not None:
+            config = dataclasses.replace(config, cuda_graphs=bool(cuda_graphs))
+        if compile_backbone is not None:
+            config = dataclasses.replace(config, compile_backbone=bool(compile_backbone))
         if prompt_templates:
             set_templates = getattr(self.text_encoder, "set_templates", None)
             if set_templates is None:
                 raise ValueError("this text encoder has fixed prototypes: prompt templates cannot change")
             set_templates(list(prompt_templates))
         self.grid, self.config = grid, config
-        self._update_graphs()  # the grid and thresholds are baked into captured graphs
+        self._update_compile()
+        self._update_graphs()  # the grid, thresholds and backbone are baked into captured graphs
         if prompt_templates:
             self._prompts = self._prepare(self._prompts.vocabulary)
 
