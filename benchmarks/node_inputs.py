@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import update_markdown_section  # noqa: E402
-from benchmarks.ros_feeder import synthetic_depth, synthetic_rgb  # noqa: E402
+from benchmarks.ros_feeder import SyntheticCameras, camera_topics  # noqa: E402
 
 S = 1_000_000_000
 PROFILE = ROOT / "config" / "fastdds_large_images.xml"
@@ -57,40 +57,22 @@ def publish_sets(conn, namespace: str, height: int, width: int, rate: float, dur
     """The camera process: publish camera_info until told to start, then ``rate`` sets per second for
     ``duration`` s; report how many were sent and over how long."""
     import rclpy
-    from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
-    from tf2_msgs.msg import TFMessage
 
     from gausstr_core.data.synthetic.rig import nuscenes_rig
-    from gausstr_ros.rig_messages import RigMessages
 
     context = rclpy.Context()
     rclpy.init(context=context)
-    rig = nuscenes_rig(height, width)
-    msgs = RigMessages(rig)
-    images = synthetic_rgb(rig.num_views, height, width)
-    depths = synthetic_depth(rig.num_views, height, width)
     node = rclpy.create_node("cameras", namespace=namespace, context=context)
-    qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
-    names = [n.lower() for n in rig.names]
-    image_pubs = [node.create_publisher(Image, f"{n}/image_rect", qos) for n in names]
-    depth_pubs = [node.create_publisher(Image, f"{n}/depth", qos) for n in names]
-    info_pubs = [node.create_publisher(CameraInfo, f"{n}/camera_info", qos) for n in names]
-    latched = QoSProfile(
-        depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL
-    )
-    node.create_publisher(TFMessage, "/tf_static", latched).publish(msgs.static_transforms())
+    topics = camera_topics(nuscenes_rig(height, width).names)
+    cameras = SyntheticCameras(node, height, width, topics["image"], topics["camera_info"], topics["depth"])
     try:
         while not conn.poll(0.05):  # "start": the input side has every camera_info
-            for k, p in enumerate(info_pubs):
-                p.publish(msgs.camera_info(k))
+            cameras.publish_infos()
         conn.recv()
         stamp, sent, start = 1_700_000_000 * S, 0, time.monotonic()
         while time.monotonic() - start < duration:
             stamp += S // 10
-            for k in range(rig.num_views):
-                depth_pubs[k].publish(msgs.depth(k, depths[k], stamp))
-                image_pubs[k].publish(msgs.image(k, images[k], stamp))
+            cameras.publish_set(stamp)
             sent += 1
             time.sleep(max(0.0, start + sent / rate - time.monotonic()))
         conn.send({"sent": sent, "elapsed": time.monotonic() - start})
@@ -120,15 +102,15 @@ def measure(case: Case, height: int, width: int, duration: float) -> dict:
     from gausstr_ros.node.params import NodeConfig
 
     namespace = f"/inputs{os.getpid()}_{int(time.monotonic() * 1e3) % 100000}"
-    names = [n.lower() for n in nuscenes_rig(height, width).names]
+    names = nuscenes_rig(height, width).names
+    topics = camera_topics(names)
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node("inputs", namespace=namespace, context=context)
     config = NodeConfig.defaults()
-    config.camera_names = [n.upper() for n in names]
-    config.image_topics = [f"{n}/image_rect" for n in names]
-    config.camera_info_topics = [f"{n}/camera_info" for n in names]
-    config.depth_topics = [f"{n}/depth" for n in names]
+    config.camera_names = list(names)
+    config.image_topics, config.camera_info_topics = topics["image"], topics["camera_info"]
+    config.depth_topics = topics["depth"]
     config.use_depth, config.image_qos = True, "reliable"
     complete: list[int] = []
     rejected: dict[str, int] = {}

@@ -53,7 +53,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.ros_feeder import FeederSpec, run_feeder, run_feeder_process, synthetic_depth, synthetic_rgb
+from benchmarks.ros_feeder import (
+    FeederSpec,
+    camera_topics,
+    run_feeder,
+    run_feeder_process,
+    synthetic_depth,
+    synthetic_rgb,
+)
 
 SECTION_START = "<!-- node_latency:start -->"
 SECTION_END = "<!-- node_latency:end -->"
@@ -410,13 +417,14 @@ def run_ros_mode(args) -> dict:
     rclpy.init(context=context)
     ns = f"/bench_{uuid.uuid4().hex[:6]}"
     names = list(rig.names)
+    topics = camera_topics(names)
     spec = FeederSpec(
         namespace=ns,
         height=h,
         width=w,
-        image_topics=[f"{n.lower()}/image_rect" for n in names],
-        camera_info_topics=[f"{n.lower()}/camera_info" for n in names],
-        depth_topics=[f"{n.lower()}/depth" for n in names] if use_depth else [],
+        image_topics=topics["image"],
+        camera_info_topics=topics["camera_info"],
+        depth_topics=topics["depth"] if use_depth else [],
         warmup=args.warmup,
         frames=args.frames,
         rate=args.rate,

@@ -66,39 +66,87 @@ def synthetic_depth(views: int, height: int, width: int, seed: int = 1) -> list[
     return [(ground * n).astype(np.float32) for n in noise]
 
 
+def camera_topics(names) -> dict[str, list[str]]:
+    """The node's default camera topics of the rig's cameras, relative to its namespace:
+    ``{"image": [...], "camera_info": [...], "depth": [...]}`` in rig order."""
+    lower = [n.lower() for n in names]
+    return {
+        "image": [f"{n}/image_rect" for n in lower],
+        "camera_info": [f"{n}/camera_info" for n in lower],
+        "depth": [f"{n}/depth" for n in lower],
+    }
+
+
+class SyntheticCameras:
+    """The synthetic rig's camera side on a node: one reliable publisher (depth 10) per image, depth
+    and camera_info topic, the rig's tf_static published once (latched), and whole frame sets (depth
+    before image per camera, as the node's benchmarks have always sent them).
+
+    Args:
+        node: the rclpy node to publish from.
+        height, width: image size (the nuScenes rig scaled to it).
+        image_topics, camera_info_topics: per camera, in rig order.
+        depth_topics: per camera, or empty for no depth.
+    """
+
+    def __init__(self, node, height: int, width: int, image_topics, camera_info_topics, depth_topics=()):
+        from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image
+        from tf2_msgs.msg import TFMessage
+
+        from gausstr_core.data.synthetic.rig import nuscenes_rig
+        from gausstr_ros.rig_messages import RigMessages
+
+        self.rig = nuscenes_rig(height, width)
+        self.msgs = RigMessages(self.rig)
+        self.images = synthetic_rgb(self.rig.num_views, height, width)
+        self.depths = synthetic_depth(self.rig.num_views, height, width) if depth_topics else None
+        self.qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+        self.image_pubs = [node.create_publisher(Image, t, self.qos) for t in image_topics]
+        self.depth_pubs = [node.create_publisher(Image, t, self.qos) for t in depth_topics]
+        self.info_pubs = [node.create_publisher(CameraInfo, t, self.qos) for t in camera_info_topics]
+        latched = QoSProfile(
+            depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL
+        )
+        node.create_publisher(TFMessage, "/tf_static", latched).publish(self.msgs.static_transforms())
+
+    def matched(self) -> bool:
+        """Whether every camera topic has a subscriber."""
+        return all(p.get_subscription_count() for p in self.image_pubs + self.info_pubs + self.depth_pubs)
+
+    def publish_infos(self) -> None:
+        for k, p in enumerate(self.info_pubs):
+            p.publish(self.msgs.camera_info(k))
+
+    def publish_set(self, stamp: int) -> None:
+        """Every camera's depth (if any) and image stamped ``stamp`` [ns]."""
+        for k in range(self.rig.num_views):
+            if self.depths is not None:
+                self.depth_pubs[k].publish(self.msgs.depth(k, self.depths[k], stamp))
+            self.image_pubs[k].publish(self.msgs.image(k, self.images[k], stamp))
+
+
 def run_feeder(conn, spec: FeederSpec, context=None) -> None:
     """Publish, time and report (the protocol in the module docstring) over ``conn``. ``context``:
     an rclpy Context already initialised (thread variant), else one is made here (process variant)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-    from tf2_msgs.msg import TFMessage
+    from sensor_msgs.msg import Image, PointCloud2
     from tqdm import tqdm
     from visualization_msgs.msg import MarkerArray
 
-    from gausstr_core.data.synthetic.rig import nuscenes_rig
     from gausstr_ros.msg import GaussianArray, SemanticOccupancy
     from gausstr_ros.node.executor import spin
-    from gausstr_ros.rig_messages import RigMessages
 
     own_context = context is None
     if own_context:
         context = rclpy.Context()
         rclpy.init(context=context)
-    rig = nuscenes_rig(spec.height, spec.width)
-    msgs = RigMessages(rig)
-    images = synthetic_rgb(rig.num_views, spec.height, spec.width)
-    depths = synthetic_depth(rig.num_views, spec.height, spec.width) if spec.depth_topics else None
     node = rclpy.create_node("bench_feeder", namespace=spec.namespace, context=context)
-    qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
-    image_pubs = [node.create_publisher(Image, t, qos) for t in spec.image_topics]
-    depth_pubs = [node.create_publisher(Image, t, qos) for t in spec.depth_topics]
-    info_pubs = [node.create_publisher(CameraInfo, t, qos) for t in spec.camera_info_topics]
-    latched = QoSProfile(
-        depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL
+    cameras = SyntheticCameras(
+        node, spec.height, spec.width, spec.image_topics, spec.camera_info_topics, spec.depth_topics
     )
-    node.create_publisher(TFMessage, "/tf_static", latched).publish(msgs.static_transforms())
+    rig, qos = cameras.rig, cameras.qos
     received: dict[int, float] = {}
     counts: dict[str, int] = {}
     lock = threading.Lock()
@@ -125,20 +173,15 @@ def run_feeder(conn, spec: FeederSpec, context=None) -> None:
     published_last: dict[int, float] = {}
 
     def publish_set(stamp: int) -> None:
-        for k in range(rig.num_views):
-            if depths is not None:
-                depth_pubs[k].publish(msgs.depth(k, depths[k], stamp))
-            image_pubs[k].publish(msgs.image(k, images[k], stamp))
+        cameras.publish_set(stamp)
         published_last[stamp] = time.monotonic()  # after the last image of the set
 
     try:
         deadline = time.monotonic() + 30
         subscribed = False
         while time.monotonic() < deadline:
-            for k, p in enumerate(info_pubs):
-                p.publish(msgs.camera_info(k))
-            matched = all(p.get_subscription_count() for p in image_pubs + info_pubs + depth_pubs)
-            if not subscribed and matched:
+            cameras.publish_infos()
+            if not subscribed and cameras.matched():
                 conn.send({"event": "subscribed"})
                 subscribed = True
             if subscribed and conn.poll(0.1):
@@ -200,4 +243,12 @@ def run_feeder_process(conn, spec: FeederSpec) -> None:
     run_feeder(conn, spec)
 
 
-__all__ = ["FeederSpec", "run_feeder", "run_feeder_process", "synthetic_depth", "synthetic_rgb"]
+__all__ = [
+    "FeederSpec",
+    "SyntheticCameras",
+    "camera_topics",
+    "run_feeder",
+    "run_feeder_process",
+    "synthetic_depth",
+    "synthetic_rgb",
+]
