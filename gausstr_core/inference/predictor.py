@@ -328,7 +328,8 @@ class OccupancyPredictor:
     def _update_compile(self) -> None:
         """Compile the model's image backbone or put its eager forward back, as
         ``config.compile_backbone`` says (CUDA only; nothing to compile without a backbone, e.g.
-        precomputed features). Captured graphs hold the old backbone's kernels: they are dropped."""
+        precomputed features). Captured graphs hold the old backbone's kernels: every caller
+        rebuilds the graph path right after (``_update_graphs``)."""
         backbone = getattr(self.model, "backbone", None)
         use = self.config.compile_backbone and _compiles_on(self.device) and backbone is not None
         if use == (self._compiled is not None):
@@ -338,8 +339,6 @@ class OccupancyPredictor:
             self._compiled = None
         else:
             self._compiled = CompiledBackbone(backbone)
-        if self._graphs is not None:
-            self._graphs.clear()
 
     @property
     def compile_status(self) -> dict[str, Any]:
