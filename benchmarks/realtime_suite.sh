@@ -17,11 +17,11 @@
 # summary.md, results.json, benchmarks.md (the updated doc), logs.tgz (every stage's log).
 #   OUT=/tmp/out benchmarks/realtime_suite.sh            # all stages
 #   STAGES="build tests" benchmarks/realtime_suite.sh    # a subset (setup always runs)
-# Knobs: DEADLINE, NODE_FRAMES (30), ROS_FRAMES (15), EXTRA_TESTS (more pytest paths), TESTS_LIMIT
+# Knobs: DEADLINE, NODE_FRAMES (30), ROS_FRAMES (15), ROS_THREAD (1; 0 skips the in-process feeder run), EXTRA_TESTS (more pytest paths), TESTS_LIMIT
 # (seconds, 60), MAX_JOBS, TAIL. COMPILE=1: the image backbone compiled with torch.compile
 # (InferenceConfig.compile_backbone) too: the node stage measures it as a third variant in the same run
-# (node_latency.py --compile-backbone; the ros stages stay uncompiled), and the tests stage adds its
-# parity test; both stages get COMPILE_EXTRA more seconds (default 150) for the compilation, so raise
+# (node_latency.py --compile-backbone), the ros stage adds ros_compiled (the real node with it, feeder
+# in its own process), and the tests stage adds its parity test; both stages get COMPILE_EXTRA more seconds (default 150) for the compilation, so raise
 # DEADLINE as well.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -121,9 +121,14 @@ if want ros; then
     stage ros 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
       --feeder process --output docs/benchmarks.md --json "$WORK/node_ros.json"
-    stage ros_thread 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
+    [ "${ROS_THREAD:-1}" = 1 ] && stage ros_thread 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
       --feeder thread --output docs/benchmarks.md --json "$WORK/node_ros_thread.json"
+    if [ -n "$COMPILE_FLAG" ]; then  # the node as it would run with compile_backbone on
+      stage ros_compiled $(( 60 + COMPILE_S )) env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" \
+        benchmarks/node_latency.py --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 \
+        --rate 30 --duration 6 --feeder process --compile-backbone --json "$WORK/node_ros_compiled.json"
+    fi
   else
     echo "=== ros: SKIPPED ($( [ "$CUDA" = 1 ] && echo 'ROS setup failed, see ros_setup.log' || echo 'no CUDA'))"
     RC[ros]=skipped
@@ -146,7 +151,8 @@ fi
 # --- training throughput, one GPU ----------------------------------------------------------------
 if want train; then
   gpu_stage train 60 $PY benchmarks/train_throughput.py --batch-sizes 1 2 --steps 6 --warmup 2 --channel-chunks 32 129 \
-    --output docs/benchmarks.md --section train_throughput_1gpu --json "$WORK/train.json"
+    --output docs/benchmarks.md --section train_throughput_1gpu --json "$WORK/train.json" \
+    --profile "$WORK/train_profile.txt"
 fi
 
 # --- summary -------------------------------------------------------------------------------------

@@ -211,11 +211,17 @@ def summarize(work: Path) -> tuple[list[str], dict]:
         "thread": "cameras and subscribers in the node's process",
         None: "first design: cameras and subscribers in the node's process, outputs deserialized",
     }
-    for key, name in (("ros", "node_ros.json"), ("ros_thread", "node_ros_thread.json")):
+    for key, name in (
+        ("ros", "node_ros.json"),
+        ("ros_thread", "node_ros_thread.json"),
+        ("ros_compiled", "node_ros_compiled.json"),
+    ):
         ros = _load(work / name)
         if not (ros and ros.get("latencies")):
             continue
         where = wheres[ros.get("feeder")]
+        if (ros.get("compile_status") or {}).get("enabled"):
+            where += "; image backbone compiled"
         lat, dds = ros["latencies"], ros.get("dds_in", [])
         data[key] = {
             "p50_ms": _pct(lat, 50),
@@ -225,13 +231,20 @@ def summarize(work: Path) -> tuple[list[str], dict]:
             "sustained_hz": ros["sustained_hz"],
             "input_hz": ros["input_rate"],
             "dropped": ros["dropped"],
+            "open_loop": ros.get("open_loop"),
         }
+        loop = ros.get("open_loop") or {}
+        sets = (
+            f" ({loop['sets_complete']} of {ros['sent']} sets completed by the synchronizer)"
+            if "sets_complete" in loop and "sent" in ros
+            else ""
+        )
         rows.append(
             (
                 f"3. ROS mode (real rclpy + Fast DDS, every output subscribed; {where})",
                 f"p50 {_pct(lat, 50):.1f} / p99 {_pct(lat, 99):.1f} ms one set at a time; DDS in + "
                 f"conversion + sync p50 {_pct(dds, 50):.1f} ms; at {ros['input_rate']:g} Hz input "
-                f"{ros['sustained_hz']:.1f} Hz out, {ros['dropped']} dropped",
+                f"{ros['sustained_hz']:.1f} Hz out, {ros['dropped']} dropped{sets}",
                 _met(ros["sustained_hz"] >= 0.95 * GOALS["rate_hz"] and _pct(lat, 99) <= GOALS["p99_ms"]),
             )
         )

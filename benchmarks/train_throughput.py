@@ -72,9 +72,11 @@ def measure(
     amp: str,
     ddp: bool,
     channel_chunk: int | None = None,
+    profile: Path | None = None,
 ) -> dict:
     """Median training-step time of a preset (random init) on this process's device.
-    ``channel_chunk``: gsplat channels per rasterization pass (None = the preset's)."""
+    ``channel_chunk``: gsplat channels per rasterization pass (None = the preset's). ``profile``: after
+    the timed steps, two more under ``torch.profiler``; the operators by total device time go there."""
     from gausstr_core.losses.gausstr import GaussTRLoss
     from gausstr_core.model.gausstr import GaussTR
     from gausstr_core.presets import preset
@@ -138,6 +140,8 @@ def measure(
             times.append(time.perf_counter() - t0)
     times.sort()
     median = times[len(times) // 2]
+    if profile is not None:
+        write_profile(step, profile, cuda, f"{preset_name}, batch {batch_size}, 2 steps")
     result = {
         "rank": ctx.rank,
         "world_size": ctx.world_size,
@@ -160,6 +164,23 @@ def measure(
         result = max(gathered, key=lambda r: r["median_step_s"])
         result["scenes_per_s_per_gpu"] = batch_size / result["median_step_s"]
     return result
+
+
+def write_profile(step, path: Path, cuda: bool, title: str, steps: int = 2) -> None:
+    """Run ``step`` ``steps`` times under torch.profiler and write its operator table (by total
+    device time on CUDA, CPU time otherwise) to ``path``: where a training step's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+    key = "cuda_time_total" if cuda else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=70)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{title}\n\n{table}\n")
 
 
 def _run_torchrun(nproc: int, args: argparse.Namespace) -> dict:
@@ -227,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         "128 PCA channels + depth; the preset's value first is the baseline of the same run)",
     )
     p.add_argument(
+        "--profile",
+        type=Path,
+        help="write torch.profiler's operator table of two steps (the largest batch, no DDP) here",
+    )
+    p.add_argument(
         "--section",
         default="train_throughput",
         help="key of the markdown section --output replaces (another key keeps the existing one)",
@@ -243,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda":
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "{}.{}".format(*torch.cuda.get_device_capability()))
 
-    def run(ctx, b: int, ddp: bool, chunk: int | None = None) -> dict:
+    def run(ctx, b: int, ddp: bool, chunk: int | None = None, profile: Path | None = None) -> dict:
         result = measure(
             ctx,
             args.preset,
@@ -256,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             args.amp,
             ddp,
             chunk,
+            profile,
         )
         if ctx.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -271,7 +298,11 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.time()
     rows = []
-    single = [run(ctx, b, False) for b in args.batch_sizes]
+    # the profile (if asked) of the largest batch: the one the goal's number comes from
+    single = [
+        run(ctx, b, False, profile=args.profile if b == max(args.batch_sizes) else None)
+        for b in args.batch_sizes
+    ]
     rows += [("1 process (no DDP)", r) for r in single]
     chunked = []
     for chunk in args.channel_chunks or []:
