@@ -93,6 +93,7 @@ does not depend on them). Two modes, each reported in its own block below:
 DDS_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_images.xml"
 GOAL_RATE_HZ = 30.0
 COMPILED = "graphs + compiled backbone"  # the variant's name, also read by realtime_summary.py
+COMPILED_NO_DEPTH = "graphs + compiled backbone, no depth subscriber"
 GOAL_P99_MS = 40.0
 
 
@@ -213,15 +214,20 @@ def _pipeline_measurement(args) -> dict:
     if device.type == "cuda":  # the CUDA-graph path and the compiled backbone exist on CUDA only
         variants += [("graphs", True, False, True), ("graphs, no depth subscriber", True, False, False)]
         if args.compile_backbone:
-            variants.append((COMPILED, True, True, True))
+            variants += [(COMPILED, True, True, True), (COMPILED_NO_DEPTH, True, True, False)]
     results = {}
     for name, graphs, compiled, render in variants:
-        predictor.configure(cuda_graphs=graphs, compile_backbone=compiled)  # nothing captured yet
+        if name != COMPILED_NO_DEPTH:  # (that one keeps the compiled backbone of the variant before)
+            predictor.configure(cuda_graphs=graphs, compile_backbone=compiled)  # nothing captured yet
         results[name] = _measure_variant(args, predictor, pipeline, frames, batch, render, name)
         if compiled:
             results[name]["compile_status"] = predictor.compile_status
             results[name]["compile_s"] = predictor.compile_status.get("compile_s")
     predictor.configure(compile_backbone=False)
+    profile = None
+    if args.profile:
+        predictor.configure(cuda_graphs=False)
+        profile = profile_predict(predictor, batch, args.profile)
     runtime = categories_at_run_time(predictor, batch) if device.type == "cuda" else None
     return {
         **_setup(args, "pipeline (no ROS: FramePipeline + output arrays)", predictor, rig, (h, w)),
@@ -229,7 +235,34 @@ def _pipeline_measurement(args) -> dict:
         "variants": results,
         "categories_at_run_time": runtime,
         "graph_status": predictor.graph_status,
+        "eager_profile": profile,
     }
+
+
+def profile_predict(predictor, batch, path: Path, frames: int = 5) -> dict:
+    """``frames`` eager predicts (with rendered depth) under torch.profiler: the device time of every
+    kernel summed per frame is the floor a CUDA graph of the same kernels cannot go below; the
+    operator table (by self device time) goes to ``path``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(2):
+        predictor.predict(batch, render_depth=True)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(frames):
+            predictor.predict(batch, render_depth=True)
+        torch.cuda.synchronize()
+    wall_ms = 1e3 * (time.perf_counter() - t0) / frames
+    events = prof.key_averages()
+    kernel_ms = sum(e.self_device_time_total for e in events) / 1e3 / frames
+    table = events.table(sort_by="self_cuda_time_total", row_limit=45, max_name_column_width=80)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"eager predict, {frames} frames under the profiler: device time {kernel_ms:.1f} ms per frame, "
+        f"wall {wall_ms:.1f} ms per frame (profiler overhead included)\n\n{table}\n"
+    )
+    return {"kernel_ms_per_frame": kernel_ms, "wall_ms_per_frame": wall_ms, "table": str(path)}
 
 
 def _measure_variant(args, predictor, pipeline, frames, batch, render: bool, name: str) -> dict:
@@ -760,6 +793,12 @@ def main(argv: list[str] | None = None) -> int:
         help="CUDA only: pipeline mode also measures the CUDA-graph path with the image backbone "
         f"compiled (variant {COMPILED!r}, same run); ros mode runs the node with it "
         "(InferenceConfig.compile_backbone)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="CUDA, pipeline mode: profile 5 eager predicts afterwards; the operator table goes here and "
+        "the device time per frame (the floor of the graph path) into the result",
     )
     parser.add_argument("--output", type=Path, help="markdown file whose node_latency section is updated")
     parser.add_argument("--json", type=Path, help="write the raw measurements here")

@@ -107,7 +107,8 @@ fi
 # --- node, pipeline mode: eager baseline and CUDA graphs (and the compiled backbone) in the same run
 if want node; then
   gpu_stage node $(( 70 + COMPILE_S )) $PY benchmarks/node_latency.py --random-init --mode pipeline --preset talk2dino \
-    --frames ${NODE_FRAMES:-30} --warmup 4 $COMPILE_FLAG --output docs/benchmarks.md --json "$WORK/node_pipeline.json"
+    --frames ${NODE_FRAMES:-30} --warmup 4 $COMPILE_FLAG --output docs/benchmarks.md --json "$WORK/node_pipeline.json" \
+    --profile "$WORK/predict_profile.txt"
 fi
 
 # --- node, ros mode: the real node through rclpy and Fast DDS -------------------------------------
