@@ -243,6 +243,7 @@ def profile_predict(predictor, batch, path: Path, frames: int = 5) -> dict:
     """``frames`` eager predicts (with rendered depth) under torch.profiler: the device time of every
     kernel summed per frame is the floor a CUDA graph of the same kernels cannot go below; the
     operator table (by self device time) goes to ``path``."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     for _ in range(2):
@@ -255,7 +256,9 @@ def profile_predict(predictor, batch, path: Path, frames: int = 5) -> dict:
         torch.cuda.synchronize()
     wall_ms = 1e3 * (time.perf_counter() - t0) / frames
     events = prof.key_averages()
-    kernel_ms = sum(e.self_device_time_total for e in events) / 1e3 / frames
+    # kernels only: an operator row carries its kernels' time as well (counted twice otherwise)
+    kernel_us = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA)
+    kernel_ms = kernel_us / 1e3 / frames
     table = events.table(sort_by="self_cuda_time_total", row_limit=45, max_name_column_width=80)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
@@ -441,6 +444,8 @@ def run_ros_mode(args) -> dict:
     # As in pipeline mode: a model without a depth head (talk2dino, featup) takes metric depth per
     # camera, so the feeder publishes a 32FC1 depth image with every colour image.
     use_depth = args.depth == "on" or (args.depth == "auto" and not predictor.model.config.depth_head.enabled)
+    if args.simulated_device_ms:
+        predictor = simulated_predictor(predictor, rig, h, w, use_depth, args.simulated_device_ms)
     if args.dds_profile == "large-images":
         # docs/node.md's setting for cameras on the node's machine (Fast DDS shared memory with a
         # segment that holds full-size images); set before the first participant of either process
@@ -495,6 +500,7 @@ def run_ros_mode(args) -> dict:
         return slot_put(frame)
 
     node._slot.put = recording_put
+    stage_ms = instrument_node_stages(node)
     mp = multiprocessing.get_context("spawn")  # a fresh interpreter: no CUDA or DDS state forked
     ours, theirs = mp.Pipe()
     if args.feeder == "process":
@@ -537,6 +543,7 @@ def run_ros_mode(args) -> dict:
             args, f"ros (real node, rclpy, Fast DDS; cameras, subscribers in {where})", predictor, rig, (h, w)
         ),
         "feeder": args.feeder,
+        "simulated_device_ms": args.simulated_device_ms or None,
         "dds_profile": os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or "Fast DDS defaults",
         "latencies": [1e3 * (result["received"][s] - result["published_last"][s]) for s in stamps],
         "dds_in": [1e3 * (arrivals[s] - result["published_last"][s]) for s in stamps if s in arrivals],
@@ -552,7 +559,66 @@ def run_ros_mode(args) -> dict:
         "sustained_hz": result["outputs"] / result["elapsed"],
         "dropped": snap.dropped - dropped_before,
         "open_loop": open_loop,
+        "node_stages_ms": stage_ms,
     }
+
+
+def instrument_node_stages(node) -> dict[str, list[float]]:
+    """Wall time of the node's worker stages, per set (lists filled as the node runs): "start"
+    (TF, conversion, batch, queueing the prediction), "wait" (for the device and the host copies) and
+    "publish" (every output message built and handed to rclpy)."""
+    times: dict[str, list[float]] = {"start": [], "wait": [], "publish": []}
+
+    def timed(key, fn):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                times[key].append(1e3 * (time.perf_counter() - t0))
+
+        return wrapper
+
+    worker = node._worker  # holds the stage callables it was built with
+    worker._first = timed("start", worker._first)
+    node.outputs.publish = timed("publish", node.outputs.publish)
+    finish = worker._second
+
+    def finish_timed(frame, pending):
+        t0 = time.perf_counter()
+        pending.result()  # cached: the node's own call below returns at once
+        times["wait"].append(1e3 * (time.perf_counter() - t0))
+        return finish(frame, pending)
+
+    worker._second = finish_timed
+    return times
+
+
+def simulated_predictor(predictor, rig, h: int, w: int, use_depth: bool, device_ms: float):
+    """``benchmarks.simulated_device.SimulatedDevicePredictor`` around ``predictor``, holding its
+    prediction of one synthetic frame set of the rig (computed here, once)."""
+    from benchmarks.simulated_device import SimulatedDevicePredictor
+    from gausstr_ros.pipeline import CameraFrame, FramePipeline
+    from gausstr_ros.rig_messages import RigMessages
+
+    msgs = RigMessages(rig, like=True)
+    images = synthetic_rgb(rig.num_views, h, w)
+    depths = synthetic_depth(rig.num_views, h, w) if use_depth else [None] * rig.num_views
+    frames = [
+        CameraFrame(
+            name,
+            msgs.image(k, images[k], 0),
+            msgs.camera_info(k),
+            None if depths[k] is None else msgs.depth(k, depths[k], 0),
+            msgs.cam_to_target(k),
+        )
+        for k, name in enumerate(rig.names)
+    ]
+    t0 = time.perf_counter()
+    wrapped = SimulatedDevicePredictor(predictor, FramePipeline(predictor).prepare(frames), device_ms)
+    took = time.perf_counter() - t0
+    print(f"simulated device: {device_ms:g} ms per set; the held prediction took {took:.1f} s")
+    return wrapped
 
 
 def open_loop_counts(before, after, sets_complete: int) -> dict:
@@ -677,7 +743,15 @@ def compile_text(status: dict) -> str:
 
 def ros_table(r: dict) -> list[str]:
     lat = r["latencies"]
-    lines = ["| measure [ms] | p50 | p99 |", "| --- | --- | --- |"]
+    lines = []
+    if r.get("simulated_device_ms"):
+        lines += [
+            f"Simulated device (`--simulated-device-ms {r['simulated_device_ms']:g}`): one real prediction "
+            "held and answered at once, the device modelled as an in-order queue of that many ms per set; "
+            "everything else (rclpy, DDS, conversions, the node's threads, output messages) is real.",
+            "",
+        ]
+    lines += ["| measure [ms] | p50 | p99 |", "| --- | --- | --- |"]
     lines.append(f"| last image published -> occupancy received | {_p(lat, 50)} | {_p(lat, 99)} |")
     if r.get("dds_in"):
         lines.append(
@@ -687,6 +761,15 @@ def ros_table(r: dict) -> list[str]:
     lines.append(
         f"| the node's own status (arrival -> publish) | {r['node_p50']:.1f} | {r['node_p99']:.1f} |"
     )
+    stage_names = {
+        "start": "node worker, stage 1: TF, conversion, batch, queue the prediction",
+        "wait": "node worker, stage 2: wait for the device and the host copies",
+        "publish": "node worker, stage 2: build and publish every output",
+    }
+    for key, label in stage_names.items():
+        values = (r.get("node_stages_ms") or {}).get(key) or []
+        if values:
+            lines.append(f"| {label} | {_p(values, 50)} | {_p(values, 99)} |")
     p99 = percentile(lat, 99)
     rate = r["sustained_hz"]
     lines += [
@@ -793,6 +876,14 @@ def main(argv: list[str] | None = None) -> int:
         help="CUDA only: pipeline mode also measures the CUDA-graph path with the image backbone "
         f"compiled (variant {COMPILED!r}, same run); ros mode runs the node with it "
         "(InferenceConfig.compile_backbone)",
+    )
+    parser.add_argument(
+        "--simulated-device-ms",
+        type=float,
+        default=0.0,
+        help="ros mode: the node around benchmarks/simulated_device.py's stand-in (one real prediction, "
+        "computed once; this many ms of simulated device time per set): the node's host side at a "
+        "GPU's pace on a machine without one (use --device cpu)",
     )
     parser.add_argument(
         "--profile",

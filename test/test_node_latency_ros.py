@@ -61,3 +61,58 @@ def test_ros_mode_measures_every_closed_loop_set(tmp_path, feeder):
     # every output subscribed and built (closed loop alone answers 3 sets)
     for topic in ("occupancy_cloud", "gaussians", "gaussian_markers", "rendered_depth/CAM_FRONT"):
         assert r["outputs_seen"].get(topic, 0) >= 3, r["outputs_seen"]
+    # the node's worker stages were timed for every set it handled
+    stages = r["node_stages_ms"]
+    assert len(stages["start"]) >= 3 and len(stages["publish"]) >= 3, stages
+    assert all(v >= 0 for values in stages.values() for v in values)
+
+
+def test_simulated_device_is_an_in_order_queue_and_waits_without_the_lock():
+    """benchmarks/simulated_device.py: set k of a burst ends k device times after the first started;
+    check() waits (sleeping, so another thread runs meanwhile); the eager call waits in predict."""
+    import dataclasses
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from benchmarks.simulated_device import SimulatedDevicePredictor
+
+    @dataclasses.dataclass
+    class Prediction:
+        rendered_depth: object
+        deferred_check: object = None
+
+        def check(self):
+            if self.deferred_check is not None:
+                check, self.deferred_check = self.deferred_check, None
+                check()
+
+    class Real:
+        def __init__(self):
+            self.config = SimpleNamespace(render_depth=True)
+            self.class_names = ["car"]
+
+        def predict(self, batch, render_depth=True):
+            return Prediction(rendered_depth="depth" if render_depth else None)
+
+    sim = SimulatedDevicePredictor(Real(), batch=None, device_ms=60)
+    assert sim.class_names == ["car"]  # everything but predict is the real predictor's
+    t0 = time.perf_counter()
+    first = sim.predict(None, defer_checks=True)
+    second = sim.predict(None, render_depth=False, defer_checks=True)
+    assert time.perf_counter() - t0 < 0.03  # queued, not waited for
+    assert first.rendered_depth == "depth" and second.rendered_depth is None
+    ticks = []
+    ticker = threading.Thread(target=lambda: [ticks.append(time.sleep(0.005)) for _ in range(10)])
+    ticker.start()
+    second.check()
+    ticker.join()
+    waited = time.perf_counter() - t0
+    assert 0.115 <= waited < 0.3, waited  # two device times: the second set queued behind the first
+    assert len(ticks) == 10
+    first.check()  # already over: returns at once
+    t1 = time.perf_counter()
+    sim.predict(None)  # eager: waits inside predict
+    assert 0.055 <= time.perf_counter() - t1 < 0.25
+    with pytest.raises(ValueError, match="positive"):
+        SimulatedDevicePredictor(Real(), None, 0)
