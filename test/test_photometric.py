@@ -403,3 +403,32 @@ def test_loss_prune_option_leaves_low_opacity_gaussians_out_of_the_render():
     assert math.isfinite(pruned.terms["loss"].item())
     with pytest.raises(ValueError, match="prune_opacity"):
         LossConfig(prune_opacity=1.0)
+
+
+def test_loss_prune_keeps_a_scene_whose_every_gaussian_is_below_the_cut():
+    """Found on the GPU (paper-scale featup, prune_opacity 0.3, step 77): every opacity fell below the
+    cut, everything was pruned, and backward failed ("element 0 of tensors does not require grad").
+    A scene pruned to nothing now keeps all its Gaussians, so the loss still trains the opacities."""
+    from gausstr_core.losses.config import LossConfig
+    from gausstr_core.losses.gausstr import GaussTRLoss
+
+    model, _ = _tiny_model()
+    batch = _batch()
+    out = model(batch)
+    # above every opacity of every layer: nothing survives
+    cut = max(float(g.opacities.detach().max()) for g in out.gaussians) + 1e-3
+    assert cut < 1
+    loss = GaussTRLoss(LossConfig(pca_dims=16, render_scale=0.5, prune_opacity=cut))(out, batch)
+    plain = GaussTRLoss(LossConfig(pca_dims=16, render_scale=0.5))(out, batch)
+    torch.testing.assert_close(loss.rendered.alpha, plain.rendered.alpha)
+    assert all(loss.terms[f"metric/layer{i}_kept_fraction"].item() == 1.0 for i in range(len(out.gaussians)))
+    loss.terms["loss"].backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+    assert grads and any(torch.count_nonzero(gr) > 0 for gr in grads)
+    # per scene: scene 1 below the cut keeps all, scene 0 keeps its one Gaussian above it
+    opac = torch.tensor([[0.9, 0.1, 0.2], [0.1, 0.2, 0.05]])
+    g = Gaussians(torch.zeros(2, 3, 3), torch.ones(2, 3, 3), torch.randn(2, 3, 4), opac, torch.zeros(2, 3, 1))
+    _, keep = prune_by_opacity(g, 0.3, keep_all_when_none_left=True)
+    assert keep.tolist() == [[True, False, False], [True, True, True]]
+    _, keep = prune_by_opacity(g, 0.3)
+    assert keep.tolist() == [[True, False, False], [False, False, False]]

@@ -200,3 +200,33 @@ def test_one_loader_with_persistent_workers_serves_every_epoch(tmp_path, monkeyp
     assert started == [1, 1], f"worker processes started {len(started)} times for 2 runs: {started}"
     assert workers._data_loader is None, "the loader (and its workers) outlived the training loop"
     _assert_same_weights(in_process, workers, "loading in a worker process and a resume")
+
+
+def test_a_model_that_renders_nothing_stops_the_run_with_a_clear_error(tmp_path, monkeypatch):
+    """The collapse guard: COLLAPSE_PATIENCE consecutive steps whose last layer renders (almost)
+    nothing stop the run with the reason and a saved checkpoint, instead of training a model that maps
+    everything as free (seen on the GPU: IoU 0 after 4 minutes). A healthy step resets the count."""
+    import dataclasses
+
+    from gausstr_core.losses.gausstr import ALPHA_METRIC
+    from gausstr_core.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "COLLAPSE_PATIENCE", 3)
+    cfg = train_config(tmp_path)
+    trainer = _trainer(cfg)
+    real_loss = trainer.loss_fn
+    seen = []
+
+    def loss_rendering_nothing_after_one_healthy_dip(output, batch, **kw):
+        out = real_loss(output, batch, **kw)
+        seen.append(float(out.terms[ALPHA_METRIC]))
+        # step 1 dips below the cut, step 2 is healthy (resets the count), steps 3-5 render nothing
+        empty = len(seen) in (1, 3, 4, 5)
+        value = out.terms[ALPHA_METRIC] * 0 + 1e-4 if empty else out.terms[ALPHA_METRIC]
+        return dataclasses.replace(out, terms={**out.terms, ALPHA_METRIC: value})
+
+    trainer.loss_fn = loss_rendering_nothing_after_one_healthy_dip
+    with pytest.raises(RuntimeError, match=r"training collapsed.*for 3 steps; stopped at step 5"):
+        trainer.fit()
+    assert seen[0] > trainer_module.COLLAPSED_ALPHA  # the real model renders plenty
+    assert (tmp_path / STATE_FILE).is_file()

@@ -24,7 +24,8 @@ Options from the related methods, all off by default (docs/training.md):
 * ``photometric`` (GaussianCross): the RGB head's colours are appended to the rendered feature
   channels, so they are splatted in the same pass, and compared with the input images by
   0.85 (1 - SSIM) / 2 + 0.15 L1 (``gausstr_core.losses.photometric``), every layer.
-* ``prune_opacity``: Gaussians with opacity at or below it are left out of the training renders.
+* ``prune_opacity``: Gaussians with opacity at or below it are left out of the training renders
+  (a scene that would keep none keeps all, so that its opacities can still rise).
 * ``gaussrender`` (GaussRender): with ground-truth occupancy, the last layer's voxelized prediction
   and the ground truth are rendered as voxel Gaussians from sensor, elevated and bird's-eye cameras
   and compared by semantic and depth L1 (``gausstr_core.losses.gaussrender``). Needs the class prototypes
@@ -48,6 +49,8 @@ from gausstr_core.losses.gaussrender import ClassPrototypes, gaussrender_loss
 from gausstr_core.losses.photometric import photometric_loss
 from gausstr_core.losses.pruning import prune_by_opacity
 from gausstr_core.render import RenderOutput, render_gaussians
+
+ALPHA_METRIC = "metric/alpha_mean"  # the last layer's mean rendered opacity (alpha) over all pixels
 
 
 @dataclass
@@ -258,7 +261,8 @@ class GaussTRLoss:
                 features,
             )
             if cfg.prune_opacity > 0:
-                g, _ = prune_by_opacity(g, cfg.prune_opacity)
+                g, kept = prune_by_opacity(g, cfg.prune_opacity, keep_all_when_none_left=True)
+                terms[f"metric/layer{i}_kept_fraction"] = kept.float().mean().detach()
             rendered = render_gaussians(
                 g,
                 intrinsics,
@@ -346,7 +350,7 @@ class GaussTRLoss:
                 final.features.float(),
             )
             if cfg.prune_opacity > 0:
-                final, _ = prune_by_opacity(final, cfg.prune_opacity)
+                final, _ = prune_by_opacity(final, cfg.prune_opacity, keep_all_when_none_left=True)
             gr = gaussrender_loss(
                 final,
                 self.class_prototypes.to(final.means.device),
@@ -364,6 +368,8 @@ class GaussTRLoss:
 
         if depth_target is not None and rendered is not None:
             terms["metric/depth_mae"] = masked_l1(rendered.depth.detach(), depth_target)
+        if rendered is not None:  # the trainer's collapse guard reads it (last layer)
+            terms[ALPHA_METRIC] = rendered.alpha.detach().float().mean()
         terms["loss"] = total
         return LossOutput(
             terms=terms,

@@ -11,12 +11,19 @@ from torch import Tensor
 from gausstr_core.gaussians import Gaussians
 
 
-def prune_by_opacity(gaussians: Gaussians, threshold: float) -> tuple[Gaussians, Tensor]:
+def prune_by_opacity(
+    gaussians: Gaussians, threshold: float, keep_all_when_none_left: bool = False
+) -> tuple[Gaussians, Tensor]:
     """Drop the Gaussians whose opacity is at or below ``threshold``.
 
     Args:
         gaussians: B scenes of N Gaussians.
         threshold: opacity threshold (0 keeps every Gaussian with a positive opacity).
+        keep_all_when_none_left: a scene whose every Gaussian is at or below the threshold keeps
+            them all instead. Training needs it: a pruned Gaussian gets no gradient, so a scene pruned
+            to nothing renders nothing, its loss no longer depends on the model, and the opacities
+            that fell below the threshold could never rise again (a step where every scene is empty
+            has no gradient at all).
     Returns:
         the kept Gaussians, N' = the largest kept count of a scene, each scene's kept ones first in
         their original order and the rest padded with opacity-0 Gaussians (which both renderers and
@@ -25,6 +32,8 @@ def prune_by_opacity(gaussians: Gaussians, threshold: float) -> tuple[Gaussians,
     if not 0 <= threshold < 1:
         raise ValueError(f"opacity threshold must be in [0, 1), got {threshold}")
     keep = gaussians.opacities > threshold
+    if keep_all_when_none_left:
+        keep = keep | ~keep.any(1, keepdim=True)
     b = gaussians.batch_size
     counts = keep.sum(1)
     n = int(counts.max()) if b else 0

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from gausstr_core.batch import CameraBatch
 from gausstr_core.config import GaussTRConfig, config_to_yaml, to_dict
+from gausstr_core.losses.gausstr import ALPHA_METRIC
 from gausstr_core.presets import config_from_yaml
 from gausstr_core.train.config import TrainConfig, train_config_from_dict, train_config_to_yaml
 from gausstr_core.train.distributed import (
@@ -38,6 +39,12 @@ from gausstr_core.train.stop_signal import STOP_SIGNALS_BY_CODE, StopSignal, Tra
 STATE_FILE = "checkpoints/last.pt"
 MODEL_FILE = "model.safetensors"
 MAX_BAD_STEPS = 20  # consecutive non-finite losses before the run is stopped
+# A model that renders (almost) nothing anywhere has collapsed: every opacity went to ~0, the loss no
+# longer reaches them and it stays there (seen on the GPU: featup at paper size, seed 1, a 40-step
+# warm-up to 2e-4: the loss rose from 15 to 26 and the model scored IoU 0). Healthy models render the
+# ground and the objects, i.e. alpha >> 0.01 over the image.
+COLLAPSED_ALPHA = 0.01
+COLLAPSE_PATIENCE = 100  # consecutive steps below it before the run is stopped
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -441,7 +448,7 @@ class Trainer:
         """
         cfg = self.cfg
         window: dict[str, float] = {}
-        window_steps, bad_steps = 0, 0
+        window_steps, bad_steps, empty_steps = 0, 0, 0
         t_window = t_start = time.perf_counter()
         seconds_before = self.train_seconds
         last_eval: dict[str, Any] = {}
@@ -459,6 +466,17 @@ class Trainer:
                         f"{bad_steps} consecutive steps had a non-finite loss or gradient "
                         f"(last losses {result.losses}); stopped at step {self.step}. Lower "
                         f"the learning rate or check the data"
+                    )
+                alpha = result.losses.get(ALPHA_METRIC)
+                empty_steps = empty_steps + 1 if alpha is not None and alpha < COLLAPSED_ALPHA else 0
+                if empty_steps >= COLLAPSE_PATIENCE:
+                    self.save_checkpoint()
+                    raise RuntimeError(
+                        f"training collapsed: the model has rendered almost nothing (mean alpha "
+                        f"{alpha:.2e} < {COLLAPSED_ALPHA}) for {empty_steps} steps; stopped at step "
+                        f"{self.step} (checkpoint saved). Its opacities went to zero and the loss no "
+                        f"longer reaches them: lower the learning rate (--lr) or lengthen the "
+                        f"warm-up (--warmup-steps, --warmup-fraction)"
                     )
                 for k, v in result.losses.items():
                     window[k] = window.get(k, 0.0) + v
