@@ -12,7 +12,11 @@ Two modes, named in the output:
   ``--dds-profile environment``. Latency = receipt of the published occupancy minus publication of
   the LAST image of its set (CLOCK_MONOTONIC, one clock for both processes), so it includes DDS
   transport both ways. Closed loop (the next set after the previous result) for the latency
-  percentiles; then open loop at ``--rate`` Hz for the sustained output rate and drops.
+  percentiles; then open loop at ``--rate`` Hz for the sustained output rate and drops. The node's
+  worker stages are timed per set (stage 1: TF, conversion, batch, queueing the prediction; stage 2:
+  waiting for the device, building and publishing the outputs). ``--simulated-device-ms T`` runs the
+  node around ``benchmarks/simulated_device.py`` (one real prediction held, a device queue of T ms
+  per set): the node's host side at a GPU's pace on a machine without one.
 * ``pipeline`` (no ROS; the GPU machine, whose image has no ROS): the node's per-frame processing,
   ``gausstr_ros.pipeline.FramePipeline`` on message look-alikes (the same conversions, validation,
   batch building, prediction and host copy the node runs) plus the output array preparation (cloud
@@ -25,8 +29,9 @@ must never use random weights). Both modes print a table naming the device and t
 the eager prediction (the baseline) and the CUDA-graph path in the same run, each one set at a time
 and pipelined over two threads as the node runs it, and reports peak GPU memory; with
 ``--compile-backbone`` also the CUDA-graph path with the image backbone compiled
-(``InferenceConfig.compile_backbone``), and its compile time (in ros mode the flag compiles the
-node's backbone).
+(``InferenceConfig.compile_backbone``, with and without rendered depth), and its compile time (in
+ros mode the flag compiles the node's backbone); ``--profile PATH`` also runs five eager predictions
+under torch.profiler (operator table to PATH, kernel time per frame into the result).
 
     # GPU (no ROS): 6 x 504 x 896 images, talk2dino preset (1,800 Gaussians), Occ3D grid
     python benchmarks/node_latency.py --random-init --mode pipeline --preset talk2dino \\
