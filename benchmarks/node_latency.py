@@ -570,9 +570,9 @@ def run_ros_mode(args) -> dict:
 
 def instrument_node_stages(node) -> dict[str, list[float]]:
     """Wall time of the node's worker stages, per set (lists filled as the node runs): "start"
-    (TF, conversion, batch, queueing the prediction), "wait" (for the device and the host copies) and
-    "publish" (every output message built and handed to rclpy)."""
-    times: dict[str, list[float]] = {"start": [], "wait": [], "publish": []}
+    (TF, conversion, batch, queueing the prediction; "camera_frames": its TF lookups), "wait" (for the
+    device and the host copies) and "publish" (every output message built and handed to rclpy)."""
+    times: dict[str, list[float]] = {"start": [], "camera_frames": [], "wait": [], "publish": []}
 
     def timed(key, fn):
         def wrapper(*a, **k):
@@ -586,6 +586,7 @@ def instrument_node_stages(node) -> dict[str, list[float]]:
 
     worker = node._worker  # holds the stage callables it was built with
     worker._first = timed("start", worker._first)
+    node._camera_frames = timed("camera_frames", node._camera_frames)  # looked up per call: patchable
     node.outputs.publish = timed("publish", node.outputs.publish)
     finish = worker._second
 
@@ -768,6 +769,7 @@ def ros_table(r: dict) -> list[str]:
     )
     stage_names = {
         "start": "node worker, stage 1: TF, conversion, batch, queue the prediction",
+        "camera_frames": "node worker, stage 1, of it: TF lookups and camera frames",
         "wait": "node worker, stage 2: wait for the device and the host copies",
         "publish": "node worker, stage 2: build and publish every output",
     }

@@ -151,7 +151,8 @@ fi
 
 # --- training throughput, one GPU ----------------------------------------------------------------
 if want train; then
-  gpu_stage train 60 $PY benchmarks/train_throughput.py --batch-sizes 1 2 --steps 6 --warmup 2 --channel-chunks 32 129 \
+  gpu_stage train 75 $PY benchmarks/train_throughput.py --batch-sizes 1 2 --steps 6 --warmup 2 --channel-chunks 32 129 \
+    --render-scales 1 0.5 \
     --output docs/benchmarks.md --section train_throughput_1gpu --json "$WORK/train.json" \
     --profile "$WORK/train_profile.txt"
 fi

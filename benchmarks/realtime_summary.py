@@ -276,19 +276,29 @@ def summarize(work: Path) -> tuple[list[str], dict]:
 
     # 5. training
     if train and train.get("single"):
-        runs = train["single"] + (train.get("chunked") or [])
-        best = max(runs, key=lambda r: r["scenes_per_s_per_gpu"])
+        runs = train["single"] + (train.get("chunked") or []) + (train.get("scaled") or [])
+        preset_scale = train["single"][0].get("render_scale", 1.0)  # the preset's own recipe
         data["train"] = runs
         rows.append(
             (
                 "5. training >= 10 scenes/s per GPU (talk2dino, paper size, 1 GPU)",
                 ", ".join(
-                    f"batch {r['batch_size']}, channel_chunk {r.get('channel_chunk', '?')}: "
+                    f"batch {r['batch_size']}, channel_chunk {r.get('channel_chunk', '?')}"
+                    + (
+                        f", render_scale {r['render_scale']:g}"
+                        if r.get("render_scale", 1.0) != preset_scale
+                        else ""
+                    )
+                    + ": "
                     f"{r['scenes_per_s_per_gpu']:.2f} scenes/s ({1e3 * r['median_step_s']:.0f} ms/step, "
                     f"{r['peak_memory_gib']:.1f} GiB)"
                     for r in runs
                 ),
-                _met(best["scenes_per_s_per_gpu"] >= GOALS["train_scenes_s"]),
+                # judged on the preset's own recipe: a smaller render is a different training
+                _met(
+                    max(r["scenes_per_s_per_gpu"] for r in runs if r.get("render_scale", 1.0) == preset_scale)
+                    >= GOALS["train_scenes_s"]
+                ),
             )
         )
     else:

@@ -73,9 +73,11 @@ def measure(
     ddp: bool,
     channel_chunk: int | None = None,
     profile: Path | None = None,
+    render_scale: float | None = None,
 ) -> dict:
     """Median training-step time of a preset (random init) on this process's device.
-    ``channel_chunk``: gsplat channels per rasterization pass (None = the preset's). ``profile``: after
+    ``channel_chunk``: gsplat channels per rasterization pass (None = the preset's). ``render_scale``:
+    the loss's rendered resolution relative to the input (None = the preset's). ``profile``: after
     the timed steps, two more under ``torch.profiler``; the operators by total device time go there."""
     from gausstr_core.losses.gausstr import GaussTRLoss
     from gausstr_core.model.gausstr import GaussTR
@@ -90,6 +92,8 @@ def measure(
     cfg.model.decoder.queries_per_view = queries
     if channel_chunk is not None:
         cfg.loss.channel_chunk = channel_chunk
+    if render_scale is not None:
+        cfg.loss.render_scale = render_scale
     torch.manual_seed(0)
     model = GaussTR(cfg.model).to(device)
     loss_fn = GaussTRLoss(cfg.loss)
@@ -156,6 +160,7 @@ def measure(
         "amp": amp,
         "preset": preset_name,
         "channel_chunk": cfg.loss.channel_chunk,
+        "render_scale": cfg.loss.render_scale,
     }
     if ctx.distributed:
         gathered = [None] * ctx.world_size
@@ -248,6 +253,14 @@ def main(argv: list[str] | None = None) -> int:
         "128 PCA channels + depth; the preset's value first is the baseline of the same run)",
     )
     p.add_argument(
+        "--render-scales",
+        type=float,
+        nargs="+",
+        default=None,
+        help="single-process runs only: also time the loss rendered at these fractions of the input "
+        "resolution (loss.render_scale; the preset's value first is the baseline of the same run)",
+    )
+    p.add_argument(
         "--profile",
         type=Path,
         help="write torch.profiler's operator table of two steps (the largest batch, no DDP) here",
@@ -269,7 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda":
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "{}.{}".format(*torch.cuda.get_device_capability()))
 
-    def run(ctx, b: int, ddp: bool, chunk: int | None = None, profile: Path | None = None) -> dict:
+    def run(
+        ctx,
+        b: int,
+        ddp: bool,
+        chunk: int | None = None,
+        profile: Path | None = None,
+        render_scale: float | None = None,
+    ) -> dict:
         result = measure(
             ctx,
             args.preset,
@@ -283,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             ddp,
             chunk,
             profile,
+            render_scale,
         )
         if ctx.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -310,6 +331,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         chunked += [run(ctx, b, False, chunk) for b in args.batch_sizes]
     rows += [(f"1 process, channel_chunk {r['channel_chunk']}", r) for r in chunked]
+    scaled = []
+    for scale in args.render_scales or []:
+        if scale == single[0]["render_scale"]:
+            continue
+        scaled += [run(ctx, b, False, render_scale=scale) for b in args.batch_sizes]
+    rows += [(f"1 process, render_scale {r['render_scale']:g}", r) for r in scaled]
     ddp1 = ddp_n = None
     if args.ddp >= 2:
         ddp1 = _run_torchrun(1, args)
@@ -360,6 +387,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"{1000 * r['median_step_s']:.1f} ms = {ratio:.2f}x the speed of channel_chunk {first} "
                 f"in the same run"
             )
+    if scaled:
+        base = {r["batch_size"]: r for r in single}
+        first = single[0]["render_scale"]
+        lines += ["", f"Rendered resolution of the loss (the preset renders at {first:g} x the input):", ""]
+        for r in scaled:
+            ratio = base[r["batch_size"]]["median_step_s"] / r["median_step_s"]
+            lines.append(
+                f"* render_scale {r['render_scale']:g}, batch {r['batch_size']}: step "
+                f"{1000 * r['median_step_s']:.1f} ms = {ratio:.2f}x the speed of render_scale {first:g} in "
+                f"the same run, {r['scenes_per_s_per_gpu']:.2f} scenes/s (a recipe change: its effect on "
+                f"the model is not measured here)"
+            )
     lines += ["", f"(benchmark wall time {time.time() - t0:.0f} s)"]
     text = "\n".join(lines)
     print(text)
@@ -379,7 +418,9 @@ def main(argv: list[str] | None = None) -> int:
         update_markdown_section(args.output, args.section, body)
     if args.json:
         args.json.write_text(
-            json.dumps({"single": single, "chunked": chunked, "ddp1": ddp1, "ddp": ddp_n}, indent=1)
+            json.dumps(
+                {"single": single, "chunked": chunked, "scaled": scaled, "ddp1": ddp1, "ddp": ddp_n}, indent=1
+            )
         )
     return 0
 

@@ -280,3 +280,29 @@ def test_the_summary_judges_compiled_parity_by_the_measured_agreement(tmp_path, 
     )
     row = next(line for line in summarize(tmp_path)[0] if "parity: compiled backbone" in line)
     assert f"{agreement} % labels equal" in row and row.endswith(f"| {met} |"), row
+
+
+def test_the_training_row_is_judged_on_the_presets_render_scale(tmp_path):
+    """A faster smaller render is listed but does not meet the training goal: it is another recipe."""
+    import json
+
+    from benchmarks.realtime_summary import summarize
+
+    def run(scale, per_s):
+        return {
+            "batch_size": 2,
+            "channel_chunk": 32,
+            "render_scale": scale,
+            "scenes_per_s_per_gpu": per_s,
+            "median_step_s": 2 / per_s,
+            "peak_memory_gib": 20.0,
+        }
+
+    (tmp_path / "train.json").write_text(
+        json.dumps({"single": [run(1.0, 5.5)], "chunked": [], "scaled": [run(0.5, 11.0)]})
+    )
+    row = next(line for line in summarize(tmp_path)[0] if "5. training" in line)
+    assert "render_scale 0.5: 11.00 scenes/s" in row and row.endswith("| **no** |"), row
+    (tmp_path / "train.json").write_text(json.dumps({"single": [run(1.0, 10.5)], "scaled": [run(0.5, 20.0)]}))
+    row = next(line for line in summarize(tmp_path)[0] if "5. training" in line)
+    assert row.endswith("| yes |"), row
