@@ -206,17 +206,22 @@ def run_feeder(conn, spec: FeederSpec, context=None) -> None:
         conn.send({"event": "closed_loop_done"})
         conn.recv()  # "go"
         before = len(received)
+        first_open = stamp + S // 10
         start = time.monotonic()
         period = 1.0 / spec.rate
         sent = 0
+        lag_ms = []  # how late each set went out against its schedule (this process keeping up?)
         while time.monotonic() - start < spec.duration:
             stamp += S // 10
+            lag_ms.append(1e3 * (time.monotonic() - (start + sent * period)))
             publish_set(stamp)
             sent += 1
             time.sleep(max(0.0, start + sent * period - time.monotonic()))
+        send_window = time.monotonic() - start
         time.sleep(1.0)  # the last sets' results
         elapsed = time.monotonic() - start
         with lock:
+            open_times = [t for s, t in received.items() if s >= first_open]
             result = {
                 "event": "result",
                 "closed": closed,
@@ -224,6 +229,10 @@ def run_feeder(conn, spec: FeederSpec, context=None) -> None:
                 "received": {s: received[s] for s in closed},
                 "sent": sent,
                 "outputs": len(received) - before,
+                # the output rate while sets were sent (the tail second after it holds no input)
+                "outputs_in_window": sum(1 for t in open_times if t <= start + send_window),
+                "send_window": send_window,
+                "send_lag_ms": lag_ms,
                 "elapsed": elapsed,
                 "outputs_seen": dict(counts),
             }
