@@ -169,6 +169,27 @@ def output_arrays(result, max_markers: int = 2000) -> None:
         result.rendered_depth.tobytes()
 
 
+def synthetic_camera_frames(rig, h: int, w: int, use_depth: bool) -> list:
+    """One set of the rig's ``CameraFrame``s (message look-alikes of synthetic images, camera infos,
+    32FC1 depth when ``use_depth``, and the cameras' poses): the node's per-set input without ROS."""
+    from gausstr_ros.pipeline import CameraFrame
+    from gausstr_ros.rig_messages import RigMessages
+
+    msgs = RigMessages(rig, like=True)
+    images = synthetic_rgb(rig.num_views, h, w)
+    depths = synthetic_depth(rig.num_views, h, w) if use_depth else [None] * rig.num_views
+    return [
+        CameraFrame(
+            name,
+            msgs.image(k, images[k], 0),
+            msgs.camera_info(k),
+            None if depths[k] is None else msgs.depth(k, depths[k], 0),
+            msgs.cam_to_target(k),
+        )
+        for k, name in enumerate(rig.names)
+    ]
+
+
 def run_pipeline_mode(args) -> dict:
     """Runs the measurement in its own thread, as the node runs inference in its worker thread
     (a non-main thread; on a CPU this changes how many OpenMP threads torch uses)."""
@@ -190,30 +211,17 @@ def run_pipeline_mode(args) -> dict:
 
 def _pipeline_measurement(args) -> dict:
     from gausstr_core.data.synthetic.rig import nuscenes_rig
-    from gausstr_ros.pipeline import CameraFrame, FramePipeline
-    from gausstr_ros.rig_messages import RigMessages
+    from gausstr_ros.pipeline import FramePipeline
 
     predictor = build_predictor(args.preset, args.device, args.occ3d_grid)
     device = predictor.device
     h, w = args.height or predictor.input_size[0], args.width or predictor.input_size[1]
     rig = nuscenes_rig(h, w)
-    msgs = RigMessages(rig, like=True)
-    images = synthetic_rgb(rig.num_views, h, w)
     pipeline = FramePipeline(predictor)
     # Models without a depth head (talk2dino, featup) take metric depth per camera, as on a robot with
     # depth cameras or a depth network in front of the node: feed a plausible 32FC1 image.
     use_depth = args.depth == "on" or (args.depth == "auto" and not predictor.model.config.depth_head.enabled)
-    depths = synthetic_depth(rig.num_views, h, w) if use_depth else [None] * rig.num_views
-    frames = [
-        CameraFrame(
-            name,
-            msgs.image(k, images[k], 0),
-            msgs.camera_info(k),
-            None if depths[k] is None else msgs.depth(k, depths[k], 0),
-            msgs.cam_to_target(k),
-        )
-        for k, name in enumerate(rig.names)
-    ]
+    frames = synthetic_camera_frames(rig, h, w, use_depth)
     batch = pipeline.prepare(frames)  # the baseline's input, already on the device
     variants = [("eager", False, False, True)]
     if device.type == "cuda":  # the CUDA-graph path and the compiled backbone exist on CUDA only
@@ -607,22 +615,9 @@ def simulated_predictor(predictor, rig, h: int, w: int, use_depth: bool, device_
     """``benchmarks.simulated_device.SimulatedDevicePredictor`` around ``predictor``, holding its
     prediction of one synthetic frame set of the rig (computed here, once)."""
     from benchmarks.simulated_device import SimulatedDevicePredictor
-    from gausstr_ros.pipeline import CameraFrame, FramePipeline
-    from gausstr_ros.rig_messages import RigMessages
+    from gausstr_ros.pipeline import FramePipeline
 
-    msgs = RigMessages(rig, like=True)
-    images = synthetic_rgb(rig.num_views, h, w)
-    depths = synthetic_depth(rig.num_views, h, w) if use_depth else [None] * rig.num_views
-    frames = [
-        CameraFrame(
-            name,
-            msgs.image(k, images[k], 0),
-            msgs.camera_info(k),
-            None if depths[k] is None else msgs.depth(k, depths[k], 0),
-            msgs.cam_to_target(k),
-        )
-        for k, name in enumerate(rig.names)
-    ]
+    frames = synthetic_camera_frames(rig, h, w, use_depth)
     t0 = time.perf_counter()
     wrapped = SimulatedDevicePredictor(predictor, FramePipeline(predictor).prepare(frames), device_ms)
     took = time.perf_counter() - t0

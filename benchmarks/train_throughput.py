@@ -282,14 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda":
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "{}.{}".format(*torch.cuda.get_device_capability()))
 
-    def run(
-        ctx,
-        b: int,
-        ddp: bool,
-        chunk: int | None = None,
-        profile: Path | None = None,
-        render_scale: float | None = None,
-    ) -> dict:
+    def run(ctx, b: int, ddp: bool, **variant) -> dict:
+        """``measure`` with this command line's sizes; ``variant``: channel_chunk, render_scale, profile."""
         result = measure(
             ctx,
             args.preset,
@@ -301,9 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             args.queries,
             args.amp,
             ddp,
-            chunk,
-            profile,
-            render_scale,
+            **variant,
         )
         if ctx.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -325,17 +317,19 @@ def main(argv: list[str] | None = None) -> int:
         for b in args.batch_sizes
     ]
     rows += [("1 process (no DDP)", r) for r in single]
-    chunked = []
-    for chunk in args.channel_chunks or []:
-        if chunk == single[0]["channel_chunk"]:
-            continue
-        chunked += [run(ctx, b, False, chunk) for b in args.batch_sizes]
+
+    def variants(key: str, values) -> list[dict]:
+        """Every batch size again with ``key`` set to each of ``values`` but the preset's own."""
+        return [
+            run(ctx, b, False, **{key: value})
+            for value in values or []
+            if value != single[0][key]
+            for b in args.batch_sizes
+        ]
+
+    chunked = variants("channel_chunk", args.channel_chunks)
+    scaled = variants("render_scale", args.render_scales)
     rows += [(f"1 process, channel_chunk {r['channel_chunk']}", r) for r in chunked]
-    scaled = []
-    for scale in args.render_scales or []:
-        if scale == single[0]["render_scale"]:
-            continue
-        scaled += [run(ctx, b, False, render_scale=scale) for b in args.batch_sizes]
     rows += [(f"1 process, render_scale {r['render_scale']:g}", r) for r in scaled]
     ddp1 = ddp_n = None
     if args.ddp >= 2:
@@ -372,33 +366,32 @@ def main(argv: list[str] | None = None) -> int:
             ratio = b["scenes_per_s_per_gpu"] * b["world_size"] / a["scenes_per_s_per_gpu"]
             eff = 100 * ratio / args.ddp
             lines.append(f"* batch {a['batch_size']}/GPU: {ratio:.2f}x ({eff:.0f}% efficiency)")
+    base = {r["batch_size"]: r for r in single}
+
+    def against_preset(runs: list[dict], key: str, heading: str, note: str = "") -> list[str]:
+        """One line per variant run: its step against the preset's of the same batch, same run."""
+        first = single[0][key]
+        out = ["", heading.format(first=first), ""]
+        for r in runs:
+            ratio = base[r["batch_size"]]["median_step_s"] / r["median_step_s"]
+            out.append(
+                f"* {key} {r[key]:g}, batch {r['batch_size']}: step {1000 * r['median_step_s']:.1f} ms = "
+                f"{ratio:.2f}x the speed of {key} {first:g} in the same run{note.format(r=r)}"
+            )
+        return out
+
     if chunked:
-        base = {r["batch_size"]: r for r in single}
-        lines += [
-            "",
-            f"gsplat channels per pass (the preset renders {single[0]['channel_chunk']} at a time):",
-            "",
-        ]
-        first = single[0]["channel_chunk"]
-        for r in chunked:
-            ratio = base[r["batch_size"]]["median_step_s"] / r["median_step_s"]
-            lines.append(
-                f"* channel_chunk {r['channel_chunk']}, batch {r['batch_size']}: step "
-                f"{1000 * r['median_step_s']:.1f} ms = {ratio:.2f}x the speed of channel_chunk {first} "
-                f"in the same run"
-            )
+        lines += against_preset(
+            chunked, "channel_chunk", "gsplat channels per pass (the preset renders {first} at a time):"
+        )
     if scaled:
-        base = {r["batch_size"]: r for r in single}
-        first = single[0]["render_scale"]
-        lines += ["", f"Rendered resolution of the loss (the preset renders at {first:g} x the input):", ""]
-        for r in scaled:
-            ratio = base[r["batch_size"]]["median_step_s"] / r["median_step_s"]
-            lines.append(
-                f"* render_scale {r['render_scale']:g}, batch {r['batch_size']}: step "
-                f"{1000 * r['median_step_s']:.1f} ms = {ratio:.2f}x the speed of render_scale {first:g} in "
-                f"the same run, {r['scenes_per_s_per_gpu']:.2f} scenes/s (a recipe change: its effect on "
-                f"the model is not measured here)"
-            )
+        lines += against_preset(
+            scaled,
+            "render_scale",
+            "Rendered resolution of the loss (the preset renders at {first:g} x the input):",
+            ", {r[scenes_per_s_per_gpu]:.2f} scenes/s (a recipe change: its effect on the model is not "
+            "measured here)",
+        )
     lines += ["", f"(benchmark wall time {time.time() - t0:.0f} s)"]
     text = "\n".join(lines)
     print(text)
