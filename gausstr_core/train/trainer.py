@@ -469,15 +469,6 @@ class Trainer:
                     )
                 alpha = result.losses.get(ALPHA_METRIC)
                 empty_steps = empty_steps + 1 if alpha is not None and alpha < COLLAPSED_ALPHA else 0
-                if empty_steps >= COLLAPSE_PATIENCE:
-                    self.save_checkpoint()
-                    raise RuntimeError(
-                        f"training collapsed: the model has rendered almost nothing (mean alpha "
-                        f"{alpha:.2e} < {COLLAPSED_ALPHA}) for {empty_steps} steps; stopped at step "
-                        f"{self.step} (checkpoint saved). Its opacities went to zero and the loss no "
-                        f"longer reaches them: lower the learning rate (--lr) or lengthen the "
-                        f"warm-up (--warmup-steps, --warmup-fraction)"
-                    )
                 for k, v in result.losses.items():
                     window[k] = window.get(k, 0.0) + v
                 window["grad_norm"] = window.get("grad_norm", 0.0) + result.grad_norm
@@ -500,7 +491,21 @@ class Trainer:
                 # in one broadcast, so every rank acts alike at the same step.
                 elapsed = seconds_before + time.perf_counter() - t_start
                 signalled = STOP_SIGNALS_BY_CODE.index(signals.requested)
-                elapsed, signalled = broadcast_values(self.ctx, (elapsed, float(signalled)))
+                # rank 0's collapse count decides too: ranks see different scenes, and a rank that
+                # stopped alone would leave the others waiting in the next all-reduce
+                elapsed, signalled, empty = broadcast_values(
+                    self.ctx, (elapsed, float(signalled), float(empty_steps))
+                )
+                if empty >= COLLAPSE_PATIENCE:
+                    self.save_checkpoint()
+                    last = float("nan") if alpha is None else alpha
+                    raise RuntimeError(
+                        f"training collapsed: the model has rendered almost nothing (mean alpha "
+                        f"< {COLLAPSED_ALPHA}, last {last:.2e}) for {int(empty)} steps; stopped at "
+                        f"step {self.step} (checkpoint saved). Its opacities went to zero and the "
+                        f"loss no longer reaches them: lower the learning rate (--lr) or lengthen "
+                        f"the warm-up (--warmup-steps, --warmup-fraction)"
+                    )
                 self.train_seconds = elapsed
                 interrupted = STOP_SIGNALS_BY_CODE[int(signalled)]
                 if cfg.max_minutes is not None:
