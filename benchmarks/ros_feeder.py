@@ -219,7 +219,6 @@ def run_feeder(conn, spec: FeederSpec, context=None) -> None:
             time.sleep(max(0.0, start + sent * period - time.monotonic()))
         send_window = time.monotonic() - start
         time.sleep(1.0)  # the last sets' results
-        elapsed = time.monotonic() - start
         with lock:
             open_times = [t for s, t in received.items() if s >= first_open]
             result = {
@@ -233,7 +232,6 @@ def run_feeder(conn, spec: FeederSpec, context=None) -> None:
                 "outputs_in_window": sum(1 for t in open_times if t <= start + send_window),
                 "send_window": send_window,
                 "send_lag_ms": lag_ms,
-                "elapsed": elapsed,
                 "outputs_seen": dict(counts),
             }
         conn.send(result)

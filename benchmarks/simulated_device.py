@@ -9,9 +9,10 @@ time is modelled as an in-order queue: the work of a frame set queued at time q 
 where it waits for the CUDA event on a real GPU, sleeps until that end (``time.sleep`` releases the
 interpreter lock, as waiting for a CUDA event does).
 
-What it measures: whether the node's Python (executor, input conversion, batch preparation, output
-messages, publishing) keeps up with the rate when the device needs T ms per set. What it does not:
-host-device copies, the GPU's own contention, the batch upload (a CPU tensor needs none).
+What it measures: whether the node's Python (executor, input conversion, output messages,
+publishing) keeps up with the rate when the device needs T ms per set. What it does not: the batch
+preparation as on a GPU host (its tensor operations, queued kernels there, run on this CPU here, so
+stage 1 is far slower than on the GPU host), host-device copies, the GPU's own contention.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class SimulatedDevicePredictor:
 
     Args:
         predictor: the real predictor (its ``device`` should be the CPU).
-        batch: a batch of the right shapes; predicted once with and once without rendered depth.
+        batch: a batch of the right shapes, predicted once (with rendered depth; the prediction
+            without it is the same minus the depth images).
         device_ms: simulated device time per frame set [ms], rendered depth included.
     """
 
@@ -43,7 +45,6 @@ class SimulatedDevicePredictor:
             self._without_depth = dataclasses.replace(self._with_depth, rendered_depth=None)
         self._lock = threading.Lock()
         self._device_free_at = 0.0
-        self.calls = 0
 
     def __getattr__(self, name: str) -> Any:  # everything but predict: the real predictor's
         return getattr(self._real, name)
@@ -55,7 +56,6 @@ class SimulatedDevicePredictor:
             start = max(time.perf_counter(), self._device_free_at)
             end = start + self.device_ms / 1e3
             self._device_free_at = end
-            self.calls += 1
 
         def wait_for_device() -> None:
             left = end - time.perf_counter()
