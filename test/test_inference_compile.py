@@ -214,11 +214,12 @@ def test_the_summary_reports_the_compiled_path_without_depth_and_the_profile(tmp
     from benchmarks.node_latency import COMPILED, COMPILED_NO_DEPTH
     from benchmarks.realtime_summary import summarize
 
+    status = {"enabled": True, "compiled": True, "compile_s": 3.0, "compiled_calls": 2, "failures": []}
     result = {
         "variants": {
             "eager": _variant(40.0),
             "graphs": _variant(25.0),
-            COMPILED: _variant(22.0),
+            COMPILED: _variant(22.0, compile_status=status),
             COMPILED_NO_DEPTH: _variant(19.5),
         },
         "eager_profile": {"kernel_ms_per_frame": 17.25, "wall_ms_per_frame": 41.0, "table": "x"},
@@ -232,6 +233,11 @@ def test_the_summary_reports_the_compiled_path_without_depth_and_the_profile(tmp
     lines, data = summarize(tmp_path)
     row = next(line for line in lines if "compiled backbone + CUDA graphs without a depth" in line)
     assert row.endswith("| **no** |"), row
+    # a failed compilation leaves the eager backbone in both variants: nothing to judge
+    result["variants"][COMPILED]["compile_status"] = {**status, "compiled": False, "failures": ["x"]}
+    (tmp_path / "node_pipeline.json").write_text(json.dumps(result))
+    row = next(line for line in summarize(tmp_path)[0] if "CUDA graphs without a depth" in line)
+    assert row.endswith("| - |"), row
     row = next(line for line in lines if "where the time goes" in line)
     assert "device time 17.2 ms per frame" in row and "wall 41.0 ms" in row
     assert data["predict_ms"]["compiled_no_depth_p50"] == 21.0
