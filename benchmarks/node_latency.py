@@ -492,6 +492,8 @@ def run_ros_mode(args) -> dict:
     }
     if use_depth:
         params["depth_topics"] = spec.depth_topics
+    if args.switch_interval_ms is not None:
+        params["python_switch_interval_ms"] = float(args.switch_interval_ms)
     node = OccupancyNode(
         predictor=predictor,
         context=context,
@@ -557,6 +559,7 @@ def run_ros_mode(args) -> dict:
         ),
         "feeder": args.feeder,
         "simulated_device_ms": args.simulated_device_ms or None,
+        "switch_interval_ms": round(1e3 * sys.getswitchinterval(), 3),
         "dds_profile": os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or "Fast DDS defaults",
         "latencies": [1e3 * (result["received"][s] - result["published_last"][s]) for s in stamps],
         "dds_in": [1e3 * (arrivals[s] - result["published_last"][s]) for s in stamps if s in arrivals],
@@ -803,6 +806,8 @@ def ros_table(r: dict) -> list[str]:
     if r.get("dds_profile"):
         profile = r["dds_profile"]
         lines.append(f"DDS: {Path(profile).name if profile.endswith('.xml') else profile}.")
+    if r.get("switch_interval_ms") is not None:
+        lines.append(f"Python thread switch interval: {r['switch_interval_ms']:g} ms.")
     if r.get("graph_status", {}).get("enabled"):
         lines.append(f"CUDA graph path: {r['graph_status']}.")
     if r.get("compile_status", {}).get("enabled"):
@@ -888,6 +893,12 @@ def main(argv: list[str] | None = None) -> int:
         help="CUDA only: pipeline mode also measures the CUDA-graph path with the image backbone "
         f"compiled (variant {COMPILED!r}, same run); ros mode runs the node with it "
         "(InferenceConfig.compile_backbone)",
+    )
+    parser.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        help="ros mode: the node's python_switch_interval_ms (default: the node's default; 5 = "
+        "Python's own, the baseline the node's setting is compared with)",
     )
     parser.add_argument(
         "--simulated-device-ms",

@@ -18,7 +18,8 @@
 #   OUT=/tmp/out benchmarks/realtime_suite.sh            # all stages
 #   STAGES="build tests" benchmarks/realtime_suite.sh    # a subset (setup always runs)
 # Knobs: DEADLINE, NODE_FRAMES (30), ROS_FRAMES (15), ROS_THREAD (1; 0 skips the in-process feeder
-# run), EXTRA_TESTS (more pytest paths), TESTS_LIMIT (seconds, 60), MAX_JOBS, TAIL. COMPILE=1: the
+# run), ROS_SWITCH5 (1: the ros stage again with Python's 5 ms thread switch interval, the baseline
+# of the node's python_switch_interval_ms; 0 skips it), EXTRA_TESTS (more pytest paths), TESTS_LIMIT (seconds, 60), MAX_JOBS, TAIL. COMPILE=1: the
 # image backbone compiled with torch.compile (InferenceConfig.compile_backbone) too: the node stage
 # measures it as more variants in the same run (node_latency.py --compile-backbone), the ros stage adds
 # ros_compiled (the real node with it, feeder in its own process), and the tests stage adds its parity
@@ -126,6 +127,10 @@ if want ros; then
     [ "${ROS_THREAD:-1}" = 1 ] && stage ros_thread 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
       --feeder thread --output docs/benchmarks.md --json "$WORK/node_ros_thread.json"
+    # the same with Python's own 5 ms thread switch interval: the baseline of the node's setting
+    [ "${ROS_SWITCH5:-1}" = 1 ] && stage ros_switch5 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
+      --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
+      --feeder process --switch-interval-ms 5 --json "$WORK/node_ros_switch5.json"
     if [ -n "$COMPILE_FLAG" ]; then  # the node as it would run with compile_backbone on
       stage ros_compiled $(( 60 + COMPILE_S )) env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" \
         benchmarks/node_latency.py --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 \

@@ -245,6 +245,7 @@ def summarize(work: Path) -> tuple[list[str], dict]:
         ("ros", "node_ros.json"),
         ("ros_thread", "node_ros_thread.json"),
         ("ros_compiled", "node_ros_compiled.json"),
+        ("ros_switch5", "node_ros_switch5.json"),
     ):
         ros = _load(work / name)
         if not (ros and ros.get("latencies")):
@@ -252,6 +253,8 @@ def summarize(work: Path) -> tuple[list[str], dict]:
         where = wheres[ros.get("feeder")]
         if (ros.get("compile_status") or {}).get("enabled"):
             where += "; image backbone compiled"
+        if ros.get("switch_interval_ms") is not None:
+            where += f"; Python thread switch interval {ros['switch_interval_ms']:g} ms"
         lat, dds = ros["latencies"], ros.get("dds_in", [])
         data[key] = {
             "p50_ms": _pct(lat, 50),
@@ -276,6 +279,16 @@ def summarize(work: Path) -> tuple[list[str], dict]:
                 f"conversion + sync p50 {_pct(dds, 50):.1f} ms; at {ros['input_rate']:g} Hz input "
                 f"{ros['sustained_hz']:.1f} Hz out, {ros['dropped']} dropped{sets}",
                 _met(ros["sustained_hz"] >= 0.95 * GOALS["rate_hz"] and _pct(lat, 99) <= GOALS["p99_ms"]),
+            )
+        )
+    if "ros" in data and "ros_switch5" in data and data["ros_switch5"]["sustained_hz"] > 0:
+        ratio = data["ros"]["sustained_hz"] / data["ros_switch5"]["sustained_hz"]
+        rows.append(
+            (
+                "   the node's switch interval against Python's 5 ms (same run, open loop)",
+                f"{ratio:.2f}x the rate ({data['ros']['sustained_hz']:.1f} vs "
+                f"{data['ros_switch5']['sustained_hz']:.1f} Hz)",
+                "-",
             )
         )
     if len(rows) == rows_before:

@@ -158,6 +158,12 @@ class FramePipeline:
             self._defers_checks = "defer_checks" in inspect.signature(predictor.predict).parameters
         except (TypeError, ValueError):
             self._defers_checks = False
+        # Rendering reads a device value (gsplat sizes its tile lists on the host), i.e. waits for
+        # the whole prediction: done in ``start`` it would hold the first worker thread for the
+        # GPU's time. A predictor that can render on its own (``render_depth``) renders in
+        # ``PendingFrame.result`` instead, on a stream of its own (``DeferredDepth``).
+        self._defers_render = callable(getattr(predictor, "render_depth", None))
+        self._render_stream = None
 
     # -- validation and model input -----------------------------------------------------------
 
@@ -347,13 +353,15 @@ class FramePipeline:
         batch, fractions = self._prepare(cameras)
         t1 = time.perf_counter()
         device_start = _record_event(self.device)
+        defer = bool(render_depth) and self._defers_render
         with torch.inference_mode():
-            kwargs = {} if render_depth is None else {"render_depth": render_depth}
+            kwargs = {} if render_depth is None else {"render_depth": render_depth and not defer}
             if self._defers_checks:
                 kwargs["defer_checks"] = True
             prediction = self.predictor.predict(batch, **kwargs)
+            depth = DeferredDepth(self, prediction.gaussians, batch) if defer else None
         t2 = time.perf_counter()
-        pending = PendingFrame(list(cameras), prediction, fractions, stamp_ns, self, device_start)
+        pending = PendingFrame(list(cameras), prediction, fractions, stamp_ns, self, device_start, depth)
         pending.timings_ms.update(prepare=1e3 * (t1 - t0), predict=1e3 * (t2 - t1))
         return pending
 
@@ -361,6 +369,56 @@ class FramePipeline:
     def _to_host(prediction: Any, stamp_ns: int) -> FrameResult:
         """The prediction's arrays on the host (waits for the device)."""
         return PendingFrame([], prediction, None, stamp_ns, None, None).result()
+
+
+class DeferredDepth:
+    """The rendered depth of a queued prediction, rendered later (``FramePipeline.start`` ->
+    ``PendingFrame.result``), so that queueing a prediction never waits for the GPU.
+
+    At construction (the thread that queued the prediction, its stream) it copies the Gaussians and
+    cameras out of the prediction, which on the CUDA-graph path live in buffers the next replay
+    overwrites, and records an event; ``render()`` renders them on the pipeline's own CUDA stream
+    once that event has passed, so the render of frame set n runs beside the prediction of set n + 1
+    instead of queueing behind it. Same function and inputs as ``predict(render_depth=True)``.
+    """
+
+    def __init__(self, pipeline: FramePipeline, gaussians: Any, batch: CameraBatch):
+        self._pipeline = pipeline
+        self._gaussians = type(gaussians)(
+            *(t.detach().clone() for t in (gaussians.means, gaussians.scales, gaussians.rotations)),
+            gaussians.opacities.detach().clone(),
+            gaussians.means.new_zeros(*gaussians.means.shape[:2], 0),
+        )
+        self._intrinsics = batch.input_intrinsics().float().clone()
+        self._cam_to_ego = batch.cam_to_ego.float().clone()
+        self._size = batch.image_size
+        self._ready = None
+        if self._intrinsics.is_cuda:
+            self._ready = torch.cuda.Event()
+            self._ready.record()
+
+    def render(self) -> np.ndarray:
+        """(V, H, W) float32 depth of the first scene on the host [m] (waits for the render)."""
+        pipeline = self._pipeline
+        with torch.inference_mode():
+            if self._ready is None:
+                depth = pipeline.predictor.render_depth(
+                    self._gaussians, self._intrinsics, self._cam_to_ego, self._size
+                )
+                return depth[0].float().cpu().numpy()
+            if pipeline._render_stream is None:
+                pipeline._render_stream = torch.cuda.Stream(device=self._intrinsics.device)
+            stream = pipeline._render_stream
+            stream.wait_event(self._ready)
+            inputs = [self._intrinsics, self._cam_to_ego, self._gaussians.means, self._gaussians.scales]
+            inputs += [self._gaussians.rotations, self._gaussians.opacities]
+            for t in inputs:
+                t.record_stream(stream)  # made on the first thread's stream, used on this one
+            with torch.cuda.stream(stream):
+                depth = pipeline.predictor.render_depth(
+                    self._gaussians, self._intrinsics, self._cam_to_ego, self._size
+                )
+                return depth[0].float().cpu().numpy()  # a synchronous copy: waits for this stream only
 
 
 def _record_event(device: torch.device) -> torch.cuda.Event | None:
@@ -391,8 +449,9 @@ class PendingFrame:
     Attributes:
         stamp_ns: the frame set's stamp; cameras: its ``CameraFrame``s.
         timings_ms: "prepare", "predict" (host time to queue the prediction), and after ``result()``
-            "to_host" (waiting for the device and the copies) and, on CUDA, "device" (GPU time from
-            the start of the prediction to the end of the copies, CUDA events).
+            "to_host" (waiting for the device and the copies; with a deferred depth render also
+            that render, on its own in "render") and, on CUDA, "device" (GPU time from the start of
+            the prediction to the end of the copies, CUDA events; without a deferred render).
     """
 
     def __init__(
@@ -403,8 +462,10 @@ class PendingFrame:
         stamp_ns: int,
         pipeline: FramePipeline | None,
         device_start: torch.cuda.Event | None,
+        deferred_depth: DeferredDepth | None = None,
     ):
         self.cameras = cameras
+        self._deferred_depth = deferred_depth
         self.stamp_ns = stamp_ns
         self.timings_ms: dict[str, float] = {}
         self._prediction = prediction
@@ -444,7 +505,12 @@ class PendingFrame:
             self._pipeline._check_depth(self.cameras, host["depth_fractions"].tolist())
         check = getattr(self._prediction, "check", None)
         if callable(check):
-            check()
+            check()  # before rendering: never render Gaussians that failed it
+        if self._deferred_depth is not None:
+            t1 = time.perf_counter()
+            host["rendered_depth"] = self._deferred_depth.render()
+            self._deferred_depth = None
+            self.timings_ms["render"] = 1e3 * (time.perf_counter() - t1)
         p = self._prediction
         self._result = FrameResult(
             stamp_ns=self.stamp_ns,

@@ -339,7 +339,7 @@ class Results:
             "--epochs",
             "10000",
             "--max-steps",
-            "1000000",
+            str(a.max_steps or 1000000),
             "--schedule",
             "budget",
             "--num-workers",
@@ -557,6 +557,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="RUN=MINUTES",
         help="training minutes of single runs (e.g. featup_depth_only=2.5)",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        help="cap every training at this many steps (the budget schedule then ends on whichever of "
+        "steps and minutes comes first): options compared at the steps of an earlier baseline run",
     )
     p.add_argument("--deadline-minutes", type=float, default=60.0, help="stop everything after this")
     p.add_argument("--skip-data", action="store_true", help="the data directories exist already")

@@ -272,6 +272,35 @@ def test_the_summary_counts_the_open_loop_sets_of_the_ros_modes(tmp_path):
     assert rows[0].endswith("| yes |") and data["ros_compiled"]["open_loop"]["sets_complete"] == 179
 
 
+def test_the_summary_compares_the_switch_interval_with_the_5_ms_baseline_of_the_same_run(tmp_path):
+    """The ros stage again with Python's 5 ms switch interval: its own row, labelled, and the ratio
+    of the open-loop rates (made-up inputs)."""
+    import json
+
+    from benchmarks.realtime_summary import summarize
+
+    ros = {
+        "feeder": "process",
+        "latencies": [40.0, 45.0, 48.0],
+        "dds_in": [2.0, 3.0],
+        "node_p50": 38.0,
+        "sustained_hz": 24.0,
+        "input_rate": 30.0,
+        "dropped": 36,
+        "switch_interval_ms": 0.5,
+    }
+    (tmp_path / "node_ros.json").write_text(json.dumps(ros))
+    (tmp_path / "node_ros_switch5.json").write_text(
+        json.dumps({**ros, "sustained_hz": 16.0, "switch_interval_ms": 5.0})
+    )
+    lines, data = summarize(tmp_path)
+    rows = [line for line in lines if "3. ROS mode" in line]
+    assert len(rows) == 2 and "switch interval 0.5 ms" in rows[0] and "switch interval 5 ms" in rows[1]
+    ratio = next(line for line in lines if "against Python's 5 ms" in line)
+    assert "1.50x the rate (24.0 vs 16.0 Hz)" in ratio, ratio
+    assert data["ros_switch5"]["sustained_hz"] == 16.0
+
+
 @pytest.mark.parametrize(
     ("agreement", "difference", "met"), [("99.5153", "3.92e-02", "**no**"), ("100.0000", "0.00e+00", "yes")]
 )

@@ -352,6 +352,28 @@ def test_graph_outputs_survive_the_next_prediction(gpu_predictor):
 
 
 @pytest.mark.gpu
+def test_the_late_depth_render_on_its_own_stream_matches_the_predictors(gpu_predictor):
+    """The node's path: ``start`` queues set n (graph replay, no render), then set n + 1 is queued
+    (its replay overwrites the graph's buffers) before set n's depth is rendered on the pipeline's
+    stream; both depths equal ``predict(render_depth=True)`` of their own set."""
+    import numpy as np
+
+    sets = [_node_batch("cuda", seed)[0] for seed in (5, 6)]
+    _, pipeline_cls = _node_batch("cuda", 5)
+    pipeline = pipeline_cls(gpu_predictor)
+    for frames in sets * 2:  # captured by now
+        pipeline.start(frames, 0, render_depth=True).result()
+    first = pipeline.start(sets[0], 1, render_depth=True)
+    second = pipeline.start(sets[1], 2, render_depth=True)
+    got = [first.result().rendered_depth, second.result().rendered_depth]
+    assert pipeline._render_stream is not None
+    for frames, depth in zip(sets, got):
+        want = gpu_predictor.predict(pipeline.prepare(frames), render_depth=True).rendered_depth[0]
+        np.testing.assert_allclose(depth, want.float().cpu().numpy(), rtol=1e-5, atol=1e-4)
+    assert not np.allclose(got[0], got[1])
+
+
+@pytest.mark.gpu
 def test_graph_path_defers_and_reports_invalid_gaussians(monkeypatch):
     """The model's filter drops non-finite Gaussians, so let every Gaussian through it and poison the
     camera poses: the eager path raises at once, the graph path when the prediction is checked."""

@@ -132,3 +132,19 @@ def test_load_predictor_from_a_preset_and_a_checkpoint_error(tmp_path):
     config.checkpoint, config.device = "", "cuda:99"
     with pytest.raises(StartupError, match="cannot load the model from preset 'tiny'"):
         load_predictor(config)
+
+
+@pytest.mark.ros
+def test_the_node_sets_the_python_switch_interval(ros_context, predictor):
+    import sys
+
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        with running_node(ros_context, predictor, python_switch_interval_ms=0.25):
+            assert sys.getswitchinterval() == pytest.approx(0.25e-3)
+        sys.setswitchinterval(0.005)
+        with running_node(ros_context, predictor, python_switch_interval_ms=0.0):
+            assert sys.getswitchinterval() == pytest.approx(0.005)  # 0 leaves it alone
+    finally:
+        sys.setswitchinterval(before)

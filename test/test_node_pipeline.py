@@ -180,8 +180,31 @@ def test_run_returns_host_arrays_of_the_real_predictor():
     assert result.gaussian_labels.dtype == np.uint8 and result.gaussian_labels.max() <= result.free_label
     assert result.rendered_depth.shape == (6, *predictor.input_size)
     assert result.class_names == predictor.class_names and result.free_label == len(result.class_names)
-    assert set(result.timings_ms) == {"prepare", "predict", "to_host"}
+    assert set(result.timings_ms) == {"prepare", "predict", "to_host", "render"}  # depth rendered late
     assert pipeline.run(frames, stamp_ns=124, render_depth=False).rendered_depth is None
+
+
+def test_the_late_depth_render_equals_the_predictors_own():
+    """``start`` queues the prediction without its depth render and ``result`` renders it (so that
+    queueing never waits for the device): the same depth as ``predict(render_depth=True)``, also when
+    the next set's prediction was queued in between (on CUDA its graph replay reuses the buffers)."""
+    from gausstr_testing.ros_predictor import node_predictor
+
+    predictor = node_predictor()
+    cams = SyntheticCameras(height=56, width=100)
+    pipeline = FramePipeline(predictor)
+    first = [frame(cams, k) for k in range(6)]
+    second = [frame(cams, k, encoding="mono8") for k in range(6)]  # another image, another map
+    pending = pipeline.start(first, 1, render_depth=True)
+    assert pending.timings_ms and pending._host.get("rendered_depth") is None  # not rendered yet
+    later = pipeline.start(second, 2, render_depth=True)
+    got, got_later = pending.result().rendered_depth, later.result().rendered_depth
+    for frames, depth in ((first, got), (second, got_later)):
+        batch, _ = pipeline._prepare(frames)
+        with torch.inference_mode():
+            want = predictor.predict(batch, render_depth=True).rendered_depth[0]
+        np.testing.assert_allclose(depth, want.float().numpy(), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(got, got_later)
 
 
 def test_latest_slot_keeps_only_the_newest():

@@ -430,15 +430,9 @@ class OccupancyPredictor:
 
         depth = None
         if render_depth:
-            rendered = render_gaussians(
-                g.with_features(g.features[..., :0]),
-                batch.input_intrinsics().float(),
-                batch.cam_to_ego.float(),
-                batch.image_size,
-                backend=cfg.render_backend,
-                tile_size=cfg.render_tile_size,
+            depth = self.render_depth(
+                g, batch.input_intrinsics().float(), batch.cam_to_ego.float(), batch.image_size
             )
-            depth = rendered.expected_depth(max(cfg.depth_min_alpha, 1e-6))
         return OccupancyPrediction(
             labels=core["labels"],
             confidence=core["confidence"],
@@ -452,6 +446,31 @@ class OccupancyPredictor:
             grid=grid,
             deferred_check=deferred,
         )
+
+    def render_depth(
+        self, gaussians: Gaussians, intrinsics: Tensor, cam_to_ego: Tensor, image_size: tuple[int, int]
+    ) -> Tensor:
+        """Expected depth of ``gaussians`` in the cameras (what ``predict(render_depth=True)`` returns
+        as ``rendered_depth``; eager, and on gsplat it reads a device value, i.e. waits for the GPU).
+
+        Args:
+            gaussians: (B, N) Gaussians (their features are not used).
+            intrinsics: (B, V, 3, 3) of the H x W network input.
+            cam_to_ego: (B, V, 4, 4).
+            image_size: (H, W).
+        Returns:
+            (B, V, H, W) depth [m], 0 where less than ``config.depth_min_alpha`` is rendered.
+        """
+        cfg = self.config
+        rendered = render_gaussians(
+            gaussians.with_features(gaussians.means.new_zeros(*gaussians.means.shape[:2], 0)),
+            intrinsics,
+            cam_to_ego,
+            image_size,
+            backend=cfg.render_backend,
+            tile_size=cfg.render_tile_size,
+        )
+        return rendered.expected_depth(max(cfg.depth_min_alpha, 1e-6))
 
     def _core(self, batch: CameraBatch, prompts: _Prompts, capturable: bool = False) -> dict[str, Tensor]:
         """Everything of ``predict`` but rendering, as a dict of tensors (static shapes, one graph).

@@ -102,6 +102,11 @@ class OccupancyNode(Node):
         except ValueError as exc:
             raise StartupError(f"invalid parameters: {exc}") from exc
         c = self.config
+        if c.python_switch_interval_ms > 0:
+            # Process-wide on purpose: the GIL is. Python's 5 ms default makes the inference thread
+            # wait up to 5 ms after each of its GPU waits while the executor or the publishing
+            # thread runs Python (docs/node.md, "Threads, queues and rates").
+            sys.setswitchinterval(c.python_switch_interval_ms / 1e3)
         self._log_throttle = KeyedThrottle(2.0)
         self.stats = PipelineStats(c.stats_window)
         self.switches = PublishSwitches.from_config(c)

@@ -236,6 +236,15 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "stats_window", 100, "Frames the latency percentiles and rate are computed over.", range=(1, 100000)
     ),
+    ParamSpec(
+        "python_switch_interval_ms",
+        0.5,
+        "Python's thread switch interval (sys.setswitchinterval) set at start-up, for the whole "
+        "process [ms]. The inference thread waits on the GPU many times per frame set; after each "
+        "wait it must win the GIL back from the threads that receive and publish messages, which "
+        "Python hands over only every switch interval (its default 5 ms). 0 = leave it as it is.",
+        range=(0.0, 100.0),
+    ),
 )
 
 SPECS_BY_NAME = {s.name: s for s in PARAM_SPECS}
@@ -282,6 +291,7 @@ class NodeConfig:
     max_rate_hz: float
     status_period_s: float
     stats_window: int
+    python_switch_interval_ms: float
 
     @classmethod
     def defaults(cls) -> NodeConfig:
