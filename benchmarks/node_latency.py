@@ -585,16 +585,27 @@ def run_ros_mode(args) -> dict:
 def instrument_node_stages(node) -> dict[str, list[float]]:
     """Wall time of the node's worker stages, per set (lists filled as the node runs): "start"
     (TF, conversion, batch, queueing the prediction; "camera_frames": its TF lookups), "wait" (for the
-    device and the host copies) and "publish" (every output message built and handed to rclpy)."""
-    times: dict[str, list[float]] = {"start": [], "camera_frames": [], "wait": [], "publish": []}
+    device and the host copies) and "publish" (every output message built and handed to rclpy); and
+    the CPU time of the thread in "start" and "publish" ("start_cpu", "publish_cpu": wall minus CPU
+    is time spent waiting, for the interpreter lock, the device or a buffer)."""
+    times: dict[str, list[float]] = {
+        "start": [],
+        "start_cpu": [],
+        "camera_frames": [],
+        "wait": [],
+        "publish": [],
+        "publish_cpu": [],
+    }
 
     def timed(key, fn):
         def wrapper(*a, **k):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 return fn(*a, **k)
             finally:
                 times[key].append(1e3 * (time.perf_counter() - t0))
+                if f"{key}_cpu" in times:
+                    times[f"{key}_cpu"].append(1e3 * (time.thread_time() - c0))
 
         return wrapper
 
@@ -770,9 +781,11 @@ def ros_table(r: dict) -> list[str]:
     )
     stage_names = {
         "start": "node worker, stage 1: TF, conversion, batch, queue the prediction",
+        "start_cpu": "node worker, stage 1, of it: the thread's CPU time (the rest is waiting)",
         "camera_frames": "node worker, stage 1, of it: TF lookups and camera frames",
         "wait": "node worker, stage 2: wait for the device and the host copies",
         "publish": "node worker, stage 2: build and publish every output",
+        "publish_cpu": "node worker, stage 2, publishing: the thread's CPU time (the rest is waiting)",
     }
     for key, label in stage_names.items():
         values = (r.get("node_stages_ms") or {}).get(key) or []

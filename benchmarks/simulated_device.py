@@ -49,6 +49,11 @@ class SimulatedDevicePredictor:
     def __getattr__(self, name: str) -> Any:  # everything but predict: the real predictor's
         return getattr(self._real, name)
 
+    def render_depth(self, gaussians: Any, intrinsics: Any, cam_to_ego: Any, image_size: Any) -> Any:
+        """The held prediction's rendered depth (the pipeline renders late, in its second thread;
+        the simulated device time of ``predict`` covers the render)."""
+        return self._with_depth.rendered_depth
+
     def predict(self, batch: Any, render_depth: bool | None = None, defer_checks: bool = False) -> Any:
         """The held prediction, whose ``check()`` waits for the simulated device to finish this set."""
         render = self._real.config.render_depth if render_depth is None else render_depth

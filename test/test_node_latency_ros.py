@@ -65,6 +65,10 @@ def test_ros_mode_measures_every_closed_loop_set(tmp_path, feeder):
     stages = r["node_stages_ms"]
     assert len(stages["start"]) >= 3 and len(stages["publish"]) >= 3, stages
     assert all(v >= 0 for values in stages.values() for v in values)
+    # the threads' CPU time per stage, one per set, never more than the wall time (1 ms: clocks)
+    for key in ("start", "publish"):
+        assert len(stages[f"{key}_cpu"]) == len(stages[key]), key
+        assert all(c <= w + 1.0 for c, w in zip(stages[f"{key}_cpu"], stages[key])), key
 
 
 def test_simulated_device_is_an_in_order_queue_and_waits_without_the_lock():
@@ -102,6 +106,8 @@ def test_simulated_device_is_an_in_order_queue_and_waits_without_the_lock():
     second = sim.predict(None, render_depth=False, defer_checks=True)
     assert time.perf_counter() - t0 < 0.03  # queued, not waited for
     assert first.rendered_depth == "depth" and second.rendered_depth is None
+    # the pipeline renders late (FramePipeline defers to render_depth): the held depth, no device work
+    assert sim.render_depth(None, None, None, (1, 1)) == "depth"
     ticks = []
     ticker = threading.Thread(target=lambda: [ticks.append(time.sleep(0.005)) for _ in range(10)])
     ticker.start()
