@@ -98,75 +98,45 @@ def measure(args) -> list[tuple[str, float, float]]:
         ):
             pubs[topic] = node.create_publisher(kind, topic, 10)
             node.create_subscription(kind, topic, lambda _: None, 10, raw=True)
-        r = args.repeats
-        rows = []
-
-        def occ():
-            return occupancy_message(o["labels"], o["grid"], o["names"], o["free"], header, o["confidence"])
-
-        msg = occ()
-        rows.append(
-            (
-                "occupancy (SemanticOccupancy)",
-                median_ms(occ, r),
-                median_ms(lambda: pubs["occupancy"].publish(msg), r),
-            )
-        )
-
-        def cloud():
-            points = occupancy_points(o["labels"], o["grid"], o["names"], o["free"], o["confidence"])
-            return pointcloud_message(points, header)
-
-        msg_cloud = cloud()
-        rows.append(
-            (
-                "occupancy_cloud (PointCloud2)",
-                median_ms(cloud, r),
-                median_ms(lambda: pubs["cloud"].publish(msg_cloud), r),
-            )
-        )
         g = (o["means"], o["scales"], o["rotations"], o["opacities"], o["gaussian_labels"])
+        builders = {
+            "occupancy (SemanticOccupancy)": (
+                "occupancy",
+                lambda: [
+                    occupancy_message(o["labels"], o["grid"], o["names"], o["free"], header, o["confidence"])
+                ],
+            ),
+            "occupancy_cloud (PointCloud2)": (
+                "cloud",
+                lambda: [
+                    pointcloud_message(
+                        occupancy_points(o["labels"], o["grid"], o["names"], o["free"], o["confidence"]),
+                        header,
+                    )
+                ],
+            ),
+            "gaussians (GaussianArray)": (
+                "gaussians",
+                lambda: [gaussian_array_message(*g, o["gaussian_confidence"], o["names"], header)],
+            ),
+            "gaussian_markers (MarkerArray, CDR)": (
+                "markers",
+                lambda: [gaussian_marker_array_cdr(gaussian_marker_data(*g, o["names"], 2000, 2.0), header)],
+            ),
+            f"rendered_depth x {args.views} (32FC1 Image)": (
+                "depth",
+                lambda: [array_to_image_message(d, "32FC1", header) for d in o["depth"]],
+            ),
+        }
+        rows = []
+        for name, (topic, build) in builders.items():
+            messages = build()
 
-        def gaussians():
-            return gaussian_array_message(*g, o["gaussian_confidence"], o["names"], header)
+            def publish(topic=topic, messages=messages):
+                for message in messages:
+                    pubs[topic].publish(message)
 
-        msg_g = gaussians()
-        rows.append(
-            (
-                "gaussians (GaussianArray)",
-                median_ms(gaussians, r),
-                median_ms(lambda: pubs["gaussians"].publish(msg_g), r),
-            )
-        )
-
-        def markers():
-            return gaussian_marker_array_cdr(gaussian_marker_data(*g, o["names"], 2000, 2.0), header)
-
-        msg_m = markers()
-        rows.append(
-            (
-                "gaussian_markers (MarkerArray, CDR)",
-                median_ms(markers, r),
-                median_ms(lambda: pubs["markers"].publish(msg_m), r),
-            )
-        )
-
-        def depth_images():
-            return [array_to_image_message(d, "32FC1", header) for d in o["depth"]]
-
-        images = depth_images()
-
-        def publish_depth():
-            for image in images:
-                pubs["depth"].publish(image)
-
-        rows.append(
-            (
-                f"rendered_depth x {args.views} (32FC1 Image)",
-                median_ms(depth_images, r),
-                median_ms(publish_depth, r),
-            )
-        )
+            rows.append((name, median_ms(build, args.repeats), median_ms(publish, args.repeats)))
         return rows
     finally:
         node.destroy_node()

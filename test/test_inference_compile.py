@@ -243,14 +243,9 @@ def test_the_summary_reports_the_compiled_path_without_depth_and_the_profile(tmp
     assert data["predict_ms"]["compiled_no_depth_p50"] == 21.0
 
 
-def test_the_summary_counts_the_open_loop_sets_of_the_ros_modes(tmp_path):
-    """ROS rows say how many of the sent sets the node's synchronizer completed, and the compiled
-    node's run is labelled as such (made-up inputs)."""
-    import json
-
-    from benchmarks.realtime_summary import summarize
-
-    ros = {
+def _ros_run(**fields) -> dict:
+    """A made-up node_ros.json (what node_latency.py --mode ros writes), with ``fields`` replaced."""
+    return {
         "feeder": "process",
         "latencies": [30.0, 35.0, 39.0],
         "dds_in": [5.0, 6.0],
@@ -258,9 +253,20 @@ def test_the_summary_counts_the_open_loop_sets_of_the_ros_modes(tmp_path):
         "sustained_hz": 29.8,
         "input_rate": 30.0,
         "dropped": 0,
-        "sent": 180,
-        "open_loop": {"sets_complete": 179, "published": 179, "dropped_busy": 0, "rejected": {}},
+        **fields,
     }
+
+
+def test_the_summary_counts_the_open_loop_sets_of_the_ros_modes(tmp_path):
+    """ROS rows say how many of the sent sets the node's synchronizer completed, and the compiled
+    node's run is labelled as such (made-up inputs)."""
+    import json
+
+    from benchmarks.realtime_summary import summarize
+
+    ros = _ros_run(
+        sent=180, open_loop={"sets_complete": 179, "published": 179, "dropped_busy": 0, "rejected": {}}
+    )
     (tmp_path / "node_ros.json").write_text(json.dumps(ros))
     compiled = {**ros, "compile_status": {"enabled": True, "compiled": True}}
     (tmp_path / "node_ros_compiled.json").write_text(json.dumps(compiled))
@@ -279,16 +285,7 @@ def test_the_summary_compares_the_switch_interval_with_the_5_ms_baseline_of_the_
 
     from benchmarks.realtime_summary import summarize
 
-    ros = {
-        "feeder": "process",
-        "latencies": [40.0, 45.0, 48.0],
-        "dds_in": [2.0, 3.0],
-        "node_p50": 38.0,
-        "sustained_hz": 24.0,
-        "input_rate": 30.0,
-        "dropped": 36,
-        "switch_interval_ms": 0.5,
-    }
+    ros = _ros_run(sustained_hz=24.0, dropped=36, switch_interval_ms=0.5)
     (tmp_path / "node_ros.json").write_text(json.dumps(ros))
     (tmp_path / "node_ros_switch5.json").write_text(
         json.dumps({**ros, "sustained_hz": 16.0, "switch_interval_ms": 5.0})
