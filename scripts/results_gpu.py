@@ -131,6 +131,21 @@ RUNS: dict[str, Run] = {
         "featup",
         train=[*FEATUP, *HALF_RENDER, "--set", "loss.gaussrender.weight=1"],
     ),
+    # GaussRender at weight 1 collapsed the semantics with featup's raw logits (docs/results.md): its
+    # class probabilities are a softmax over nearly parallel prototypes. The same with cosine logits.
+    "featup_gaussrender_cos50": Run(
+        "featup, both + GaussRender loss, cosine logits x 50",
+        "featup",
+        "featup",
+        train=[
+            *FEATUP,
+            *HALF_RENDER,
+            "--set",
+            "loss.gaussrender.weight=1",
+            "--set",
+            "inference.logit_scale=50",
+        ],
+    ),
     "featup_photometric": Run(
         "featup, both + photometric RGB",
         "featup",
