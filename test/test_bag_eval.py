@@ -78,6 +78,11 @@ def test_the_report_is_complete(offline):
         rows = list(csv.DictReader(f))
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert all(float(r["predict_ms"]) > 0 and r["miou"] != "" for r in rows)
+    # the total is the host's stages one after another; a late depth render lies inside to_host
+    assert any(r.get("render_ms") for r in rows)  # a frame drawn with its depth rendered late
+    for r in rows:
+        stages = float(r["prepare_ms"]) + float(r["predict_ms"]) + float(r["to_host_ms"])
+        assert abs(float(r["total_ms"]) - stages) <= 0.03, r
     assert summary["latency_ms"]["predict"]["count"] == 2
     text = format_summary(summary)
     assert f"{out}/bev/" in text and "mIoU" in text

@@ -165,9 +165,12 @@ def evaluate_offline(setup: ResolvedSetup, options: BagEvalOptions, report: Repo
             except FrameRejected as exc:
                 collector.add_frame(i, frame.stamp_ns, f"rejected:{exc.kind}", exc.reason)
                 return
-            total = sum(result.timings_ms.values())
+            # the host's wall-clock stages, one after another; "render" (a late depth render) lies
+            # inside "to_host" and "device" (GPU time, CUDA) overlaps them: neither is added again
+            stages = ("prepare", "predict", "to_host")
+            total = sum(result.timings_ms[stage] for stage in stages)
             timings["total"].append(total)
-            for stage in ("prepare", "predict", "to_host"):
+            for stage in stages:
                 timings[stage].append(result.timings_ms[stage])
             views = None
             if want_picture:
