@@ -10,6 +10,7 @@ builders in ``gausstr_ros.conversions``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from collections.abc import Sequence
@@ -400,25 +401,21 @@ class DeferredDepth:
     def render(self) -> np.ndarray:
         """(V, H, W) float32 depth of the first scene on the host [m] (waits for the render)."""
         pipeline = self._pipeline
-        with torch.inference_mode():
-            if self._ready is None:
-                depth = pipeline.predictor.render_depth(
-                    self._gaussians, self._intrinsics, self._cam_to_ego, self._size
-                )
-                return depth[0].float().cpu().numpy()
+        on_stream = contextlib.nullcontext()
+        if self._ready is not None:
             if pipeline._render_stream is None:
                 pipeline._render_stream = torch.cuda.Stream(device=self._intrinsics.device)
             stream = pipeline._render_stream
             stream.wait_event(self._ready)
-            inputs = [self._intrinsics, self._cam_to_ego, self._gaussians.means, self._gaussians.scales]
-            inputs += [self._gaussians.rotations, self._gaussians.opacities]
-            for t in inputs:
+            g = self._gaussians
+            for t in (self._intrinsics, self._cam_to_ego, g.means, g.scales, g.rotations, g.opacities):
                 t.record_stream(stream)  # made on the first thread's stream, used on this one
-            with torch.cuda.stream(stream):
-                depth = pipeline.predictor.render_depth(
-                    self._gaussians, self._intrinsics, self._cam_to_ego, self._size
-                )
-                return depth[0].float().cpu().numpy()  # a synchronous copy: waits for this stream only
+            on_stream = torch.cuda.stream(stream)
+        with torch.inference_mode(), on_stream:
+            depth = pipeline.predictor.render_depth(
+                self._gaussians, self._intrinsics, self._cam_to_ego, self._size
+            )
+            return depth[0].float().cpu().numpy()  # a synchronous copy: waits for this stream only
 
 
 def _record_event(device: torch.device) -> torch.cuda.Event | None:
