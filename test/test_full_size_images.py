@@ -197,7 +197,8 @@ def test_full_size_sets_are_answered_or_counted_through_real_dds(ros_context, tm
         d = delta(after, base)
         answered = d["processed"] + d["dropped"]
         assert d["lost"] > 0 or d.get("rejected:incomplete", 0) > 0, d
-        assert answered + d.get("rejected:incomplete", 0) <= SETS, d
+        # never more sets than were sent: SETS and the closing set (as check_run counts them)
+        assert answered + d.get("rejected:incomplete", 0) <= SETS + 1, d
         text = log.read_text()
         assert "lost in transport" in text and "fastdds_large_images.xml" in text, text[-3000:]
         assert "subscribed best_effort instead of reliable" in text, text[-3000:]
