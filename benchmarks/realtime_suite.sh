@@ -20,8 +20,8 @@
 # Knobs: DEADLINE, NODE_FRAMES (30), ROS_FRAMES (15), ROS_THREAD (1; 0 skips the in-process feeder
 # run), ROS_SWITCH5 (1: the ros stage again with Python's 5 ms thread switch interval, the baseline
 # of the node's python_switch_interval_ms; 0 skips it), EXTRA_TESTS (more pytest paths), TESTS_LIMIT
-# (seconds, 60), MAX_JOBS, TAIL. COMPILE=1: the image backbone compiled with torch.compile (InferenceConfig.compile_backbone) too: the node stage
-# measures it as more variants in the same run (node_latency.py --compile-backbone), the ros stage adds
+# (seconds, 60), MAX_JOBS, TAIL. COMPILE=1: the image backbone compiled with torch.compile
+# (InferenceConfig.compile_backbone) too: the node stage measures it as more variants in the same run (node_latency.py --compile-backbone), the ros stage adds
 # ros_compiled (the real node with it, feeder in its own process), and the tests stage adds its parity
 # test; those stages get COMPILE_EXTRA more seconds (default 150) for the compilation, so raise
 # DEADLINE as well.
