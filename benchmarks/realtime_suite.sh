@@ -19,7 +19,8 @@
 #   STAGES="build tests" benchmarks/realtime_suite.sh    # a subset (setup always runs)
 # Knobs: DEADLINE, NODE_FRAMES (30), ROS_FRAMES (15), ROS_THREAD (1; 0 skips the in-process feeder
 # run), ROS_SWITCH5 (1: the ros stage again with Python's 5 ms thread switch interval, the baseline
-# of the node's python_switch_interval_ms; 0 skips it), EXTRA_TESTS (more pytest paths), TESTS_LIMIT
+# of the node's python_switch_interval_ms; 0 skips it), LOCK (1: py-spy samples the interpreter
+# lock's holder in the ros stages' open loop, benchmarks/gil_profile.py), EXTRA_TESTS (more pytest paths), TESTS_LIMIT
 # (seconds, 60), MAX_JOBS, TAIL. COMPILE=1: the image backbone compiled with torch.compile
 # (InferenceConfig.compile_backbone) too: the node stage measures it as more variants in the same run (node_latency.py --compile-backbone), the ros stage adds
 # ros_compiled (the real node with it, feeder in its own process), and the tests stage adds its parity
@@ -73,6 +74,9 @@ export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 CUDA=$($PY -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null || echo 0)
 if [ "$CUDA" = 1 ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$WORK/gpu.txt"
+  # the host CPU too: the node's host work (rclpy, conversions, publishing) differs between machine
+  # instances of the same GPU type by up to 1.4x (docs/benchmarks.md, fourth sitting)
+  grep -m1 "model name" /proc/cpuinfo | sed 's/.*: /host CPU: /' | tee -a "$WORK/gpu.txt"
 else
   echo "no CUDA GPU visible: every GPU stage is SKIPPED (dry run of the plumbing)" | tee "$WORK/gpu.txt"
 fi
@@ -121,9 +125,12 @@ if want ros; then
     EXTRA=$(sed -n 's/^ROS_PYTHONPATH_EXTRA=//p' "$WORK/ros_setup.log")
     # the feeder (cameras, output subscribers) in its own process as on a robot; then, for
     # comparison, in the node's process (one interpreter lock for both sides)
+    # LOCK=1: py-spy (a carried wheel, $SITE/bin) samples who holds the interpreter lock in the open loop
+    LOCK_FLAG() { [ "${LOCK:-1}" = 1 ] && echo "--lock-profile $WORK/lock_$1.txt"; }
+    export PY_SPY=$SITE/bin/py-spy
     stage ros 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
-      --feeder process --output docs/benchmarks.md --json "$WORK/node_ros.json"
+      --feeder process --output docs/benchmarks.md --json "$WORK/node_ros.json" $(LOCK_FLAG ros)
     [ "${ROS_THREAD:-1}" = 1 ] && stage ros_thread 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
       --feeder thread --output docs/benchmarks.md --json "$WORK/node_ros_thread.json"

@@ -256,6 +256,7 @@ def summarize(work: Path) -> tuple[list[str], dict]:
         if ros.get("switch_interval_ms") is not None:
             where += f"; Python thread switch interval {ros['switch_interval_ms']:g} ms"
         lat, dds = ros["latencies"], ros.get("dds_in", [])
+        loaded = ros.get("open_latencies") or []
         data[key] = {
             "p50_ms": _pct(lat, 50),
             "p99_ms": _pct(lat, 99),
@@ -265,6 +266,8 @@ def summarize(work: Path) -> tuple[list[str], dict]:
             "input_hz": ros["input_rate"],
             "dropped": ros["dropped"],
             "open_loop": ros.get("open_loop"),
+            "open_loop_p50_ms": _pct(loaded, 50) if loaded else None,
+            "open_loop_p99_ms": _pct(loaded, 99) if loaded else None,
         }
         loop = ros.get("open_loop") or {}
         sets = (
@@ -277,8 +280,17 @@ def summarize(work: Path) -> tuple[list[str], dict]:
                 f"3. ROS mode (real rclpy + Fast DDS, every output subscribed; {where})",
                 f"p50 {_pct(lat, 50):.1f} / p99 {_pct(lat, 99):.1f} ms one set at a time; DDS in + "
                 f"conversion + sync p50 {_pct(dds, 50):.1f} ms; at {ros['input_rate']:g} Hz input "
-                f"{ros['sustained_hz']:.1f} Hz out, {ros['dropped']} dropped{sets}",
-                _met(ros["sustained_hz"] >= 0.95 * GOALS["rate_hz"] and _pct(lat, 99) <= GOALS["p99_ms"]),
+                f"{ros['sustained_hz']:.1f} Hz out, {ros['dropped']} dropped{sets}"
+                + (
+                    f", latency under that load p50 {_pct(loaded, 50):.1f} / p99 {_pct(loaded, 99):.1f} ms"
+                    if loaded
+                    else ""
+                ),
+                # the p99 of the goal is the one under load where measured (before: one set at a time)
+                _met(
+                    ros["sustained_hz"] >= 0.95 * GOALS["rate_hz"]
+                    and _pct(loaded if loaded else lat, 99) <= GOALS["p99_ms"]
+                ),
             )
         )
     if "ros" in data and "ros_switch5" in data and data["ros_switch5"]["sustained_hz"] > 0:

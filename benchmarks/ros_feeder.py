@@ -233,6 +233,13 @@ def run_feeder(conn, spec: FeederSpec, context=None) -> None:
                 "send_window": send_window,
                 "send_lag_ms": lag_ms,
                 "outputs_seen": dict(counts),
+                # every open-loop set answered: last image published -> its occupancy received (the
+                # latency under load that goals 2 and 3 bound; dropped sets have none)
+                "open_latency_ms": [
+                    1e3 * (t - published_last[s])
+                    for s, t in sorted(received.items())
+                    if s >= first_open and s in published_last
+                ],
             }
         conn.send(result)
     except Exception as exc:  # the node side must not wait forever for a feeder that died

@@ -116,6 +116,11 @@ RUNS: dict[str, Run] = {
     "featup_both_seed1": Run(
         "featup, both (seed 1)", "featup", "featup", train=[*FEATUP, *HALF_RENDER, "--seed", "1"]
     ),
+    # Half the official rate: the official 2e-4 is for 2 scenes on each of several GPUs; at 2 scenes
+    # per step in all, some runs at 2e-4 collapse (docs/results.md). Does the lower rate cost quality?
+    "featup_both_lr1e4": Run(
+        "featup, both (learning rate 1e-4)", "featup", "featup", train=[*FEATUP, *HALF_RENDER, "--lr", "1e-4"]
+    ),
     "featup_both_full_render": Run(
         "featup, both (loss rendered at 432 x 768)", "featup", "featup", train=FEATUP
     ),
@@ -487,8 +492,12 @@ class Results:
         if choice is not None:
             label += f" [tuned: {choice['variant']} logits, density {choice['density_threshold']:g}]"
         sweeps = {}
-        for path in sorted(self.out.glob(f"tune_{key}_*/sweep.json")):
-            sweeps[path.parent.name.removeprefix(f"tune_{key}_")] = json.loads(path.read_text())
+        # by the variant names: a glob "tune_<key>_*" also caught the runs whose key extends this
+        # one (tune_featup_both_lr1e4_default under featup_both)
+        for variant in (*LOGIT_VARIANTS, "default"):
+            path = self.out / f"tune_{key}_{variant}" / "sweep.json"
+            if path.is_file():
+                sweeps[variant] = json.loads(path.read_text())
         return {
             "name": label,
             "key": key + suffix,

@@ -202,31 +202,88 @@ def test_one_loader_with_persistent_workers_serves_every_epoch(tmp_path, monkeyp
     _assert_same_weights(in_process, workers, "loading in a worker process and a resume")
 
 
-def test_a_model_that_renders_nothing_stops_the_run_with_a_clear_error(tmp_path, monkeypatch):
-    """The collapse guard: COLLAPSE_PATIENCE consecutive steps whose last layer renders (almost)
-    nothing stop the run with the reason and a saved checkpoint, instead of training a model that maps
-    everything as free (seen on the GPU: IoU 0 after 4 minutes). A healthy step resets the count."""
+def _forced_alpha(trainer, empty_when):
+    """Wrap the trainer's loss so that its mean-alpha metric reads "rendered nothing" (1e-4) whenever
+    ``empty_when(call number from 1)`` is true; returns the list of the real alphas seen."""
     import dataclasses
 
     from gausstr_core.losses.gausstr import ALPHA_METRIC
-    from gausstr_core.train import trainer as trainer_module
 
-    monkeypatch.setattr(trainer_module, "COLLAPSE_PATIENCE", 3)
-    cfg = train_config(tmp_path)
-    trainer = _trainer(cfg)
     real_loss = trainer.loss_fn
     seen = []
 
-    def loss_rendering_nothing_after_one_healthy_dip(output, batch, **kw):
+    def loss(output, batch, **kw):
         out = real_loss(output, batch, **kw)
         seen.append(float(out.terms[ALPHA_METRIC]))
-        # step 1 dips below the cut, step 2 is healthy (resets the count), steps 3-5 render nothing
-        empty = len(seen) in (1, 3, 4, 5)
-        value = out.terms[ALPHA_METRIC] * 0 + 1e-4 if empty else out.terms[ALPHA_METRIC]
+        value = out.terms[ALPHA_METRIC]
+        if empty_when(len(seen)):
+            value = value * 0 + 1e-4
         return dataclasses.replace(out, terms={**out.terms, ALPHA_METRIC: value})
 
-    trainer.loss_fn = loss_rendering_nothing_after_one_healthy_dip
-    with pytest.raises(RuntimeError, match=r"training collapsed.*for 3 steps; stopped at step 5"):
+    trainer.loss_fn = loss
+    return seen
+
+
+def test_a_model_that_keeps_rendering_nothing_stops_the_run_with_a_clear_error(tmp_path, monkeypatch):
+    """The collapse guard: COLLAPSE_PATIENCE consecutive steps whose last layer renders (almost)
+    nothing are a collapse (seen on the GPU: IoU 0 after 4 minutes). A healthy step resets the count.
+    The run goes back to a snapshot with a new warm-up COLLAPSE_RECOVERIES times; a run that
+    collapses again after that stops with the reason and a saved checkpoint, instead of training a
+    model that maps everything as free."""
+    from gausstr_core.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "COLLAPSE_PATIENCE", 3)
+    monkeypatch.setattr(trainer_module, "SNAPSHOT_EVERY", 1)
+    monkeypatch.setattr(trainer_module, "SNAPSHOT_MARGIN", 0)
+    trainer = _trainer(train_config(tmp_path))
+    # call 1 dips below the cut, call 2 is healthy (resets the count), every later one renders nothing
+    seen = _forced_alpha(trainer, lambda call: call == 1 or call >= 3)
+    with pytest.raises(
+        RuntimeError, match=r"training collapsed.*for 3 steps; stopped at step 5 after 2 rollback"
+    ):
         trainer.fit()
     assert seen[0] > trainer_module.COLLAPSED_ALPHA  # the real model renders plenty
+    # steps 3-5 collapsed three times: back to the snapshot of step 2 twice, then stopped
+    assert len(seen) == 2 + 3 * 3
+    assert trainer.recoveries == 2 and trainer.lr_scale == 0.5 and trainer.rewarm_from == 2
     assert (tmp_path / STATE_FILE).is_file()
+
+
+def test_a_collapsed_run_goes_back_to_a_snapshot_and_warms_up_again(tmp_path, monkeypatch):
+    """A collapse that does not come back: the run continues from the snapshot's weights and
+    optimizer state (bitwise) with the learning rate warmed up again from the recipe's start factor,
+    to its end; the deployment checkpoint and the resumable state record it."""
+    from gausstr_core.io.checkpoint import load_model_checkpoint
+    from gausstr_core.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "COLLAPSE_PATIENCE", 2)
+    monkeypatch.setattr(trainer_module, "SNAPSHOT_EVERY", 2)
+    monkeypatch.setattr(trainer_module, "SNAPSHOT_MARGIN", 1)
+    trainer = _trainer(train_config(tmp_path, max_steps=8))
+    weights_at = {}
+    real_step = trainer.train_step
+
+    def step(batch):
+        weights_at.setdefault(
+            (trainer.step, trainer.recoveries), [p.detach().clone() for p in trainer.params]
+        )
+        result = real_step(batch)
+        return result
+
+    trainer.train_step = step
+    # steps 5 and 6 (calls 5 and 6) render nothing: a collapse with onset 5 at step 6, back to the
+    # newest snapshot at least 1 step before it (step 4), then healthy
+    _forced_alpha(trainer, lambda call: call in (5, 6) and trainer.recoveries == 0)
+    trainer.fit()
+    assert trainer.step == 8 and trainer.recoveries == 1 and trainer.lr_scale == 1.0
+    assert trainer.rewarm_from == 4
+    for before, after in zip(weights_at[(4, 0)], weights_at[(4, 1)]):
+        assert torch.equal(before, after)
+    # warming up again: at step 8, 5 of RECOVERY_WARMUP steps from the recipe's start factor
+    start = trainer.cfg.warmup_start
+    expected = start + (1 - start) * 5 / trainer_module.RECOVERY_WARMUP
+    assert trainer.rewarm_factor() == pytest.approx(expected)
+    training = load_model_checkpoint(tmp_path / "model.safetensors")[2]["training"]
+    assert training["collapse_recoveries"] == 1 and training["rewarm_from_step"] == 4
+    resumed = _trainer(train_config(tmp_path, max_steps=8), resume=True)
+    assert resumed.recoveries == 1 and resumed.rewarm_from == 4 and resumed.lr_scale == 1.0

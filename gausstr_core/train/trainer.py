@@ -9,6 +9,7 @@ uninterrupted run would have.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -44,7 +45,57 @@ MAX_BAD_STEPS = 20  # consecutive non-finite losses before the run is stopped
 # warm-up to 2e-4: the loss rose from 15 to 26 and the model scored IoU 0). Healthy models render the
 # ground and the objects, i.e. alpha >> 0.01 over the image.
 COLLAPSED_ALPHA = 0.01
-COLLAPSE_PATIENCE = 100  # consecutive steps below it before the run is stopped
+COLLAPSE_PATIENCE = 100  # consecutive steps below it: the run has collapsed
+# A collapsed run goes back to a snapshot taken before the collapse began and warms its learning rate
+# up again over RECOVERY_WARMUP steps (to the full rate the first time, half of it the second), at
+# most COLLAPSE_RECOVERIES times, then stops with the reason. Seen on the GPU (featup at paper size,
+# 2 scenes per step, 2026-12-06): 2 of about 10 runs of the same recipe collapsed within 100 steps of
+# reaching the full 2e-4 at the end of a short warm-up (40 and 125 steps; the official one is 200),
+# the others trained normally. Half the rate for the whole run is no remedy: 1e-4 scored IoU 34.8 /
+# mIoU 13.5 against 46.3 / 20.9 at 2e-4 (same data, 1,250 steps; docs/results.md).
+COLLAPSE_RECOVERIES = 2
+RECOVERY_WARMUP = 200
+SNAPSHOT_EVERY = 50  # steps between in-memory snapshots of a healthy run (trainable weights, optimizer)
+SNAPSHOT_MARGIN = 50  # the snapshot restored predates the first step that rendered nothing by this much
+
+
+@dataclass
+class Snapshot:
+    """Host copies of the trainable parameters, the optimizer state and the loss scaler at ``step``."""
+
+    step: int
+    params: list[torch.Tensor]
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any]
+
+    @classmethod
+    def take(cls, step: int, params: list[torch.Tensor], optimizer, scaler) -> Snapshot:
+        return cls(
+            step,
+            [p.detach().to("cpu", copy=True) for p in params],
+            _host_copy(optimizer.state_dict()),
+            copy.deepcopy(scaler.state_dict()) if scaler is not None else {},
+        )
+
+    def restore(self, params: list[torch.Tensor], optimizer, scaler) -> None:
+        with torch.no_grad():
+            for p, saved in zip(params, self.params):
+                p.copy_(saved)
+        # a copy again: on the CPU load_state_dict would keep these very tensors and step them
+        optimizer.load_state_dict(_host_copy(self.optimizer))
+        if scaler is not None and self.scaler:
+            scaler.load_state_dict(self.scaler)
+
+
+def _host_copy(value: Any) -> Any:
+    """A deep copy of an optimizer state dict with every tensor copied to the host."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _host_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_host_copy(v) for v in value)
+    return copy.deepcopy(value)
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -221,6 +272,10 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0  # training wall time of the run so far (all sessions; rank 0's clock)
         self.history: list[dict[str, Any]] = []
+        self.lr_scale = 1.0  # on top of the schedule: halved from the second collapse recovery on
+        self.recoveries = 0
+        self.rewarm_from: int | None = None  # the step a collapse recovery went back to
+        self._snapshots: list[Snapshot] = []
         if state is not None:
             self._load_state(state)
         self.writer = None
@@ -245,6 +300,9 @@ class Trainer:
             "model_config": config_to_yaml(self.model_config),
             "history": json.dumps(self.history),
             "world_size": self.ctx.world_size,
+            "lr_scale": self.lr_scale,
+            "recoveries": self.recoveries,
+            "rewarm_from": -1 if self.rewarm_from is None else self.rewarm_from,
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -256,6 +314,10 @@ class Trainer:
         self.step = int(state["step"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.history = json.loads(state.get("history", "[]"))
+        self.lr_scale = float(state.get("lr_scale", 1.0))
+        self.recoveries = int(state.get("recoveries", 0))
+        rewarm = int(state.get("rewarm_from", -1))
+        self.rewarm_from = None if rewarm < 0 else rewarm
         if int(state.get("world_size", 1)) != self.ctx.world_size and self.ctx.is_main:
             print(
                 f"note: resuming a {state.get('world_size')}-process run on {self.ctx.world_size} "
@@ -286,6 +348,9 @@ class Trainer:
                 "command": self.command,
                 "train_config": to_dict(self.cfg),
                 "train_minutes": round(self.train_seconds / 60, 2),
+                "collapse_recoveries": self.recoveries,
+                "lr_scale": self.lr_scale,
+                "rewarm_from_step": self.rewarm_from,
             },
         )
         return path
@@ -320,7 +385,7 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         else:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
-        factor = self.lr_factor()
+        factor = self.lr_factor() * self.lr_scale * self.rewarm_factor()
         set_learning_rate(self.optimizer, self.base_lrs, factor)
         # One device-to-host transfer for every scalar of the step (each float() of a device tensor is
         # a synchronisation of its own). Every rank sees the same all-reduced gradients, so every rank
@@ -367,6 +432,17 @@ class Trainer:
             cfg.decay_fractions,
             cfg.decay_gamma,
         )
+
+    def rewarm_factor(self) -> float:
+        """After a collapse recovery: a linear warm-up again, from the recipe's ``warmup_start`` to 1
+        over RECOVERY_WARMUP steps from the step the run went back to; else 1."""
+        if self.rewarm_from is None:
+            return 1.0
+        done = (self.step - self.rewarm_from + 1) / RECOVERY_WARMUP
+        if done >= 1.0:
+            return 1.0
+        start = self.cfg.warmup_start
+        return start + (1.0 - start) * max(done, 0.0)
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -453,6 +529,7 @@ class Trainer:
         seconds_before = self.train_seconds
         last_eval: dict[str, Any] = {}
         out_of_time, interrupted = False, None
+        self._take_snapshot()
         while self.step < self.total_steps and not out_of_time and not interrupted:
             epoch, offset = divmod(self.step, self.steps_per_epoch)
             start, stop = offset * cfg.batch_size, self.steps_per_epoch * cfg.batch_size
@@ -469,6 +546,8 @@ class Trainer:
                     )
                 alpha = result.losses.get(ALPHA_METRIC)
                 empty_steps = empty_steps + 1 if alpha is not None and alpha < COLLAPSED_ALPHA else 0
+                if empty_steps == 0 and self.step % SNAPSHOT_EVERY == 0:
+                    self._take_snapshot()
                 for k, v in result.losses.items():
                     window[k] = window.get(k, 0.0) + v
                 window["grad_norm"] = window.get("grad_norm", 0.0) + result.grad_norm
@@ -497,15 +576,21 @@ class Trainer:
                     self.ctx, (elapsed, float(signalled), float(empty_steps))
                 )
                 if empty >= COLLAPSE_PATIENCE:
-                    self.save_checkpoint()
                     last = float("nan") if alpha is None else alpha
-                    raise RuntimeError(
-                        f"training collapsed: the model has rendered almost nothing (mean alpha "
-                        f"< {COLLAPSED_ALPHA}, last {last:.2e}) for {int(empty)} steps; stopped at "
-                        f"step {self.step} (checkpoint saved). Its opacities went to zero and the "
-                        f"loss no longer reaches them: lower the learning rate (--lr) or lengthen "
-                        f"the warm-up (--warmup-steps, --warmup-fraction)"
-                    )
+                    if self.recoveries >= COLLAPSE_RECOVERIES:
+                        self.save_checkpoint()
+                        raise RuntimeError(
+                            f"training collapsed: the model has rendered almost nothing (mean alpha "
+                            f"< {COLLAPSED_ALPHA}, last {last:.2e}) for {int(empty)} steps; stopped at "
+                            f"step {self.step} after {self.recoveries} rollback(s) with a new warm-up "
+                            f"(checkpoint saved). Its opacities went to zero and the loss no "
+                            f"longer reaches them: lower the learning rate (--lr) or lengthen the "
+                            f"warm-up (--warmup-steps, --warmup-fraction)"
+                        )
+                    self.train_seconds = elapsed
+                    self._recover_from_collapse(onset=self.step - int(empty) + 1, alpha=last)
+                    empty_steps = 0
+                    break
                 self.train_seconds = elapsed
                 interrupted = STOP_SIGNALS_BY_CODE[int(signalled)]
                 if cfg.max_minutes is not None:
@@ -518,6 +603,41 @@ class Trainer:
                 if self.step >= self.total_steps or out_of_time or interrupted:
                     break
         return interrupted, last_eval
+
+    def _take_snapshot(self) -> None:
+        """Keep a host copy of the trainable weights and the optimizer state at this (healthy) step;
+        enough of them to reach back COLLAPSE_PATIENCE + SNAPSHOT_MARGIN steps."""
+        keep = (COLLAPSE_PATIENCE + SNAPSHOT_MARGIN) // SNAPSHOT_EVERY + 2
+        if self._snapshots and self._snapshots[-1].step == self.step:
+            return
+        self._snapshots.append(Snapshot.take(self.step, self.params, self.optimizer, self.scaler))
+        del self._snapshots[:-keep]
+
+    def _recover_from_collapse(self, onset: int, alpha: float) -> None:
+        """Go back to the newest snapshot at least SNAPSHOT_MARGIN steps before ``onset`` (the first
+        step of the collapse; the oldest snapshot if none is that old) and warm the learning rate up
+        again from there (``rewarm_factor``), to half the rate from the second recovery on.
+        Every rank does the same (the decision is rank 0's, broadcast), from identical DDP weights."""
+        older = [s for s in self._snapshots if s.step <= onset - SNAPSHOT_MARGIN]
+        snapshot = older[-1] if older else self._snapshots[0]
+        collapsed_at = self.step
+        snapshot.restore(self.params, self.optimizer, self.scaler)
+        self._snapshots = [s for s in self._snapshots if s.step <= snapshot.step]
+        self.step = snapshot.step
+        self.recoveries += 1
+        self.lr_scale = 0.5 ** (self.recoveries - 1)
+        self.rewarm_from = snapshot.step
+        if self.ctx.is_main:
+            print(
+                f"\ntraining collapsed at step {collapsed_at} (mean alpha < {COLLAPSED_ALPHA} since step "
+                f"{onset}, last {alpha:.2e}): back to the snapshot of step {snapshot.step}, the learning "
+                f"rate warmed up again over {RECOVERY_WARMUP} steps to x{self.lr_scale:g} of the "
+                f"schedule (recovery {self.recoveries} of {COLLAPSE_RECOVERIES})",
+                flush=True,
+            )
+            if self.writer is not None:
+                self.writer.add_scalar("optim/lr_scale", self.lr_scale, collapsed_at)
+                self.writer.add_scalar("optim/collapse_recoveries", self.recoveries, collapsed_at)
 
     def _check_replicas_in_sync(self) -> None:
         """DDP keeps every rank's weights identical; verify it (a cheap checksum per rank) so that a
