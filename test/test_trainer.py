@@ -249,7 +249,7 @@ def test_a_model_that_keeps_rendering_nothing_stops_the_run_with_a_clear_error(t
     assert (tmp_path / STATE_FILE).is_file()
 
 
-def test_a_collapsed_run_goes_back_to_a_snapshot_and_warms_up_again(tmp_path, monkeypatch):
+def _collapse_and_recover(tmp_path, monkeypatch, **config):
     """A collapse that does not come back: the run continues from the snapshot's weights and
     optimizer state (bitwise) with the learning rate warmed up again from the recipe's start factor,
     to its end; the deployment checkpoint and the resumable state record it."""
@@ -259,7 +259,7 @@ def test_a_collapsed_run_goes_back_to_a_snapshot_and_warms_up_again(tmp_path, mo
     monkeypatch.setattr(trainer_module, "COLLAPSE_PATIENCE", 2)
     monkeypatch.setattr(trainer_module, "SNAPSHOT_EVERY", 2)
     monkeypatch.setattr(trainer_module, "SNAPSHOT_MARGIN", 1)
-    trainer = _trainer(train_config(tmp_path, max_steps=8))
+    trainer = _trainer(train_config(tmp_path, max_steps=8, **config))
     weights_at = {}
     real_step = trainer.train_step
 
@@ -267,8 +267,7 @@ def test_a_collapsed_run_goes_back_to_a_snapshot_and_warms_up_again(tmp_path, mo
         weights_at.setdefault(
             (trainer.step, trainer.recoveries), [p.detach().clone() for p in trainer.params]
         )
-        result = real_step(batch)
-        return result
+        return real_step(batch)
 
     trainer.train_step = step
     # steps 5 and 6 (calls 5 and 6) render nothing: a collapse with onset 5 at step 6, back to the
@@ -279,11 +278,27 @@ def test_a_collapsed_run_goes_back_to_a_snapshot_and_warms_up_again(tmp_path, mo
     assert trainer.rewarm_from == 4
     for before, after in zip(weights_at[(4, 0)], weights_at[(4, 1)]):
         assert torch.equal(before, after)
+    # the optimizer state is back on the parameters' device, and stepping it left the snapshot as it was
+    for p in trainer.params:
+        for value in trainer.optimizer.state[p].values():
+            if isinstance(value, torch.Tensor) and value.dim():
+                assert value.device == p.device
     # warming up again: at step 8, 5 of RECOVERY_WARMUP steps from the recipe's start factor
     start = trainer.cfg.warmup_start
     expected = start + (1 - start) * 5 / trainer_module.RECOVERY_WARMUP
     assert trainer.rewarm_factor() == pytest.approx(expected)
     training = load_model_checkpoint(tmp_path / "model.safetensors")[2]["training"]
     assert training["collapse_recoveries"] == 1 and training["rewarm_from_step"] == 4
-    resumed = _trainer(train_config(tmp_path, max_steps=8), resume=True)
+    resumed = _trainer(train_config(tmp_path, max_steps=8, **config), resume=True)
     assert resumed.recoveries == 1 and resumed.rewarm_from == 4 and resumed.lr_scale == 1.0
+
+
+def test_a_collapsed_run_goes_back_to_a_snapshot_and_warms_up_again(tmp_path, monkeypatch):
+    _collapse_and_recover(tmp_path, monkeypatch)
+
+
+@pytest.mark.gpu
+def test_a_collapsed_run_recovers_on_cuda_with_bf16(tmp_path, monkeypatch):
+    """The same on the GPU: host snapshots of CUDA parameters and optimizer state go back to the
+    device, under bf16 autocast."""
+    _collapse_and_recover(tmp_path, monkeypatch, device="cuda", amp="bf16", threads=0)
