@@ -546,8 +546,6 @@ class Trainer:
                     )
                 alpha = result.losses.get(ALPHA_METRIC)
                 empty_steps = empty_steps + 1 if alpha is not None and alpha < COLLAPSED_ALPHA else 0
-                if empty_steps == 0 and self.step % SNAPSHOT_EVERY == 0:
-                    self._take_snapshot()
                 for k, v in result.losses.items():
                     window[k] = window.get(k, 0.0) + v
                 window["grad_norm"] = window.get("grad_norm", 0.0) + result.grad_norm
@@ -591,6 +589,9 @@ class Trainer:
                     self._recover_from_collapse(onset=self.step - int(empty) + 1, alpha=last)
                     empty_steps = 0
                     break
+                if empty == 0 and self.step % SNAPSHOT_EVERY == 0:
+                    # rank 0's count, as for the collapse: every rank keeps the same snapshot steps
+                    self._take_snapshot()
                 self.train_seconds = elapsed
                 interrupted = STOP_SIGNALS_BY_CODE[int(signalled)]
                 if cfg.max_minutes is not None:
