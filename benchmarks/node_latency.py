@@ -481,6 +481,7 @@ def run_ros_mode(args) -> dict:
         frames=args.frames,
         rate=args.rate,
         duration=args.duration,
+        info_every_set=args.camera_info_every_set,
     )
     params = {
         "camera_names": names,
@@ -566,6 +567,7 @@ def run_ros_mode(args) -> dict:
             args, f"ros (real node, rclpy, Fast DDS; cameras, subscribers in {where})", predictor, rig, (h, w)
         ),
         "feeder": args.feeder,
+        "camera_info_every_set": args.camera_info_every_set,
         "simulated_device_ms": args.simulated_device_ms or None,
         "switch_interval_ms": round(1e3 * sys.getswitchinterval(), 3),
         "dds_profile": os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or "Fast DDS defaults",
@@ -838,6 +840,8 @@ def ros_table(r: dict) -> list[str]:
         )
     lines += thread_cpu_lines(r.get("thread_cpu"))
     lines += lock_profile_lines(r.get("lock_profile"))
+    if r.get("camera_info_every_set"):
+        lines.append("CameraInfo published with every set (as camera drivers do).")
     if r.get("dds_profile"):
         profile = r["dds_profile"]
         lines.append(f"DDS: {Path(profile).name if profile.endswith('.xml') else profile}.")
@@ -981,6 +985,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="CUDA, pipeline mode: profile 5 eager predicts afterwards; the operator table goes here and "
         "the device time per frame (the floor of the graph path) into the result",
+    )
+    parser.add_argument(
+        "--camera-info-every-set",
+        action="store_true",
+        help="ros mode: the cameras publish their CameraInfo with every set, as camera drivers do "
+        "(6 more messages per set for the node to take); default: only until the node is ready",
     )
     parser.add_argument(
         "--lock-profile",

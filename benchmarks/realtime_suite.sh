@@ -19,7 +19,8 @@
 #   STAGES="build tests" benchmarks/realtime_suite.sh    # a subset (setup always runs)
 # Knobs: DEADLINE, NODE_FRAMES (30), ROS_FRAMES (15), ROS_THREAD (1; 0 skips the in-process feeder
 # run), ROS_SWITCH5 (1: the ros stage again with Python's 5 ms thread switch interval, the baseline
-# of the node's python_switch_interval_ms; 0 skips it), LOCK (1: py-spy samples the interpreter
+# of the node's python_switch_interval_ms; 0 skips it), ROS_INFO (0; 1: the ros stage again with
+# CameraInfo published with every set, as camera drivers do), LOCK (1: py-spy samples the interpreter
 # lock's holder in the ros stages' open loop, benchmarks/gil_profile.py), EXTRA_TESTS (more pytest paths), TESTS_LIMIT
 # (seconds, 60), MAX_JOBS, TAIL. COMPILE=1: the image backbone compiled with torch.compile
 # (InferenceConfig.compile_backbone) too: the node stage measures it as more variants in the same run (node_latency.py --compile-backbone), the ros stage adds
@@ -134,6 +135,11 @@ if want ros; then
     [ "${ROS_THREAD:-1}" = 1 ] && stage ros_thread 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
       --feeder thread --output docs/benchmarks.md --json "$WORK/node_ros_thread.json"
+    # ROS_INFO=1: the cameras also publish CameraInfo with every set, as drivers do (6 more messages
+    # per set for the node's executor; the ros stage publishes them only until the node is ready)
+    [ "${ROS_INFO:-0}" = 1 ] && stage ros_info 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
+      --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
+      --feeder process --camera-info-every-set --json "$WORK/node_ros_info.json" $(LOCK_FLAG ros_info)
     # the same with Python's own 5 ms thread switch interval: the baseline of the node's setting
     [ "${ROS_SWITCH5:-1}" = 1 ] && stage ros_switch5 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \

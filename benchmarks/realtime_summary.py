@@ -246,6 +246,7 @@ def summarize(work: Path) -> tuple[list[str], dict]:
         ("ros_thread", "node_ros_thread.json"),
         ("ros_compiled", "node_ros_compiled.json"),
         ("ros_switch5", "node_ros_switch5.json"),
+        ("ros_info", "node_ros_info.json"),
     ):
         ros = _load(work / name)
         if not (ros and ros.get("latencies")):
@@ -255,6 +256,8 @@ def summarize(work: Path) -> tuple[list[str], dict]:
             where += "; image backbone compiled"
         if ros.get("switch_interval_ms") is not None:
             where += f"; Python thread switch interval {ros['switch_interval_ms']:g} ms"
+        if ros.get("camera_info_every_set"):
+            where += "; CameraInfo with every set"
         lat, dds = ros["latencies"], ros.get("dds_in", [])
         loaded = ros.get("open_latencies") or []
         data[key] = {

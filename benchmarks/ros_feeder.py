@@ -37,6 +37,8 @@ class FeederSpec:
         image_topics, camera_info_topics, depth_topics: per camera, in rig order (depth empty: none).
         warmup, frames: closed-loop sets (the first ``warmup`` are not timed).
         rate, duration: open loop: sets per second and seconds.
+        info_every_set: also publish every camera's CameraInfo with each set, as camera drivers do
+            (image_transport's CameraPublisher); otherwise only until the node is ready.
     """
 
     namespace: str
@@ -49,6 +51,7 @@ class FeederSpec:
     frames: int = 20
     rate: float = 30.0
     duration: float = 6.0
+    info_every_set: bool = False
 
 
 def synthetic_rgb(views: int, height: int, width: int, seed: int = 0) -> list[np.ndarray]:
@@ -114,9 +117,10 @@ class SyntheticCameras:
         """Whether every camera topic has a subscriber."""
         return all(p.get_subscription_count() for p in self.image_pubs + self.info_pubs + self.depth_pubs)
 
-    def publish_infos(self) -> None:
+    def publish_infos(self, stamp: int | None = None) -> None:
+        """Every camera's CameraInfo (stamped ``stamp`` [ns] when given)."""
         for k, p in enumerate(self.info_pubs):
-            p.publish(self.msgs.camera_info(k))
+            p.publish(self.msgs.camera_info(k, stamp or 0))
 
     def publish_set(self, stamp: int) -> None:
         """Every camera's depth (if any) and image stamped ``stamp`` [ns]."""
@@ -175,6 +179,8 @@ def run_feeder(conn, spec: FeederSpec, context=None) -> None:
     def publish_set(stamp: int) -> None:
         cameras.publish_set(stamp)
         published_last[stamp] = time.monotonic()  # after the last image of the set
+        if spec.info_every_set:
+            cameras.publish_infos(stamp)
 
     try:
         deadline = time.monotonic() + 30
