@@ -411,3 +411,29 @@ def test_cameras_without_depth_use_the_depth_head(tiny_model, tiny_text_encoder)
     out = _predictor(tiny_model, tiny_text_encoder).predict(_ring_batch(2, h, w, depth=False))
     assert out.rendered_depth.shape == (1, 2, h, w) and torch.isfinite(out.rendered_depth).all()
     assert out.labels.shape == (1, *GRID.shape)
+
+
+def test_centred_prototypes_undo_the_hub_of_a_shared_text_direction(tiny_model, tiny_text_encoder):
+    """Prototypes that share a large common direction (as text embeddings of class names do) make the
+    class whose prototype lies nearest to it a hub: a feature made of that common part and a weak
+    class-k part is called the hub. Centring (``center_prototypes``) compares the class parts and
+    calls it k; a feature equal to a prototype keeps its class either way. Seeded, exact."""
+    g = torch.Generator().manual_seed(7)
+    d, classes = 64, 4
+    common = torch.nn.functional.normalize(torch.randn(d, generator=g), dim=0)
+    own = torch.linalg.qr(torch.randn(d, classes, generator=g))[0].T  # orthonormal class parts
+    own = own - (own @ common)[:, None] * common  # orthogonal to the common part
+    own = torch.nn.functional.normalize(own, dim=-1)
+    share = torch.tensor([0.95, 0.94, 0.94, 0.94])  # class 0 lies nearest to the common direction
+    prototypes = share[:, None] * common + (1 - share[:, None] ** 2).sqrt() * own
+    weak = torch.stack([common + 0.02 * own[k] for k in range(classes)])[None]  # (1, 4, D)
+    plain = _predictor(tiny_model, tiny_text_encoder, logit_scale=50.0, prompt_denoising=False)
+    centred = _predictor(
+        tiny_model, tiny_text_encoder, logit_scale=50.0, prompt_denoising=False, center_prototypes=True
+    )
+    assert plain.prompt_probabilities(weak, prototypes).argmax(-1).tolist() == [[0, 0, 0, 0]]
+    assert centred.prompt_probabilities(weak, prototypes).argmax(-1).tolist() == [[0, 1, 2, 3]]
+    exact = prototypes[None]
+    for p in (plain, centred):
+        assert p.prompt_probabilities(exact, prototypes).argmax(-1).tolist() == [[0, 1, 2, 3]]
+    assert not InferenceConfig().center_prototypes  # the official logits stay the default

@@ -543,7 +543,15 @@ class OccupancyPredictor:
         return out
 
     def prompt_probabilities(self, features: Tensor, prototypes: Tensor) -> Tensor:
-        """Softmax over prompts of the Gaussians' logits: (B, N, D), (P, D) -> (B, N, P)."""
+        """Softmax over prompts of the Gaussians' logits: (B, N, D), (P, D) -> (B, N, P).
+
+        With ``center_prototypes`` both sides lose the prompts' mean prototype first (the prototypes
+        are unit again afterwards); computed from ``prototypes`` on every call, so a vocabulary
+        changed at run time (also a CUDA graph's prototype buffer) is centred on its own mean."""
+        if self.config.center_prototypes:
+            mean = prototypes.mean(0, keepdim=True)
+            prototypes = F.normalize(prototypes - mean, dim=-1)
+            features = features - mean
         if self.config.logit_scale is None:
             logits = features @ prototypes.T
         else:
