@@ -59,8 +59,8 @@ NO_DEPTH = ["--set", "loss.depth_weight=0", "--set", "loss.depth_head_weight=0"]
 LOGIT_VARIANTS = {
     "raw": [],
     "cos50": ["--set", "inference.logit_scale=50"],
-    # the prototypes' common direction removed (inference.center_prototypes): the featup model called
-    # 16-30 % of the flat classes and 29-44 % of barriers and cones "car" (docs/results.md)
+    # the prototypes' common direction removed (inference.center_prototypes): a featup model after
+    # 1,250 steps called 16-30 % of the flat classes and 29-44 % of barriers and cones "car"
     "cos50_centred": ["--set", "inference.logit_scale=50", "--set", "inference.center_prototypes=true"],
 }
 SWEEP = ["0.02", "0.04", "0.08", "0.12", "0.16", "0.2", "0.25", "0.3", "0.4", "0.5", "0.6", "0.8"]

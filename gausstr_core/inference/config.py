@@ -24,9 +24,9 @@ class InferenceConfig:
             Gaussians' features before the logits (then both are compared by what tells the classes
             apart). Why: text embeddings of class names share a large common direction (the featup
             targets' classes have cosine 0.89-0.98), so a feature that is a blend of classes, or
-            weak, lands nearest to whichever prototype lies closest to that common direction: on the
-            paper-scale featup model 16-30 % of the flat classes' voxels and 29-44 % of the barriers'
-            and cones' went to "car" (docs/results.md). Off by default (the official logits); use it
+            weak, lands nearest to whichever prototype lies closest to that common direction: a featup
+            model after 1,250 steps called 16-30 % of the flat classes' voxels and 29-44 % of the
+            barriers' and cones' "car" (docs/results.md). Off by default (the official logits); use it
             with ``logit_scale`` (cosine), since the centred raw features are short.
         prompt_denoising: drop prompts that never win a voxel clearly (official on).
         denoise_logit_scale, denoise_threshold: the sharpening scale and the confidence a prompt must
