@@ -70,12 +70,9 @@ class Snapshot:
 
     @classmethod
     def take(cls, step: int, params: list[torch.Tensor], optimizer, scaler) -> Snapshot:
-        return cls(
-            step,
-            [p.detach().to("cpu", copy=True) for p in params],
-            _host_copy(optimizer.state_dict()),
-            copy.deepcopy(scaler.state_dict()) if scaler is not None else {},
-        )
+        scaler_state = scaler.state_dict() if scaler is not None else {}
+        optimizer_state = _host_copy(optimizer.state_dict())
+        return cls(step, _host_copy(list(params)), optimizer_state, _host_copy(scaler_state))
 
     def restore(self, params: list[torch.Tensor], optimizer, scaler) -> None:
         with torch.no_grad():
@@ -88,7 +85,7 @@ class Snapshot:
 
 
 def _host_copy(value: Any) -> Any:
-    """A deep copy of an optimizer state dict with every tensor copied to the host."""
+    """A deep copy of a (nested) state with every tensor copied to the host."""
     if isinstance(value, torch.Tensor):
         return value.detach().to("cpu", copy=True)
     if isinstance(value, dict):
