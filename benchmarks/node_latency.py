@@ -847,7 +847,6 @@ def ros_table(r: dict) -> list[str]:
         lines.append(f"DDS: {Path(profile).name if profile.endswith('.xml') else profile}.")
     if r.get("switch_interval_ms") is not None:
         lines.append(f"Python thread switch interval: {r['switch_interval_ms']:g} ms.")
-
     if r.get("graph_status", {}).get("enabled"):
         lines.append(f"CUDA graph path: {r['graph_status']}.")
     if r.get("compile_status", {}).get("enabled"):
