@@ -496,13 +496,15 @@ def run_ros_mode(args) -> dict:
         params["depth_topics"] = spec.depth_topics
     if args.switch_interval_ms is not None:
         params["python_switch_interval_ms"] = float(args.switch_interval_ms)
+    if args.executor_coalesce_ms is not None:
+        params["executor_coalesce_ms"] = float(args.executor_coalesce_ms)
     node = OccupancyNode(
         predictor=predictor,
         context=context,
         namespace=ns,
         parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
     )
-    executor = make_executor(context)  # the node's own
+    executor = make_executor(context, node.config.executor_coalesce_ms / 1e3)  # the node's own
     executor.add_node(node)
     spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
     spinner.start()
@@ -570,6 +572,7 @@ def run_ros_mode(args) -> dict:
         "camera_info_every_set": args.camera_info_every_set,
         "simulated_device_ms": args.simulated_device_ms or None,
         "switch_interval_ms": round(1e3 * sys.getswitchinterval(), 3),
+        "executor_coalesce_ms": node.config.executor_coalesce_ms,
         "dds_profile": os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or "Fast DDS defaults",
         "latencies": [1e3 * (result["received"][s] - result["published_last"][s]) for s in stamps],
         "open_latencies": result.get("open_latency_ms", []),
@@ -847,6 +850,8 @@ def ros_table(r: dict) -> list[str]:
         lines.append(f"DDS: {Path(profile).name if profile.endswith('.xml') else profile}.")
     if r.get("switch_interval_ms") is not None:
         lines.append(f"Python thread switch interval: {r['switch_interval_ms']:g} ms.")
+    if r.get("executor_coalesce_ms"):
+        lines.append(f"Executor coalescing: {r['executor_coalesce_ms']:g} ms before each wait.")
     if r.get("graph_status", {}).get("enabled"):
         lines.append(f"CUDA graph path: {r['graph_status']}.")
     if r.get("compile_status", {}).get("enabled"):
@@ -984,6 +989,11 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="CUDA, pipeline mode: profile 5 eager predicts afterwards; the operator table goes here and "
         "the device time per frame (the floor of the graph path) into the result",
+    )
+    parser.add_argument(
+        "--executor-coalesce-ms",
+        type=float,
+        help="ros mode: the node's executor_coalesce_ms (default: the node's default, 0 = off)",
     )
     parser.add_argument(
         "--camera-info-every-set",

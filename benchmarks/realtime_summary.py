@@ -247,6 +247,7 @@ def summarize(work: Path) -> tuple[list[str], dict]:
         ("ros_compiled", "node_ros_compiled.json"),
         ("ros_switch5", "node_ros_switch5.json"),
         ("ros_info", "node_ros_info.json"),
+        ("ros_coalesce", "node_ros_coalesce.json"),
     ):
         ros = _load(work / name)
         if not (ros and ros.get("latencies")):
@@ -258,6 +259,8 @@ def summarize(work: Path) -> tuple[list[str], dict]:
             where += f"; Python thread switch interval {ros['switch_interval_ms']:g} ms"
         if ros.get("camera_info_every_set"):
             where += "; CameraInfo with every set"
+        if ros.get("executor_coalesce_ms"):
+            where += f"; executor coalescing {ros['executor_coalesce_ms']:g} ms"
         lat, dds = ros["latencies"], ros.get("dds_in", [])
         loaded = ros.get("open_latencies") or []
         data[key] = {

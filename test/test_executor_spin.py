@@ -85,3 +85,42 @@ def test_spin_survives_subscriptions_destroyed_while_the_executor_waits(ros_cont
         executor.shutdown()
         if node is not None:
             node.destroy_node()
+
+
+def test_the_coalescing_executor_takes_a_burst_of_messages_in_fewer_waits(ros_context):
+    """``executor_coalesce_ms``: the executor sleeps before each wait, so a burst of messages on many
+    topics (a frame set's images, a few ms apart) is taken from fewer waits than one per message, and
+    every message still arrives; 0 gives rclpy's plain single-threaded executor. (rclpy takes one
+    message per ready subscription and wait, so the gain is across topics, as in a frame set.)"""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import String
+
+    from gausstr_ros.node.executor import make_executor, spin
+
+    assert type(make_executor(ros_context)) is SingleThreadedExecutor
+    executor = make_executor(ros_context, coalesce_s=0.03)
+    node = rclpy.create_node("coalesce", context=ros_context)
+    got: list[str] = []
+    topics = [f"burst{i}" for i in range(12)]
+    try:
+        for topic in topics:
+            node.create_subscription(String, topic, lambda m: got.append(m.data), 5)
+        publishers = [node.create_publisher(String, topic, 5) for topic in topics]
+        executor.add_node(node)
+        spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
+        spinner.start()
+        time.sleep(0.3)  # discovery, and the executor settled in its wait
+        waits_before = executor.waits
+        for i, publisher in enumerate(publishers):  # one "frame set": 12 topics, 1 ms apart
+            publisher.publish(String(data=str(i)))
+            time.sleep(0.001)
+        deadline = time.monotonic() + 5
+        while len(got) < 12 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(got, key=int) == [str(i) for i in range(12)]
+        # a plain executor waits about once per message here; 30 ms of sleep per wait takes them in a few
+        assert executor.waits - waits_before <= 6, executor.waits - waits_before
+    finally:
+        executor.shutdown(timeout_sec=2)
+        node.destroy_node()

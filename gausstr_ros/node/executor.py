@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 
-def make_executor(context: Any = None) -> Any:
+def make_executor(context: Any = None, coalesce_s: float = 0.0) -> Any:
     """The executor the occupancy node spins on (its ``main``, the benchmarks and the ROS tests).
 
     Single-threaded on purpose. Every callback of the node is short (a message stored, a stamp checked,
@@ -22,13 +22,59 @@ def make_executor(context: Any = None) -> Any:
 
     Args:
         context: the rclpy Context (None: the default one).
+        coalesce_s: > 0: a ``CoalescingExecutor`` that waits this long before each wait for work
+            (the node's ``executor_coalesce_ms``).
 
     Returns:
-        a ``rclpy.executors.SingleThreadedExecutor``.
+        a ``rclpy.executors.SingleThreadedExecutor`` (or the coalescing subclass).
     """
     from rclpy.executors import SingleThreadedExecutor
 
+    if coalesce_s > 0:
+        return coalescing_executor_class()(coalesce_s, context=context)
     return SingleThreadedExecutor(context=context)
+
+
+def coalescing_executor_class() -> type:
+    """``CoalescingExecutor``, defined on first use (rclpy is imported only where it exists)."""
+    global _COALESCING
+    if _COALESCING is None:
+        from rclpy.executors import SingleThreadedExecutor
+
+        class CoalescingExecutor(SingleThreadedExecutor):
+            """A single-threaded executor that sleeps ``coalesce_s`` before each wait for work.
+
+            Why: rclpy rebuilds its wait set in Python for every wait, under the interpreter lock
+            the node's inference threads need. The images of one frame set arrive a few ms apart,
+            so a plain executor wakes once per image; sleeping a little first (the lock released)
+            lets the set's other images arrive and be taken from one wait. Measured with
+            ``benchmarks/node_latency.py --mode ros --lock-profile`` on the 2-core CPU machine
+            (simulated device, 12 images of 504 x 896 per set at 30 Hz): 3 ms halved rclpy's own
+            share of the lock (13-16 % -> 7-8 % of the time), but the sets published stayed within
+            the noise (53-58 of 180 against 54-55), for 4-6 ms more from image to frame set; on a
+            GPU host it is not measured yet, so the node's default is off. The sleep happens
+            before the wait, so an idle node still blocks in the wait, and a callback is at most
+            ``coalesce_s`` later than without it.
+
+            Overrides rclpy's ``Executor._wait_for_ready_callbacks`` (a generator: its first
+            ``next`` waits); ``waits`` counts them.
+            """
+
+            def __init__(self, coalesce_s: float, context: Any = None):
+                super().__init__(context=context)
+                self.coalesce_s = float(coalesce_s)
+                self.waits = 0
+
+            def _wait_for_ready_callbacks(self, *args, **kwargs):
+                self.waits += 1
+                time.sleep(self.coalesce_s)
+                yield from super()._wait_for_ready_callbacks(*args, **kwargs)
+
+        _COALESCING = CoalescingExecutor
+    return _COALESCING
+
+
+_COALESCING: type | None = None
 
 
 # More races than this within one second is no longer the race but a broken entity: re-raise.

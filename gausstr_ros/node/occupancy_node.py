@@ -304,7 +304,7 @@ def main(args: list[str] | None = None) -> int:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
         rclpy.try_shutdown()
         return 1
-    executor = make_executor()
+    executor = make_executor(coalesce_s=node.config.executor_coalesce_ms / 1e3)
     executor.add_node(node)
     try:
         spin(executor, node.get_logger())

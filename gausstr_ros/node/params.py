@@ -237,6 +237,15 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
         "stats_window", 100, "Frames the latency percentiles and rate are computed over.", range=(1, 100000)
     ),
     ParamSpec(
+        "executor_coalesce_ms",
+        0.0,
+        "Sleep this long [ms] before each wait of the node's executor, so that several images of a "
+        "frame set are taken from one wait (rclpy rebuilds its wait set in Python, under the "
+        "interpreter lock the inference threads need); 0 = off. Adds up to this much latency to "
+        "every input.",
+        range=(0.0, 20.0),
+    ),
+    ParamSpec(
         "python_switch_interval_ms",
         0.5,
         "Python's thread switch interval (sys.setswitchinterval) set at start-up, for the whole "
@@ -291,6 +300,7 @@ class NodeConfig:
     max_rate_hz: float
     status_period_s: float
     stats_window: int
+    executor_coalesce_ms: float
     python_switch_interval_ms: float
 
     @classmethod
