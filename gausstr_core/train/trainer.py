@@ -269,7 +269,6 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0  # training wall time of the run so far (all sessions; rank 0's clock)
         self.history: list[dict[str, Any]] = []
-        self.lr_scale = 1.0  # on top of the schedule: halved from the second collapse recovery on
         self.recoveries = 0
         self.rewarm_from: int | None = None  # the step a collapse recovery went back to
         self._snapshots: list[Snapshot] = []
@@ -297,7 +296,6 @@ class Trainer:
             "model_config": config_to_yaml(self.model_config),
             "history": json.dumps(self.history),
             "world_size": self.ctx.world_size,
-            "lr_scale": self.lr_scale,
             "recoveries": self.recoveries,
             "rewarm_from": -1 if self.rewarm_from is None else self.rewarm_from,
         }
@@ -311,7 +309,6 @@ class Trainer:
         self.step = int(state["step"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.history = json.loads(state.get("history", "[]"))
-        self.lr_scale = float(state.get("lr_scale", 1.0))
         self.recoveries = int(state.get("recoveries", 0))
         rewarm = int(state.get("rewarm_from", -1))
         self.rewarm_from = None if rewarm < 0 else rewarm
@@ -429,6 +426,11 @@ class Trainer:
             cfg.decay_fractions,
             cfg.decay_gamma,
         )
+
+    @property
+    def lr_scale(self) -> float:
+        """On top of the schedule: 1, halved from the second collapse recovery on."""
+        return 0.5 ** max(self.recoveries - 1, 0)
 
     def rewarm_factor(self) -> float:
         """After a collapse recovery: a linear warm-up again, from the recipe's ``warmup_start`` to 1
@@ -623,7 +625,6 @@ class Trainer:
         self._snapshots = [s for s in self._snapshots if s.step <= snapshot.step]
         self.step = snapshot.step
         self.recoveries += 1
-        self.lr_scale = 0.5 ** (self.recoveries - 1)
         self.rewarm_from = snapshot.step
         if self.ctx.is_main:
             print(
