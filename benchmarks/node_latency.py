@@ -577,6 +577,8 @@ def run_ros_mode(args) -> dict:
         "latencies": [1e3 * (result["received"][s] - result["published_last"][s]) for s in stamps],
         "open_latencies": result.get("open_latency_ms", []),
         "dds_in": [1e3 * (arrivals[s] - result["published_last"][s]) for s in stamps if s in arrivals],
+        # first image sent -> set complete in the node: never negative, whichever process sends
+        "set_in": [1e3 * (arrivals[s] - result["published_first"][s]) for s in stamps if s in arrivals],
         "graph_status": getattr(predictor, "graph_status", {}),
         "compile_status": predictor.compile_status,
         "frames": args.frames,

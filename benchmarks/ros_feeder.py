@@ -174,11 +174,16 @@ def run_feeder(conn, spec: FeederSpec, context=None) -> None:
     executor.add_node(node)
     spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
     spinner.start()
+    published_first: dict[int, float] = {}
     published_last: dict[int, float] = {}
 
     def publish_set(stamp: int) -> None:
+        published_first[stamp] = time.monotonic()  # before the first image of the set
         cameras.publish_set(stamp)
-        published_last[stamp] = time.monotonic()  # after the last image of the set
+        # After the last image's publish returns. With the feeder as a thread of the node's process
+        # this clock read can come after the node already has the set (the feeder waits for the
+        # interpreter lock on its way back), so dds_in may then be slightly negative.
+        published_last[stamp] = time.monotonic()
         if spec.info_every_set:
             cameras.publish_infos(stamp)
 
@@ -230,6 +235,7 @@ def run_feeder(conn, spec: FeederSpec, context=None) -> None:
             result = {
                 "event": "result",
                 "closed": closed,
+                "published_first": {s: published_first[s] for s in closed},
                 "published_last": {s: published_last[s] for s in closed},
                 "received": {s: received[s] for s in closed},
                 "sent": sent,

@@ -49,8 +49,11 @@ def test_ros_mode_measures_every_closed_loop_set(tmp_path, feeder):
     r = json.loads(out.read_text())
     assert r["feeder"] == feeder and r["dds_profile"].endswith("fastdds_large_images.xml")
     assert len(r["latencies"]) == 2 and all(0 < v < 60_000 for v in r["latencies"]), r["latencies"]
-    # the set is complete in the node before its occupancy comes back
-    assert len(r["dds_in"]) == 2 and all(0 < d < v for d, v in zip(r["dds_in"], r["latencies"])), r
+    # the set is complete in the node after its first image was sent and before its occupancy comes
+    # back (dds_in, from the last publish's return, can be a thread switch below zero with the thread
+    # feeder: the feeder reads its clock only once it has the interpreter lock back; CI saw -1.3 ms)
+    assert len(r["dds_in"]) == 2 and all(d < v for d, v in zip(r["dds_in"], r["latencies"])), r
+    assert len(r["set_in"]) == 2 and all(0 < d for d in r["set_in"]), r["set_in"]
     assert r["sent"] >= 3 and 1 <= r["outputs"] <= r["sent"]
     # the node's own account of the open-loop sets adds up: every completed set was published,
     # dropped while busy, or is still in flight when the feeder reports (at most one in the
