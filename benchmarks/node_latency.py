@@ -498,6 +498,8 @@ def run_ros_mode(args) -> dict:
         params["python_switch_interval_ms"] = float(args.switch_interval_ms)
     if args.executor_coalesce_ms is not None:
         params["executor_coalesce_ms"] = float(args.executor_coalesce_ms)
+    if args.output_process:
+        params["output_process"] = True
     node = OccupancyNode(
         predictor=predictor,
         context=context,
@@ -573,6 +575,7 @@ def run_ros_mode(args) -> dict:
         "simulated_device_ms": args.simulated_device_ms or None,
         "switch_interval_ms": round(1e3 * sys.getswitchinterval(), 3),
         "executor_coalesce_ms": node.config.executor_coalesce_ms,
+        "output_process": node.config.output_process,
         "dds_profile": os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or "Fast DDS defaults",
         "latencies": [1e3 * (result["received"][s] - result["published_last"][s]) for s in stamps],
         "open_latencies": result.get("open_latency_ms", []),
@@ -854,6 +857,11 @@ def ros_table(r: dict) -> list[str]:
         lines.append(f"Python thread switch interval: {r['switch_interval_ms']:g} ms.")
     if r.get("executor_coalesce_ms"):
         lines.append(f"Executor coalescing: {r['executor_coalesce_ms']:g} ms before each wait.")
+    if r.get("output_process"):
+        lines.append(
+            "Outputs built and published in the node's output process (output_process: true); the "
+            "node's publishing stage is the hand-over (the arrays copied into shared memory)."
+        )
     if r.get("graph_status", {}).get("enabled"):
         lines.append(f"CUDA graph path: {r['graph_status']}.")
     if r.get("compile_status", {}).get("enabled"):
@@ -991,6 +999,11 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="CUDA, pipeline mode: profile 5 eager predicts afterwards; the operator table goes here and "
         "the device time per frame (the floor of the graph path) into the result",
+    )
+    parser.add_argument(
+        "--output-process",
+        action="store_true",
+        help="ros mode: the node's output_process on (outputs built and published in a child process)",
     )
     parser.add_argument(
         "--executor-coalesce-ms",

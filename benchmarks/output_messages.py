@@ -7,12 +7,20 @@ interpreter lock; the table compares each output with the 33.3 ms frame period o
 
     python benchmarks/output_messages.py                   # print the table
     python benchmarks/output_messages.py --output docs/benchmarks.md
+
+A second table compares where that work runs, in the same run: the node's publishing thread calling
+``OutputPublishers.publish`` (in the node's interpreter, the baseline) against ``OutputProcess.publish``
+(node parameter ``output_process``: the arrays are copied into shared memory and a child process
+builds and publishes). Sets are handed over at 30 Hz while another Python thread of the same process
+counts; its progress against counting alone is what the outputs leave of the interpreter to the
+node's executor and inference threads.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import sys
 import time
@@ -143,6 +151,197 @@ def measure(args) -> list[tuple[str, float, float]]:
         rclpy.shutdown(context=context)
 
 
+def frame_result(o: dict, stamp_ns: int):
+    """``frame_outputs``' arrays as the ``FrameResult`` the node's publishers take."""
+    from gausstr_ros.pipeline import FrameResult
+
+    return FrameResult(
+        stamp_ns=stamp_ns,
+        labels=o["labels"],
+        confidence=o["confidence"],
+        means=o["means"],
+        scales=o["scales"],
+        rotations=o["rotations"],
+        opacities=o["opacities"],
+        gaussian_labels=o["gaussian_labels"],
+        gaussian_confidence=o["gaussian_confidence"],
+        rendered_depth=o["depth"],
+        class_names=o["names"],
+        free_label=o["free"],
+        grid=o["grid"],
+    )
+
+
+class Counter:
+    """A Python thread that counts as fast as the interpreter lets it (its rate is the measure)."""
+
+    def __init__(self):
+        import threading
+
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            for _ in range(1000):
+                n += 1
+            self.count = n
+
+    def rate(self, seconds: float, during=None) -> float:
+        """Counts per second over ``seconds`` (while ``during()`` runs, if given)."""
+        self.count, self._stop = 0, type(self._stop)()
+        self._thread = type(self._thread)(target=self._run, daemon=True)
+        self._thread.start()
+        t0 = time.perf_counter()
+        if during is not None:
+            during()
+        time.sleep(max(0.0, seconds - (time.perf_counter() - t0)))
+        elapsed = time.perf_counter() - t0
+        self._stop.set()
+        self._thread.join()
+        return self.count / elapsed
+
+
+def measure_handover(args) -> list[dict]:
+    """Per mode ("in-process", "output process"): the calling thread's wall and CPU time per set
+    (p50), handed over -> occupancy published (p50), and another thread's counting rate relative
+    to counting alone (both measured in this run)."""
+    import rclpy
+
+    o = frame_outputs(args.seed, args.occupied, args.gaussians, args.views, tuple(args.size))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    sys.setswitchinterval(args.switch_interval_ms / 1e3)  # as the node sets it
+    counter = Counter()
+    try:
+        alone = counter.rate(2.0)
+        return [
+            _handover(mode, context, o, counter, alone, args) for mode in ("in-process", "output process")
+        ]
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def _handover(mode: str, context, o: dict, counter: Counter, alone: float, args) -> dict:
+    import threading
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import Image, PointCloud2
+    from visualization_msgs.msg import MarkerArray
+
+    from gausstr_ros.msg import GaussianArray, SemanticOccupancy
+    from gausstr_ros.node.output_process import OutputProcess
+    from gausstr_ros.node.outputs import (
+        TOPIC_CLOUD,
+        TOPIC_GAUSSIANS,
+        TOPIC_MARKERS,
+        TOPIC_OCCUPANCY,
+        OutputPublishers,
+        PublishSwitches,
+        depth_topic,
+    )
+
+    cameras = [f"cam{v}" for v in range(args.views)]
+    switches = PublishSwitches()
+    ns = "/inproc" if mode == "in-process" else "/outproc"
+    node = rclpy.create_node("output_handover_benchmark", namespace=ns, context=context)
+    subscriber = rclpy.create_node("output_handover_subscriber", namespace=ns, context=context)
+    topics = [(TOPIC_OCCUPANCY, SemanticOccupancy), (TOPIC_CLOUD, PointCloud2)]
+    topics += [(TOPIC_GAUSSIANS, GaussianArray), (TOPIC_MARKERS, MarkerArray)]
+    topics += [(depth_topic(c), Image) for c in cameras]
+    received: dict[str, int] = {}
+
+    def count(topic):
+        return lambda _msg: received.__setitem__(topic, received.get(topic, 0) + 1)
+
+    for topic, kind in topics:  # every output subscribed, taken as bytes (no Python message)
+        subscriber.create_subscription(kind, topic, count(topic), 10, raw=True)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(subscriber)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    if mode == "in-process":
+        outputs = OutputPublishers(node, cameras, "base_link", 10)
+    else:
+        outputs = OutputProcess(node, cameras, "base_link", 10)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not outputs.wants_rendered_depth(switches):
+            time.sleep(0.05)
+        time.sleep(0.5)  # the other subscriptions match too
+        result = frame_result(o, 1)
+        wall, cpu, out = [], [], []
+
+        def run(n: int) -> None:
+            for _ in range(n):
+                t_due = time.perf_counter() + 1 / 30
+                t0, c0, m0 = time.perf_counter(), time.thread_time(), time.monotonic()
+                outputs.publish(result, cameras, switches, lambda t, m0=m0: out.append(1e3 * (t - m0)))
+                wall.append(1e3 * (time.perf_counter() - t0))
+                cpu.append(1e3 * (time.thread_time() - c0))
+                time.sleep(max(0.0, t_due - time.perf_counter()))
+
+        run(3)  # warm-up (the child maps its slots)
+        time.sleep(0.5)
+        wall.clear(), cpu.clear(), out.clear()
+        busy = counter.rate(args.repeats / 30, during=lambda: run(args.repeats))
+        time.sleep(0.5)  # the last sets' acknowledgements
+        return {
+            "mode": mode,
+            "wall_ms": float(np.median(wall)),
+            "cpu_ms": float(np.median(cpu)),
+            "occupancy_out_ms": float(np.median(out)) if out else float("nan"),
+            "other_thread": busy / alone,
+            "received": min(received.values()) if received else 0,
+        }
+    finally:
+        if isinstance(outputs, OutputProcess):
+            outputs.close()
+        executor.shutdown()
+        spinner.join(timeout=5)
+        subscriber.destroy_node()
+        node.destroy_node()
+
+
+def report_handover(rows: list[dict], args) -> str:
+    base = rows[0]
+    table = [
+        (
+            r["mode"],
+            f"{r['wall_ms']:.2f}",
+            f"{r['cpu_ms']:.2f}",
+            f"{r['occupancy_out_ms']:.2f}",
+            f"{100 * r['other_thread']:.0f} %",
+            f"{r['cpu_ms'] / base['cpu_ms']:.2f}x",
+        )
+        for r in rows
+    ]
+    cpu = platform.processor() or platform.machine()
+    return "\n".join(
+        [
+            f"Where the outputs are built, same sizes, {args.repeats} sets handed over at 30 Hz, every "
+            f"output subscribed in the calling process (raw); CPU {cpu}, {os.cpu_count()} cores, "
+            f"{datetime.date.today()}. Calling thread = the node's publishing thread; other thread = "
+            f"a Python thread counting meanwhile, against counting alone in the same run.",
+            "",
+            markdown_table(
+                [
+                    "where",
+                    "calling thread wall p50 [ms]",
+                    "calling thread CPU p50 [ms]",
+                    "handed over -> occupancy out p50 [ms]",
+                    "other thread's progress",
+                    "CPU vs in-process",
+                ],
+                table,
+            ),
+        ]
+    )
+
+
 def report(rows, args) -> str:
     total = sum(b + p for _, b, p in rows)
     table = [
@@ -175,8 +374,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--views", type=int, default=6)
     p.add_argument("--size", type=int, nargs=2, default=[504, 896], metavar=("H", "W"))
     p.add_argument("--output", help="markdown file to update (section 'output_messages')")
+    p.add_argument(
+        "--switch-interval-ms", type=float, default=0.5, help="the node's python_switch_interval_ms default"
+    )
+    p.add_argument("--no-handover", action="store_true", help="skip the in-process vs output process table")
     args = p.parse_args(argv)
     text = report(measure(args), args)
+    if not args.no_handover:
+        text += "\n\n" + report_handover(measure_handover(args), args)
     print(text)
     if args.output:
         update_markdown_section(

@@ -248,6 +248,7 @@ def summarize(work: Path) -> tuple[list[str], dict]:
         ("ros_switch5", "node_ros_switch5.json"),
         ("ros_info", "node_ros_info.json"),
         ("ros_coalesce", "node_ros_coalesce.json"),
+        ("ros_outproc", "node_ros_outproc.json"),
     ):
         ros = _load(work / name)
         if not (ros and ros.get("latencies")):
@@ -261,6 +262,8 @@ def summarize(work: Path) -> tuple[list[str], dict]:
             where += "; CameraInfo with every set"
         if ros.get("executor_coalesce_ms"):
             where += f"; executor coalescing {ros['executor_coalesce_ms']:g} ms"
+        if ros.get("output_process"):
+            where += "; outputs published from the output process"
         lat, dds = ros["latencies"], ros.get("dds_in", [])
         loaded = ros.get("open_latencies") or []
         data[key] = {

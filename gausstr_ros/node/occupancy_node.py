@@ -26,6 +26,7 @@ from rclpy.node import Node
 from gausstr_core.text.vocabulary import Vocabulary
 from gausstr_ros.node.executor import make_executor, spin
 from gausstr_ros.node.inputs import CameraInputs, FrameSet
+from gausstr_ros.node.output_process import OutputProcess, OutputProcessError
 from gausstr_ros.node.outputs import OutputPublishers, PublishSwitches
 from gausstr_ros.node.params import SPECS_BY_NAME, check_value, declare_parameters
 from gausstr_ros.node.stats import PipelineStats
@@ -93,6 +94,8 @@ class OccupancyNode(Node):
         try:
             self._set_up(predictor)
         except BaseException:
+            if isinstance(getattr(self, "outputs", None), OutputProcess):
+                self.outputs.close()  # nor its output process
             super().destroy_node()  # a half-built node must not linger in the graph
             raise
 
@@ -130,7 +133,15 @@ class OccupancyNode(Node):
         self._tf_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self.tf = TfLookup(self, self._tf_group, cache_time_s=c.tf_cache_s)
-        self.outputs = OutputPublishers(self, c.camera_names, c.target_frame, c.queue_depth)
+        if c.output_process:
+            try:
+                self.outputs = OutputProcess(
+                    self, c.camera_names, c.target_frame, c.queue_depth, log=self.get_logger().error
+                )
+            except OutputProcessError as exc:
+                raise StartupError(str(exc)) from exc
+        else:
+            self.outputs = OutputPublishers(self, c.camera_names, c.target_frame, c.queue_depth)
         self._slot: LatestSlot[FrameSet] = LatestSlot()
         self.inputs = CameraInputs(
             self,
@@ -269,14 +280,15 @@ class OccupancyNode(Node):
     def _finish_frame(self, frame: FrameSet, pending: PendingFrame) -> None:
         result = pending.result()
 
-        def done():
-            self.stats.record_published(time.monotonic() - frame.arrival)
+        def done(t_published: float) -> None:
+            self.stats.record_published(t_published - frame.arrival)
 
         self.outputs.publish(
             result,
             [cam.image.header.frame_id for cam in pending.cameras],
             self.switches,
             on_occupancy_published=done,
+            on_error=lambda exc: self._on_frame_error(frame, exc),  # found by the output process
         )
 
     # -- status ----------------------------------------------------------------------------------
@@ -292,6 +304,8 @@ class OccupancyNode(Node):
 
     def destroy_node(self) -> None:
         self._worker.stop(timeout=10.0)
+        if isinstance(self.outputs, OutputProcess):
+            self.outputs.close()
         super().destroy_node()
 
 

@@ -3,8 +3,10 @@ and status. Messages nobody subscribes to are not built (each costs milliseconds
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gausstr_ros.conversions.gaussians import (
     gaussian_array_message,
@@ -13,9 +15,11 @@ from gausstr_ros.conversions.gaussians import (
 )
 from gausstr_ros.conversions.images import array_to_image_message
 from gausstr_ros.conversions.occupancy import occupancy_message, occupancy_points, pointcloud_message
-from gausstr_ros.node.params import NodeConfig
-from gausstr_ros.node.stats import StatsSnapshot
-from gausstr_ros.pipeline import FrameResult
+
+if TYPE_CHECKING:
+    from gausstr_ros.node.params import NodeConfig
+    from gausstr_ros.node.stats import StatsSnapshot
+    from gausstr_ros.pipeline import FrameResult
 
 TOPIC_OCCUPANCY = "occupancy"
 TOPIC_CLOUD = "occupancy_cloud"
@@ -23,6 +27,11 @@ TOPIC_GAUSSIANS = "gaussians"
 TOPIC_MARKERS = "gaussian_markers"
 TOPIC_DEPTH = "rendered_depth"  # + "/<camera name>"
 TOPIC_STATUS = "status"
+
+
+def depth_topic(camera_name: str) -> str:
+    """The rendered depth topic of one camera (relative)."""
+    return f"{TOPIC_DEPTH}/{_topic_safe(camera_name)}"
 
 
 @dataclass
@@ -59,9 +68,19 @@ class OutputPublishers:
         camera_names: V names; rendered depth goes to rendered_depth/<name>.
         target_frame: frame_id of the grid, cloud, Gaussians and markers.
         depth: history depth of the output QoS (reliable, volatile).
+        topic_names: output name (``TOPIC_*``, ``depth_topic(camera)``) -> the topic to publish it
+            on; None = the names themselves, resolved by the node (the output process passes the
+            names the occupancy node resolved, remappings included).
     """
 
-    def __init__(self, node, camera_names: Sequence[str], target_frame: str, depth: int = 5):
+    def __init__(
+        self,
+        node,
+        camera_names: Sequence[str],
+        target_frame: str,
+        depth: int = 5,
+        topic_names: Mapping[str, str] | None = None,
+    ):
         from rclpy.qos import QoSProfile, QoSReliabilityPolicy
         from sensor_msgs.msg import Image, PointCloud2
         from visualization_msgs.msg import MarkerArray
@@ -71,14 +90,13 @@ class OutputPublishers:
         qos = QoSProfile(depth=depth, reliability=QoSReliabilityPolicy.RELIABLE)
         self.target_frame = target_frame
         self.camera_names = list(camera_names)
-        self.occupancy = node.create_publisher(SemanticOccupancy, TOPIC_OCCUPANCY, qos)
-        self.cloud = node.create_publisher(PointCloud2, TOPIC_CLOUD, qos)
-        self.gaussians = node.create_publisher(GaussianArray, TOPIC_GAUSSIANS, qos)
-        self.markers = node.create_publisher(MarkerArray, TOPIC_MARKERS, qos)
-        self.depth = [
-            node.create_publisher(Image, f"{TOPIC_DEPTH}/{_topic_safe(n)}", qos) for n in camera_names
-        ]
-        self.status = node.create_publisher(InferenceStatus, TOPIC_STATUS, QoSProfile(depth=10))
+        topic = (lambda name: name) if topic_names is None else topic_names.__getitem__
+        self.occupancy = node.create_publisher(SemanticOccupancy, topic(TOPIC_OCCUPANCY), qos)
+        self.cloud = node.create_publisher(PointCloud2, topic(TOPIC_CLOUD), qos)
+        self.gaussians = node.create_publisher(GaussianArray, topic(TOPIC_GAUSSIANS), qos)
+        self.markers = node.create_publisher(MarkerArray, topic(TOPIC_MARKERS), qos)
+        self.depth = [node.create_publisher(Image, topic(depth_topic(n)), qos) for n in camera_names]
+        self.status = node.create_publisher(InferenceStatus, topic(TOPIC_STATUS), QoSProfile(depth=10))
 
     @staticmethod
     def _wanted(switch: bool, publisher) -> bool:
@@ -93,14 +111,17 @@ class OutputPublishers:
         result: FrameResult,
         camera_frames: Sequence[str],
         switches: PublishSwitches,
-        on_occupancy_published=None,
+        on_occupancy_published: Callable[[float], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
     ) -> list[str]:
         """Publish every enabled output of one frame; occupancy first (it defines the latency).
 
         Args:
             camera_frames: V optical frame ids (the rendered depth images' frame_id).
-            on_occupancy_published: called right after the occupancy message is handed to rclpy (or
-                would have been, when disabled).
+            on_occupancy_published: called with time.monotonic() right after the occupancy message is
+                handed to rclpy (or would have been, when disabled).
+            on_error: unused here (errors are raised); ``OutputProcess`` reports errors found after
+                it returned through it.
         Returns:
             Names of the outputs published.
         """
@@ -122,7 +143,7 @@ class OutputPublishers:
             )
             published.append(TOPIC_OCCUPANCY)
         if on_occupancy_published is not None:
-            on_occupancy_published()
+            on_occupancy_published(time.monotonic())
         if self._wanted(switches.pointcloud, self.cloud):
             points = occupancy_points(
                 result.labels, result.grid, result.class_names, result.free_label, result.confidence
@@ -170,7 +191,7 @@ class OutputPublishers:
                     continue
                 cam_header = Header(frame_id=camera_frames[v], stamp=header.stamp)
                 pub.publish(array_to_image_message(result.rendered_depth[v], "32FC1", cam_header))
-                published.append(f"{TOPIC_DEPTH}/{self.camera_names[v]}")
+                published.append(depth_topic(self.camera_names[v]))
         return published
 
     def publish_status(self, snapshot: StatsSnapshot, stamp, device: str, num_classes: int) -> None:

@@ -237,6 +237,14 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
         "stats_window", 100, "Frames the latency percentiles and rate are computed over.", range=(1, 100000)
     ),
     ParamSpec(
+        "output_process",
+        False,
+        "Build and publish the outputs in a child process (its own Python interpreter; the arrays "
+        "pass through shared memory), so that message building does not compete with the executor "
+        "and the inference threads for the node's interpreter lock. Costs one copy of each set's "
+        "arrays and a second process (about 1-3 s to start).",
+    ),
+    ParamSpec(
         "executor_coalesce_ms",
         0.0,
         "Sleep this long [ms] before each wait of the node's executor, so that several images of a "
@@ -300,6 +308,7 @@ class NodeConfig:
     max_rate_hz: float
     status_period_s: float
     stats_window: int
+    output_process: bool
     executor_coalesce_ms: float
     python_switch_interval_ms: float
 

@@ -1,0 +1,626 @@
+"""The node's output publishers in a child process (node parameter ``output_process``).
+
+Why: building and publishing the outputs of one frame set (grid, cloud, Gaussians, markers, six
+rendered depth images) costs 8-15 ms of Python, and rclpy's ``publish`` converts and serialises
+under the interpreter lock. In the node's process that lock is shared with the executor (which
+takes the camera images) and the inference threads; on the slower GPU hosts it was held 75-81 % of
+the time, publishing a quarter of it (docs/benchmarks.md, "lock profile"). In a child process the
+messages are built in another interpreter, beside the node rather than in its way.
+
+How: each frame set's arrays are copied (numpy, without the lock held) into one of a few slots of
+shared memory (a memfd per slot, handed to the child over a Unix socket once); the rest (stamp,
+class names, grid, switches, frame ids) is pickled over the same socket, which only this node and
+its child hold. The child publishes with the same ``OutputPublishers`` as the in-process node and
+answers with the time the occupancy went out (CLOCK_MONOTONIC, one clock for both processes),
+which frees the slot. It writes the subscription count of every publisher into a shared array, so
+that the node still skips what nobody subscribes to (the depth render included).
+
+The child publishes on the node's resolved topic names (remappings included) from a node named
+``<node>_outputs`` in the node's namespace. If it dies, the sets it held are reported through
+``on_error`` and the next set starts a new child (at most one start per ``restart_period_s``).
+
+Run as ``python -m gausstr_ros.node.output_process <socket fd>`` by ``OutputProcess`` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import mmap
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gausstr_ros.node.outputs import (
+    TOPIC_CLOUD,
+    TOPIC_GAUSSIANS,
+    TOPIC_MARKERS,
+    TOPIC_OCCUPANCY,
+    TOPIC_STATUS,
+    PublishSwitches,
+    depth_topic,
+)
+
+if TYPE_CHECKING:
+    from gausstr_ros.node.stats import StatsSnapshot
+    from gausstr_ros.pipeline import FrameResult
+
+# FrameResult's arrays, in the order they are laid out in a slot (rendered_depth may be absent)
+ARRAY_FIELDS = (
+    "labels",
+    "confidence",
+    "means",
+    "scales",
+    "rotations",
+    "opacities",
+    "gaussian_labels",
+    "gaussian_confidence",
+    "rendered_depth",
+)
+OCCUPANCY_FIELDS = ("labels", "confidence")  # handed over first, published first
+_ALIGN = 64  # bytes: every array starts on a cache line
+
+
+class OutputProcessError(RuntimeError):
+    """The output process could not take or publish a frame set."""
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """What the child needs to create the publishers (pickled to it first).
+
+    Attributes:
+        node_name, namespace: of the child's node.
+        topics: output name (``TOPIC_*``, ``rendered_depth/<camera>``) -> resolved topic name.
+        camera_names: V names, in the node's camera order.
+        target_frame: frame_id of the grid, cloud, Gaussians and markers.
+        depth: history depth of the output QoS.
+        domain_id: the node's ROS domain.
+    """
+
+    node_name: str
+    namespace: str
+    topics: dict[str, str]
+    camera_names: tuple[str, ...]
+    target_frame: str
+    depth: int
+    domain_id: int
+
+
+def output_names(camera_names: Sequence[str]) -> list[str]:
+    """The counted outputs, in the order of the shared subscription-count array."""
+    return [TOPIC_OCCUPANCY, TOPIC_CLOUD, TOPIC_GAUSSIANS, TOPIC_MARKERS] + [
+        depth_topic(n) for n in camera_names
+    ]
+
+
+def slot_layout(arrays: dict[str, np.ndarray]) -> tuple[list[tuple[str, str, tuple[int, ...], int]], int]:
+    """Where each array goes in a slot.
+
+    Args:
+        arrays: name -> array (any layout; copied as C-contiguous).
+    Returns:
+        ([(name, dtype string, shape, byte offset)], total bytes).
+    """
+    layout, offset = [], 0
+    for name, a in arrays.items():
+        offset = -(-offset // _ALIGN) * _ALIGN
+        layout.append((name, a.dtype.str, tuple(int(s) for s in a.shape), offset))
+        offset += a.nbytes
+    return layout, offset
+
+
+def slot_views(buf, layout) -> dict[str, np.ndarray]:
+    """Arrays over a slot's memory (no copy), as laid out by ``slot_layout``."""
+    views = {}
+    for name, dtype, shape, offset in layout:
+        count = int(np.prod(shape, dtype=np.int64))
+        views[name] = np.frombuffer(buf, dtype=np.dtype(dtype), count=count, offset=offset).reshape(shape)
+    return views
+
+
+class _Slot:
+    """One region of shared memory (a memfd) that holds one frame set's arrays."""
+
+    def __init__(self, index: int):
+        self.index = index
+        self.fd = -1
+        self.buf: mmap.mmap | None = None
+        self.size = 0
+        self.busy = False
+        self.sent = False  # the child has this memfd
+
+    def ensure(self, size: int) -> bool:
+        """Make the slot hold ``size`` bytes; True when a new memfd was made (to hand over)."""
+        if self.size >= size and self.buf is not None:
+            return False
+        self.release()
+        size = max(mmap.PAGESIZE, -(-size // mmap.PAGESIZE) * mmap.PAGESIZE)
+        self.fd = os.memfd_create(f"gausstr_outputs_{self.index}", os.MFD_CLOEXEC)
+        os.ftruncate(self.fd, size)
+        self.buf = mmap.mmap(self.fd, size)
+        self.size, self.sent = size, False
+        return True
+
+    def release(self) -> None:
+        if self.buf is not None:
+            self.buf.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.fd, self.buf, self.size, self.sent = -1, None, 0, False
+
+
+class OutputProcess:
+    """``OutputPublishers``' interface, publishing from a child process.
+
+    Args:
+        node: the node whose outputs these are (topic names are resolved with it).
+        camera_names: V names; rendered depth goes to rendered_depth/<name>.
+        target_frame: frame_id of the grid, cloud, Gaussians and markers.
+        depth: history depth of the output QoS (reliable, volatile).
+        log: (text) -> None for errors (e.g. the node's logger's ``error``).
+        slots: frame sets that can be on their way to the child at once.
+        start_timeout_s: how long the child may take to create its publishers.
+        restart_period_s: after a child died, a new one starts only this long after the last start
+            ended (a child that dies at once must not be restarted for every frame set).
+        slot_timeout_s: how long ``publish`` waits for a free slot before refusing the set.
+    Raises:
+        OutputProcessError: the child did not start.
+    """
+
+    def __init__(
+        self,
+        node,
+        camera_names: Sequence[str],
+        target_frame: str,
+        depth: int = 5,
+        log: Callable[[str], None] | None = None,
+        slots: int = 2,
+        start_timeout_s: float = 60.0,
+        restart_period_s: float = 5.0,
+        slot_timeout_s: float = 5.0,
+    ):
+        self.camera_names = list(camera_names)
+        self.target_frame = target_frame
+        names = [*output_names(self.camera_names), TOPIC_STATUS]
+        self.spec = ChildSpec(
+            node_name=f"{node.get_name()}_outputs",
+            namespace=node.get_namespace(),
+            topics={n: node.resolve_topic_name(n) for n in names},
+            camera_names=tuple(self.camera_names),
+            target_frame=target_frame,
+            depth=int(depth),
+            domain_id=int(node.context.get_domain_id()),
+        )
+        self._log = log or (lambda text: print(text, file=sys.stderr))
+        self._start_timeout_s = start_timeout_s
+        self.restart_period_s = restart_period_s  # public: may be changed while running
+        self._slot_timeout_s = slot_timeout_s
+        self._slots = [_Slot(i) for i in range(slots)]
+        self._cond = threading.Condition()
+        self._send_lock = threading.Lock()
+        self._pending: dict[int, tuple[Callable | None, Callable | None]] = {}
+        self._seq = 0
+        self._proc: subprocess.Popen | None = None
+        self._conn: Connection | None = None
+        self._reader: threading.Thread | None = None
+        self._counts: np.ndarray | None = None
+        self._counts_fd = -1
+        self._counts_buf: mmap.mmap | None = None
+        self._closed = False
+        self._last_start = -float("inf")
+        self.starts = 0  # children started (1 + restarts)
+        self._start()
+
+    # -- the child's life --------------------------------------------------------------------
+
+    def _start(self) -> None:
+        try:
+            self._start_child()
+        finally:
+            self._last_start = time.monotonic()  # the period counts from a start's end
+
+    def _start_child(self) -> None:
+        n = len(output_names(self.camera_names))
+        self._counts_fd = os.memfd_create("gausstr_output_counts", os.MFD_CLOEXEC)
+        os.ftruncate(self._counts_fd, mmap.PAGESIZE)
+        self._counts_buf = mmap.mmap(self._counts_fd, mmap.PAGESIZE)
+        self._counts = np.frombuffer(self._counts_buf, dtype=np.int32, count=n)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "gausstr_ros.node.output_process", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                start_new_session=False,
+            )
+        finally:
+            theirs.close()
+        self._conn = Connection(ours.detach())
+        self._send(("spec", self.spec), fds=[self._counts_fd])
+        deadline = time.monotonic() + self._start_timeout_s
+        while not self._conn.poll(0.1):
+            if self._proc.poll() is not None:
+                raise OutputProcessError(
+                    f"the output process exited with code {self._proc.returncode} while starting"
+                )
+            if time.monotonic() > deadline:
+                self._kill()
+                raise OutputProcessError(
+                    f"the output process did not create its publishers in {self._start_timeout_s:g} s"
+                )
+        reply = self._conn.recv()
+        if reply[0] != "ready":
+            self._kill()
+            raise OutputProcessError(f"the output process failed to start: {reply[1]}")
+        self.starts += 1
+        self._reader = threading.Thread(
+            target=self._read_replies, args=(self._conn, self._proc), name="gausstr_outputs_acks", daemon=True
+        )
+        self._reader.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None and self._conn is not None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def _send(self, message, fds: Sequence[int] = ()) -> None:
+        """One message, then (ancillary to one byte) the file descriptors it announces."""
+        with self._send_lock:
+            self._conn.send(message)
+            if fds:
+                with socket.socket(fileno=os.dup(self._conn.fileno())) as s:
+                    socket.send_fds(s, [b"F"], list(fds))
+
+    def _read_replies(self, conn: Connection, proc: subprocess.Popen) -> None:
+        while True:
+            try:
+                reply = conn.recv()
+            except (EOFError, OSError):
+                break
+            if reply[0] != "done":
+                continue
+            _, seq, slot, t_occupancy, error = reply
+            with self._cond:
+                self._slots[slot].busy = False
+                self._cond.notify_all()
+                on_published, on_error = self._pending.pop(seq, (None, None))
+            if t_occupancy is not None and on_published is not None:
+                on_published(t_occupancy)
+            if error is not None:
+                self._report(on_error, OutputProcessError(error))
+        if self._closed:
+            return
+        code = proc.wait()
+        with self._cond:
+            lost, self._pending = list(self._pending.values()), {}
+            for slot in self._slots:
+                slot.busy = False
+                slot.release()  # the next child gets new memory
+            if self._conn is conn:
+                self._conn = None
+            self._cond.notify_all()
+        self._log(f"the output process exited with code {code}; {len(lost)} frame set(s) were not published")
+        for _, on_error in lost:
+            self._report(on_error, OutputProcessError(f"the output process exited with code {code}"))
+
+    def _report(self, on_error, exc: Exception) -> None:
+        if on_error is not None:
+            on_error(exc)
+        else:
+            self._log(str(exc))
+
+    def _ensure_running(self) -> None:
+        if self.alive:
+            return
+        if self._closed:
+            raise OutputProcessError("the output process is closed")
+        wait = self._last_start + self.restart_period_s - time.monotonic()
+        if wait > 0:
+            raise OutputProcessError(f"the output process is down; a new one starts in {wait:.1f} s")
+        self._kill()
+        self._release_counts()
+        self._log("starting a new output process")
+        self._start()
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _release_counts(self) -> None:
+        self._counts = None
+        if self._counts_buf is not None:
+            self._counts_buf.close()
+            self._counts_buf = None
+        if self._counts_fd >= 0:
+            os.close(self._counts_fd)
+            self._counts_fd = -1
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the child (it publishes what it holds first) and free the shared memory."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.alive:
+            try:
+                self._send(("stop",))
+                self._proc.wait(timeout=timeout)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self._kill()
+        if self._reader is not None:
+            self._reader.join(timeout=timeout)
+        with self._cond:
+            for slot in self._slots:
+                slot.release()
+        self._release_counts()
+
+    # -- OutputPublishers' interface ----------------------------------------------------------
+
+    def subscription_counts(self) -> dict[str, int]:
+        """Output name -> subscribers, as the child last saw them (0 while it is down)."""
+        counts = self._counts
+        names = output_names(self.camera_names)
+        if counts is None or not self.alive:
+            return dict.fromkeys(names, 0)
+        return {name: int(c) for name, c in zip(names, counts)}
+
+    def wants_rendered_depth(self, switches: PublishSwitches) -> bool:
+        """Whether rendering depth is worth it: enabled and somebody subscribes to a camera's depth."""
+        counts = self.subscription_counts()
+        return switches.rendered_depth and any(counts[depth_topic(n)] > 0 for n in self.camera_names)
+
+    def publish(
+        self,
+        result: FrameResult,
+        camera_frames: Sequence[str],
+        switches: PublishSwitches,
+        on_occupancy_published: Callable[[float], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> list[str]:
+        """Hand one frame set's outputs to the child; returns once its arrays are copied.
+
+        Args:
+            camera_frames: V optical frame ids (the rendered depth images' frame_id).
+            on_occupancy_published: called (from a reader thread) with the time.monotonic() at which
+                the child handed the occupancy to rclpy (or would have, when disabled).
+            on_error: called (from a reader thread) when the child fails on this set or dies first.
+        Returns:
+            The outputs the child is asked for (those enabled and subscribed when it was handed over).
+        Raises:
+            OutputProcessError: no child (a new one is started at most every restart_period_s), or
+                no free slot within slot_timeout_s.
+        """
+        self._ensure_running()
+        arrays = {name: getattr(result, name) for name in ARRAY_FIELDS}
+        if arrays["rendered_depth"] is None or not switches.rendered_depth:
+            arrays.pop("rendered_depth")
+        layout, size = slot_layout(arrays)
+        with self._cond:
+            deadline = time.monotonic() + self._slot_timeout_s
+            while True:
+                slot = next((s for s in self._slots if not s.busy), None)
+                if slot is not None or not self.alive:
+                    break
+                if not self._cond.wait(max(0.0, deadline - time.monotonic())):
+                    raise OutputProcessError(
+                        f"the output process took no frame set for {self._slot_timeout_s:g} s"
+                    )
+            if slot is None:
+                raise OutputProcessError("the output process exited while this frame set waited")
+            slot.busy = True
+            self._seq += 1
+            seq = self._seq
+        try:
+            fresh = slot.ensure(size)
+            views = slot_views(slot.buf, layout)
+            meta = {
+                "stamp_ns": int(result.stamp_ns),
+                "class_names": list(result.class_names),
+                "free_label": int(result.free_label),
+                "grid": result.grid,
+                "camera_frames": list(camera_frames),
+                "switches": switches,
+            }
+            with self._cond:
+                self._pending[seq] = (on_occupancy_published, on_error)
+            if fresh or not slot.sent:
+                self._send(("slot", slot.index, slot.size), fds=[slot.fd])
+                slot.sent = True
+        except BaseException:
+            self._abandon(slot, seq)
+            raise
+        # The occupancy first: the child publishes it (the latency that counts) while the other
+        # arrays, the rendered depth above all, are still being copied.
+        frame_sent = False
+        try:
+            for name in OCCUPANCY_FIELDS:
+                np.copyto(views[name], arrays[name], casting="no")  # numpy lets go of the lock
+            self._send(("frame", seq, slot.index, layout, meta))
+            frame_sent = True
+            for name in arrays:
+                if name not in OCCUPANCY_FIELDS:
+                    np.copyto(views[name], arrays[name], casting="no")
+            del views
+            self._send(("rest", seq, True))
+        except BaseException:
+            if frame_sent:  # the child holds the set: it skips the rest and hands the slot back
+                with contextlib.suppress(OSError):
+                    self._send(("rest", seq, False))
+            else:
+                self._abandon(slot, seq)
+            raise
+        counts = self.subscription_counts()
+        wanted = {
+            TOPIC_OCCUPANCY: switches.occupancy,
+            TOPIC_CLOUD: switches.pointcloud,
+            TOPIC_GAUSSIANS: switches.gaussians,
+            TOPIC_MARKERS: switches.markers,
+        }
+        names = [name for name, on in wanted.items() if on and counts[name] > 0]
+        if "rendered_depth" in arrays:
+            names += [depth_topic(n) for n in self.camera_names if counts[depth_topic(n)] > 0]
+        return names
+
+    def _abandon(self, slot: _Slot, seq: int) -> None:
+        """A set that never reached the child: its slot is free again."""
+        with self._cond:
+            slot.busy = False
+            self._pending.pop(seq, None)
+            self._cond.notify_all()
+
+    def publish_status(self, snapshot: StatsSnapshot, stamp, device: str, num_classes: int) -> None:
+        """Publish the status message (from the child; dropped while it is down)."""
+        if not self.alive:
+            return
+        try:
+            self._send(("status", snapshot, (int(stamp.sec), int(stamp.nanosec)), device, int(num_classes)))
+        except OSError as exc:
+            self._log(f"status not sent to the output process: {exc}")
+
+
+# -- the child -------------------------------------------------------------------------------
+
+
+def _receive_fds(conn: Connection, count: int) -> list[int]:
+    with socket.socket(fileno=os.dup(conn.fileno())) as s:
+        _, fds, _, _ = socket.recv_fds(s, 1, count)
+    if len(fds) != count:
+        raise OutputProcessError(f"expected {count} file descriptor(s) from the node, got {len(fds)}")
+    return fds
+
+
+def child_main(fd: int) -> int:
+    """The child: create the publishers, then publish what the node hands over until it stops."""
+    import rclpy
+    from builtin_interfaces.msg import Time
+
+    from gausstr_ros.node.outputs import OutputPublishers
+    from gausstr_ros.pipeline import FrameResult
+
+    conn = Connection(fd)
+    kind, spec = conn.recv()
+    if kind != "spec":
+        return 2
+    (counts_fd,) = _receive_fds(conn, 1)
+    counts_buf = mmap.mmap(counts_fd, mmap.PAGESIZE)
+    names = output_names(spec.camera_names)
+    counts = np.frombuffer(counts_buf, dtype=np.int32, count=len(names))
+    context = rclpy.Context()
+    try:
+        rclpy.init(context=context, domain_id=spec.domain_id, args=[])
+        node = rclpy.create_node(
+            spec.node_name,
+            namespace=spec.namespace,
+            context=context,
+            use_global_arguments=False,
+            start_parameter_services=False,
+        )
+        publishers = OutputPublishers(
+            node, spec.camera_names, spec.target_frame, spec.depth, topic_names=spec.topics
+        )
+    except Exception as exc:  # the node logs why; the child ends
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return 1
+    by_name = {TOPIC_OCCUPANCY: publishers.occupancy, TOPIC_CLOUD: publishers.cloud}
+    by_name |= {TOPIC_GAUSSIANS: publishers.gaussians, TOPIC_MARKERS: publishers.markers}
+    by_name |= {depth_topic(n): p for n, p in zip(spec.camera_names, publishers.depth)}
+
+    def update_counts() -> None:
+        counts[:] = [by_name[n].get_subscription_count() for n in names]
+
+    update_counts()
+    conn.send(("ready", os.getpid()))
+    buffers: dict[int, mmap.mmap] = {}
+    held: dict[int, dict] = {}  # sets whose occupancy went out, waiting for the rest of their arrays
+    last_counts = time.monotonic()
+    try:
+        while True:
+            if time.monotonic() - last_counts > 0.05:
+                update_counts()
+                last_counts = time.monotonic()
+            if not conn.poll(0.05):
+                continue
+            message = conn.recv()
+            kind = message[0]
+            if kind == "stop":
+                break
+            if kind == "slot":
+                _, index, size = message
+                (slot_fd,) = _receive_fds(conn, 1)
+                old = buffers.pop(index, None)
+                if old is not None:
+                    with contextlib.suppress(BufferError):  # a view still alive: freed with it
+                        old.close()
+                buffers[index] = mmap.mmap(slot_fd, size)
+                os.close(slot_fd)  # the mapping keeps the memory
+            elif kind == "frame":  # the occupancy's arrays are in the slot: publish it
+                _, seq, index, layout, meta = message
+                held[seq] = state = {"index": index, "meta": meta, "t": None, "error": None}
+                try:
+                    arrays = slot_views(buffers[index], layout)
+                    state["result"] = FrameResult(
+                        stamp_ns=meta["stamp_ns"],
+                        rendered_depth=arrays.pop("rendered_depth", None),
+                        class_names=meta["class_names"],
+                        free_label=meta["free_label"],
+                        grid=meta["grid"],
+                        **arrays,
+                    )
+                    del arrays
+                    only = dataclasses.replace(
+                        meta["switches"],
+                        pointcloud=False,
+                        gaussians=False,
+                        markers=False,
+                        rendered_depth=False,
+                    )
+                    publishers.publish(
+                        state["result"], meta["camera_frames"], only, lambda t, s=state: s.__setitem__("t", t)
+                    )
+                except Exception as exc:  # one bad set must not end the child
+                    state["error"] = f"publishing failed: {type(exc).__name__}: {exc}"
+            elif kind == "rest":  # every array is in the slot: the other outputs, then hand it back
+                _, seq, complete = message
+                state = held.pop(seq)
+                result = state.pop("result", None)
+                if complete and result is not None and state["error"] is None:
+                    try:
+                        rest = dataclasses.replace(state["meta"]["switches"], occupancy=False)
+                        publishers.publish(result, state["meta"]["camera_frames"], rest)
+                    except Exception as exc:
+                        state["error"] = f"publishing failed: {type(exc).__name__}: {exc}"
+                del result  # no view outlives the slot's hand-back
+                conn.send(("done", seq, state["index"], state["t"], state["error"]))
+            elif kind == "status":
+                _, snapshot, (sec, nanosec), device, num_classes = message
+                publishers.publish_status(snapshot, Time(sec=sec, nanosec=nanosec), device, num_classes)
+    except (EOFError, OSError, KeyboardInterrupt):
+        pass  # the node went away
+    finally:
+        for buf in buffers.values():
+            buf.close()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    return 0
+
+
+if __name__ == "__main__":
+    # Only the node and this child hold the socket (a socketpair passed by descriptor): what is
+    # unpickled here comes from the node itself, never from the network.
+    sys.exit(child_main(int(sys.argv[1])))
