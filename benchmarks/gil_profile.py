@@ -32,6 +32,9 @@ from pathlib import Path
 # the second worker thread counts as publishing, not as "stage 2: other".
 ACTIVITIES: tuple[tuple[str, str, str], ...] = (
     ("stage 2: build and publish outputs", "publish", "outputs.py"),
+    ("stage 2: hand the outputs to the output process", "publish", "output_process.py"),
+    ("input process: sets received, then stage 1's slot", "_read", "input_process.py"),
+    ("output process: acknowledgements", "_read_replies", "output_process.py"),
     ("stage 2: wait, host copies, late depth render", "result", "pipeline.py"),
     ("stage 2: other", "_run_second", "worker.py"),
     ("stage 1: TF, conversion, queue the prediction", "_run_first", "worker.py"),
@@ -50,20 +53,68 @@ def _clock_ticks() -> int:
     return os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def _read_stat(path: Path) -> tuple[str, int, int]:
+    """(name, user ticks, system ticks) of a /proc stat file (a process's or a thread's)."""
+    stat = path.read_text()
+    # "tid (comm) state ...": comm may hold spaces and parentheses; fields after the last ')'
+    name = stat[stat.index("(") + 1 : stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return name, int(fields[11]), int(fields[12])  # utime, stime (fields 14, 15)
+
+
 def _read_threads() -> dict[int, tuple[str, int, int]]:
     """tid -> (kernel thread name, user ticks, system ticks) of every thread of this process."""
     out = {}
     task = Path("/proc/self/task")
     for d in task.iterdir() if task.is_dir() else ():
         try:
-            stat = (d / "stat").read_text()
+            out[int(d.name)] = _read_stat(d / "stat")
         except OSError:  # the thread ended meanwhile
             continue
-        # "tid (comm) state ...": comm may hold spaces and parentheses; fields after the last ')'
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        out[int(d.name)] = (name, int(fields[11]), int(fields[12]))  # utime, stime (fields 14, 15)
     return out
+
+
+class ProcessCpu:
+    """CPU time of other processes (the node's helper processes) over a window.
+
+    Args:
+        pids: label -> process id.
+    """
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = dict(pids)
+        self._before: dict[str, tuple[int, int]] = {}
+
+    def _read(self) -> dict[str, tuple[int, int]]:
+        out = {}
+        for label, pid in self.pids.items():
+            try:
+                _, user, system = _read_stat(Path(f"/proc/{pid}/stat"))
+            except OSError:  # it ended
+                continue
+            out[label] = (user, system)
+        return out
+
+    def start(self) -> None:
+        self._before = self._read()
+
+    def stop(self, seconds: float) -> list[dict]:
+        """name, pid, cpu_s, sys_s, share (of one core over ``seconds``) per process still running."""
+        tick = _clock_ticks()
+        rows = []
+        for label, (user, system) in self._read().items():
+            user0, system0 = self._before.get(label, (0, 0))
+            used, kernel = (user - user0 + system - system0) / tick, (system - system0) / tick
+            rows.append(
+                {
+                    "name": label,
+                    "pid": self.pids[label],
+                    "cpu_s": used,
+                    "sys_s": kernel,
+                    "share": used / max(seconds, 1e-9),
+                }
+            )
+        return rows
 
 
 class ThreadCpu:

@@ -58,7 +58,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.gil_profile import LockProfile, ThreadCpu
+from benchmarks.gil_profile import LockProfile, ProcessCpu, ThreadCpu
 from benchmarks.ros_feeder import (
     FeederSpec,
     camera_topics,
@@ -500,6 +500,8 @@ def run_ros_mode(args) -> dict:
         params["executor_coalesce_ms"] = float(args.executor_coalesce_ms)
     if args.output_process:
         params["output_process"] = True
+    if args.input_process:
+        params["input_process"] = True
     node = OccupancyNode(
         predictor=predictor,
         context=context,
@@ -549,6 +551,13 @@ def run_ros_mode(args) -> dict:
         dropped_before = closed.dropped
         emitted_before = node.inputs.sets_emitted
         thread_cpu = ThreadCpu()
+        helpers = {
+            name: h.pid
+            for name, h in (("input process", node.inputs), ("output process", node.outputs))
+            if getattr(h, "pid", None)
+        }
+        helper_cpu = ProcessCpu(helpers)
+        helper_cpu.start()
         lock = LockProfile(args.lock_profile, args.duration) if args.lock_profile else None
         lock_error = lock.start() if lock else None
         thread_cpu.start()
@@ -556,6 +565,7 @@ def run_ros_mode(args) -> dict:
         result = receive(args.duration + 60)
         # the window: the sets being sent, then at most 1 s of the node catching up
         threads = thread_cpu.stop(result["send_window"] + 1.0)
+        helper_use = helper_cpu.stop(result["send_window"] + 1.0)
         lock_use = (lock.finish() if lock_error is None else {"error": lock_error}) if lock else None
         snap = node.stats.snapshot()
         open_loop = open_loop_counts(closed, snap, node.inputs.sets_emitted - emitted_before)
@@ -576,6 +586,7 @@ def run_ros_mode(args) -> dict:
         "switch_interval_ms": round(1e3 * sys.getswitchinterval(), 3),
         "executor_coalesce_ms": node.config.executor_coalesce_ms,
         "output_process": node.config.output_process,
+        "input_process": node.config.input_process,
         "dds_profile": os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or "Fast DDS defaults",
         "latencies": [1e3 * (result["received"][s] - result["published_last"][s]) for s in stamps],
         "open_latencies": result.get("open_latency_ms", []),
@@ -599,6 +610,7 @@ def run_ros_mode(args) -> dict:
         "open_loop": open_loop,
         "node_stages_ms": stage_ms,
         "thread_cpu": threads,
+        "helper_cpu": helper_use,
         "lock_profile": lock_use,
     }
 
@@ -847,6 +859,12 @@ def ros_table(r: dict) -> list[str]:
             f"{rejected}; images reported lost by the middleware: {o['images_lost']}."
         )
     lines += thread_cpu_lines(r.get("thread_cpu"))
+    if r.get("helper_cpu"):
+        lines.append(
+            "CPU of the node's helper processes over that window (% of one core): "
+            + ", ".join(f"{h['name']} {100 * h['share']:.0f} %" for h in r["helper_cpu"])
+            + "."
+        )
     lines += lock_profile_lines(r.get("lock_profile"))
     if r.get("camera_info_every_set"):
         lines.append("CameraInfo published with every set (as camera drivers do).")
@@ -857,6 +875,11 @@ def ros_table(r: dict) -> list[str]:
         lines.append(f"Python thread switch interval: {r['switch_interval_ms']:g} ms.")
     if r.get("executor_coalesce_ms"):
         lines.append(f"Executor coalescing: {r['executor_coalesce_ms']:g} ms before each wait.")
+    if r.get("input_process"):
+        lines.append(
+            "Cameras taken and synchronized in the node's input process (input_process: true); the image "
+            "bytes reach the node through shared memory."
+        )
     if r.get("output_process"):
         lines.append(
             "Outputs built and published in the node's output process (output_process: true); the "
@@ -999,6 +1022,11 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="CUDA, pipeline mode: profile 5 eager predicts afterwards; the operator table goes here and "
         "the device time per frame (the floor of the graph path) into the result",
+    )
+    parser.add_argument(
+        "--input-process",
+        action="store_true",
+        help="ros mode: the node's input_process on (cameras taken and synchronized in a child process)",
     )
     parser.add_argument(
         "--output-process",

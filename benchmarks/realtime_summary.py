@@ -249,6 +249,8 @@ def summarize(work: Path) -> tuple[list[str], dict]:
         ("ros_info", "node_ros_info.json"),
         ("ros_coalesce", "node_ros_coalesce.json"),
         ("ros_outproc", "node_ros_outproc.json"),
+        ("ros_inproc", "node_ros_inproc.json"),
+        ("ros_helpers", "node_ros_helpers.json"),
     ):
         ros = _load(work / name)
         if not (ros and ros.get("latencies")):
@@ -262,6 +264,8 @@ def summarize(work: Path) -> tuple[list[str], dict]:
             where += "; CameraInfo with every set"
         if ros.get("executor_coalesce_ms"):
             where += f"; executor coalescing {ros['executor_coalesce_ms']:g} ms"
+        if ros.get("input_process"):
+            where += "; cameras taken in the input process"
         if ros.get("output_process"):
             where += "; outputs published from the output process"
         lat, dds = ros["latencies"], ros.get("dds_in", [])

@@ -170,6 +170,11 @@ def run_feeder(conn, spec: FeederSpec, context=None) -> None:
     outputs += [("gaussian_markers", MarkerArray)] + [(f"rendered_depth/{n}", Image) for n in rig.names]
     for topic, msg_type in outputs:
         node.create_subscription(msg_type, topic, count(topic), qos, raw=True)
+    output_topics = [node.resolve_topic_name(t) for t, _ in [("occupancy", None), *outputs]]
+
+    def outputs_matched() -> bool:
+        return all(node.count_publishers(t) > 0 for t in output_topics)
+
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
@@ -192,7 +197,10 @@ def run_feeder(conn, spec: FeederSpec, context=None) -> None:
         subscribed = False
         while time.monotonic() < deadline:
             cameras.publish_infos()
-            if not subscribed and cameras.matched():
+            # every camera topic subscribed by the node, and every output topic published to this
+            # feeder (the node's output process, when on, matches later than the node itself; a set
+            # answered before its publisher matched would be lost, volatile)
+            if not subscribed and cameras.matched() and outputs_matched():
                 conn.send({"event": "subscribed"})
                 subscribed = True
             if subscribed and conn.poll(0.1):
@@ -201,7 +209,9 @@ def run_feeder(conn, spec: FeederSpec, context=None) -> None:
             if not subscribed:
                 time.sleep(0.1)
         else:
-            raise RuntimeError("the node did not subscribe to every camera topic or get ready in 30 s")
+            raise RuntimeError(
+                "the node did not subscribe to every camera topic, publish every output or get ready in 30 s"
+            )
         stamp = 1_700_000_000 * S
         closed: list[int] = []
         for i in tqdm(range(spec.warmup + spec.frames), desc="ros closed loop", unit="set"):

@@ -20,6 +20,10 @@ T0 = 1_700_000_000 * S
 
 # Rendering depth costs most of the CPU time per frame; these tests do not look at it.
 FAST = {"publish_rendered_depth": False}
+# The same rules with the cameras taken in the node's input process (input_process: true)
+INPUTS = pytest.mark.parametrize(
+    "inputs", [{}, {"input_process": True}], ids=["inputs_in_node", "input_process"]
+)
 
 
 def rejected(harness, kind_text: str, before: int, timeout: float = 20.0):
@@ -41,9 +45,10 @@ def good_frame_flows(harness, frame: int, stamp: int) -> None:
     harness.wait_for_stamp("occupancy", stamp)
 
 
-def test_each_bad_frame_is_skipped_with_a_reason(ros_context, predictor):
+@INPUTS
+def test_each_bad_frame_is_skipped_with_a_reason(ros_context, predictor, inputs):
     """Wrong encoding, size mismatch, missing TF, all-invalid depth: skipped, then a good frame flows."""
-    with running_node(ros_context, predictor, use_depth=True, **FAST) as (_, harness):
+    with running_node(ros_context, predictor, use_depth=True, **FAST, **inputs) as (_, harness):
         cams = harness.cams
         good_frame_flows(harness, 0, T0)
         stamp = T0
@@ -80,24 +85,24 @@ def test_each_bad_frame_is_skipped_with_a_reason(ros_context, predictor):
         harness.wait_for_status(lambda s: s.frames_processed >= 6, 10, "6 processed frames")
 
 
-def test_missing_camera_info_then_recovery(ros_context, predictor):
-    with running_node(ros_context, predictor, send_camera_info=False, **FAST) as (node, harness):
-        harness.publish_infos(skip={4})
-        harness.wait_for(
+@INPUTS
+def test_missing_camera_info_then_recovery(ros_context, predictor, inputs):
+    with running_node(ros_context, predictor, send_camera_info=False, **FAST, **inputs) as (node, harness):
+        harness.publish_infos_until(
             lambda: node.inputs.missing_camera_info() == [node.config.camera_info_topics[4]],
-            10,
-            "CameraInfo of all but camera 4",
+            what="CameraInfo of all but camera 4",
+            skip={4},
         )
         harness.publish_frame(0, T0)
         rejected(harness, "CAM_BACK_LEFT: no CameraInfo received yet", -1)
         assert not harness.by_stamp("occupancy", T0)
-        harness.publish_infos()
-        harness.wait_for(lambda: not node.inputs.missing_camera_info(), 10, "every CameraInfo")
+        harness.publish_infos_until(lambda: not node.inputs.missing_camera_info(), what="every CameraInfo")
         good_frame_flows(harness, 1, T0 + S)
 
 
-def test_stamps_going_backwards_are_refused_and_a_time_reset_recovers(ros_context, predictor):
-    with running_node(ros_context, predictor, **FAST) as (node, harness):
+@INPUTS
+def test_stamps_going_backwards_are_refused_and_a_time_reset_recovers(ros_context, predictor, inputs):
+    with running_node(ros_context, predictor, **FAST, **inputs) as (node, harness):
         good_frame_flows(harness, 0, T0 + 10 * S)
         before = rejections(harness)
         harness.publish_frame(1, T0 + 10 * S - S // 2)  # 0.5 s back: out of order, refused per camera

@@ -16,8 +16,12 @@ pytestmark = [pytest.mark.ros]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("feeder", ["process", "thread"])
-def test_ros_mode_measures_every_closed_loop_set(tmp_path, feeder):
+@pytest.mark.parametrize(
+    "feeder, helpers",
+    [("process", ()), ("thread", ()), ("process", ("--input-process", "--output-process"))],
+    ids=["process", "thread", "helper_processes"],
+)
+def test_ros_mode_measures_every_closed_loop_set(tmp_path, feeder, helpers):
     pytest.importorskip("rclpy", reason="needs rclpy (the ROS 2 wheels or a ROS install)")
     pytest.importorskip("gausstr_ros.msg", reason="needs the package's generated messages")
     out = tmp_path / "ros.json"
@@ -43,11 +47,15 @@ def test_ros_mode_measures_every_closed_loop_set(tmp_path, feeder):
         feeder,
         "--json",
         str(out),
+        *helpers,
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"node_latency failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     r = json.loads(out.read_text())
     assert r["feeder"] == feeder and r["dds_profile"].endswith("fastdds_large_images.xml")
+    # the node's helper processes, when on, and their CPU over the open loop
+    assert r["input_process"] == r["output_process"] == bool(helpers)
+    assert {h["name"] for h in r["helper_cpu"]} == ({"input process", "output process"} if helpers else set())
     assert len(r["latencies"]) == 2 and all(0 < v < 60_000 for v in r["latencies"]), r["latencies"]
     # the set is complete in the node after its first image was sent and before its occupancy comes
     # back (dds_in, from the last publish's return, can be a thread switch below zero with the thread

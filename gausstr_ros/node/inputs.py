@@ -37,6 +37,8 @@ class FrameSet:
         arrival: monotonic time [s] the last message of the set arrived (latency origin).
         images: V Image messages in camera order; depths: V depth Images or None.
         infos: V CameraInfo messages (latest received per camera; None where none came yet).
+        release: hands back what the set's messages live in (the input process's shared memory);
+            called once by ``done()``; None in the node's own process.
     """
 
     stamp_ns: int
@@ -44,6 +46,13 @@ class FrameSet:
     images: list[Any]
     depths: list[Any] | None
     infos: list[Any | None]
+    release: Callable[[], None] | None = None
+
+    def done(self) -> None:
+        """The node is finished with this set (published, failed, or replaced while waiting)."""
+        release, self.release = self.release, None
+        if release is not None:
+            release()
 
 
 class CameraInputs:
@@ -100,6 +109,7 @@ class CameraInputs:
         self.synchronizer = make_synchronizer(
             config.synchronizer, len(self.topics), config.sync_queue_size, config.sync_slop_s, self._on_synced
         )
+        self.synchronizer_name = type(self.synchronizer).__name__
 
         best_effort = QoSProfile(
             depth=config.queue_depth,

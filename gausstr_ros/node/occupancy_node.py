@@ -25,6 +25,7 @@ from rclpy.node import Node
 
 from gausstr_core.text.vocabulary import Vocabulary
 from gausstr_ros.node.executor import make_executor, spin
+from gausstr_ros.node.input_process import InputProcess, InputProcessError
 from gausstr_ros.node.inputs import CameraInputs, FrameSet
 from gausstr_ros.node.output_process import OutputProcess, OutputProcessError
 from gausstr_ros.node.outputs import OutputPublishers, PublishSwitches
@@ -94,8 +95,9 @@ class OccupancyNode(Node):
         try:
             self._set_up(predictor)
         except BaseException:
-            if isinstance(getattr(self, "outputs", None), OutputProcess):
-                self.outputs.close()  # nor its output process
+            for helper in (getattr(self, "inputs", None), getattr(self, "outputs", None)):
+                if isinstance(helper, (InputProcess, OutputProcess)):
+                    helper.close()  # nor its helper processes
             super().destroy_node()  # a half-built node must not linger in the graph
             raise
 
@@ -143,15 +145,30 @@ class OccupancyNode(Node):
         else:
             self.outputs = OutputPublishers(self, c.camera_names, c.target_frame, c.queue_depth)
         self._slot: LatestSlot[FrameSet] = LatestSlot()
-        self.inputs = CameraInputs(
-            self,
-            c,
-            self._on_frame_set,
-            self._on_input_rejected,
-            self._on_time_reset,
-            callback_group=self._input_group,
-            on_lost=lambda topic, count: self.stats.record_lost(count),
-        )
+        if c.input_process:
+            try:
+                self.inputs = InputProcess(
+                    self,
+                    c,
+                    self._on_frame_set,
+                    self._on_input_rejected,
+                    self._on_time_reset,
+                    on_lost=lambda topic, count: self.stats.record_lost(count),
+                    on_dropped=self.stats.record_dropped,
+                    log=self.get_logger().error,
+                )
+            except InputProcessError as exc:
+                raise StartupError(str(exc)) from exc
+        else:
+            self.inputs = CameraInputs(
+                self,
+                c,
+                self._on_frame_set,
+                self._on_input_rejected,
+                self._on_time_reset,
+                callback_group=self._input_group,
+                on_lost=lambda topic, count: self.stats.record_lost(count),
+            )
         self._distortion = DistortionWarnings(c.image_topics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._status_timer = self.create_timer(
@@ -168,7 +185,7 @@ class OccupancyNode(Node):
             f"ready: {len(c.camera_names)} cameras -> {c.target_frame}, model input "
             f"{self.pipeline.input_size[0]}x{self.pipeline.input_size[1]} on {self.pipeline.device}, "
             f"{len(c.categories)} categories, depth {'from topics' if c.use_depth else 'from the model'}, "
-            f"TF via {self.tf.backend}, sync via {type(self.inputs.synchronizer).__name__}"
+            f"TF via {self.tf.backend}, sync via {self.inputs.synchronizer_name}"
         )
 
     # -- set-up helpers --------------------------------------------------------------------------
@@ -180,7 +197,9 @@ class OccupancyNode(Node):
     # -- inputs ----------------------------------------------------------------------------------
 
     def _on_frame_set(self, frame: FrameSet) -> None:
-        if self._slot.put(frame) is not None:
+        replaced = self._slot.put(frame)
+        if replaced is not None:
+            replaced.done()
             self.stats.record_dropped()
 
     def _on_input_rejected(self, kind: str, reason: str) -> None:
@@ -193,6 +212,12 @@ class OccupancyNode(Node):
         self.get_logger().warning(reason)
 
     def _check_inputs(self) -> None:
+        if isinstance(self.inputs, InputProcess):
+            down = self.inputs.check()  # starts a new input process if the last one died
+            if down:
+                self.stats.set_error(down)
+                self._log_limited("inputs_down", down, level="error")
+                return
         silent = self.inputs.silent_topics(self.config.sync_timeout_s)
         if not silent:
             return
@@ -218,6 +243,8 @@ class OccupancyNode(Node):
                 self.get_logger().warning(f"refused parameter {p.name}: {problem}")
                 return SetParametersResult(successful=False, reason=problem)
             updates[p.name] = value
+        if isinstance(self.inputs, InputProcess):
+            self.inputs.update_config(updates)
         for name, value in updates.items():
             setattr(self.config, name, value)
             if name == "categories":
@@ -244,6 +271,7 @@ class OccupancyNode(Node):
     # -- inference thread ------------------------------------------------------------------------
 
     def _on_frame_error(self, frame: FrameSet, exc: Exception) -> None:
+        frame.done()
         if isinstance(exc, FrameRejected):
             self.stats.record_rejected(exc.kind, exc.reason)
             self._log_limited(
@@ -283,13 +311,16 @@ class OccupancyNode(Node):
         def done(t_published: float) -> None:
             self.stats.record_published(t_published - frame.arrival)
 
-        self.outputs.publish(
-            result,
-            [cam.image.header.frame_id for cam in pending.cameras],
-            self.switches,
-            on_occupancy_published=done,
-            on_error=lambda exc: self._on_frame_error(frame, exc),  # found by the output process
-        )
+        try:
+            self.outputs.publish(
+                result,
+                [cam.image.header.frame_id for cam in pending.cameras],
+                self.switches,
+                on_occupancy_published=done,
+                on_error=lambda exc: self._on_frame_error(frame, exc),  # found by the output process
+            )
+        finally:
+            frame.done()  # the set's images are no longer read
 
     # -- status ----------------------------------------------------------------------------------
 
@@ -304,6 +335,8 @@ class OccupancyNode(Node):
 
     def destroy_node(self) -> None:
         self._worker.stop(timeout=10.0)
+        if isinstance(self.inputs, InputProcess):
+            self.inputs.close()
         if isinstance(self.outputs, OutputProcess):
             self.outputs.close()
         super().destroy_node()

@@ -28,8 +28,6 @@ import contextlib
 import dataclasses
 import mmap
 import os
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -40,6 +38,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gausstr_ros.node.child_process import (
+    ChildLink,
+    HelperProcessError,
+    SharedSlot,
+    child_connection,
+    close_mapping,
+    map_received,
+    receive_fds,
+    slot_layout,
+    slot_views,
+)
 from gausstr_ros.node.outputs import (
     TOPIC_CLOUD,
     TOPIC_GAUSSIANS,
@@ -67,10 +76,9 @@ ARRAY_FIELDS = (
     "rendered_depth",
 )
 OCCUPANCY_FIELDS = ("labels", "confidence")  # handed over first, published first
-_ALIGN = 64  # bytes: every array starts on a cache line
 
 
-class OutputProcessError(RuntimeError):
+class OutputProcessError(HelperProcessError):
     """The output process could not take or publish a frame set."""
 
 
@@ -101,62 +109,6 @@ def output_names(camera_names: Sequence[str]) -> list[str]:
     return [TOPIC_OCCUPANCY, TOPIC_CLOUD, TOPIC_GAUSSIANS, TOPIC_MARKERS] + [
         depth_topic(n) for n in camera_names
     ]
-
-
-def slot_layout(arrays: dict[str, np.ndarray]) -> tuple[list[tuple[str, str, tuple[int, ...], int]], int]:
-    """Where each array goes in a slot.
-
-    Args:
-        arrays: name -> array (any layout; copied as C-contiguous).
-    Returns:
-        ([(name, dtype string, shape, byte offset)], total bytes).
-    """
-    layout, offset = [], 0
-    for name, a in arrays.items():
-        offset = -(-offset // _ALIGN) * _ALIGN
-        layout.append((name, a.dtype.str, tuple(int(s) for s in a.shape), offset))
-        offset += a.nbytes
-    return layout, offset
-
-
-def slot_views(buf, layout) -> dict[str, np.ndarray]:
-    """Arrays over a slot's memory (no copy), as laid out by ``slot_layout``."""
-    views = {}
-    for name, dtype, shape, offset in layout:
-        count = int(np.prod(shape, dtype=np.int64))
-        views[name] = np.frombuffer(buf, dtype=np.dtype(dtype), count=count, offset=offset).reshape(shape)
-    return views
-
-
-class _Slot:
-    """One region of shared memory (a memfd) that holds one frame set's arrays."""
-
-    def __init__(self, index: int):
-        self.index = index
-        self.fd = -1
-        self.buf: mmap.mmap | None = None
-        self.size = 0
-        self.busy = False
-        self.sent = False  # the child has this memfd
-
-    def ensure(self, size: int) -> bool:
-        """Make the slot hold ``size`` bytes; True when a new memfd was made (to hand over)."""
-        if self.size >= size and self.buf is not None:
-            return False
-        self.release()
-        size = max(mmap.PAGESIZE, -(-size // mmap.PAGESIZE) * mmap.PAGESIZE)
-        self.fd = os.memfd_create(f"gausstr_outputs_{self.index}", os.MFD_CLOEXEC)
-        os.ftruncate(self.fd, size)
-        self.buf = mmap.mmap(self.fd, size)
-        self.size, self.sent = size, False
-        return True
-
-    def release(self) -> None:
-        if self.buf is not None:
-            self.buf.close()
-        if self.fd >= 0:
-            os.close(self.fd)
-        self.fd, self.buf, self.size, self.sent = -1, None, 0, False
 
 
 class OutputProcess:
@@ -205,13 +157,11 @@ class OutputProcess:
         self._start_timeout_s = start_timeout_s
         self.restart_period_s = restart_period_s  # public: may be changed while running
         self._slot_timeout_s = slot_timeout_s
-        self._slots = [_Slot(i) for i in range(slots)]
+        self._slots = [SharedSlot(i, "gausstr_outputs") for i in range(slots)]
         self._cond = threading.Condition()
-        self._send_lock = threading.Lock()
         self._pending: dict[int, tuple[Callable | None, Callable | None]] = {}
         self._seq = 0
-        self._proc: subprocess.Popen | None = None
-        self._conn: Connection | None = None
+        self._link: ChildLink | None = None
         self._reader: threading.Thread | None = None
         self._counts: np.ndarray | None = None
         self._counts_fd = -1
@@ -235,55 +185,41 @@ class OutputProcess:
         os.ftruncate(self._counts_fd, mmap.PAGESIZE)
         self._counts_buf = mmap.mmap(self._counts_fd, mmap.PAGESIZE)
         self._counts = np.frombuffer(self._counts_buf, dtype=np.int32, count=n)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "gausstr_ros.node.output_process", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                start_new_session=False,
+            self._link = ChildLink(
+                "gausstr_ros.node.output_process",
+                "the output process",
+                self.spec,
+                [self._counts_fd],
+                self._start_timeout_s,
             )
-        finally:
-            theirs.close()
-        self._conn = Connection(ours.detach())
-        self._send(("spec", self.spec), fds=[self._counts_fd])
-        deadline = time.monotonic() + self._start_timeout_s
-        while not self._conn.poll(0.1):
-            if self._proc.poll() is not None:
-                raise OutputProcessError(
-                    f"the output process exited with code {self._proc.returncode} while starting"
-                )
-            if time.monotonic() > deadline:
-                self._kill()
-                raise OutputProcessError(
-                    f"the output process did not create its publishers in {self._start_timeout_s:g} s"
-                )
-        reply = self._conn.recv()
-        if reply[0] != "ready":
-            self._kill()
-            raise OutputProcessError(f"the output process failed to start: {reply[1]}")
+        except HelperProcessError as exc:
+            raise OutputProcessError(str(exc)) from exc
         self.starts += 1
         self._reader = threading.Thread(
-            target=self._read_replies, args=(self._conn, self._proc), name="gausstr_outputs_acks", daemon=True
+            target=self._read_replies, args=(self._link,), name="gausstr_outputs_acks", daemon=True
         )
         self._reader.start()
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None and self._conn is not None
+        return self._link is not None and self._link.alive
 
     @property
     def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
+        return None if self._link is None else self._link.pid
 
     def _send(self, message, fds: Sequence[int] = ()) -> None:
-        """One message, then (ancillary to one byte) the file descriptors it announces."""
-        with self._send_lock:
-            self._conn.send(message)
-            if fds:
-                with socket.socket(fileno=os.dup(self._conn.fileno())) as s:
-                    socket.send_fds(s, [b"F"], list(fds))
+        link = self._link
+        if link is None:
+            raise OutputProcessError("the output process is down")
+        try:
+            link.send(message, fds)
+        except HelperProcessError as exc:
+            raise OutputProcessError(str(exc)) from exc
 
-    def _read_replies(self, conn: Connection, proc: subprocess.Popen) -> None:
+    def _read_replies(self, link: ChildLink) -> None:
+        conn = link.conn
         while True:
             try:
                 reply = conn.recv()
@@ -302,14 +238,13 @@ class OutputProcess:
                 self._report(on_error, OutputProcessError(error))
         if self._closed:
             return
-        code = proc.wait()
+        code = link.proc.wait()
+        link.kill()  # closes our end
         with self._cond:
             lost, self._pending = list(self._pending.values()), {}
             for slot in self._slots:
                 slot.busy = False
                 slot.release()  # the next child gets new memory
-            if self._conn is conn:
-                self._conn = None
             self._cond.notify_all()
         self._log(f"the output process exited with code {code}; {len(lost)} frame set(s) were not published")
         for _, on_error in lost:
@@ -335,17 +270,14 @@ class OutputProcess:
         self._start()
 
     def _kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(timeout=10)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self._link is not None:
+            self._link.kill()
 
     def _release_counts(self) -> None:
         self._counts = None
         if self._counts_buf is not None:
-            self._counts_buf.close()
+            with contextlib.suppress(BufferError):  # a reader's view: unmapped with it
+                self._counts_buf.close()
             self._counts_buf = None
         if self._counts_fd >= 0:
             os.close(self._counts_fd)
@@ -356,13 +288,8 @@ class OutputProcess:
         if self._closed:
             return
         self._closed = True
-        if self.alive:
-            try:
-                self._send(("stop",))
-                self._proc.wait(timeout=timeout)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        self._kill()
+        if self._link is not None:
+            self._link.stop(timeout)
         if self._reader is not None:
             self._reader.join(timeout=timeout)
         with self._cond:
@@ -426,6 +353,7 @@ class OutputProcess:
             slot.busy = True
             self._seq += 1
             seq = self._seq
+        registered = False
         try:
             fresh = slot.ensure(size)
             views = slot_views(slot.buf, layout)
@@ -439,11 +367,13 @@ class OutputProcess:
             }
             with self._cond:
                 self._pending[seq] = (on_occupancy_published, on_error)
+            registered = True
             if fresh or not slot.sent:
                 self._send(("slot", slot.index, slot.size), fds=[slot.fd])
                 slot.sent = True
         except BaseException:
-            self._abandon(slot, seq)
+            if not self._abandon(slot, seq) and registered:
+                return []  # the child died meanwhile: the reader reported this set already
             raise
         # The occupancy first: the child publishes it (the latency that counts) while the other
         # arrays, the rendered depth above all, are still being copied.
@@ -460,10 +390,14 @@ class OutputProcess:
             self._send(("rest", seq, True))
         except BaseException:
             if frame_sent:  # the child holds the set: it skips the rest and hands the slot back
-                with contextlib.suppress(OSError):
+                with self._cond:
+                    reported = seq not in self._pending
+                with contextlib.suppress(OSError, OutputProcessError):
                     self._send(("rest", seq, False))
             else:
-                self._abandon(slot, seq)
+                reported = not self._abandon(slot, seq)
+            if reported:
+                return []  # the child died meanwhile: the reader reported this set already
             raise
         counts = self.subscription_counts()
         wanted = {
@@ -477,12 +411,13 @@ class OutputProcess:
             names += [depth_topic(n) for n in self.camera_names if counts[depth_topic(n)] > 0]
         return names
 
-    def _abandon(self, slot: _Slot, seq: int) -> None:
-        """A set that never reached the child: its slot is free again."""
+    def _abandon(self, slot: SharedSlot, seq: int) -> bool:
+        """A set that never reached the child: its slot is free again. False when the reader
+        thread had already reported it lost (the child died)."""
         with self._cond:
             slot.busy = False
-            self._pending.pop(seq, None)
             self._cond.notify_all()
+            return self._pending.pop(seq, None) is not None
 
     def publish_status(self, snapshot: StatsSnapshot, stamp, device: str, num_classes: int) -> None:
         """Publish the status message (from the child; dropped while it is down)."""
@@ -490,22 +425,14 @@ class OutputProcess:
             return
         try:
             self._send(("status", snapshot, (int(stamp.sec), int(stamp.nanosec)), device, int(num_classes)))
-        except OSError as exc:
+        except (OSError, OutputProcessError) as exc:
             self._log(f"status not sent to the output process: {exc}")
 
 
 # -- the child -------------------------------------------------------------------------------
 
 
-def _receive_fds(conn: Connection, count: int) -> list[int]:
-    with socket.socket(fileno=os.dup(conn.fileno())) as s:
-        _, fds, _, _ = socket.recv_fds(s, 1, count)
-    if len(fds) != count:
-        raise OutputProcessError(f"expected {count} file descriptor(s) from the node, got {len(fds)}")
-    return fds
-
-
-def child_main(fd: int) -> int:
+def child_main(conn: Connection) -> int:
     """The child: create the publishers, then publish what the node hands over until it stops."""
     import rclpy
     from builtin_interfaces.msg import Time
@@ -513,12 +440,11 @@ def child_main(fd: int) -> int:
     from gausstr_ros.node.outputs import OutputPublishers
     from gausstr_ros.pipeline import FrameResult
 
-    conn = Connection(fd)
     kind, spec = conn.recv()
     if kind != "spec":
         return 2
-    (counts_fd,) = _receive_fds(conn, 1)
-    counts_buf = mmap.mmap(counts_fd, mmap.PAGESIZE)
+    (counts_fd,) = receive_fds(conn, 1)
+    counts_buf = map_received(counts_fd, mmap.PAGESIZE)
     names = output_names(spec.camera_names)
     counts = np.frombuffer(counts_buf, dtype=np.int32, count=len(names))
     context = rclpy.Context()
@@ -562,13 +488,9 @@ def child_main(fd: int) -> int:
                 break
             if kind == "slot":
                 _, index, size = message
-                (slot_fd,) = _receive_fds(conn, 1)
-                old = buffers.pop(index, None)
-                if old is not None:
-                    with contextlib.suppress(BufferError):  # a view still alive: freed with it
-                        old.close()
-                buffers[index] = mmap.mmap(slot_fd, size)
-                os.close(slot_fd)  # the mapping keeps the memory
+                (slot_fd,) = receive_fds(conn, 1)
+                close_mapping(buffers.pop(index, None))
+                buffers[index] = map_received(slot_fd, size)
             elif kind == "frame":  # the occupancy's arrays are in the slot: publish it
                 _, seq, index, layout, meta = message
                 held[seq] = state = {"index": index, "meta": meta, "t": None, "error": None}
@@ -614,7 +536,7 @@ def child_main(fd: int) -> int:
         pass  # the node went away
     finally:
         for buf in buffers.values():
-            buf.close()
+            close_mapping(buf)
         node.destroy_node()
         rclpy.try_shutdown(context=context)
     return 0
@@ -623,4 +545,4 @@ def child_main(fd: int) -> int:
 if __name__ == "__main__":
     # Only the node and this child hold the socket (a socketpair passed by descriptor): what is
     # unpickled here comes from the node itself, never from the network.
-    sys.exit(child_main(int(sys.argv[1])))
+    sys.exit(child_main(child_connection(sys.argv)))

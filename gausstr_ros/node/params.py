@@ -237,6 +237,14 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
         "stats_window", 100, "Frames the latency percentiles and rate are computed over.", range=(1, 100000)
     ),
     ParamSpec(
+        "input_process",
+        False,
+        "Subscribe to the cameras and synchronize them in a child process (its own Python "
+        "interpreter; the image bytes pass through shared memory), so that taking the images does "
+        "not compete with the inference threads for the node's interpreter lock. Costs one copy of "
+        "each image and a second process (about 1-3 s to start).",
+    ),
+    ParamSpec(
         "output_process",
         False,
         "Build and publish the outputs in a child process (its own Python interpreter; the arrays "
@@ -308,6 +316,7 @@ class NodeConfig:
     max_rate_hz: float
     status_period_s: float
     stats_window: int
+    input_process: bool
     output_process: bool
     executor_coalesce_ms: float
     python_switch_interval_ms: float

@@ -152,6 +152,23 @@ class Harness:
             if k not in skip:
                 pub.publish(self.cams.info_msg(k, **kwargs))
 
+    def publish_infos_until(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float = 10.0,
+        what: str = "CameraInfo at the node",
+        **kwargs,
+    ) -> None:
+        """``publish_infos`` every 0.2 s until ``predicate()``, as camera drivers repeat CameraInfo:
+        a subscriber in another process (the node's input process) can miss the first message sent
+        right after DDS matched it (a volatile topic)."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+            self.publish_infos(**kwargs)
+            time.sleep(0.2)
+
     def publish_frame(
         self,
         frame: int,

@@ -54,8 +54,7 @@ def running_node(
     try:
         harness.wait_connected()
         if send_camera_info:
-            harness.publish_infos()
-            harness.wait_for(lambda: not node.inputs.missing_camera_info(), 10.0, "CameraInfo at the node")
+            harness.publish_infos_until(lambda: not node.inputs.missing_camera_info())
         yield node, harness
     finally:
         executor.shutdown(timeout_sec=5)
