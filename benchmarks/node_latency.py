@@ -543,7 +543,15 @@ def run_ros_mode(args) -> dict:
     try:
         receive(60)  # subscribed
         deadline = time.monotonic() + 30
-        while node.inputs.missing_camera_info() and time.monotonic() < deadline:
+        # CameraInfo in, and every output matched from the node's side too (a publisher in another
+        # process, the output process, can match its subscribers later than they see it)
+        # and the rig's static TF (published once, latched: with several processes starting on few
+        # cores it can come seconds later, and a set without it is refused, which ends a closed loop)
+        while time.monotonic() < deadline and (
+            node.inputs.missing_camera_info()
+            or not all(node.outputs.subscription_counts().values())
+            or not node_has_static_tf(node, names)
+        ):
             time.sleep(0.05)
         ours.send("ready")
         receive(120 * (args.warmup + args.frames))  # closed_loop_done
@@ -613,6 +621,18 @@ def run_ros_mode(args) -> dict:
         "helper_cpu": helper_use,
         "lock_profile": lock_use,
     }
+
+
+def node_has_static_tf(node, camera_names) -> bool:
+    """Whether the node's TF has every camera's optical frame (static: any stamp)."""
+    from gausstr_ros.rig_messages import optical_frame
+
+    try:
+        for name in camera_names:
+            node.tf.lookup(node.config.target_frame, optical_frame(name), 0, 0.0)
+    except Exception:  # not (yet) known: the TF lookup's own error types differ by backend
+        return False
+    return True
 
 
 def instrument_node_stages(node) -> dict[str, list[float]]:

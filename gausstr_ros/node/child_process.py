@@ -201,6 +201,24 @@ class ChildLink:
                 self.conn = None
 
 
+def child_node(node_name: str, namespace: str, domain_id: int):
+    """(context, node) of a helper child: its own rclpy context on the node's domain, a node of
+    its own name in the node's namespace, no command-line arguments or parameter services (the node
+    resolved every topic name for it)."""
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain_id, args=[])
+    node = rclpy.create_node(
+        node_name,
+        namespace=namespace,
+        context=context,
+        use_global_arguments=False,
+        start_parameter_services=False,
+    )
+    return context, node
+
+
 def child_connection(argv: Sequence[str]) -> Connection:
     """The child's end of the socket (its descriptor is the first argument)."""
     return Connection(int(argv[1]))

@@ -41,6 +41,7 @@ from gausstr_ros.node.child_process import (
     HelperProcessError,
     SharedSlot,
     child_connection,
+    child_node,
     close_mapping,
     map_received,
     receive_fds,
@@ -377,16 +378,8 @@ def child_main(conn: Connection) -> int:
         depths = entries[v:] if frame.depths is not None else None
         send(("set", slot.index, seq, frame.stamp_ns, frame.arrival, entries[:v], depths, frame.infos))
 
-    context = rclpy.Context()
     try:
-        rclpy.init(context=context, domain_id=spec.domain_id, args=[])
-        node = rclpy.create_node(
-            spec.node_name,
-            namespace=spec.namespace,
-            context=context,
-            use_global_arguments=False,
-            start_parameter_services=False,
-        )
+        context, node = child_node(spec.node_name, spec.namespace, spec.domain_id)
         inputs = CameraInputs(
             node,
             config,

@@ -43,6 +43,7 @@ from gausstr_ros.node.child_process import (
     HelperProcessError,
     SharedSlot,
     child_connection,
+    child_node,
     close_mapping,
     map_received,
     receive_fds,
@@ -447,16 +448,8 @@ def child_main(conn: Connection) -> int:
     counts_buf = map_received(counts_fd, mmap.PAGESIZE)
     names = output_names(spec.camera_names)
     counts = np.frombuffer(counts_buf, dtype=np.int32, count=len(names))
-    context = rclpy.Context()
     try:
-        rclpy.init(context=context, domain_id=spec.domain_id, args=[])
-        node = rclpy.create_node(
-            spec.node_name,
-            namespace=spec.namespace,
-            context=context,
-            use_global_arguments=False,
-            start_parameter_services=False,
-        )
+        context, node = child_node(spec.node_name, spec.namespace, spec.domain_id)
         publishers = OutputPublishers(
             node, spec.camera_names, spec.target_frame, spec.depth, topic_names=spec.topics
         )

@@ -102,6 +102,13 @@ class OutputPublishers:
     def _wanted(switch: bool, publisher) -> bool:
         return switch and publisher.get_subscription_count() > 0
 
+    def subscription_counts(self) -> dict[str, int]:
+        """Output name (``TOPIC_*``, ``depth_topic(camera)``) -> subscribers matched."""
+        counts = {TOPIC_OCCUPANCY: self.occupancy, TOPIC_CLOUD: self.cloud, TOPIC_GAUSSIANS: self.gaussians}
+        counts |= {TOPIC_MARKERS: self.markers}
+        counts |= {depth_topic(n): p for n, p in zip(self.camera_names, self.depth)}
+        return {name: p.get_subscription_count() for name, p in counts.items()}
+
     def wants_rendered_depth(self, switches: PublishSwitches) -> bool:
         """Whether rendering depth is worth it: enabled and somebody subscribes to a camera's depth."""
         return switches.rendered_depth and any(p.get_subscription_count() > 0 for p in self.depth)

@@ -53,6 +53,9 @@ def running_node(
     spinner.start()
     try:
         harness.wait_connected()
+        # and from the node's side: a publisher in another process (output_process) can match the
+        # harness's subscriptions later than they see it, and would send the first sets to nobody
+        harness.wait_for(lambda: all(node.outputs.subscription_counts().values()), 10.0, "outputs matched")
         if send_camera_info:
             harness.publish_infos_until(lambda: not node.inputs.missing_camera_info())
         yield node, harness
