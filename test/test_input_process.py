@@ -36,9 +36,8 @@ def test_message_with_data_reads_as_the_message():
 
 
 def test_the_node_with_its_input_process_publishes_every_output(ros_context, predictor):
-    from test_node import check_frame_outputs
-
     from gausstr_ros.node.input_process import InputProcess
+    from gausstr_testing.node_outputs import check_frame_outputs
 
     with running_node(ros_context, predictor, input_process=True) as (node, harness):
         assert isinstance(node.inputs, InputProcess) and node.inputs.alive
@@ -93,3 +92,21 @@ def test_a_dead_input_process_is_reported_and_replaced(ros_context, predictor):
         harness.publish_frame(1, T0 + S)
         harness.wait_for_stamp("occupancy", T0 + S)
         assert status.frames_processed >= 1
+
+
+def test_live_parameters_reach_the_input_process(ros_context, predictor):
+    """max_rate_hz changed at run time limits the sets the child emits (its synchronizer's rule)."""
+    from rclpy.parameter import Parameter
+
+    with running_node(ros_context, predictor, input_process=True, publish_rendered_depth=False) as (
+        node,
+        harness,
+    ):
+        assert node.set_parameters([Parameter("max_rate_hz", value=2.0)])[0].successful
+        for k in range(3):  # stamps 0.1 s apart: only the first passes 2 Hz of stamps
+            harness.publish_frame(k, T0 + k * S // 10)
+        harness.wait_for_stamp("occupancy", T0)
+        harness.wait_for(lambda: node.inputs.sets_rate_limited == 2, 10, "two sets limited in the child")
+        assert not harness.by_stamp("occupancy", T0 + S // 10) and node.inputs.sets_emitted == 1
+        harness.publish_frame(5, T0 + S // 2)  # 0.5 s later: passes
+        harness.wait_for_stamp("occupancy", T0 + S // 2)

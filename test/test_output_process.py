@@ -302,9 +302,8 @@ def test_a_dead_output_process_loses_its_sets_loudly_and_is_replaced(ros_context
 
 
 def test_the_node_with_its_output_process_publishes_every_output(ros_context, predictor):
-    from test_node import T0, check_frame_outputs
-
     from gausstr_ros.node.output_process import OutputProcess
+    from gausstr_testing.node_outputs import T0, check_frame_outputs
     from gausstr_testing.ros_node_env import running_node
 
     with running_node(ros_context, predictor, output_process=True) as (node, harness):

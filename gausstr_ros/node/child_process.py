@@ -163,6 +163,15 @@ class ChildLink:
             reply = self.conn.recv()
             if reply[0] != "ready":
                 raise HelperProcessError(f"{what} failed to start: {reply[1]}")
+        except (OSError, EOFError) as exc:  # the child closed its end: it ended
+            try:
+                code = self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                code = None
+            self.kill()
+            if code is None:
+                raise HelperProcessError(f"{what} closed its connection while starting: {exc}") from exc
+            raise HelperProcessError(f"{what} exited with code {code} while starting") from exc
         except BaseException:
             self.kill()
             raise

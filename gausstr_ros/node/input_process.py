@@ -139,13 +139,15 @@ class InputProcess:
     ):
         self.config = config
         self.topics = list(config.image_topics) + (list(config.depth_topics) if config.use_depth else [])
-        self.spec = InputSpec(
-            node_name=f"{node.get_name()}_inputs",
-            namespace=node.get_namespace(),
-            domain_id=int(node.context.get_domain_id()),
-            config=resolved_config(node, config),
-            slots=int(slots),
-        )
+        self._node_name, self._namespace = f"{node.get_name()}_inputs", node.get_namespace()
+        self._domain_id, self._slots = int(node.context.get_domain_id()), int(slots)
+        resolved = resolved_config(node, config)
+        self._resolved_topics = {
+            "image_topics": resolved.image_topics,
+            "depth_topics": resolved.depth_topics,
+            "camera_info_topics": resolved.camera_info_topics,
+        }
+        self.spec = self._spec()
         self.synchronizer_name = f"{config.synchronizer} synchronizer in the input process"
         self._on_frame_set, self._on_reject, self._on_time_reset = on_frame_set, on_reject, on_time_reset
         self._on_lost, self._on_dropped = on_lost, on_dropped
@@ -155,7 +157,6 @@ class InputProcess:
         self._lock = threading.Lock()
         self._link: ChildLink | None = None
         self._generation = 0
-        self._maps: dict[int, mmap.mmap] = {}
         self._state: dict[str, Any] = {}
         self._lost_before = 0  # images lost reported by earlier children
         self.sets_emitted = 0  # sets the child completed (handed over or dropped for want of a slot)
@@ -166,7 +167,18 @@ class InputProcess:
 
     # -- the child's life --------------------------------------------------------------------
 
+    def _spec(self) -> InputSpec:
+        """The child's spec from the node's configuration as it is now (live changes included)."""
+        return InputSpec(
+            node_name=self._node_name,
+            namespace=self._namespace,
+            domain_id=self._domain_id,
+            config=dataclasses.replace(self.config, **self._resolved_topics),
+            slots=self._slots,
+        )
+
     def _start(self) -> None:
+        self.spec = self._spec()
         try:
             try:
                 link = ChildLink(
