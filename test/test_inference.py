@@ -437,3 +437,53 @@ def test_centred_prototypes_undo_the_hub_of_a_shared_text_direction(tiny_model, 
     for p in (plain, centred):
         assert p.prompt_probabilities(exact, prototypes).argmax(-1).tolist() == [[0, 1, 2, 3]]
     assert not InferenceConfig().center_prototypes  # the official logits stay the default
+
+
+def test_hub_weights_divide_each_class_prompt_by_its_mean_share(seed):
+    """hub_weights: 1 / m^t per class prompt over the occupied voxels only; free prompts and a scene
+    without occupied voxels get 1. Reference: a loop over scenes and prompts."""
+    from gausstr_core.inference.predictor import hub_weights
+
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.rand(2, 3, 4, 2, 5, generator=g)
+    occupied = torch.rand(2, 3, 4, 2, generator=g) > 0.5
+    occupied[1] = False  # the second scene is empty
+    w = hub_weights(probs, occupied, num_class_prompts=4, power=0.5)
+    assert w.shape == (2, 5)
+    for p in range(4):
+        m = probs[0][occupied[0]][:, p].mean()
+        torch.testing.assert_close(w[0, p], m.pow(-0.5), msg=f"prompt {p}, seed {seed}")
+    assert w[0, 4] == 1 and torch.all(w[1] == 1)
+
+
+def test_balanced_prompts_take_the_hubs_blends_and_keep_the_confidence(tiny_model, tiny_text_encoder):
+    """A prompt with a large share of every voxel (a hub) wins the voxels where it is only slightly
+    ahead; balance_prompts gives those to the class that stands out against its own level, keeps
+    clear wins, and reports the plain probability as the confidence. Seeded, exact."""
+    from gausstr_core.inference.predictor import _Prompts
+
+    plain = _predictor(tiny_model, tiny_text_encoder, prompt_denoising=False)
+    balanced = _predictor(tiny_model, tiny_text_encoder, prompt_denoising=False, balance_prompts=1.0)
+    prompts: _Prompts = plain._prompts
+    p = prompts.groups.shape[0]
+    # voxels: hub-ish blends (class 0 at 0.40 everywhere, one other class at 0.35) and clear wins
+    k = prompts.vocabulary.num_classes
+    probs = torch.full((1, 6, 1, 1, p + prompts.num_free), 0.01)
+    first = {c: int(torch.nonzero(prompts.groups == c)[0]) for c in range(k)}  # a prompt of each class
+    hub, others = first[0], [first[c] for c in (1, 2, 3)]
+    probs[..., hub] = 0.40
+    for v, q in enumerate(others):
+        probs[0, v, 0, 0, q] = 0.35  # blends: the hub is only slightly ahead
+    probs[0, 3, 0, 0, others[0]] = 0.90  # clear wins
+    probs[0, 4, 0, 0, others[1]] = 0.90
+    probs[0, 5, 0, 0, others[2]] = 0.90
+    occupied = torch.ones(1, 6, 1, 1, dtype=torch.bool)
+    from gausstr_core.inference.predictor import hub_weights
+
+    weights = hub_weights(probs, occupied, p, 1.0)
+    labels_plain, _ = plain._decide(probs, prompts)
+    labels, confidence = balanced._decide(probs, prompts, weights)
+    assert labels_plain[0, :, 0, 0].tolist() == [0, 0, 0, 1, 2, 3]  # the hub takes the blends
+    assert labels[0, :, 0, 0].tolist() == [1, 2, 3, 1, 2, 3]
+    torch.testing.assert_close(confidence[0, :3, 0, 0], torch.full((3,), 0.35))
+    assert InferenceConfig().balance_prompts == 0  # the official decision stays the default

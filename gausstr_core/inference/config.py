@@ -28,6 +28,13 @@ class InferenceConfig:
             model after 1,250 steps called 16-30 % of the flat classes' voxels and 29-44 % of the
             barriers' and cones' "car" (docs/results.md). Off by default (the official logits); use it
             with ``logit_scale`` (cosine), since the centred raw features are short.
+        balance_prompts: exponent t of a per-scene hub correction (0 = off, the official decision): a
+            voxel's (and a Gaussian's) label is the class prompt with the largest p / m^t, where m is
+            that prompt's mean probability over the scene's occupied voxels; free prompts and the
+            reported confidence keep the plain probabilities. Why: a prompt that takes a share of
+            every voxel (the "car" hub above) wins the voxels that are blends, and small classes
+            lose them; dividing by the scene's mean share compares each prompt against its own
+            level. Name-agnostic, so it follows a vocabulary changed at run time.
         prompt_denoising: drop prompts that never win a voxel clearly (official on).
         denoise_logit_scale, denoise_threshold: the sharpening scale and the confidence a prompt must
             reach somewhere in the scene (official 100 and 0.1).
@@ -68,6 +75,7 @@ class InferenceConfig:
     density_threshold: float = 4e-2
     logit_scale: float | None = None
     center_prototypes: bool = False
+    balance_prompts: float = 0.0
     prompt_denoising: bool = True
     denoise_logit_scale: float = 100.0
     denoise_threshold: float = 0.1
@@ -91,6 +99,8 @@ class InferenceConfig:
         self.unpredicted_classes = tuple(self.unpredicted_classes)
         if any(not p for p in self.free_prompts):
             raise ValueError(f"inference.free_prompts must be non-empty strings, got {self.free_prompts}")
+        if not 0 <= self.balance_prompts <= 4:
+            raise ValueError(f"inference.balance_prompts must be in [0, 4], got {self.balance_prompts}")
         if self.density_threshold < 0:
             raise ValueError(f"inference.density_threshold must be >= 0, got {self.density_threshold}")
         if self.logit_scale is not None and not self.logit_scale > 0:

@@ -516,12 +516,15 @@ class OccupancyPredictor:
             voxel_probs = voxel_probs * keep[:, None, None, None, :]
             probs = probs * keep[:, None, :]
 
-        labels, confidence = self._decide(voxel_probs, prompts)
         occupied = density > cfg.density_threshold
+        weights = None
+        if cfg.balance_prompts > 0:
+            weights = hub_weights(voxel_probs, occupied, prompts.groups.shape[0], cfg.balance_prompts)
+        labels, confidence = self._decide(voxel_probs, prompts, weights)
         labels = torch.where(occupied, labels, torch.full_like(labels, prompts.vocabulary.free_label))
         confidence = torch.where(occupied, confidence, torch.exp(-density))
 
-        gaussian_labels, gaussian_confidence = self._decide(probs, prompts)
+        gaussian_labels, gaussian_confidence = self._decide(probs, prompts, weights)
         gaussian_labels = torch.where(
             valid, gaussian_labels, torch.full_like(gaussian_labels, prompts.vocabulary.free_label)
         )
@@ -558,19 +561,51 @@ class OccupancyPredictor:
             logits = self.config.logit_scale * (F.normalize(features, dim=-1) @ prototypes.T)
         return logits.softmax(-1)
 
-    def _decide(self, probs: Tensor, prompts: _Prompts) -> tuple[Tensor, Tensor]:
-        """Label and confidence from per-prompt probabilities (..., P + F): max over each category's
-        prompts, unpredicted categories excluded, free prompts winning -> free label."""
-        p = prompts.groups.shape[0]
-        class_probs = prompts.merge(probs)
-        class_probs = torch.where(prompts.predictable, class_probs, torch.full_like(class_probs, -1.0))
-        if prompts.num_free:
-            free = probs[..., p:].amax(-1, keepdim=True)
-            scores = torch.cat([class_probs, free], dim=-1)  # index K = free
-        else:
-            scores = class_probs
-        confidence, labels = scores.max(-1)
-        return labels, confidence
+    def _decide(
+        self, probs: Tensor, prompts: _Prompts, weights: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Label and confidence from per-prompt probabilities (B, ..., P + F): max over each
+        category's prompts, unpredicted categories excluded, free prompts winning -> free label.
+        ``weights`` (B, P + F) (``hub_weights``): the label is chosen on probs x weights, the
+        confidence is the chosen label's plain probability."""
+
+        def scores_of(p_: Tensor) -> Tensor:
+            p = prompts.groups.shape[0]
+            class_probs = prompts.merge(p_)
+            class_probs = torch.where(prompts.predictable, class_probs, torch.full_like(class_probs, -1.0))
+            if prompts.num_free:
+                free = p_[..., p:].amax(-1, keepdim=True)
+                return torch.cat([class_probs, free], dim=-1)  # index K = free
+            return class_probs
+
+        scores = scores_of(probs)
+        if weights is None:
+            confidence, labels = scores.max(-1)
+            return labels, confidence
+        shape = (weights.shape[0],) + (1,) * (probs.dim() - 2) + (weights.shape[1],)
+        labels = scores_of(probs * weights.reshape(shape)).argmax(-1)
+        return labels, scores.gather(-1, labels[..., None])[..., 0]
+
+
+def hub_weights(voxel_probs: Tensor, occupied: Tensor, num_class_prompts: int, power: float) -> Tensor:
+    """Per-scene prompt weights of ``InferenceConfig.balance_prompts``: 1 / m^t for class prompts,
+    m = the prompt's mean probability over the scene's occupied voxels; 1 for free prompts.
+
+    Args:
+        voxel_probs: (B, X, Y, Z, P + F) density-weighted prompt probabilities.
+        occupied: (B, X, Y, Z) bool.
+        num_class_prompts: P (the first P prompts are the classes').
+        power: t > 0.
+    Returns:
+        (B, P + F) weights; a scene without occupied voxels gets 1 everywhere.
+    """
+    mask = occupied[..., None].to(voxel_probs.dtype)
+    count = mask.sum((1, 2, 3))  # (B, 1)
+    mean = (voxel_probs * mask).sum((1, 2, 3)) / count.clamp_min(1.0)  # (B, P + F)
+    weights = mean.clamp_min(1e-6).pow(-power)
+    weights = torch.where(count > 0, weights, torch.ones_like(weights))
+    free = torch.arange(weights.shape[1], device=weights.device) >= num_class_prompts
+    return torch.where(free, torch.ones_like(weights), weights)
 
 
 def denoise_prompts(
