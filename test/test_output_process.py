@@ -284,6 +284,12 @@ def test_a_dead_output_process_loses_its_sets_loudly_and_is_replaced(ros_context
         assert any("exited with code -9" in line and "1 frame set(s)" in line for line in logs), logs
         assert not outputs.alive
         assert outputs.subscription_counts()["occupancy"] == 0  # nothing to publish to while down
+        from gausstr_ros.node.stats import PipelineStats
+
+        stats = PipelineStats(10)
+        stats.set_error("the output process exited")
+        outputs.publish_status(stats.snapshot(), publisher_node.get_clock().now().to_msg(), "cpu", 3)
+        recorder.wait("status", 1)  # the status goes on while the child is down (the node sends it)
         with pytest.raises(OutputProcessError, match="down; a new one starts in"):
             outputs.publish(frame_result(1, 2 * S), ["f", "b"], switches)
         outputs.restart_period_s = 0.0

@@ -55,8 +55,8 @@ from gausstr_ros.node.outputs import (
     TOPIC_GAUSSIANS,
     TOPIC_MARKERS,
     TOPIC_OCCUPANCY,
-    TOPIC_STATUS,
     PublishSwitches,
+    StatusPublisher,
     depth_topic,
 )
 
@@ -144,7 +144,7 @@ class OutputProcess:
     ):
         self.camera_names = list(camera_names)
         self.target_frame = target_frame
-        names = [*output_names(self.camera_names), TOPIC_STATUS]
+        names = output_names(self.camera_names)
         self.spec = ChildSpec(
             node_name=f"{node.get_name()}_outputs",
             namespace=node.get_namespace(),
@@ -158,6 +158,7 @@ class OutputProcess:
         self._start_timeout_s = start_timeout_s
         self.restart_period_s = restart_period_s  # public: may be changed while running
         self._slot_timeout_s = slot_timeout_s
+        self._status = StatusPublisher(node)
         self._slots = [SharedSlot(i, "gausstr_outputs") for i in range(slots)]
         self._cond = threading.Condition()
         self._pending: dict[int, tuple[Callable | None, Callable | None]] = {}
@@ -421,13 +422,8 @@ class OutputProcess:
             return self._pending.pop(seq, None) is not None
 
     def publish_status(self, snapshot: StatsSnapshot, stamp, device: str, num_classes: int) -> None:
-        """Publish the status message (from the child; dropped while it is down)."""
-        if not self.alive:
-            return
-        try:
-            self._send(("status", snapshot, (int(stamp.sec), int(stamp.nanosec)), device, int(num_classes)))
-        except (OSError, OutputProcessError) as exc:
-            self._log(f"status not sent to the output process: {exc}")
+        """Publish the status message, from the node itself: it goes on while the child is down."""
+        self._status.publish(snapshot, stamp, device, num_classes)
 
 
 # -- the child -------------------------------------------------------------------------------
@@ -436,7 +432,6 @@ class OutputProcess:
 def child_main(conn: Connection) -> int:
     """The child: create the publishers, then publish what the node hands over until it stops."""
     import rclpy
-    from builtin_interfaces.msg import Time
 
     from gausstr_ros.node.outputs import OutputPublishers
     from gausstr_ros.pipeline import FrameResult
@@ -451,7 +446,7 @@ def child_main(conn: Connection) -> int:
     try:
         context, node = child_node(spec.node_name, spec.namespace, spec.domain_id)
         publishers = OutputPublishers(
-            node, spec.camera_names, spec.target_frame, spec.depth, topic_names=spec.topics
+            node, spec.camera_names, spec.target_frame, spec.depth, topic_names=spec.topics, status=False
         )
     except Exception as exc:  # the node logs why; the child ends
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
@@ -522,9 +517,6 @@ def child_main(conn: Connection) -> int:
                         state["error"] = f"publishing failed: {type(exc).__name__}: {exc}"
                 del result  # no view outlives the slot's hand-back
                 conn.send(("done", seq, state["index"], state["t"], state["error"]))
-            elif kind == "status":
-                _, snapshot, (sec, nanosec), device, num_classes = message
-                publishers.publish_status(snapshot, Time(sec=sec, nanosec=nanosec), device, num_classes)
     except (EOFError, OSError, KeyboardInterrupt):
         pass  # the node went away
     finally:

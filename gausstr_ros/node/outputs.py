@@ -71,6 +71,8 @@ class OutputPublishers:
         topic_names: output name (``TOPIC_*``, ``depth_topic(camera)``) -> the topic to publish it
             on; None = the names themselves, resolved by the node (the output process passes the
             names the occupancy node resolved, remappings included).
+        status: create the status publisher too (the output process leaves it to the node, so that
+            the status goes on while the child is down).
     """
 
     def __init__(
@@ -80,12 +82,13 @@ class OutputPublishers:
         target_frame: str,
         depth: int = 5,
         topic_names: Mapping[str, str] | None = None,
+        status: bool = True,
     ):
         from rclpy.qos import QoSProfile, QoSReliabilityPolicy
         from sensor_msgs.msg import Image, PointCloud2
         from visualization_msgs.msg import MarkerArray
 
-        from gausstr_ros.msg import GaussianArray, InferenceStatus, SemanticOccupancy
+        from gausstr_ros.msg import GaussianArray, SemanticOccupancy
 
         qos = QoSProfile(depth=depth, reliability=QoSReliabilityPolicy.RELIABLE)
         self.target_frame = target_frame
@@ -96,7 +99,7 @@ class OutputPublishers:
         self.gaussians = node.create_publisher(GaussianArray, topic(TOPIC_GAUSSIANS), qos)
         self.markers = node.create_publisher(MarkerArray, topic(TOPIC_MARKERS), qos)
         self.depth = [node.create_publisher(Image, topic(depth_topic(n)), qos) for n in camera_names]
-        self.status = node.create_publisher(InferenceStatus, topic(TOPIC_STATUS), QoSProfile(depth=10))
+        self.status = StatusPublisher(node) if status else None
 
     @staticmethod
     def _wanted(switch: bool, publisher) -> bool:
@@ -202,6 +205,20 @@ class OutputPublishers:
         return published
 
     def publish_status(self, snapshot: StatsSnapshot, stamp, device: str, num_classes: int) -> None:
+        self.status.publish(snapshot, stamp, device, num_classes)
+
+
+class StatusPublisher:
+    """The status topic (InferenceStatus): the node's statistics, published by the node itself."""
+
+    def __init__(self, node):
+        from rclpy.qos import QoSProfile
+
+        from gausstr_ros.msg import InferenceStatus
+
+        self.publisher = node.create_publisher(InferenceStatus, TOPIC_STATUS, QoSProfile(depth=10))
+
+    def publish(self, snapshot: StatsSnapshot, stamp, device: str, num_classes: int) -> None:
         from gausstr_ros.msg import InferenceStatus
 
         msg = InferenceStatus()
@@ -220,7 +237,7 @@ class OutputPublishers:
         msg.device = device
         msg.num_classes = num_classes
         msg.last_error = snapshot.last_error
-        self.status.publish(msg)
+        self.publisher.publish(msg)
 
 
 def _topic_safe(name: str) -> str:
