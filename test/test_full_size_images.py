@@ -149,9 +149,15 @@ def check_run(watcher: StatusWatcher, log: Path, reliability: str, profile: bool
     return after
 
 
-def test_full_size_sets_are_answered_or_counted_through_real_dds(ros_context, tmp_path):
+@pytest.mark.parametrize("helpers", [False, True], ids=["one_process", "helper_processes"])
+def test_full_size_sets_are_answered_or_counted_through_real_dds(ros_context, tmp_path, helpers):
+    """The same with the node's input and output processes on (``input_process``,
+    ``output_process``): image_qos auto, the stamp rules and the lost-image count live in the input
+    process there."""
     cams = SyntheticCameras(height=900, width=1600)
     params = {
+        "input_process": helpers,
+        "output_process": helpers,
         "camera_names": list(cams.names),
         "image_topics": ["/" + topics(n)["image"] for n in cams.names],
         "camera_info_topics": ["/" + topics(n)["info"] for n in cams.names],

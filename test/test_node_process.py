@@ -42,7 +42,25 @@ def node_env() -> dict:
     )
 
 
-def test_node_process_from_the_params_file(ros_context, tiny_checkpoint, tmp_path):
+def children_of(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
+@pytest.mark.parametrize("helpers", [False, True], ids=["one_process", "helper_processes"])
+def test_node_process_from_the_params_file(ros_context, tiny_checkpoint, tmp_path, helpers):
+    """Started as users start it; a Ctrl+C ends it cleanly. With the input and output processes the
+    Ctrl+C reaches the whole process group, as from a terminal: the node still ends them itself,
+    without tracebacks or crash reports, and none is left behind."""
     cams = SyntheticCameras()
     log = tmp_path / "node.log"
     cmd = node_command(
@@ -56,9 +74,13 @@ def test_node_process_from_the_params_file(ros_context, tiny_checkpoint, tmp_pat
         f"voxel_size:={TEST_VOXEL_SIZE}",
         "-p",
         "status_period_s:=0.2",
+        *(["-p", "input_process:=true", "-p", "output_process:=true"] if helpers else []),
     )
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=node_env(), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=node_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=helpers
+        )
+    children: list[int] = []
     harness = None
     executor = None
     try:
@@ -100,12 +122,17 @@ def test_node_process_from_the_params_file(ros_context, tiny_checkpoint, tmp_pat
         )
         status = harness.wait_for_status(lambda s: s.frames_processed >= 1)
         assert status.device == "cpu" and status.num_classes == 17
+        children = children_of(proc.pid)
+        assert len(children) == (2 if helpers else 0), children
     finally:
         if executor is not None:
             executor.shutdown(timeout_sec=5)
         if harness is not None:
             harness.destroy()
-        proc.send_signal(signal.SIGINT)
+        if helpers:
+            os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl+C: the node and its children
+        else:
+            proc.send_signal(signal.SIGINT)
         try:
             rc = proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -113,6 +140,12 @@ def test_node_process_from_the_params_file(ros_context, tiny_checkpoint, tmp_pat
             proc.wait()
             rc = None
     assert rc == 0, f"the node did not exit cleanly on SIGINT (rc {rc}):\n{log.read_text()}"
+    text = log.read_text()
+    assert "Traceback" not in text and "exited with code" not in text, text
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()], "a helper process was left behind"
 
 
 @pytest.mark.parametrize("case", ["missing", "corrupt"])

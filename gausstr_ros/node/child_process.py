@@ -214,10 +214,17 @@ def child_node(node_name: str, namespace: str, domain_id: int):
     """(context, node) of a helper child: its own rclpy context on the node's domain, a node of
     its own name in the node's namespace, no command-line arguments or parameter services (the node
     resolved every topic name for it)."""
-    import rclpy
+    import signal
 
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    # The node decides when its children end (it sends "stop", or its end of the socket closes when
+    # it exits): a Ctrl+C in a terminal reaches the whole process group, and a child ending first
+    # would be reported as a crash while the node shuts down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain_id, args=[])
+    rclpy.init(context=context, domain_id=domain_id, args=[], signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node(
         node_name,
         namespace=namespace,
