@@ -151,8 +151,9 @@ def _has_odom(node, stamp) -> bool:
         return False
 
 
-def test_a_camera_that_stops_is_reported(ros_context, predictor):
-    with running_node(ros_context, predictor, sync_timeout_s=0.3, **FAST) as (node, harness):
+@INPUTS
+def test_a_camera_that_stops_is_reported(ros_context, predictor, inputs):
+    with running_node(ros_context, predictor, sync_timeout_s=0.3, **FAST, **inputs) as (node, harness):
         good_frame_flows(harness, 0, T0)
         silent_topic = node.config.image_topics[5]
         for k in range(1, 8):  # camera 5 stops publishing; no set can complete
