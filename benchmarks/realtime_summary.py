@@ -34,6 +34,20 @@ def _pct(values, q) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q)) if values else float("nan")
 
 
+def _lock_text(ros: dict) -> str:
+    """ "; interpreter lock held N %" (py-spy) and the helper processes' CPU, where measured."""
+    text = ""
+    lock = ros.get("lock_profile") or {}
+    if isinstance(lock.get("held"), (int, float)):
+        text += f"; interpreter lock held {100 * lock['held']:.0f} % of the open loop"
+    helpers = ros.get("helper_cpu") or []
+    if helpers:
+        text += "; helper processes " + ", ".join(
+            f"{h['name']} {100 * h['share']:.0f} % of a core" for h in helpers
+        )
+    return text
+
+
 def _met(ok: bool | None) -> str:
     return "-" if ok is None else ("yes" if ok else "**no**")
 
@@ -298,7 +312,8 @@ def summarize(work: Path) -> tuple[list[str], dict]:
                     f", latency under that load p50 {_pct(loaded, 50):.1f} / p99 {_pct(loaded, 99):.1f} ms"
                     if loaded
                     else ""
-                ),
+                )
+                + _lock_text(ros),
                 # the p99 of the goal is the one under load where measured (before: one set at a time)
                 _met(
                     ros["sustained_hz"] >= 0.95 * GOALS["rate_hz"]
@@ -306,6 +321,17 @@ def summarize(work: Path) -> tuple[list[str], dict]:
                 ),
             )
         )
+    for key in ("ros_outproc", "ros_inproc", "ros_helpers", "ros_coalesce", "ros_info"):
+        if "ros" in data and key in data and data["ros"]["sustained_hz"] > 0:
+            ratio = data[key]["sustained_hz"] / data["ros"]["sustained_hz"]
+            rows.append(
+                (
+                    f"   {key} against the ros stage (same run, open loop)",
+                    f"{ratio:.2f}x the rate ({data[key]['sustained_hz']:.1f} vs "
+                    f"{data['ros']['sustained_hz']:.1f} Hz)",
+                    "-",
+                )
+            )
     if "ros" in data and "ros_switch5" in data and data["ros_switch5"]["sustained_hz"] > 0:
         ratio = data["ros"]["sustained_hz"] / data["ros_switch5"]["sustained_hz"]
         rows.append(

@@ -319,6 +319,33 @@ def test_the_ros_goal_is_judged_by_the_latency_under_load_where_measured(tmp_pat
     assert data["ros"]["open_loop_p99_ms"] == pytest.approx(181.36)
 
 
+def test_the_summary_compares_the_helper_processes_with_the_ros_stage_of_the_same_run(tmp_path):
+    """ros_helpers (input and output processes on): its own labelled row with the lock held and the
+    helpers' CPU, and the ratio of the open-loop rates against the ros stage (made-up inputs)."""
+    import json
+
+    from benchmarks.realtime_summary import summarize
+
+    ros = _ros_run(sustained_hz=20.0, lock_profile={"held": 0.78})
+    (tmp_path / "node_ros.json").write_text(json.dumps(ros))
+    helpers = {
+        **ros,
+        "sustained_hz": 30.0,
+        "input_process": True,
+        "output_process": True,
+        "lock_profile": {"held": 0.12},
+        "helper_cpu": [{"name": "input process", "share": 0.4}, {"name": "output process", "share": 0.3}],
+    }
+    (tmp_path / "node_ros_helpers.json").write_text(json.dumps(helpers))
+    lines, _ = summarize(tmp_path)
+    rows = [line for line in lines if "3. ROS mode" in line]
+    assert len(rows) == 2 and "interpreter lock held 78 %" in rows[0], rows
+    assert "cameras taken in the input process; outputs published from the output process" in rows[1]
+    assert "interpreter lock held 12 %" in rows[1] and "input process 40 % of a core" in rows[1], rows[1]
+    ratio = next(line for line in lines if "ros_helpers against the ros stage" in line)
+    assert "1.50x the rate (30.0 vs 20.0 Hz)" in ratio, ratio
+
+
 @pytest.mark.parametrize(
     ("agreement", "difference", "met"), [("99.5153", "3.92e-02", "**no**"), ("100.0000", "0.00e+00", "yes")]
 )
