@@ -96,10 +96,17 @@ def test_node_process_from_the_params_file(ros_context, tiny_checkpoint, tmp_pat
             harness.wait_connected(timeout=90.0)
         except TimeoutError:
             pytest.fail(f"the node process did not come up; its output:\n{log.read_text()}")
-        # Like a camera driver: CameraInfo with every image, until the node answers.
+        # Like a camera driver: CameraInfo with every image, until the node answers with every
+        # output (a publisher in another process, the output process, can match a subscriber only
+        # after the first sets went out)
         stamp, frame = T0, 0
         deadline = time.monotonic() + 60.0
-        while not harness.messages("occupancy") and time.monotonic() < deadline:
+
+        def every_output() -> bool:
+            topics = ("occupancy", "occupancy_cloud", "gaussians", "rendered_depth/CAM_FRONT")
+            return all(harness.messages(t) for t in topics)
+
+        while not every_output() and time.monotonic() < deadline:
             harness.publish_infos()
             harness.publish_frame(frame, stamp)
             stamp += S // 2
