@@ -83,6 +83,10 @@ def test_a_dead_input_process_is_reported_and_replaced(ros_context, predictor):
         )
         assert node.inputs.starts == 1
         node.inputs.restart_period_s = 0.0  # the watchdog starts a new one at its next check
+        # in a thread of its own: the executor (which publishes this status) goes on meanwhile
+        harness.wait_for_status(
+            lambda s: "a new one is starting" in s.last_error, 20, "the restart in the status"
+        )
         harness.wait_for(lambda: node.inputs.alive and node.inputs.pid != pid, 30, "a new input process")
         assert node.inputs.starts == 2
         harness.wait_connected()  # the new child's subscriptions matched

@@ -163,6 +163,8 @@ class InputProcess:
         self.starts = 0
         self._closed = False
         self._last_start = -float("inf")
+        self._restarting: threading.Thread | None = None
+        self._start_error: str | None = None
         self._start()
 
     # -- the child's life --------------------------------------------------------------------
@@ -192,6 +194,9 @@ class InputProcess:
                 raise InputProcessError(str(exc)) from exc
         finally:
             self._last_start = time.monotonic()
+        if self._closed:  # the node closed while this child started (a restart's thread)
+            link.stop()
+            return
         with self._lock:
             self._generation += 1
             self._link = link
@@ -211,22 +216,36 @@ class InputProcess:
 
     def check(self) -> str | None:
         """Start a new child if the last one died and ``restart_period_s`` has passed (the node's
-        watchdog calls this); returns why the inputs are down, or None."""
+        watchdog calls this); returns why the inputs are down, or None. The start runs in a thread
+        of its own: a child takes seconds to start, and the watchdog runs on the node's executor,
+        which must go on serving TF and parameters meanwhile."""
         if self.alive or self._closed:
             return None
+        if self._restarting is not None and self._restarting.is_alive():
+            return "the input process is down; a new one is starting"
+        if self._start_error is not None:
+            error, self._start_error = self._start_error, None
+            return error
         wait = self._last_start + self.restart_period_s - time.monotonic()
         if wait > 0:
             return f"the input process is down; a new one starts in {wait:.1f} s"
         self._log("starting a new input process")
+        self._restarting = threading.Thread(target=self._restart, name="gausstr_inputs_restart", daemon=True)
+        self._restarting.start()
+        return "the input process is down; a new one is starting"
+
+    def _restart(self) -> None:
         try:
             self._start()
         except InputProcessError as exc:
-            return str(exc)
-        return None
+            self._start_error = str(exc)
+            self._log(str(exc))
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the child; sets the node still holds keep their memory until they are done."""
         self._closed = True
+        if self._restarting is not None:
+            self._restarting.join(timeout=self._start_timeout_s)
         if self._link is not None:
             self._link.stop(timeout)
 
