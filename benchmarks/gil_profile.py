@@ -53,6 +53,14 @@ def _clock_ticks() -> int:
     return os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def _cpu_used(user_ticks: int, system_ticks: int, seconds: float) -> dict:
+    """cpu_s (user + system), sys_s (of it in the kernel: page faults, copies into shared memory,
+    futexes) and share (of one core over ``seconds``) from clock ticks used in a window."""
+    tick = _clock_ticks()
+    used = (user_ticks + system_ticks) / tick
+    return {"cpu_s": used, "sys_s": system_ticks / tick, "share": used / max(seconds, 1e-9)}
+
+
 def _read_stat(path: Path) -> tuple[str, int, int]:
     """(name, user ticks, system ticks) of a /proc stat file (a process's or a thread's)."""
     stat = path.read_text()
@@ -100,19 +108,11 @@ class ProcessCpu:
 
     def stop(self, seconds: float) -> list[dict]:
         """name, pid, cpu_s, sys_s, share (of one core over ``seconds``) per process still running."""
-        tick = _clock_ticks()
         rows = []
         for label, (user, system) in self._read().items():
             user0, system0 = self._before.get(label, (0, 0))
-            used, kernel = (user - user0 + system - system0) / tick, (system - system0) / tick
             rows.append(
-                {
-                    "name": label,
-                    "pid": self.pids[label],
-                    "cpu_s": used,
-                    "sys_s": kernel,
-                    "share": used / max(seconds, 1e-9),
-                }
+                {"name": label, "pid": self.pids[label], **_cpu_used(user - user0, system - system0, seconds)}
             )
         return rows
 
@@ -132,16 +132,12 @@ class ThreadCpu:
         ``seconds``). Python threads by their ``threading`` name, others by the kernel's."""
         after = _read_threads()
         python_names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
-        tick = _clock_ticks()
         rows = []
         for tid, (name, user, system) in after.items():
             _, user0, system0 = self._before.get(tid, (name, 0, 0))
-            used, kernel = (user - user0 + system - system0) / tick, (system - system0) / tick
-            if used <= 0:
-                continue
-            label = python_names.get(tid, name)
-            share = used / max(seconds, 1e-9)
-            rows.append({"name": label, "tid": tid, "cpu_s": used, "sys_s": kernel, "share": share})
+            row = _cpu_used(user - user0, system - system0, seconds)
+            if row["cpu_s"] > 0:
+                rows.append({"name": python_names.get(tid, name), "tid": tid, **row})
         return sorted(rows, key=lambda r: -r["cpu_s"])
 
 

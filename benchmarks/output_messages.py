@@ -172,36 +172,30 @@ def frame_result(o: dict, stamp_ns: int):
     )
 
 
-class Counter:
-    """A Python thread that counts as fast as the interpreter lets it (its rate is the measure)."""
+def counting_rate(seconds: float, during=None) -> float:
+    """How fast a Python thread counts (per second) over ``seconds``, while ``during()`` runs in
+    this thread if given: what the interpreter leaves to another thread."""
+    import threading
 
-    def __init__(self):
-        import threading
+    stop, progress = threading.Event(), [0]
 
-        self.count = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
+    def count() -> None:
         n = 0
-        while not self._stop.is_set():
+        while not stop.is_set():
             for _ in range(1000):
                 n += 1
-            self.count = n
+            progress[0] = n
 
-    def rate(self, seconds: float, during=None) -> float:
-        """Counts per second over ``seconds`` (while ``during()`` runs, if given)."""
-        self.count, self._stop = 0, type(self._stop)()
-        self._thread = type(self._thread)(target=self._run, daemon=True)
-        self._thread.start()
-        t0 = time.perf_counter()
-        if during is not None:
-            during()
-        time.sleep(max(0.0, seconds - (time.perf_counter() - t0)))
-        elapsed = time.perf_counter() - t0
-        self._stop.set()
-        self._thread.join()
-        return self.count / elapsed
+    thread = threading.Thread(target=count, daemon=True)
+    thread.start()
+    t0 = time.perf_counter()
+    if during is not None:
+        during()
+    time.sleep(max(0.0, seconds - (time.perf_counter() - t0)))
+    elapsed = time.perf_counter() - t0
+    stop.set()
+    thread.join()
+    return progress[0] / elapsed
 
 
 def measure_handover(args) -> list[dict]:
@@ -214,17 +208,14 @@ def measure_handover(args) -> list[dict]:
     context = rclpy.Context()
     rclpy.init(context=context)
     sys.setswitchinterval(args.switch_interval_ms / 1e3)  # as the node sets it
-    counter = Counter()
     try:
-        alone = counter.rate(2.0)
-        return [
-            _handover(mode, context, o, counter, alone, args) for mode in ("in-process", "output process")
-        ]
+        alone = counting_rate(2.0)
+        return [_handover(mode, context, o, alone, args) for mode in ("in-process", "output process")]
     finally:
         rclpy.shutdown(context=context)
 
 
-def _handover(mode: str, context, o: dict, counter: Counter, alone: float, args) -> dict:
+def _handover(mode: str, context, o: dict, alone: float, args) -> dict:
     import threading
 
     import rclpy
@@ -287,7 +278,7 @@ def _handover(mode: str, context, o: dict, counter: Counter, alone: float, args)
         run(3)  # warm-up (the child maps its slots)
         time.sleep(0.5)
         wall.clear(), cpu.clear(), out.clear()
-        busy = counter.rate(args.repeats / 30, during=lambda: run(args.repeats))
+        busy = counting_rate(args.repeats / 30, during=lambda: run(args.repeats))
         time.sleep(0.5)  # the last sets' acknowledgements
         return {
             "mode": mode,

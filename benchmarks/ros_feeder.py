@@ -170,7 +170,7 @@ def run_feeder(conn, spec: FeederSpec, context=None) -> None:
     outputs += [("gaussian_markers", MarkerArray)] + [(f"rendered_depth/{n}", Image) for n in rig.names]
     for topic, msg_type in outputs:
         node.create_subscription(msg_type, topic, count(topic), qos, raw=True)
-    output_topics = [node.resolve_topic_name(t) for t, _ in [("occupancy", None), *outputs]]
+    output_topics = [node.resolve_topic_name(t) for t in ["occupancy", *(t for t, _ in outputs)]]
 
     def outputs_matched() -> bool:
         return all(node.count_publishers(t) > 0 for t in output_topics)

@@ -94,16 +94,6 @@ class InputSpec:
     slots: int
 
 
-def resolved_config(node, config: NodeConfig) -> NodeConfig:
-    """``config`` with its input topics resolved by ``node`` (namespace and remappings)."""
-    return dataclasses.replace(
-        config,
-        image_topics=[node.resolve_topic_name(t) for t in config.image_topics],
-        depth_topics=[node.resolve_topic_name(t) for t in config.depth_topics],
-        camera_info_topics=[node.resolve_topic_name(t) for t in config.camera_info_topics],
-    )
-
-
 class InputProcess:
     """``CameraInputs``' interface, with the subscriptions and the synchronizer in a child process.
 
@@ -141,11 +131,11 @@ class InputProcess:
         self.topics = list(config.image_topics) + (list(config.depth_topics) if config.use_depth else [])
         self._node_name, self._namespace = f"{node.get_name()}_inputs", node.get_namespace()
         self._domain_id, self._slots = int(node.context.get_domain_id()), int(slots)
-        resolved = resolved_config(node, config)
+        # the input topics resolved by the node (namespace and remappings): the child's node has
+        # neither the node's name nor its command line
         self._resolved_topics = {
-            "image_topics": resolved.image_topics,
-            "depth_topics": resolved.depth_topics,
-            "camera_info_topics": resolved.camera_info_topics,
+            name: [node.resolve_topic_name(t) for t in getattr(config, name)]
+            for name in ("image_topics", "depth_topics", "camera_info_topics")
         }
         self.spec = self._spec()
         self.synchronizer_name = f"{config.synchronizer} synchronizer in the input process"
@@ -156,7 +146,6 @@ class InputProcess:
         self.restart_period_s = restart_period_s  # public: may be changed while running
         self._lock = threading.Lock()
         self._link: ChildLink | None = None
-        self._generation = 0
         self._state: dict[str, Any] = {}
         self._lost_before = 0  # images lost reported by earlier children
         self.sets_emitted = 0  # sets the child completed (handed over or dropped for want of a slot)
@@ -198,13 +187,10 @@ class InputProcess:
             link.stop()
             return
         with self._lock:
-            self._generation += 1
             self._link = link
             self._state = {}
         self.starts += 1
-        threading.Thread(
-            target=self._read, args=(link, self._generation), name="gausstr_inputs_reader", daemon=True
-        ).start()
+        threading.Thread(target=self._read, args=(link,), name="gausstr_inputs_reader", daemon=True).start()
 
     @property
     def alive(self) -> bool:
@@ -259,7 +245,7 @@ class InputProcess:
 
     # -- from the child -----------------------------------------------------------------------
 
-    def _read(self, link: ChildLink, generation: int) -> None:
+    def _read(self, link: ChildLink) -> None:
         conn = link.conn
         maps: dict[int, mmap.mmap] = {}
         while True:
@@ -267,7 +253,7 @@ class InputProcess:
                 message = conn.recv()
                 kind = message[0]
                 if kind == "set":
-                    self._deliver(link, generation, maps, message)
+                    self._deliver(link, maps, message)
                 elif kind == "slot":
                     _, index, size = message
                     (fd,) = receive_fds(conn, 1)
@@ -302,7 +288,7 @@ class InputProcess:
             self._state = {}
         self._log(f"the input process exited with code {code}; no frame sets until a new one starts")
 
-    def _deliver(self, link: ChildLink, generation: int, maps: dict[int, mmap.mmap], message) -> None:
+    def _deliver(self, link: ChildLink, maps: dict[int, mmap.mmap], message) -> None:
         _, index, seq, stamp_ns, arrival, images, depths, infos = message
         buf = maps[index]
 
@@ -310,8 +296,8 @@ class InputProcess:
             return [MessageWithData(m, np.frombuffer(buf, np.uint8, n, offset)) for m, offset, n in entries]
 
         def release() -> None:
-            if self._generation == generation and link.alive:
-                with contextlib.suppress(HelperProcessError):  # died: its slots went with it
+            if link.alive:  # a dead child's slots went with it (a new child has other slots)
+                with contextlib.suppress(HelperProcessError):  # it died just now
                     link.send(("free", index, seq))
 
         self.sets_emitted += 1
@@ -394,7 +380,7 @@ def child_main(conn: Connection) -> int:
             slot.busy = True
             counter[0] += 1
             seqs[slot.index] = seq = counter[0]
-        fresh = slot.ensure(size)
+        slot.ensure(size)  # a new memfd when it must grow: not yet sent
         views = slot_views(slot.buf, layout)
         entries = []
         for (name, _, _, offset), m in zip(layout, msgs):
@@ -402,7 +388,7 @@ def child_main(conn: Connection) -> int:
             entries.append((m, offset, data[name].nbytes))
             m.data = b""  # the bytes travel through the slot
         del views, data
-        if fresh or not slot.sent:
+        if not slot.sent:
             send(("slot", slot.index, slot.size), [slot.fd])
             slot.sent = True
         v = len(frame.images)

@@ -58,6 +58,7 @@ from gausstr_ros.node.outputs import (
     PublishSwitches,
     StatusPublisher,
     depth_topic,
+    output_names,
 )
 
 if TYPE_CHECKING:
@@ -103,13 +104,6 @@ class ChildSpec:
     target_frame: str
     depth: int
     domain_id: int
-
-
-def output_names(camera_names: Sequence[str]) -> list[str]:
-    """The counted outputs, in the order of the shared subscription-count array."""
-    return [TOPIC_OCCUPANCY, TOPIC_CLOUD, TOPIC_GAUSSIANS, TOPIC_MARKERS] + [
-        depth_topic(n) for n in camera_names
-    ]
 
 
 class OutputProcess:
@@ -266,14 +260,11 @@ class OutputProcess:
         wait = self._last_start + self.restart_period_s - time.monotonic()
         if wait > 0:
             raise OutputProcessError(f"the output process is down; a new one starts in {wait:.1f} s")
-        self._kill()
+        if self._link is not None:
+            self._link.kill()
         self._release_counts()
         self._log("starting a new output process")
         self._start()
-
-    def _kill(self) -> None:
-        if self._link is not None:
-            self._link.kill()
 
     def _release_counts(self) -> None:
         self._counts = None
@@ -357,7 +348,7 @@ class OutputProcess:
             seq = self._seq
         registered = False
         try:
-            fresh = slot.ensure(size)
+            slot.ensure(size)  # a new memfd when it must grow: not yet sent
             views = slot_views(slot.buf, layout)
             meta = {
                 "stamp_ns": int(result.stamp_ns),
@@ -370,7 +361,7 @@ class OutputProcess:
             with self._cond:
                 self._pending[seq] = (on_occupancy_published, on_error)
             registered = True
-            if fresh or not slot.sent:
+            if not slot.sent:
                 self._send(("slot", slot.index, slot.size), fds=[slot.fd])
                 slot.sent = True
         except BaseException:
@@ -451,12 +442,9 @@ def child_main(conn: Connection) -> int:
     except Exception as exc:  # the node logs why; the child ends
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return 1
-    by_name = {TOPIC_OCCUPANCY: publishers.occupancy, TOPIC_CLOUD: publishers.cloud}
-    by_name |= {TOPIC_GAUSSIANS: publishers.gaussians, TOPIC_MARKERS: publishers.markers}
-    by_name |= {depth_topic(n): p for n, p in zip(spec.camera_names, publishers.depth)}
 
     def update_counts() -> None:
-        counts[:] = [by_name[n].get_subscription_count() for n in names]
+        counts[:] = list(publishers.subscription_counts().values())  # in output_names' order
 
     update_counts()
     conn.send(("ready", os.getpid()))
@@ -517,7 +505,7 @@ def child_main(conn: Connection) -> int:
                         state["error"] = f"publishing failed: {type(exc).__name__}: {exc}"
                 del result  # no view outlives the slot's hand-back
                 conn.send(("done", seq, state["index"], state["t"], state["error"]))
-    except (EOFError, OSError, KeyboardInterrupt):
+    except (EOFError, OSError):
         pass  # the node went away
     finally:
         for buf in buffers.values():

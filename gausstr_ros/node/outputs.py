@@ -34,6 +34,14 @@ def depth_topic(camera_name: str) -> str:
     return f"{TOPIC_DEPTH}/{_topic_safe(camera_name)}"
 
 
+def output_names(camera_names: Sequence[str]) -> list[str]:
+    """The outputs that count their subscribers, in a fixed order (the output process shares the
+    counts in this order)."""
+    return [TOPIC_OCCUPANCY, TOPIC_CLOUD, TOPIC_GAUSSIANS, TOPIC_MARKERS] + [
+        depth_topic(n) for n in camera_names
+    ]
+
+
 @dataclass
 class PublishSwitches:
     """Which outputs to publish (live parameters)."""
@@ -107,10 +115,10 @@ class OutputPublishers:
 
     def subscription_counts(self) -> dict[str, int]:
         """Output name (``TOPIC_*``, ``depth_topic(camera)``) -> subscribers matched."""
-        counts = {TOPIC_OCCUPANCY: self.occupancy, TOPIC_CLOUD: self.cloud, TOPIC_GAUSSIANS: self.gaussians}
-        counts |= {TOPIC_MARKERS: self.markers}
-        counts |= {depth_topic(n): p for n, p in zip(self.camera_names, self.depth)}
-        return {name: p.get_subscription_count() for name, p in counts.items()}
+        publishers = [self.occupancy, self.cloud, self.gaussians, self.markers, *self.depth]
+        return {
+            name: p.get_subscription_count() for name, p in zip(output_names(self.camera_names), publishers)
+        }
 
     def wants_rendered_depth(self, switches: PublishSwitches) -> bool:
         """Whether rendering depth is worth it: enabled and somebody subscribes to a camera's depth."""
