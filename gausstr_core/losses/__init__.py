@@ -3,6 +3,7 @@ with 2D targets (no 3D labels), plus the optional GaussianCross and GaussRender 
 
 Modules: ``config`` (``LossConfig`` and its sections), ``gausstr`` (``GaussTRLoss``: PCA-cosine
 feature alignment, SILog + L1 depth, segmentation), ``photometric`` (SSIM and the photometric loss on
-the RGB head), ``gaussrender`` (voxelized prediction vs ground truth rendered from virtual cameras)
-and ``pruning`` (opacity pruning before rendering).
+the RGB head), ``gaussrender`` (voxelized prediction vs ground truth rendered from virtual cameras),
+``pruning`` (opacity pruning before rendering) and ``target_geometry`` (how much of the feature
+term's range separates a dataset's classes).
 """
