@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     root = dataroot(args.data)
-    dims = get_preset(args.preset).loss().pca_dims if args.pca_dims is None else (args.pca_dims or None)
+    loss = get_preset(args.preset).loss()
+    dims = loss.pca_dims if args.pca_dims is None else (args.pca_dims or None)
     data = OccupancyDataset(root, split=args.split, load_depth=False, load_features=True)
     embeddings = root / EMBEDDINGS_FILE
     prototypes_all = load_file(str(embeddings))["embeddings"].float() if embeddings.is_file() else None
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             nearest = (unit(samples, dim=1) @ unit(prototypes_all, dim=1).T).argmax(1).unique()
             prototypes = prototypes_all[nearest] if len(nearest) > 1 else None
         torch.manual_seed(args.seed + b)
-        rows.append(target_geometry(samples, dims, prototypes))
+        rows.append(target_geometry(samples, dims, prototypes, loss.pca_niter))
 
     def avg(values: list[float | None]) -> str:
         return "-" if any(v is None for v in values) else f"{sum(values) / len(values):.3f}"

@@ -93,6 +93,30 @@ def pca_basis(features: Tensor, dims: int, niter: int = 4) -> Tensor:
     return v.to(features.dtype)
 
 
+def project_targets(
+    samples: Tensor, dims: int | None, niter: int = 4
+) -> tuple[Tensor | None, Tensor, Tensor]:
+    """The feature loss's view of one batch of target samples: the PCA basis of the batch, the samples
+    projected onto it as they are (not centred: their common part stays, as in the official code),
+    and the mean projected sample.
+
+    Args:
+        samples: (M, C) target features (every patch of every view of the batch).
+        dims: ``LossConfig.pca_dims``; None = no reduction.
+        niter: ``LossConfig.pca_niter``.
+    Returns:
+        basis (C, q) or None, projected (M, q) (the samples themselves without a basis), mean (q,).
+    """
+    if dims is not None and dims > min(samples.shape):
+        raise ValueError(
+            f"loss.pca_dims ({dims}) exceeds the target features' {samples.shape[1]} channels or "
+            f"{samples.shape[0]} samples"
+        )
+    basis = None if dims is None else pca_basis(samples, dims, niter)
+    projected = samples if basis is None else samples @ basis
+    return basis, projected, projected.mean(dim=0).detach()
+
+
 def silog_loss(pred: Tensor, target: Tensor, lam: float = 0.5, eps: float = 1e-6) -> Tensor:
     """mmseg's SiLogLoss: per image sqrt(mean(d^2) - lam mean(d)^2), d = log target - log pred,
     over pixels with target > eps; the mean over images.
@@ -388,21 +412,10 @@ class GaussTRLoss:
             raise ValueError(f"target features must be (B, V, C, h, w), got {tuple(targets.shape)}")
         b, v, c, th, tw = targets.shape
         samples = targets.permute(0, 1, 3, 4, 2).reshape(-1, c)
-        basis = None
-        if self.config.pca_dims is not None:
-            q = self.config.pca_dims
-            if q > min(samples.shape):
-                raise ValueError(
-                    f"loss.pca_dims ({q}) exceeds the target features' {c} channels or "
-                    f"{samples.shape[0]} samples"
-                )
-            basis = pca_basis(samples, q, self.config.pca_niter)
-            reduced = (samples @ basis).reshape(b, v, th, tw, q).permute(0, 1, 4, 2, 3)
-        else:
-            reduced = targets
+        basis, projected, mean = project_targets(samples, self.config.pca_dims, self.config.pca_niter)
+        reduced = projected.reshape(b, v, th, tw, -1).permute(0, 1, 4, 2, 3)
         # Interpolating the targets up (rather than pooling renders down) is worth ~0.7 mIoU (official).
         up = F.interpolate(reduced.flatten(0, 1), size=size, mode="bilinear", align_corners=False)
-        mean = reduced.mean(dim=(0, 1, 3, 4)).detach()
         return basis, up.reshape(b, v, *up.shape[1:]).detach(), mean
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gausstr_core.losses.gausstr import pca_basis
+from gausstr_core.losses.gausstr import project_targets
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,7 @@ def target_geometry(
     if samples.dim() != 2:
         raise ValueError(f"samples must be (M, C), got {tuple(samples.shape)}")
     samples = samples.double()
-    basis = None if pca_dims is None else pca_basis(samples, pca_dims, niter)
-    projected = samples if basis is None else samples @ basis
-    mean = projected.mean(0, keepdim=True)
+    basis, projected, mean = project_targets(samples, pca_dims, niter)
     centred = projected - mean
     raw_c = proj_c = cent_c = None
     if prototypes is not None:
