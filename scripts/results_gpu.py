@@ -169,6 +169,20 @@ RUNS: dict[str, Run] = {
             "inference.logit_scale=50",
         ],
     ),
+    # GaussRender's own weight (lambda 10 in its paper); weight 1 already cost 7 mIoU with these logits
+    "featup_gaussrender10_cos50": Run(
+        "featup, both + GaussRender loss weight 10, cosine logits x 50",
+        "featup",
+        "featup",
+        train=[
+            *FEATUP,
+            *HALF_RENDER,
+            "--set",
+            "loss.gaussrender.weight=10",
+            "--set",
+            "inference.logit_scale=50",
+        ],
+    ),
     "featup_photometric": Run(
         "featup, both + photometric RGB",
         "featup",
