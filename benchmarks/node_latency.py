@@ -498,8 +498,8 @@ def run_ros_mode(args) -> dict:
         params["python_switch_interval_ms"] = float(args.switch_interval_ms)
     if args.executor_coalesce_ms is not None:
         params["executor_coalesce_ms"] = float(args.executor_coalesce_ms)
-    if args.output_process:
-        params["output_process"] = True
+    if args.output_process is not None:
+        params["output_process"] = args.output_process
     if args.input_process:
         params["input_process"] = True
     node = OccupancyNode(
@@ -593,7 +593,8 @@ def run_ros_mode(args) -> dict:
         "simulated_device_ms": args.simulated_device_ms or None,
         "switch_interval_ms": round(1e3 * sys.getswitchinterval(), 3),
         "executor_coalesce_ms": node.config.executor_coalesce_ms,
-        "output_process": node.config.output_process,
+        "output_process": node.outputs_in_process,
+        "output_process_setting": node.config.output_process,
         "input_process": node.config.input_process,
         "dds_profile": os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or "Fast DDS defaults",
         "latencies": [1e3 * (result["received"][s] - result["published_last"][s]) for s in stamps],
@@ -902,7 +903,8 @@ def ros_table(r: dict) -> list[str]:
         )
     if r.get("output_process"):
         lines.append(
-            "Outputs built and published in the node's output process (output_process: true); the "
+            f"Outputs built and published in the node's output process (output_process: "
+            f"{r.get('output_process_setting', 'always')}); the "
             "node's publishing stage is the hand-over (the arrays copied into shared memory)."
         )
     if r.get("graph_status", {}).get("enabled"):
@@ -1050,8 +1052,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--output-process",
-        action="store_true",
-        help="ros mode: the node's output_process on (outputs built and published in a child process)",
+        choices=("auto", "always", "never"),
+        help="ros mode: the node's output_process (outputs built and published in a child process; "
+        "default: the node's default, auto = on with CUDA)",
     )
     parser.add_argument(
         "--executor-coalesce-ms",

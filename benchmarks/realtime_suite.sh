@@ -21,8 +21,10 @@
 # run), ROS_SWITCH5 (1: the ros stage again with Python's 5 ms thread switch interval, the baseline
 # of the node's python_switch_interval_ms; 0 skips it), ROS_INFO (0; 1: the ros stage again with
 # CameraInfo published with every set, as camera drivers do), ROS_COALESCE (0; 1: the ros stage again
-# with the node's executor_coalesce_ms 3), ROS_OUTPROC / ROS_INPROC / ROS_HELPERS (1: stages
-# ros_outproc / ros_inproc / ros_helpers, the node's output_process, input_process, both), LOCK (1: py-spy samples the interpreter
+# with the node's executor_coalesce_ms 3), ROS_INNODE (1: stage ros_innode, the outputs published by
+# the node itself, output_process never: the baseline of the default, which with CUDA uses the output
+# process; 0 skips it), ROS_INPROC / ROS_HELPERS (0; 1: stages ros_inproc / ros_helpers, the node's
+# input_process with the outputs in the node / in the output process), LOCK (1: py-spy samples the interpreter
 # lock's holder in the ros stages' open loop, benchmarks/gil_profile.py), EXTRA_TESTS (more pytest paths), TESTS_LIMIT
 # (seconds, 60), MAX_JOBS, TAIL. COMPILE=1: the image backbone compiled with torch.compile
 # (InferenceConfig.compile_backbone) too: the node stage measures it as more variants in the same run (node_latency.py --compile-backbone), the ros stage adds
@@ -147,18 +149,20 @@ if want ros; then
     [ "${ROS_COALESCE:-0}" = 1 ] && stage ros_coalesce 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
       --feeder process --executor-coalesce-ms 3 --json "$WORK/node_ros_coalesce.json" $(LOCK_FLAG ros_coalesce)
-    # ROS_OUTPROC=1 / ROS_INPROC=1 / ROS_HELPERS=1: the node's outputs built and published in its
-    # output process, its cameras taken in its input process, or both (output_process,
-    # input_process), against the ros stage as the baseline of the same run
-    [ "${ROS_OUTPROC:-0}" = 1 ] && stage ros_outproc 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
+    # The ros stage runs the node's defaults: with CUDA its outputs go through the output process
+    # (output_process auto). ROS_INNODE=1 (default on): the outputs built and published by the node
+    # itself (output_process never), the baseline of that default in the same run. ROS_INPROC=1 /
+    # ROS_HELPERS=1: the cameras taken in the input process, with the outputs in the node / in the
+    # output process (input_process), against the ros stage
+    [ "${ROS_INNODE:-1}" = 1 ] && stage ros_innode 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
-      --feeder process --output-process --json "$WORK/node_ros_outproc.json" $(LOCK_FLAG ros_outproc)
+      --feeder process --output-process never --json "$WORK/node_ros_innode.json" $(LOCK_FLAG ros_innode)
     [ "${ROS_INPROC:-0}" = 1 ] && stage ros_inproc 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
-      --feeder process --input-process --json "$WORK/node_ros_inproc.json" $(LOCK_FLAG ros_inproc)
+      --feeder process --input-process --output-process never --json "$WORK/node_ros_inproc.json" $(LOCK_FLAG ros_inproc)
     [ "${ROS_HELPERS:-0}" = 1 ] && stage ros_helpers 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
-      --feeder process --input-process --output-process --json "$WORK/node_ros_helpers.json" $(LOCK_FLAG ros_helpers)
+      --feeder process --input-process --output-process always --json "$WORK/node_ros_helpers.json" $(LOCK_FLAG ros_helpers)
     # the same with Python's own 5 ms thread switch interval: the baseline of the node's setting
     [ "${ROS_SWITCH5:-1}" = 1 ] && stage ros_switch5 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \

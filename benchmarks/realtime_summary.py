@@ -262,7 +262,7 @@ def summarize(work: Path) -> tuple[list[str], dict]:
         ("ros_switch5", "node_ros_switch5.json"),
         ("ros_info", "node_ros_info.json"),
         ("ros_coalesce", "node_ros_coalesce.json"),
-        ("ros_outproc", "node_ros_outproc.json"),
+        ("ros_innode", "node_ros_innode.json"),
         ("ros_inproc", "node_ros_inproc.json"),
         ("ros_helpers", "node_ros_helpers.json"),
     ):
@@ -282,6 +282,8 @@ def summarize(work: Path) -> tuple[list[str], dict]:
             where += "; cameras taken in the input process"
         if ros.get("output_process"):
             where += "; outputs published from the output process"
+        elif "output_process_setting" in ros:
+            where += "; outputs published by the node itself"
         lat, dds = ros["latencies"], ros.get("dds_in", [])
         loaded = ros.get("open_latencies") or []
         data[key] = {
@@ -321,7 +323,7 @@ def summarize(work: Path) -> tuple[list[str], dict]:
                 ),
             )
         )
-    for key in ("ros_outproc", "ros_inproc", "ros_helpers", "ros_coalesce", "ros_info"):
+    for key in ("ros_innode", "ros_inproc", "ros_helpers", "ros_coalesce", "ros_info"):
         if "ros" in data and key in data and data["ros"]["sustained_hz"] > 0:
             ratio = data[key]["sustained_hz"] / data["ros"]["sustained_hz"]
             rows.append(

@@ -71,7 +71,7 @@ def test_every_set_hands_its_slot_back(ros_context, predictor):
 
 def test_a_dead_input_process_is_reported_and_replaced(ros_context, predictor):
     with running_node(
-        ros_context, predictor, input_process=True, output_process=True, publish_rendered_depth=False
+        ros_context, predictor, input_process=True, output_process="always", publish_rendered_depth=False
     ) as (node, harness):
         harness.publish_frame(0, T0)
         harness.wait_for_stamp("occupancy", T0)

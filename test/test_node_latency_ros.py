@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize(
     "feeder, helpers",
-    [("process", ()), ("thread", ()), ("process", ("--input-process", "--output-process"))],
+    [("process", ()), ("thread", ()), ("process", ("--input-process", "--output-process", "always"))],
     ids=["process", "thread", "helper_processes"],
 )
 def test_ros_mode_measures_every_closed_loop_set(tmp_path, feeder, helpers):

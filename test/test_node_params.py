@@ -69,6 +69,9 @@ def test_every_parameter_is_declared_with_a_descriptor(ros_context, predictor):
         ({"camera_names": ["a", "a", "b", "c", "d", "e"]}, "must be unique"),
         ({"prompt_templates": ["a photo without a placeholder"]}, r"exactly one '\{\}'"),
         ({"voxel_size": 0.3}, "not a whole number"),
+        ({"output_process": "sometimes"}, "output_process must be one of"),
+        # the fifth sitting's boolean: a clear type error naming the parameter, not a silent default
+        ({"output_process": True}, "output_process"),
     ],
 )
 def test_invalid_parameters_stop_startup_in_process(ros_context, predictor, override, match):
@@ -78,6 +81,30 @@ def test_invalid_parameters_stop_startup_in_process(ros_context, predictor, over
 
     with pytest.raises(StartupError, match=match):
         OccupancyNode(predictor=predictor, context=ros_context, parameter_overrides=as_parameters(override))
+
+
+def test_output_process_auto_means_on_with_cuda_only():
+    """auto: the output process where inference runs on CUDA (there the interpreter lock is the
+    limit), the outputs in the node on the CPU; always and never regardless of the device."""
+    c = NodeConfig.defaults()
+    assert c.output_process == "auto"
+    assert c.output_process_on("cuda") and c.output_process_on("cuda:1")
+    assert not c.output_process_on("cpu")
+    for setting, expected in (("always", True), ("never", False)):
+        c.output_process = setting
+        assert c.output_process_on("cpu") is expected and c.output_process_on("cuda:0") is expected
+    c.output_process = "yes"
+    with pytest.raises(ValueError, match="output_process must be one of"):
+        c.validate()
+
+
+@pytest.mark.ros
+def test_the_node_on_the_cpu_publishes_its_outputs_itself_by_default(ros_context, predictor):
+    from gausstr_ros.node.outputs import OutputPublishers
+
+    with running_node(ros_context, predictor) as (node, _):
+        assert node.config.output_process == "auto" and not node.outputs_in_process
+        assert type(node.outputs) is OutputPublishers
 
 
 @pytest.mark.ros

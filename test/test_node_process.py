@@ -74,7 +74,7 @@ def test_node_process_from_the_params_file(ros_context, tiny_checkpoint, tmp_pat
         f"voxel_size:={TEST_VOXEL_SIZE}",
         "-p",
         "status_period_s:=0.2",
-        *(["-p", "input_process:=true", "-p", "output_process:=true"] if helpers else []),
+        *(["-p", "input_process:=true", "-p", "output_process:=always"] if helpers else []),
     )
     with open(log, "wb") as out:
         proc = subprocess.Popen(

@@ -312,7 +312,7 @@ def test_the_node_with_its_output_process_publishes_every_output(ros_context, pr
     from gausstr_testing.node_outputs import T0, check_frame_outputs
     from gausstr_testing.ros_node_env import running_node
 
-    with running_node(ros_context, predictor, output_process=True) as (node, harness):
+    with running_node(ros_context, predictor, output_process="always") as (node, harness):
         assert isinstance(node.outputs, OutputProcess) and node.outputs.alive
         harness.wait_for(lambda: node.outputs.wants_rendered_depth(node.switches), 20, "depth subscribed")
         stamps = [T0 + k * S // 10 for k in range(2)]

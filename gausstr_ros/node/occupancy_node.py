@@ -135,7 +135,8 @@ class OccupancyNode(Node):
         self._tf_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self.tf = TfLookup(self, self._tf_group, cache_time_s=c.tf_cache_s)
-        if c.output_process:
+        self.outputs_in_process = c.output_process_on(self.pipeline.device)
+        if self.outputs_in_process:
             try:
                 self.outputs = OutputProcess(
                     self, c.camera_names, c.target_frame, c.queue_depth, log=self.get_logger().error

@@ -38,6 +38,12 @@ class ParamSpec:
     read_only: bool = True
 
 
+# output_process: "auto" = on where inference runs on CUDA. There the node's interpreter lock is the
+# limit and the child halved the latency under a 30 Hz load (H100, docs/benchmarks.md); on the CPU
+# the frame's inference dwarfs message building and the child only competes for the few cores.
+OUTPUT_PROCESS_CHOICES = ("auto", "always", "never")
+
+
 def _cams(fmt: str) -> list[str]:
     return [fmt.format(c.lower()) for c in DEFAULT_CAMERAS]
 
@@ -246,11 +252,13 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "output_process",
-        False,
+        "auto",
         "Build and publish the outputs in a child process (its own Python interpreter; the arrays "
         "pass through shared memory), so that message building does not compete with the executor "
-        "and the inference threads for the node's interpreter lock. Costs one copy of each set's "
-        "arrays and a second process (about 1-3 s to start).",
+        "and the inference threads for the node's interpreter lock: auto (when the model runs on "
+        "CUDA, where the lock is the limit), always, or never. Costs one copy of each set's arrays "
+        "and a second process (about 1-3 s to start).",
+        choices=OUTPUT_PROCESS_CHOICES,
     ),
     ParamSpec(
         "executor_coalesce_ms",
@@ -317,7 +325,7 @@ class NodeConfig:
     status_period_s: float
     stats_window: int
     input_process: bool
-    output_process: bool
+    output_process: str
     executor_coalesce_ms: float
     python_switch_interval_ms: float
 
@@ -370,6 +378,17 @@ class NodeConfig:
             raise ValueError(f"grid_range needs 6 numbers, got {self.grid_range}")
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.output_process not in OUTPUT_PROCESS_CHOICES:
+            raise ValueError(
+                f"output_process must be one of {list(OUTPUT_PROCESS_CHOICES)}, got {self.output_process!r}"
+            )
+
+    def output_process_on(self, device: Any) -> bool:
+        """Whether the outputs go through the output process when inference runs on ``device``
+        (a torch.device or its name): ``always``, ``never``, or for ``auto`` whether it is CUDA."""
+        if self.output_process == "auto":
+            return str(device).startswith("cuda")
+        return self.output_process == "always"
 
     @property
     def prompt_template_list(self) -> list[str] | None:
