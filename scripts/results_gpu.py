@@ -148,6 +148,14 @@ RUNS: dict[str, Run] = {
         "featup",
         train=[*FEATUP, *HALF_RENDER, "--set", "loss.centered_feature_weight=10"],
     ),
+    # weights 5 and 10 found barrier and pedestrian (0 -> 13-14 / 1) but cost 7 IoU for +0.3 mIoU
+    # (docs/results.md, seventh sitting); does a weaker term keep the classes without the geometry cost?
+    "featup_both_centred2": Run(
+        "featup, both + centred feature term 2",
+        "featup",
+        "featup",
+        train=[*FEATUP, *HALF_RENDER, "--set", "loss.centered_feature_weight=2"],
+    ),
     "featup_gaussrender": Run(
         "featup, both + GaussRender loss",
         "featup",
