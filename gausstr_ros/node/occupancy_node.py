@@ -186,7 +186,9 @@ class OccupancyNode(Node):
             f"ready: {len(c.camera_names)} cameras -> {c.target_frame}, model input "
             f"{self.pipeline.input_size[0]}x{self.pipeline.input_size[1]} on {self.pipeline.device}, "
             f"{len(c.categories)} categories, depth {'from topics' if c.use_depth else 'from the model'}, "
-            f"TF via {self.tf.backend}, sync via {self.inputs.synchronizer_name}"
+            f"TF via {self.tf.backend}, sync via {self.inputs.synchronizer_name}, outputs published "
+            f"{'from the output process' if self.outputs_in_process else 'by the node'} "
+            f"(output_process: {c.output_process})"
         )
 
     # -- set-up helpers --------------------------------------------------------------------------
