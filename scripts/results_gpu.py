@@ -104,6 +104,13 @@ def tiny_run(label: str, queries: int, extra: list[str] | None = None, keep: boo
     )
 
 
+def featup_option(label: str, *settings: str) -> Run:
+    """The full featup model (both losses, loss rendered at half size) with ``--set`` overrides."""
+    return Run(
+        label, "featup", "featup", train=[*FEATUP, *HALF_RENDER, *(a for s in settings for a in ("--set", s))]
+    )
+
+
 RUNS: dict[str, Run] = {
     "featup_all_free": Run("all free", "featup", "featup", baseline="all-free", evaluate=FEATUP[:2]),
     "featup_init": Run(
@@ -134,88 +141,40 @@ RUNS: dict[str, Run] = {
     "featup_both_full_render": Run(
         "featup, both (loss rendered at 432 x 768)", "featup", "featup", train=FEATUP
     ),
-    "featup_both_centred": Run(
-        "featup, both + centred feature term 5",
-        "featup",
-        "featup",
-        train=[*FEATUP, *HALF_RENDER, "--set", "loss.centered_feature_weight=5"],
+    "featup_both_centred": featup_option(
+        "featup, both + centred feature term 5", "loss.centered_feature_weight=5"
     ),
     # the tiny preset's weight: the featup targets' classes are far more alike (cosine 0.89-0.98)
     # than the tiny tower's (0.58), where the term was worth +2.3 IoU / +2.9 mIoU
-    "featup_both_centred10": Run(
-        "featup, both + centred feature term 10",
-        "featup",
-        "featup",
-        train=[*FEATUP, *HALF_RENDER, "--set", "loss.centered_feature_weight=10"],
+    "featup_both_centred10": featup_option(
+        "featup, both + centred feature term 10", "loss.centered_feature_weight=10"
     ),
     # weights 5 and 10 found barrier and pedestrian (0 -> 13-14 / 1) but cost 7 IoU for +0.3 mIoU
     # (docs/results.md, seventh sitting); does a weaker term keep the classes without the geometry cost?
-    "featup_both_centred2": Run(
-        "featup, both + centred feature term 2",
-        "featup",
-        "featup",
-        train=[*FEATUP, *HALF_RENDER, "--set", "loss.centered_feature_weight=2"],
+    "featup_both_centred2": featup_option(
+        "featup, both + centred feature term 2", "loss.centered_feature_weight=2"
     ),
-    "featup_gaussrender": Run(
-        "featup, both + GaussRender loss",
-        "featup",
-        "featup",
-        train=[*FEATUP, *HALF_RENDER, "--set", "loss.gaussrender.weight=1"],
-    ),
+    "featup_gaussrender": featup_option("featup, both + GaussRender loss", "loss.gaussrender.weight=1"),
     # GaussRender at weight 1 collapsed the semantics with featup's raw logits (docs/results.md): its
     # class probabilities are a softmax over nearly parallel prototypes. The same with cosine logits.
-    "featup_gaussrender_cos50": Run(
+    "featup_gaussrender_cos50": featup_option(
         "featup, both + GaussRender loss, cosine logits x 50",
-        "featup",
-        "featup",
-        train=[
-            *FEATUP,
-            *HALF_RENDER,
-            "--set",
-            "loss.gaussrender.weight=1",
-            "--set",
-            "inference.logit_scale=50",
-        ],
+        "loss.gaussrender.weight=1",
+        "inference.logit_scale=50",
     ),
     # GaussRender's own weight (lambda 10 in its paper); weight 1 already cost 7 mIoU with these logits
-    "featup_gaussrender10_cos50": Run(
+    "featup_gaussrender10_cos50": featup_option(
         "featup, both + GaussRender loss weight 10, cosine logits x 50",
-        "featup",
-        "featup",
-        train=[
-            *FEATUP,
-            *HALF_RENDER,
-            "--set",
-            "loss.gaussrender.weight=10",
-            "--set",
-            "inference.logit_scale=50",
-        ],
+        "loss.gaussrender.weight=10",
+        "inference.logit_scale=50",
     ),
-    "featup_photometric": Run(
-        "featup, both + photometric RGB",
-        "featup",
-        "featup",
-        train=[
-            *FEATUP,
-            *HALF_RENDER,
-            "--set",
-            "model.head.rgb_head=true",
-            "--set",
-            "loss.photometric.weight=1",
-        ],
+    "featup_photometric": featup_option(
+        "featup, both + photometric RGB", "model.head.rgb_head=true", "loss.photometric.weight=1"
     ),
-    "featup_point_cloud_init": Run(
-        "featup, both + point-cloud query init",
-        "featup",
-        "featup",
-        train=[*FEATUP, *HALF_RENDER, "--set", "model.decoder.reference_init=point_cloud"],
+    "featup_point_cloud_init": featup_option(
+        "featup, both + point-cloud query init", "model.decoder.reference_init=point_cloud"
     ),
-    "featup_pruning": Run(
-        "featup, both + opacity pruning 0.3",
-        "featup",
-        "featup",
-        train=[*FEATUP, *HALF_RENDER, "--set", "loss.prune_opacity=0.3"],
-    ),
+    "featup_pruning": featup_option("featup, both + opacity pruning 0.3", "loss.prune_opacity=0.3"),
     "tiny_all_free": Run("all free", "tiny", "tiny", baseline="all-free"),
     "tiny_init": Run("init (untrained Gaussians)", "tiny", "tiny", baseline="init"),
     "tiny_unprojection": Run(
