@@ -34,6 +34,11 @@ def test_specs_are_consistent():
     with pytest.raises(ValueError, match="image_topics needs one topic per camera"):
         NodeConfig(**{**vars(NodeConfig.defaults()), "image_topics": ["/a"]}).validate(require_model=False)
     NodeConfig.defaults().validate()  # no checkpoint and no preset = the built-in model
+    # a params file read without a node (gausstr-bag-eval) gets the descriptors' ranges and choices too
+    with pytest.raises(ValueError, match=r"sync_slop_s must be in"):
+        NodeConfig(**{**vars(NodeConfig.defaults()), "sync_slop_s": 5.0}).validate()
+    with pytest.raises(ValueError, match="image_qos must be one of"):
+        NodeConfig(**{**vars(NodeConfig.defaults()), "image_qos": "best_effort"}).validate()
     with pytest.raises(ValueError, match="input topics must all differ"):
         c = NodeConfig.defaults()
         c.camera_info_topics = list(c.image_topics)

@@ -334,7 +334,8 @@ class NodeConfig:
         return cls(**{s.name: _copy(s.default) for s in PARAM_SPECS})
 
     def validate(self, require_model: bool = True) -> None:
-        """Cross-parameter checks; ValueError names the parameter and what was expected.
+        """Each value's range and choices, then cross-parameter checks; ValueError names the parameter
+        and what was expected.
 
         Also resolves ``image_transport`` / ``depth_transport`` into the topic names, as image_transport
         does (``/cam/image_rect`` + compressed = ``/cam/image_rect/compressed``); idempotent.
@@ -345,6 +346,11 @@ class NodeConfig:
         """
         from gausstr_ros.node.transport import with_transport
 
+        # each value's own range and choices (the node's descriptors; a params file read without a node)
+        for spec in PARAM_SPECS:
+            problem = check_value(spec, getattr(self, spec.name))
+            if problem:
+                raise ValueError(problem)
         self.image_topics = [with_transport(t, self.image_transport) for t in self.image_topics]
         self.depth_topics = [with_transport(t, self.depth_transport) for t in self.depth_topics]
         n = len(self.camera_names)
@@ -378,10 +384,6 @@ class NodeConfig:
             raise ValueError(f"grid_range needs 6 numbers, got {self.grid_range}")
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.output_process not in OUTPUT_PROCESS_CHOICES:
-            raise ValueError(
-                f"output_process must be one of {list(OUTPUT_PROCESS_CHOICES)}, got {self.output_process!r}"
-            )
 
     def output_process_on(self, device: Any) -> bool:
         """Whether the outputs go through the output process when inference runs on ``device``
@@ -455,9 +457,6 @@ def declare_parameters(node, require_model: bool = True) -> NodeConfig:
         except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
             raise ValueError(f"{spec.name}: {exc}") from exc
         value = param.value
-        problem = check_value(spec, value)
-        if problem:
-            raise ValueError(problem)
         values[spec.name] = list(value) if isinstance(value, (list, tuple)) else value
     config = NodeConfig(**values)
     config.validate(require_model)
