@@ -9,6 +9,9 @@ tables (results.md snippet + results.json rows).
 A training longer than one machine call: give every call the same ``--minutes`` and, from the
 second on, ``--resume --skip-data``; a training cut by ``--deadline-minutes`` is stopped with SIGINT,
 saves its state, and the next call continues it (the budget schedule and the clock carry over).
+A training meant to finish in one call takes ``--fit-deadline``: if data and the gsplat build took
+longer than planned, it is shortened to end on its own schedule (with its decay) early enough to be
+evaluated, instead of being stopped without a model.
 The state and the data live in ``--work`` on the machine: on a lent machine that forgets everything
 when it goes back, the next call must come while it is still held (docs/results.md, "Reproduce").
 
@@ -239,6 +242,13 @@ def say(text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
+# Seconds kept free before the deadline for the evaluations after a training (held-out scores, tune
+# sweeps, then the tuned held-out scores): two featup models evaluated at once took about 95 s on an
+# H100 (2026-12-06). And the seconds a training spends outside its own clock (model and data-loader
+# start, the final save): about 30 s there.
+EVAL_RESERVE_S = 150.0
+TRAIN_STARTUP_S = 45.0
+
 THREADS = "2"  # torch/OpenMP threads per child: many run at once, torch's default is every core each
 
 
@@ -348,6 +358,13 @@ class Results:
         resume = a.resume and (out / "checkpoints" / "last.pt").is_file()
         if out.exists() and not resume:
             subprocess.run(["rm", "-rf", str(out)], check=False)
+        fit = fitted_minutes(minutes, self.left(), resume)
+        if a.fit_deadline and fit < minutes:
+            say(
+                f"{key}: {minutes:g} training minutes do not fit before the deadline with "
+                f"{EVAL_RESERVE_S:.0f} s for evaluation; training {fit:g} minutes instead"
+            )
+            minutes = fit
         workers = max(1, (os.cpu_count() or 4) // max(1, a.parallel) - 1)
         cmd = [
             PY,
@@ -552,6 +569,18 @@ class Results:
         print("\n".join(lines))
 
 
+def fitted_minutes(minutes: float, seconds_left: float, resume: bool) -> float:
+    """The training minutes that end (startup and final save included) ``EVAL_RESERVE_S`` before a
+    deadline ``seconds_left`` away: ``minutes`` if they fit, else fewer (at least 0.5, to 0.01).
+    A resumed training keeps its ``minutes``: its budget schedule was set when it started."""
+    if resume:
+        return minutes
+    fit = (seconds_left - EVAL_RESERVE_S - TRAIN_STARTUP_S) / 60
+    if fit >= minutes:
+        return minutes
+    return max(0.5, int(fit * 100) / 100)
+
+
 def gpu_name() -> str:
     try:
         import torch
@@ -602,6 +631,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="continue trainings whose run directory holds a saved state (a run stopped at the "
         "deadline saves one) instead of starting them again: one training over several calls",
+    )
+    p.add_argument(
+        "--fit-deadline",
+        action="store_true",
+        help="shorten a fresh training that would not end before the deadline with time left to "
+        "evaluate it, so that it finishes its schedule and is evaluated (without: the deadline stops "
+        "it with SIGINT and a later call continues it with --resume)",
     )
     p.add_argument("--scenes", type=int, help="override every dataset's scene count (smoke tests)")
     p.add_argument(

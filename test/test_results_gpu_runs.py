@@ -42,3 +42,18 @@ def test_the_tune_sweep_variants_are_valid_overrides():
         overrides = [extra[i + 1] for i, a in enumerate(extra) if a == "--set"]
         from_dict(GaussTRConfig, apply_overrides(to_dict(preset("featup")), overrides, "variant"))
     assert [float(t) for t in RESULTS.SWEEP] == sorted(float(t) for t in RESULTS.SWEEP)
+
+
+def test_fit_deadline_shortens_only_a_fresh_training_that_would_be_cut():
+    fit = RESULTS.fitted_minutes
+    reserve = RESULTS.EVAL_RESERVE_S + RESULTS.TRAIN_STARTUP_S
+    # fits: unchanged
+    assert fit(5.3, 60 * 5.3 + reserve + 1, resume=False) == 5.3
+    # the call of 2026-12-06: 5.3 minutes planned, 6.4 minutes left after a slow gsplat build
+    shortened = fit(5.3, 6.4 * 60, resume=False)
+    assert shortened < 5.3
+    assert 60 * shortened + reserve <= 6.4 * 60
+    assert shortened == pytest.approx((6.4 * 60 - reserve) / 60, abs=0.011)
+    # never below half a minute, and a resumed training keeps the schedule it started with
+    assert fit(5.3, 10.0, resume=False) == 0.5
+    assert fit(13.0, 60.0, resume=True) == 13.0
