@@ -8,9 +8,11 @@ Two modes, named in the output:
   ``benchmarks/ros_feeder.py``, which also subscribes to every output. The feeder runs in its own
   process (``--feeder process``, default: camera drivers and RViz are other processes on a robot) or
   in a thread of the node's process (``--feeder thread``:
-  both sides share one interpreter lock). Both processes use config/fastdds_large_images.xml unless
-  ``--dds-profile environment``. Latency = receipt of the published occupancy minus publication of
-  the LAST image of its set (CLOCK_MONOTONIC, one clock for both processes), so it includes DDS
+  both sides share one interpreter lock); ``--subscribers process`` moves the output subscribers
+  into a third process (``ros_feeder.run_receiver``). Every process uses
+  config/fastdds_large_images.xml unless ``--dds-profile environment``. Latency = receipt of the
+  published occupancy minus publication of the LAST image of its set (CLOCK_MONOTONIC, one clock for
+  every process), so it includes DDS
   transport both ways. Closed loop (the next set after the previous result) for the latency
   percentiles; then open loop at ``--rate`` Hz for the sustained output rate and drops. The node's
   worker stages are timed per set (stage 1: TF, conversion, batch, queueing the prediction; stage 2:
@@ -64,9 +66,11 @@ from benchmarks.ros_feeder import (
     camera_topics,
     run_feeder,
     run_feeder_process,
+    run_receiver,
     synthetic_depth,
     synthetic_rgb,
 )
+from benchmarks.set_timeline import set_timeline, summarize_timeline, timeline_line
 
 SECTION_START = "<!-- node_latency:start -->"
 SECTION_END = "<!-- node_latency:end -->"
@@ -80,7 +84,8 @@ does not depend on them). Two modes, each reported in its own block below:
 * `ros`: the real node with rclpy, fed by a camera feeder (`benchmarks/ros_feeder.py`) that also
   subscribes to every output (so every message is built). The feeder runs in its own process
   (`ros-process` blocks: camera drivers and RViz are other processes on a robot) or in the node's
-  process (`ros-thread` blocks: one interpreter lock for both sides); both processes use
+  process (`ros-thread` blocks: one interpreter lock for both sides); with `--subscribers process`
+  the output subscribers have a process of their own; every process uses
   `config/fastdds_large_images.xml` unless `--dds-profile environment`. Latency = occupancy received
   minus last image published (DDS both ways included; CLOCK_MONOTONIC, one clock for both
   processes), and the part until the node holds the complete frame set (DDS delivery of the images,
@@ -523,13 +528,18 @@ def run_ros_mode(args) -> dict:
         return slot_put(frame)
 
     node._slot.put = recording_put
-    stage_ms = instrument_node_stages(node)
+    stage_ms, marks = instrument_node_stages(node)
     mp = multiprocessing.get_context("spawn")  # a fresh interpreter: no CUDA or DDS state forked
     ours, theirs = mp.Pipe()
+    receiver_process, to_receiver = None, None
+    if args.subscribers == "process":  # the output subscribers in a process of their own
+        to_receiver, receiver_end = mp.Pipe()
+        receiver_process = mp.Process(target=run_receiver, args=(receiver_end, spec), daemon=True)
+        receiver_process.start()
     if args.feeder == "process":
-        feeder = mp.Process(target=run_feeder_process, args=(theirs, spec), daemon=True)
+        feeder = mp.Process(target=run_feeder_process, args=(theirs, spec, to_receiver), daemon=True)
     else:
-        feeder = threading.Thread(target=run_feeder, args=(theirs, spec, context), daemon=True)
+        feeder = threading.Thread(target=run_feeder, args=(theirs, spec, context, to_receiver), daemon=True)
     feeder.start()
 
     def receive(timeout: float) -> dict:
@@ -579,16 +589,23 @@ def run_ros_mode(args) -> dict:
         open_loop = open_loop_counts(closed, snap, node.inputs.sets_emitted - emitted_before)
     finally:
         feeder.join(timeout=15)
+        if receiver_process is not None:
+            receiver_process.join(timeout=15)
         executor.shutdown(timeout_sec=5)
         node.destroy_node()
         rclpy.shutdown(context=context)
     stamps = result["closed"]
     where = "their own process" if args.feeder == "process" else "the node's process"
+    if args.subscribers == "process":
+        where = ("a process" if args.feeder == "process" else "the node's process") + (
+            "; output subscribers in another process"
+        )
     return {
         **_setup(
             args, f"ros (real node, rclpy, Fast DDS; cameras, subscribers in {where})", predictor, rig, (h, w)
         ),
         "feeder": args.feeder,
+        "subscribers": args.subscribers,
         "camera_info_every_set": args.camera_info_every_set,
         "simulated_device_ms": args.simulated_device_ms or None,
         "switch_interval_ms": round(1e3 * sys.getswitchinterval(), 3),
@@ -600,6 +617,21 @@ def run_ros_mode(args) -> dict:
         "latencies": [1e3 * (result["received"][s] - result["published_last"][s]) for s in stamps],
         "open_latencies": result.get("open_latency_ms", []),
         "dds_in": [1e3 * (arrivals[s] - result["published_last"][s]) for s in stamps if s in arrivals],
+        # each answered set's end-to-end latency split into its consecutive segments
+        "timeline_ms": {
+            "closed": summarize_timeline(
+                set_timeline(stamps, result["published_last"], arrivals, marks, result["received"])
+            ),
+            "open": summarize_timeline(
+                set_timeline(
+                    sorted(result.get("open_received", {})),
+                    result.get("open_published_last", {}),
+                    arrivals,
+                    marks,
+                    result.get("open_received", {}),
+                )
+            ),
+        },
         # first image sent -> set complete in the node: never negative, whichever process sends
         "set_in": [1e3 * (arrivals[s] - result["published_first"][s]) for s in stamps if s in arrivals],
         "graph_status": getattr(predictor, "graph_status", {}),
@@ -636,12 +668,21 @@ def node_has_static_tf(node, camera_names) -> bool:
     return True
 
 
-def instrument_node_stages(node) -> dict[str, list[float]]:
+def instrument_node_stages(node) -> tuple[dict[str, list[float]], dict[int, dict[str, float]]]:
     """Wall time of the node's worker stages, per set (lists filled as the node runs): "start"
     (TF, conversion, batch, queueing the prediction; "camera_frames": its TF lookups), "wait" (for the
     device and the host copies) and "publish" (every output message built and handed to rclpy); and
     the CPU time of the thread in "start" and "publish" ("start_cpu", "publish_cpu": wall minus CPU
-    is time spent waiting, for the interpreter lock, the device or a buffer)."""
+    is time spent waiting, for the interpreter lock, the device or a buffer).
+
+    Also each set's marks (``time.monotonic()``, by stamp [ns]): "taken" (the prepare thread took
+    it), "prepared" (stage 1 done), "handed" (the publish thread took it), "ready" (the prediction's
+    results on the host): ``set_timeline`` turns them into segments."""
+    marks: dict[int, dict[str, float]] = {}
+
+    def mark(stamp: int, key: str) -> None:
+        marks.setdefault(stamp, {})[key] = time.monotonic()
+
     times: dict[str, list[float]] = {
         "start": [],
         "start_cpu": [],
@@ -664,19 +705,30 @@ def instrument_node_stages(node) -> dict[str, list[float]]:
         return wrapper
 
     worker = node._worker  # holds the stage callables it was built with
-    worker._first = timed("start", worker._first)
+    first = worker._first
+
+    def first_marked(frame):
+        mark(frame.stamp_ns, "taken")
+        try:
+            return first(frame)
+        finally:
+            mark(frame.stamp_ns, "prepared")
+
+    worker._first = timed("start", first_marked)
     node._camera_frames = timed("camera_frames", node._camera_frames)  # looked up per call: patchable
     node.outputs.publish = timed("publish", node.outputs.publish)
     finish = worker._second
 
     def finish_timed(frame, pending):
+        mark(frame.stamp_ns, "handed")
         t0 = time.perf_counter()
         pending.result()  # cached: the node's own call below returns at once
         times["wait"].append(1e3 * (time.perf_counter() - t0))
+        mark(frame.stamp_ns, "ready")
         return finish(frame, pending)
 
     worker._second = finish_timed
-    return times
+    return times, marks
 
 
 def simulated_predictor(predictor, rig, h: int, w: int, use_depth: bool, device_ms: float):
@@ -864,6 +916,11 @@ def ros_table(r: dict) -> list[str]:
         f"{p99 / GOAL_P99_MS:.2f}x the {GOAL_P99_MS:.0f} ms budget ({which}). Outputs also received: "
         f"{', '.join(f'{k} {v}' for k, v in sorted(r['outputs_seen'].items()))}.",
     ]
+    timeline = r.get("timeline_ms") or {}
+    for key, what in (("closed", "one set at a time"), ("open", f"at {r['input_rate']:g} Hz input")):
+        line = timeline_line(timeline.get(key), what)
+        if line:
+            lines.append(line)
     if r.get("send_lag_ms"):
         lag = r["send_lag_ms"]
         lines.append(
@@ -1005,6 +1062,13 @@ def main(argv: list[str] | None = None) -> int:
         default="process",
         help="ros mode: the cameras and output subscribers in their own process (as on a robot) or in a "
         "thread of the node's process (sharing its interpreter lock)",
+    )
+    parser.add_argument(
+        "--subscribers",
+        choices=("feeder", "process"),
+        default="feeder",
+        help="ros mode: the output subscribers with the cameras (the feeder; every earlier run) or in a "
+        "process of their own, so that their receipt times do not wait behind the cameras' publishing",
     )
     parser.add_argument(
         "--small-grid",

@@ -24,7 +24,9 @@
 # with the node's executor_coalesce_ms 3), ROS_INNODE (1: stage ros_innode, the outputs published by
 # the node itself, output_process never: the baseline of the default, which with CUDA uses the output
 # process; 0 skips it), ROS_INPROC / ROS_HELPERS (0; 1: stages ros_inproc / ros_helpers, the node's
-# input_process with the outputs in the node / in the output process), LOCK (1: py-spy samples the interpreter
+# input_process with the outputs in the node / in the output process), ROS_RECEIVER (0; 1: stage
+# ros_receiver, the ros stage with the output subscribers in a process of their own, so that the
+# cameras' publishing cannot delay their receipt times), LOCK (1: py-spy samples the interpreter
 # lock's holder in the ros stages' open loop, benchmarks/gil_profile.py), EXTRA_TESTS (more pytest paths), TESTS_LIMIT
 # (seconds, 60), MAX_JOBS, TAIL. COMPILE=1: the image backbone compiled with torch.compile
 # (InferenceConfig.compile_backbone) too: the node stage measures it as more variants in the same run (node_latency.py --compile-backbone), the ros stage adds
@@ -163,6 +165,9 @@ if want ros; then
     [ "${ROS_HELPERS:-0}" = 1 ] && stage ros_helpers 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
       --feeder process --input-process --output-process always --json "$WORK/node_ros_helpers.json" $(LOCK_FLAG ros_helpers)
+    [ "${ROS_RECEIVER:-0}" = 1 ] && stage ros_receiver 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
+      --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
+      --feeder process --subscribers process --json "$WORK/node_ros_receiver.json" $(LOCK_FLAG ros_receiver)
     # the same with Python's own 5 ms thread switch interval: the baseline of the node's setting
     [ "${ROS_SWITCH5:-1}" = 1 ] && stage ros_switch5 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \

@@ -20,6 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.set_timeline import timeline_parts
+
 GOALS = {"predict_ms": 20.0, "rate_hz": 30.0, "p99_ms": 40.0, "memory_gb": 4.0, "train_scenes_s": 10.0}
 
 
@@ -265,6 +267,7 @@ def summarize(work: Path) -> tuple[list[str], dict]:
         ("ros_innode", "node_ros_innode.json"),
         ("ros_inproc", "node_ros_inproc.json"),
         ("ros_helpers", "node_ros_helpers.json"),
+        ("ros_receiver", "node_ros_receiver.json"),
     ):
         ros = _load(work / name)
         if not (ros and ros.get("latencies")):
@@ -278,6 +281,8 @@ def summarize(work: Path) -> tuple[list[str], dict]:
             where += "; CameraInfo with every set"
         if ros.get("executor_coalesce_ms"):
             where += f"; executor coalescing {ros['executor_coalesce_ms']:g} ms"
+        if ros.get("subscribers") == "process":
+            where += "; output subscribers in a process of their own"
         if ros.get("input_process"):
             where += "; cameras taken in the input process"
         if ros.get("output_process"):
@@ -297,7 +302,9 @@ def summarize(work: Path) -> tuple[list[str], dict]:
             "open_loop": ros.get("open_loop"),
             "open_loop_p50_ms": _pct(loaded, 50) if loaded else None,
             "open_loop_p99_ms": _pct(loaded, 99) if loaded else None,
+            "timeline_open_ms": (ros.get("timeline_ms") or {}).get("open"),
         }
+        timeline = (ros.get("timeline_ms") or {}).get("open") or {}
         loop = ros.get("open_loop") or {}
         sets = (
             f" ({loop['sets_complete']} of {ros['sent']} sets completed by the synchronizer)"
@@ -315,6 +322,11 @@ def summarize(work: Path) -> tuple[list[str], dict]:
                     if loaded
                     else ""
                 )
+                + (
+                    f" (a set's mean time there, ms: {timeline_parts(timeline)})"
+                    if timeline.get("sets")
+                    else ""
+                )
                 + _lock_text(ros),
                 # the p99 of the goal is the one under load where measured (before: one set at a time)
                 _met(
@@ -323,7 +335,7 @@ def summarize(work: Path) -> tuple[list[str], dict]:
                 ),
             )
         )
-    for key in ("ros_innode", "ros_inproc", "ros_helpers", "ros_coalesce", "ros_info"):
+    for key in ("ros_innode", "ros_inproc", "ros_helpers", "ros_receiver", "ros_coalesce", "ros_info"):
         if "ros" in data and key in data and data["ros"]["sustained_hz"] > 0:
             ratio = data[key]["sustained_hz"] / data["ros"]["sustained_hz"]
             rows.append(

@@ -130,16 +130,39 @@ class SyntheticCameras:
             self.image_pubs[k].publish(self.msgs.image(k, self.images[k], stamp))
 
 
-def run_feeder(conn, spec: FeederSpec, context=None) -> None:
-    """Publish, time and report (the protocol in the module docstring) over ``conn``. ``context``:
-    an rclpy Context already initialised (thread variant), else one is made here (process variant)."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
+def subscribe_outputs(node, camera_names, qos, on_occupancy, count) -> list[str]:
+    """Subscribe ``node`` to every output of the occupancy node, as RViz and a planner would:
+    ``on_occupancy(stamp_ns, receipt_time)`` for each SemanticOccupancy (deserialized, as a Python
+    planner would take it), ``count(topic)`` for each message of the others, taken as serialized bytes
+    (a C++ RViz does not pay Python's message construction, and neither should this benchmark). Every
+    output is subscribed because the node builds only what someone wants. Returns the resolved
+    output topic names."""
     from sensor_msgs.msg import Image, PointCloud2
-    from tqdm import tqdm
     from visualization_msgs.msg import MarkerArray
 
     from gausstr_ros.msg import GaussianArray, SemanticOccupancy
+
+    def occupancy(msg):
+        now = time.monotonic()
+        on_occupancy(msg.header.stamp.sec * S + msg.header.stamp.nanosec, now)
+
+    node.create_subscription(SemanticOccupancy, "occupancy", occupancy, qos)
+    outputs = [("occupancy_cloud", PointCloud2), ("gaussians", GaussianArray)]
+    outputs += [("gaussian_markers", MarkerArray)] + [(f"rendered_depth/{n}", Image) for n in camera_names]
+    for topic, msg_type in outputs:
+        node.create_subscription(msg_type, topic, lambda _msg, t=topic: count(t), qos, raw=True)
+    return [node.resolve_topic_name(t) for t in ["occupancy", *(t for t, _ in outputs)]]
+
+
+def run_feeder(conn, spec: FeederSpec, context=None, receiver=None) -> None:
+    """Publish, time and report (the protocol in the module docstring) over ``conn``. ``context``:
+    an rclpy Context already initialised (thread variant), else one is made here (process variant).
+    ``receiver``: a connection to ``run_receiver`` in a process of its own that subscribes to the
+    outputs instead of this feeder (``--subscribers process``); its receipts come over it."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from tqdm import tqdm
+
     from gausstr_ros.node.executor import spin
 
     own_context = context is None
@@ -155,22 +178,35 @@ def run_feeder(conn, spec: FeederSpec, context=None) -> None:
     counts: dict[str, int] = {}
     lock = threading.Lock()
 
-    def on_occupancy(msg):
-        now = time.monotonic()
+    def on_occupancy(stamp: int, now: float) -> None:
         with lock:
-            received[msg.header.stamp.sec * S + msg.header.stamp.nanosec] = now
+            received[stamp] = now
 
-    def count(topic):
-        return lambda _msg: counts.__setitem__(topic, counts.get(topic, 0) + 1)
+    def count(topic: str) -> None:
+        counts[topic] = counts.get(topic, 0) + 1
 
-    node.create_subscription(SemanticOccupancy, "occupancy", on_occupancy, qos)
-    # Every other output subscribed too (the node builds only what someone wants), taken as serialized
-    # bytes: a C++ RViz does not pay Python's message construction, and neither should this feeder.
-    outputs = [("occupancy_cloud", PointCloud2), ("gaussians", GaussianArray)]
-    outputs += [("gaussian_markers", MarkerArray)] + [(f"rendered_depth/{n}", Image) for n in rig.names]
-    for topic, msg_type in outputs:
-        node.create_subscription(msg_type, topic, count(topic), qos, raw=True)
-    output_topics = [node.resolve_topic_name(t) for t in ["occupancy", *(t for t, _ in outputs)]]
+    if receiver is None:
+        output_topics = subscribe_outputs(node, rig.names, qos, on_occupancy, count)
+    else:
+        if not receiver.poll(60):
+            raise RuntimeError("the receiver process did not subscribe to the outputs in 60 s")
+        output_topics = receiver.recv()["topics"]  # subscribed there
+
+        def drain() -> None:  # the receiver's receipts, as they come
+            while True:
+                try:
+                    event = receiver.recv()
+                except (EOFError, OSError):
+                    return
+                if event[0] == "occupancy":
+                    on_occupancy(event[1], event[2])
+                elif event[0] == "counts":
+                    with lock:
+                        counts.update(event[1])
+                        counts["__final__"] = 1
+                    return
+
+        threading.Thread(target=drain, name="receiver_drain", daemon=True).start()
 
     def outputs_matched() -> bool:
         return all(node.count_publishers(t) > 0 for t in output_topics)
@@ -240,6 +276,12 @@ def run_feeder(conn, spec: FeederSpec, context=None) -> None:
             time.sleep(max(0.0, start + sent * period - time.monotonic()))
         send_window = time.monotonic() - start
         time.sleep(1.0)  # the last sets' results
+        if receiver is not None:  # the receiver's output counts, then it ends
+            receiver.send("report")
+            wait_until = time.monotonic() + 10
+            while "__final__" not in counts and time.monotonic() < wait_until:
+                time.sleep(0.01)
+            counts.pop("__final__", None)
         with lock:
             open_times = [t for s, t in received.items() if s >= first_open]
             result = {
@@ -262,6 +304,9 @@ def run_feeder(conn, spec: FeederSpec, context=None) -> None:
                     for s, t in sorted(received.items())
                     if s >= first_open and s in published_last
                 ],
+                # the same sets' two ends, for the node side's per-set timeline (node_latency.py)
+                "open_published_last": {s: t for s, t in published_last.items() if s >= first_open},
+                "open_received": {s: t for s, t in received.items() if s >= first_open},
             }
         conn.send(result)
     except Exception as exc:  # the node side must not wait forever for a feeder that died
@@ -274,9 +319,54 @@ def run_feeder(conn, spec: FeederSpec, context=None) -> None:
             rclpy.shutdown(context=context)
 
 
-def run_feeder_process(conn, spec: FeederSpec) -> None:
+def run_feeder_process(conn, spec: FeederSpec, receiver=None) -> None:
     """Entry point of the feeder process (``multiprocessing`` spawn context)."""
-    run_feeder(conn, spec)
+    run_feeder(conn, spec, receiver=receiver)
+
+
+def run_receiver(conn, spec: FeederSpec) -> None:
+    """The output subscribers in a process of their own (``--subscribers process``): the cameras'
+    process then publishes images only, so its receipt times cannot wait behind its own publishing.
+    Over ``conn`` (to the feeder): first ``{"topics": [...]}`` once subscribed, then
+    ``("occupancy", stamp_ns, receipt_time)`` per occupancy; on "report", ``("counts", {topic: n})``
+    and the end."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+
+    from gausstr_core.data.synthetic.rig import nuscenes_rig
+    from gausstr_ros.node.executor import spin
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("bench_receiver", namespace=spec.namespace, context=context)
+    counts: dict[str, int] = {}
+    send_lock = threading.Lock()
+
+    def on_occupancy(stamp: int, now: float) -> None:
+        with send_lock:
+            conn.send(("occupancy", stamp, now))
+
+    def count(topic: str) -> None:
+        counts[topic] = counts.get(topic, 0) + 1
+
+    qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+    names = nuscenes_rig(spec.height, spec.width).names
+    topics = subscribe_outputs(node, names, qos, on_occupancy, count)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    threading.Thread(target=spin, args=(executor,), daemon=True).start()
+    try:
+        conn.send({"topics": topics})
+        conn.recv()  # "report"
+        with send_lock:
+            conn.send(("counts", dict(counts)))
+    except (EOFError, OSError):
+        pass  # the feeder is gone: nothing to report to
+    finally:
+        executor.shutdown(timeout_sec=5)
+        node.destroy_node()
+        rclpy.shutdown(context=context)
 
 
 __all__ = [
@@ -285,6 +375,8 @@ __all__ = [
     "camera_topics",
     "run_feeder",
     "run_feeder_process",
+    "run_receiver",
+    "subscribe_outputs",
     "synthetic_depth",
     "synthetic_rgb",
 ]

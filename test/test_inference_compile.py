@@ -386,3 +386,25 @@ def test_the_training_row_is_judged_on_the_presets_render_scale(tmp_path):
     (tmp_path / "train.json").write_text(json.dumps({"single": [run(1.0, 10.5)], "scaled": [run(0.5, 20.0)]}))
     row = next(line for line in summarize(tmp_path)[0] if "5. training" in line)
     assert row.endswith("| yes |"), row
+
+
+def test_the_ros_row_says_where_a_set_spent_its_time_under_load(tmp_path):
+    """The open loop's per-set timeline (node_latency.py's ``timeline_ms``): its segment means in the
+    ros row, none without sets (made-up inputs)."""
+    import json
+
+    from benchmarks.realtime_summary import summarize
+    from benchmarks.set_timeline import TIMELINE
+
+    segment = {"mean": 1.0, "p50": 1.0, "p99": 2.0}
+    timeline = {"sets": 170, **{name: segment for name, _ in TIMELINE}, "total": {"mean": 6.0, "p99": 9.0}}
+    timeline["queue"] = {"mean": 41.5, "p50": 40.0, "p99": 70.0}
+    ros = _ros_run(open_latencies=[90.0, 100.0], timeline_ms={"closed": {"sets": 0}, "open": timeline})
+    (tmp_path / "node_ros.json").write_text(json.dumps(ros))
+    (tmp_path / "node_ros_innode.json").write_text(json.dumps({**ros, "timeline_ms": {"open": {"sets": 0}}}))
+    lines, data = summarize(tmp_path)
+    rows = [line for line in lines if "3. ROS mode" in line]
+    assert len(rows) == 2, rows
+    assert "(a set's mean time there, ms: DDS in, conversion, sync 1.0, waiting for stage 1 41.5," in rows[0]
+    assert "mean time there" not in rows[1]
+    assert data["ros"]["timeline_open_ms"]["queue"]["mean"] == 41.5

@@ -16,12 +16,16 @@ pytestmark = [pytest.mark.ros]
 ROOT = Path(__file__).resolve().parents[1]
 
 
+HELPERS = ("--input-process", "--output-process", "always")
+
+
 @pytest.mark.parametrize(
-    "feeder, helpers",
-    [("process", ()), ("thread", ()), ("process", ("--input-process", "--output-process", "always"))],
-    ids=["process", "thread", "helper_processes"],
+    "feeder, extra",
+    [("process", ()), ("thread", ()), ("process", HELPERS), ("process", ("--subscribers", "process"))],
+    ids=["process", "thread", "helper_processes", "subscribers_process"],
 )
-def test_ros_mode_measures_every_closed_loop_set(tmp_path, feeder, helpers):
+def test_ros_mode_measures_every_closed_loop_set(tmp_path, feeder, extra):
+    helpers = extra == HELPERS
     pytest.importorskip("rclpy", reason="needs rclpy (the ROS 2 wheels or a ROS install)")
     pytest.importorskip("gausstr_ros.msg", reason="needs the package's generated messages")
     out = tmp_path / "ros.json"
@@ -47,12 +51,13 @@ def test_ros_mode_measures_every_closed_loop_set(tmp_path, feeder, helpers):
         feeder,
         "--json",
         str(out),
-        *helpers,
+        *extra,
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"node_latency failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     r = json.loads(out.read_text())
     assert r["feeder"] == feeder and r["dds_profile"].endswith("fastdds_large_images.xml")
+    assert r["subscribers"] == ("process" if "--subscribers" in extra else "feeder")
     # the node's helper processes, when on, and their CPU over the open loop
     assert r["input_process"] == r["output_process"] == bool(helpers)
     assert {h["name"] for h in r["helper_cpu"]} == ({"input process", "output process"} if helpers else set())
@@ -76,6 +81,18 @@ def test_ros_mode_measures_every_closed_loop_set(tmp_path, feeder, helpers):
     stages = r["node_stages_ms"]
     assert len(stages["start"]) >= 3 and len(stages["publish"]) >= 3, stages
     assert all(v >= 0 for values in stages.values() for v in values)
+    # each answered set's latency split into consecutive segments: one per closed-loop set, adding
+    # up to the latency the feeder measured, and open-loop sets too
+    closed_timeline = r["timeline_ms"]["closed"]
+    assert closed_timeline["sets"] == 2, closed_timeline
+    assert closed_timeline["total"]["mean"] == pytest.approx(sum(r["latencies"]) / 2, rel=1e-6)
+    segments = ("dds_in", "queue", "stage1", "handoff", "device", "outputs")
+    assert sum(closed_timeline[k]["mean"] for k in segments) == pytest.approx(
+        closed_timeline["total"]["mean"], rel=1e-6
+    )
+    # all but dds_in are intervals of one process's clock in order; dds_in as above
+    assert all(closed_timeline[k]["p50"] >= 0 for k in segments[1:]), closed_timeline
+    assert r["timeline_ms"]["open"]["sets"] >= 1, r["timeline_ms"]["open"]
     # the threads' CPU time per stage, one per set, never more than the wall time (1 ms: clocks)
     for key in ("start", "publish"):
         assert len(stages[f"{key}_cpu"]) == len(stages[key]), key
@@ -133,3 +150,34 @@ def test_simulated_device_is_an_in_order_queue_and_waits_without_the_lock():
     assert 0.055 <= time.perf_counter() - t1 < 0.25
     with pytest.raises(ValueError, match="positive"):
         SimulatedDevicePredictor(Real(), None, 0)
+
+
+def test_set_timeline_splits_each_set_and_leaves_out_unfinished_ones():
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.set_timeline import TIMELINE, set_timeline, summarize_timeline, timeline_line
+
+    published = {1: 10.000, 2: 10.100, 3: 10.200}
+    arrivals = {1: 10.002, 2: 10.103, 3: 10.201}
+    marks = {
+        1: {"taken": 10.004, "prepared": 10.014, "handed": 10.015, "ready": 10.040},
+        2: {"taken": 10.110, "prepared": 10.120, "handed": 10.130, "ready": 10.160},
+        3: {"taken": 10.205},  # still in stage 1 when the feeder reported: left out
+    }
+    received = {1: 10.050, 2: 10.175}
+    t = set_timeline([1, 2, 3], published, arrivals, marks, received)
+    assert len(t["total"]) == 2
+    assert t["total"] == pytest.approx([50.0, 75.0])
+    assert t["dds_in"] == pytest.approx([2.0, 3.0])
+    assert t["queue"] == pytest.approx([2.0, 7.0])
+    assert t["stage1"] == pytest.approx([10.0, 10.0])
+    assert t["handoff"] == pytest.approx([1.0, 10.0])
+    assert t["device"] == pytest.approx([25.0, 30.0])
+    assert t["outputs"] == pytest.approx([10.0, 15.0])
+    for i in range(2):
+        assert sum(t[name][i] for name, _ in TIMELINE) == pytest.approx(t["total"][i])
+    summary = summarize_timeline(t)
+    assert summary["sets"] == 2 and summary["device"]["mean"] == pytest.approx(27.5)
+    line = timeline_line(summary, "at 30 Hz input")
+    assert "device 27.5" in line and "end-to-end mean 62.5" in line
+    assert summarize_timeline(set_timeline([3], published, arrivals, marks, received)) == {"sets": 0}
+    assert timeline_line({"sets": 0}, "x") is None
