@@ -403,6 +403,34 @@ def test_centered_term_is_off_in_the_paper_presets_and_validated():
         LossConfig(centered_feature_weight=-1.0)
 
 
+def test_a_late_centered_term_is_off_before_its_start_and_the_same_term_after():
+    out, _ = _one_big_gaussian([1.0, 0.0, 0.0])
+    out.target_features = torch.randn(1, 1, 3, 2, 3, generator=torch.Generator().manual_seed(0))
+    batch = _camera_batch()
+    late = GaussTRLoss(LossConfig(pca_dims=2, centered_feature_weight=5.0, centered_feature_start=0.4))
+    always = GaussTRLoss(LossConfig(pca_dims=2, centered_feature_weight=5.0))
+    plain = GaussTRLoss(LossConfig(pca_dims=2))
+
+    def terms_of(loss, **progress):
+        torch.manual_seed(0)  # the PCA basis is drawn (torch.pca_lowrank): the same draw each call
+        return loss(out, batch, **progress).terms
+
+    before = terms_of(late, progress=0.39)
+    assert "layer0/feature_centered" not in before
+    assert before["loss"].item() == pytest.approx(terms_of(plain)["loss"].item(), rel=1e-6)
+    after = terms_of(late, progress=0.4)
+    reference = terms_of(always, progress=0.0)  # start 0: on from the first step
+    assert after["layer0/feature_centered"].item() > 0
+    assert after["layer0/feature_centered"].item() == pytest.approx(
+        reference["layer0/feature_centered"].item(), rel=1e-6
+    )
+    # outside a training run (no progress given) every term is on
+    assert "layer0/feature_centered" in terms_of(late)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="centered_feature_start"):
+            LossConfig(centered_feature_start=bad)
+
+
 def test_tiled_rendering_gives_the_same_loss_and_gradients():
     depth = torch.rand(1, 1, 8, 12) * 10 + 5
     batch = _camera_batch(depth=depth)

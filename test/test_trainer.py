@@ -302,3 +302,23 @@ def test_a_collapsed_run_recovers_on_cuda_with_bf16(tmp_path, monkeypatch):
     """The same on the GPU: host snapshots of CUDA parameters and optimizer state go back to the
     device, under bf16 autocast."""
     _collapse_and_recover(tmp_path, monkeypatch, device="cuda", amp="bf16", threads=0)
+
+
+def test_the_trainer_hands_its_progress_to_the_loss_so_a_late_term_starts_on_time(tmp_path):
+    """loss.centered_feature_start: off for the steps before that fraction of the run, on after."""
+    from gausstr_testing.training import OVERRIDES
+
+    overrides = [*OVERRIDES, "loss.centered_feature_weight=1", "loss.centered_feature_start=0.5"]
+    trainer = _trainer(train_config(tmp_path, overrides=overrides))
+    real_loss = trainer.loss_fn
+    calls = []  # (progress, centred term present) per step
+
+    def loss(output, batch, **kw):
+        out = real_loss(output, batch, **kw)
+        calls.append((kw["progress"], "layer0/feature_centered" in out.terms))
+        return out
+
+    trainer.loss_fn = loss
+    trainer.fit()
+    assert [round(p, 3) for p, _ in calls] == [round(i / 6, 3) for i in range(6)]
+    assert [on for _, on in calls] == [False, False, False, True, True, True], calls

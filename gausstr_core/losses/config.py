@@ -141,6 +141,10 @@ class LossConfig:
             is ``F - alpha mu`` of the one render (no extra pass). With both terms the optimum is
             still the target itself (raw and centred directions agree only there), so inference
             is unchanged.
+        centered_feature_start: the centred term is on from this fraction of the run on (the
+            trainer's progress: the larger of the step and time fractions of its budget), off
+            before, so that it reshapes the features once the geometry has formed; 0 = from the
+            first step. At paper scale the term from the first step cost 6-8 IoU (docs/results.md).
         depth_weight: weight of the depth loss (SILog + ``depth_l1_weight`` x L1).
         depth_l1_weight: weight of the L1 term inside the depth loss (official 0.2).
         silog_lambda: variance weight lambda of SILog (mmseg 0.5).
@@ -167,6 +171,7 @@ class LossConfig:
     pca_niter: int = 4
     feature_weight: float = 5.0
     centered_feature_weight: float = 0.0
+    centered_feature_start: float = 0.0
     depth_weight: float = 1.0
     depth_l1_weight: float = 0.2
     silog_lambda: float = 0.5
@@ -212,3 +217,7 @@ class LossConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.centered_feature_start < 1.0:
+            raise ValueError(
+                f"loss.centered_feature_start must be in [0, 1), got {self.centered_feature_start}"
+            )

@@ -159,7 +159,8 @@ def clean_depth(depth: Tensor) -> Tensor:
 
 
 class GaussTRLoss:
-    """``GaussTRLoss(config)(output, batch, segmentation=None, ground_truth=None) -> LossOutput``.
+    """``GaussTRLoss(config)(output, batch, segmentation=None, ground_truth=None, progress=1.0)
+    -> LossOutput``.
 
     ``output`` is a ``GaussTROutput`` (per-layer ``gaussians``, ``target_features``,
     ``predicted_depth``, ``segment_heads``, ``colors``); ``batch`` supplies the cameras, images and
@@ -167,6 +168,8 @@ class GaussTRLoss:
     segmentation term when the model has segment heads. ``ground_truth`` (``semantics`` and
     ``mask_camera`` (B, X, Y, Z)) feeds the GaussRender term, which also needs ``class_prototypes``
     (``ClassPrototypes.from_config(config, categories)``) and the ground truth's ``grid``.
+    ``progress`` (the used fraction of the training run, in [0, 1]) switches terms that start late
+    (``LossConfig.centered_feature_start``); outside a training run every term is on.
     Computed in float32 whatever the caller's autocast.
     """
 
@@ -191,7 +194,12 @@ class GaussTRLoss:
         return max(1, round(image_size[0] * s)), max(1, round(image_size[1] * s))
 
     def __call__(
-        self, output, batch: CameraBatch, segmentation: Tensor | None = None, ground_truth=None
+        self,
+        output,
+        batch: CameraBatch,
+        segmentation: Tensor | None = None,
+        ground_truth=None,
+        progress: float = 1.0,
     ) -> LossOutput:
         if self.needs_ground_truth:
             if ground_truth is None:
@@ -211,12 +219,18 @@ class GaussTRLoss:
             )
         device_type = batch.images.device.type
         with torch.autocast(device_type, enabled=False):
-            return self._compute(output, batch, segmentation, ground_truth)
+            return self._compute(output, batch, segmentation, ground_truth, progress)
 
     def _compute(
-        self, output, batch: CameraBatch, segmentation: Tensor | None, ground_truth=None
+        self,
+        output,
+        batch: CameraBatch,
+        segmentation: Tensor | None,
+        ground_truth=None,
+        progress: float = 1.0,
     ) -> LossOutput:
         cfg = self.config
+        centered = cfg.centered_feature_weight > 0 and progress >= cfg.centered_feature_start
         b, v = batch.batch_size, batch.num_views
         h, w = batch.image_size
         hr, wr = self.render_size((h, w))
@@ -226,7 +240,7 @@ class GaussTRLoss:
             raise ValueError("the model output has no Gaussians (no decoder layers)")
 
         basis, target, target_mean = None, None, None
-        if output.target_features is not None and (cfg.feature_weight > 0 or cfg.centered_feature_weight > 0):
+        if output.target_features is not None and (cfg.feature_weight > 0 or centered):
             basis, target, target_mean = self._reduced_targets(output.target_features.float(), (hr, wr))
 
         depth_target = None
@@ -315,7 +329,7 @@ class GaussTRLoss:
                 term = cfg.feature_weight * cosine_loss(rendered.features, target)
                 terms[f"layer{i}/feature"] = term
                 total = total + term
-            if target is not None and cfg.centered_feature_weight > 0:
+            if target is not None and centered:
                 # sum_i w_i (f_i - mu) = F - alpha mu: the render of the centred Gaussian features
                 mean = target_mean.view(1, 1, -1, 1, 1)
                 term = cfg.centered_feature_weight * cosine_loss(
