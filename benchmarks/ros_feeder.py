@@ -185,6 +185,7 @@ def run_feeder(conn, spec: FeederSpec, context=None, receiver=None) -> None:
     def count(topic: str) -> None:
         counts[topic] = counts.get(topic, 0) + 1
 
+    counted = threading.Event()  # the receiver's final counts are in (--subscribers process)
     if receiver is None:
         output_topics = subscribe_outputs(node, rig.names, qos, on_occupancy, count)
     else:
@@ -201,9 +202,8 @@ def run_feeder(conn, spec: FeederSpec, context=None, receiver=None) -> None:
                 if event[0] == "occupancy":
                     on_occupancy(event[1], event[2])
                 elif event[0] == "counts":
-                    with lock:
-                        counts.update(event[1])
-                        counts["__final__"] = 1
+                    counts.update(event[1])
+                    counted.set()
                     return
 
         threading.Thread(target=drain, name="receiver_drain", daemon=True).start()
@@ -278,10 +278,7 @@ def run_feeder(conn, spec: FeederSpec, context=None, receiver=None) -> None:
         time.sleep(1.0)  # the last sets' results
         if receiver is not None:  # the receiver's output counts, then it ends
             receiver.send("report")
-            wait_until = time.monotonic() + 10
-            while "__final__" not in counts and time.monotonic() < wait_until:
-                time.sleep(0.01)
-            counts.pop("__final__", None)
+            counted.wait(10)
         with lock:
             open_times = [t for s, t in received.items() if s >= first_open]
             result = {
