@@ -144,7 +144,10 @@ def check_run(watcher: StatusWatcher, log: Path, reliability: str, profile: bool
     assert SETS <= answered_or_counted(d) <= SETS + 1, (d, tail)
     assert d["processed"] >= 1, (d, tail)
     # nothing refused as bad input
-    assert d["rejected"] == d.get("rejected:incomplete", 0), (d, watcher.latest.last_error, tail)
+    assert d["rejected"] == d.get("rejected:incomplete", 0), (
+        f"rejected by kind: { {k: v for k, v in d.items() if k.startswith('rejected:')} }; "
+        f"counts {d}; last error: {watcher.latest.last_error}; node log:\n{tail}"
+    )
     print(f"{reliability} (profile {profile}): {d}")
     return after
 

@@ -59,9 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     pixels = [cams.rgb(k, 0) for k in range(len(cams.names))]
 
     deadline = time.monotonic() + args.match_timeout
-    while any(pub.get_subscription_count() == 0 for pub in image_pubs):
+    # The CameraInfo topics too: with the node's input process, its CameraInfo readers can match
+    # after its image readers on a loaded machine, and a set that comes before its cameras' CameraInfo
+    # is refused ("camera_info"), as it should be.
+    while any(pub.get_subscription_count() == 0 for pub in image_pubs + info_pubs):
         if time.monotonic() > deadline:
-            print(json.dumps({"error": "the node's image subscriptions did not match"}), flush=True)
+            print(json.dumps({"error": "the node's camera subscriptions did not match"}), flush=True)
             return 1
         rclpy.spin_once(node, timeout_sec=0.05)
     # A driver publishes CameraInfo all the time: do so for a second before the first set, so that the
