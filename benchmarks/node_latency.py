@@ -601,6 +601,8 @@ def run_ros_mode(args) -> dict:
         node.destroy_node()
         rclpy.shutdown(context=context)
     stamps = result["closed"]
+    open_published, open_received = result["open_published_last"], result["open_received"]
+    open_stamps = [s for s in sorted(open_received) if s in open_published]
     where = "their own process" if args.feeder == "process" else "the node's process"
     if args.subscribers == "process":
         where = ("a process" if args.feeder == "process" else "the node's process") + (
@@ -621,7 +623,8 @@ def run_ros_mode(args) -> dict:
         "input_process": node.config.input_process,
         "dds_profile": os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or "Fast DDS defaults",
         "latencies": [1e3 * (result["received"][s] - result["published_last"][s]) for s in stamps],
-        "open_latencies": result.get("open_latency_ms", []),
+        # every open-loop set answered: last image published -> its occupancy received
+        "open_latencies": [1e3 * (open_received[s] - open_published[s]) for s in open_stamps],
         "dds_in": [1e3 * (arrivals[s] - result["published_last"][s]) for s in stamps if s in arrivals],
         # each answered set's end-to-end latency split into its consecutive segments
         "timeline_ms": {
@@ -629,13 +632,7 @@ def run_ros_mode(args) -> dict:
                 set_timeline(stamps, result["published_last"], arrivals, marks, result["received"])
             ),
             "open": summarize_timeline(
-                set_timeline(
-                    sorted(result.get("open_received", {})),
-                    result.get("open_published_last", {}),
-                    arrivals,
-                    marks,
-                    result.get("open_received", {}),
-                )
+                set_timeline(open_stamps, open_published, arrivals, marks, open_received)
             ),
         },
         # first image sent -> set complete in the node: never negative, whichever process sends

@@ -294,14 +294,8 @@ def run_feeder(conn, spec: FeederSpec, context=None, receiver=None) -> None:
                 "send_window": send_window,
                 "send_lag_ms": lag_ms,
                 "outputs_seen": dict(counts),
-                # every open-loop set answered: last image published -> its occupancy received (the
-                # latency under load that goals 2 and 3 bound; dropped sets have none)
-                "open_latency_ms": [
-                    1e3 * (t - published_last[s])
-                    for s, t in sorted(received.items())
-                    if s >= first_open and s in published_last
-                ],
-                # the same sets' two ends, for the node side's per-set timeline (node_latency.py)
+                # the open-loop sets' two ends (stamp -> time): their latency under load, which goals
+                # 2 and 3 bound, and the per-set timeline (node_latency.py); dropped sets have no receipt
                 "open_published_last": {s: t for s, t in published_last.items() if s >= first_open},
                 "open_received": {s: t for s, t in received.items() if s >= first_open},
             }
