@@ -164,6 +164,13 @@ RUNS: dict[str, Run] = {
         "loss.centered_feature_weight=5",
         "loss.centered_feature_start=0.34",
     ),
+    # the term reshapes the geometry (the densities fall, each pixel won by one Gaussian): the same
+    # term at 5 with its gradient kept to the Gaussians' features (a second, geometry-detached render)
+    "featup_both_centred_detached": featup_option(
+        "featup, both + centred feature term 5, geometry detached",
+        "loss.centered_feature_weight=5",
+        "loss.centered_feature_geometry_detached=true",
+    ),
     # A diagnostic, not the paper's configuration: docs/results.md reads the missing mIoU as
     # resolution (300 Gaussians of several metres per camera never win a barrier or a pedestrian,
     # car and vegetation sit at half the unprojection baseline). Twice the Gaussians tests that reading.

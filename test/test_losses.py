@@ -431,6 +431,37 @@ def test_a_late_centered_term_is_off_before_its_start_and_the_same_term_after():
             LossConfig(centered_feature_start=bad)
 
 
+def test_a_geometry_detached_centered_term_has_the_same_value_and_moves_only_the_features():
+    """Detached, the centred term is computed on a second render whose geometry is detached: the
+    same value, the same feature gradient, and no gradient on means, scales, rotations, opacities."""
+    for seed in range(3):
+        g = torch.Generator().manual_seed(200 + seed)
+        targets = torch.randn(1, 1, 3, 2, 3, generator=g) + torch.tensor([2.0, -1.0, 0.5]).view(1, 1, 3, 1, 1)
+        batch = _camera_batch()
+        results = {}
+        for detached in (False, True):
+            gaussians, params = _scattered_gaussians(seed=seed, requires_grad=True)
+            out = _output([gaussians])
+            out.target_features = targets
+            cfg = LossConfig(
+                pca_dims=None,
+                feature_weight=0.0,
+                depth_weight=0.0,
+                centered_feature_weight=2.0,
+                centered_feature_geometry_detached=detached,
+                render_backend="torch",
+            )
+            loss = GaussTRLoss(cfg)(out, batch).terms["loss"]
+            loss.backward()
+            results[detached] = (loss.item(), [p.grad for p in params])
+        (value, grads), (value_d, grads_d) = results[False], results[True]
+        assert value_d == pytest.approx(value, rel=1e-6), f"seed {seed}"
+        torch.testing.assert_close(grads_d[4], grads[4], rtol=1e-5, atol=1e-7, msg=f"seed {seed}")
+        assert grads[0].abs().sum() > 0 and grads[3].abs().sum() > 0, f"seed {seed}"
+        for name, grad in zip(("means", "scales", "rotations", "opacities"), grads_d[:4]):
+            assert grad is None or grad.abs().sum() == 0, f"seed {seed}: {name} got a gradient"
+
+
 def test_tiled_rendering_gives_the_same_loss_and_gradients():
     depth = torch.rand(1, 1, 8, 12) * 10 + 5
     batch = _camera_batch(depth=depth)

@@ -145,6 +145,12 @@ class LossConfig:
             trainer's progress: the larger of the step and time fractions of its budget), off
             before, so that it reshapes the features once the geometry has formed; 0 = from the
             first step. At paper scale the term from the first step cost 6-8 IoU (docs/results.md).
+        centered_feature_geometry_detached: the centred term's gradient reaches the Gaussians'
+            features only, not their means, scales, rotations or opacities: it is computed on a
+            second render of the features with the geometry detached (one more feature render per
+            decoder layer). The term otherwise reshapes the geometry so that each pixel is won by
+            one Gaussian (the densities fall, docs/results.md); detached, only the shared network
+            trunk couples it to the geometry. The loss value is the same either way.
         depth_weight: weight of the depth loss (SILog + ``depth_l1_weight`` x L1).
         depth_l1_weight: weight of the L1 term inside the depth loss (official 0.2).
         silog_lambda: variance weight lambda of SILog (mmseg 0.5).
@@ -172,6 +178,7 @@ class LossConfig:
     feature_weight: float = 5.0
     centered_feature_weight: float = 0.0
     centered_feature_start: float = 0.0
+    centered_feature_geometry_detached: bool = False
     depth_weight: float = 1.0
     depth_l1_weight: float = 0.2
     silog_lambda: float = 0.5

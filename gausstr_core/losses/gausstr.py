@@ -330,10 +330,29 @@ class GaussTRLoss:
                 terms[f"layer{i}/feature"] = term
                 total = total + term
             if target is not None and centered:
+                source = rendered
+                if cfg.centered_feature_geometry_detached:
+                    source = render_gaussians(
+                        Gaussians(
+                            g.means.detach(),
+                            g.scales.detach(),
+                            g.rotations.detach(),
+                            g.opacities.detach(),
+                            g.features[..., :q],
+                        ),
+                        intrinsics,
+                        cam_to_ego,
+                        (hr, wr),
+                        near=cfg.near,
+                        far=cfg.far,
+                        backend=cfg.render_backend,
+                        channel_chunk=cfg.channel_chunk,
+                        tile_size=cfg.render_tile_size,
+                    )
                 # sum_i w_i (f_i - mu) = F - alpha mu: the render of the centred Gaussian features
                 mean = target_mean.view(1, 1, -1, 1, 1)
                 term = cfg.centered_feature_weight * cosine_loss(
-                    rendered.features - rendered.alpha.unsqueeze(2) * mean, target - mean
+                    source.features - source.alpha.unsqueeze(2) * mean, target - mean
                 )
                 terms[f"layer{i}/feature_centered"] = term
                 total = total + term
