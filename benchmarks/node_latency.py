@@ -105,6 +105,9 @@ DDS_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_im
 GOAL_RATE_HZ = 30.0
 COMPILED = "graphs + compiled backbone"  # the variant's name, also read by realtime_summary.py
 COMPILED_NO_DEPTH = "graphs + compiled backbone, no depth subscriber"
+# the CUDA graphs with autocast casting the weights at every frame (cast_weights_once off): the
+# graph path as it was before the weights were cast once; also read by realtime_summary.py
+GRAPHS_PER_FRAME_CASTS = "graphs, weights cast per frame"
 GOAL_P99_MS = 40.0
 
 
@@ -229,24 +232,32 @@ def _pipeline_measurement(args) -> dict:
     use_depth = args.depth == "on" or (args.depth == "auto" and not predictor.model.config.depth_head.enabled)
     frames = synthetic_camera_frames(rig, h, w, use_depth)
     batch = pipeline.prepare(frames)  # the baseline's input, already on the device
-    variants = [("eager", False, False, True)]
+    # (name, CUDA graphs, compiled backbone, rendered depth, weights cast once). The baseline is the
+    # eager reference: autocast casts the weights at every frame.
+    variants = [("eager", False, False, True, False)]
     if device.type == "cuda":  # the CUDA-graph path and the compiled backbone exist on CUDA only
-        variants += [("graphs", True, False, True), ("graphs, no depth subscriber", True, False, False)]
+        variants += [
+            (GRAPHS_PER_FRAME_CASTS, True, False, True, False),
+            ("graphs", True, False, True, True),
+            ("graphs, no depth subscriber", True, False, False, True),
+        ]
         if args.compile_backbone:
-            variants += [(COMPILED, True, True, True), (COMPILED_NO_DEPTH, True, True, False)]
+            variants += [(COMPILED, True, True, True, True), (COMPILED_NO_DEPTH, True, True, False, True)]
     results = {}
-    for name, graphs, compiled, render in variants:
+    for name, graphs, compiled, render, cast in variants:
         if name != COMPILED_NO_DEPTH:  # (that one keeps the compiled backbone of the variant before)
-            predictor.configure(cuda_graphs=graphs, compile_backbone=compiled)  # nothing captured yet
+            # nothing captured yet
+            predictor.configure(cuda_graphs=graphs, compile_backbone=compiled, cast_weights_once=cast)
         results[name] = _measure_variant(args, predictor, pipeline, frames, batch, render, name)
         if compiled:
             results[name]["compile_status"] = predictor.compile_status
             results[name]["compile_s"] = predictor.compile_status.get("compile_s")
     predictor.configure(compile_backbone=False)
     profile = None
-    if args.profile:
-        predictor.configure(cuda_graphs=False)
+    if args.profile:  # the eager reference (weights cast per frame), as the baseline variant
+        predictor.configure(cuda_graphs=False, cast_weights_once=False)
         profile = profile_predict(predictor, batch, args.profile)
+        predictor.configure(cast_weights_once=True)
     runtime = categories_at_run_time(predictor, batch) if device.type == "cuda" else None
     return {
         **_setup(args, "pipeline (no ROS: FramePipeline + output arrays)", predictor, rig, (h, w)),
@@ -254,6 +265,7 @@ def _pipeline_measurement(args) -> dict:
         "variants": results,
         "categories_at_run_time": runtime,
         "graph_status": predictor.graph_status,
+        "cast_status": predictor.cast_status,
         "eager_profile": profile,
     }
 
@@ -804,7 +816,7 @@ def pipeline_table(r: dict) -> list[str]:
     header = "| measure [ms] | " + " | ".join(f"{n} p50 | {n} p99" for n in names)
     base = names[0]
     # the ratios to the eager baseline: the CUDA graphs, and the compiled backbone when measured
-    against = [n for n in (names[1] if len(names) > 1 else None, COMPILED) if n in variants]
+    against = [n for n in names[1:] if n in ("graphs", GRAPHS_PER_FRAME_CASTS, COMPILED)]
     header += "".join(f" | {base} / {n} (p50)" for n in against)
     lines = [header + " |", "|" + " --- |" * (1 + 2 * len(names) + len(against))]
     for label, get in rows:

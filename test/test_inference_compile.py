@@ -206,6 +206,32 @@ def test_the_benchmark_reports_the_compiled_variant_against_eager(tmp_path):
     assert "FAILED" in row and "no triton" in row and row.endswith("| - |")
 
 
+def test_the_benchmark_reports_the_weights_cast_once_against_per_frame_casts(tmp_path):
+    """The graph path with autocast's per-frame casts is a variant of its own: its ratio column in
+    node_latency's table and its time beside the default's in the goal-1 row (made-up inputs)."""
+    import json
+
+    from benchmarks.node_latency import GRAPHS_PER_FRAME_CASTS, pipeline_table
+    from benchmarks.realtime_summary import summarize
+
+    result = {
+        "variants": {
+            "eager": _variant(40.0),
+            GRAPHS_PER_FRAME_CASTS: _variant(25.0),
+            "graphs": _variant(20.0),
+        }
+    }
+    table = "\n".join(pipeline_table(result))
+    assert f"eager / {GRAPHS_PER_FRAME_CASTS} (p50) | eager / graphs (p50) |" in table
+    assert "| 1.60x | 2.00x |" in table
+    (tmp_path / "node_pipeline.json").write_text(json.dumps(result))
+    lines, data = summarize(tmp_path)
+    row = next(line for line in lines if line.startswith("| 1. predict"))
+    assert "CUDA graphs p50 20.0 ms vs eager 40.0 ms in the same run (2.00x)" in row
+    assert "at every frame (as before `cast_weights_once`) 25.0 ms (1.25x the weights cast once)" in row
+    assert row.endswith("| yes |") and data["predict_ms"]["graphs_per_frame_casts_p50"] == 25.0
+
+
 def test_the_summary_reports_the_compiled_path_without_depth_and_the_profile(tmp_path):
     """The compiled no-render variant is judged by the 20 ms goal; the profile row carries the device
     time per frame (made-up inputs)."""

@@ -295,6 +295,46 @@ def test_graph_path_matches_eager_talk2dino(gpu_predictor):
     predictor.set_categories(OCC3D_CATEGORIES)
 
 
+@pytest.mark.gpu
+def test_weights_cast_once_give_the_eager_results(gpu_predictor):
+    """``cast_weights_once`` (on by default) against autocast's per-frame casts, both eager: the
+    same labels, confidences, Gaussians and depth, to the bit whenever two eager runs of the
+    float32-weight reference agree to the bit (the bound is that run-to-run difference)."""
+    predictor = gpu_predictor
+    assert predictor.cast_status["enabled"] and predictor.cast_status["tensors"] > 0
+    frames, pipeline_cls = _node_batch("cuda", seed=3)
+    batch = pipeline_cls(predictor).prepare(frames)
+    cast = _eager(predictor, batch, render_depth=True)
+    predictor.configure(cast_weights_once=False)
+    try:
+        assert predictor.cast_status == {"enabled": False}
+        assert all(p.dtype == torch.float32 for p in predictor.model.parameters())
+        reference = _eager(predictor, batch, render_depth=True)
+        again = _eager(predictor, batch, render_depth=True)
+    finally:
+        predictor.configure(cast_weights_once=True)
+
+    def gap(a, b):
+        pairs = [
+            (a.confidence, b.confidence),
+            (a.gaussians.means, b.gaussians.means),
+            (a.gaussians.features, b.gaussians.features),
+            (a.rendered_depth, b.rendered_depth),
+        ]
+        return max(float((x.float() - y.float()).abs().max()) for x, y in pairs)
+
+    run_to_run, cast_gap = gap(reference, again), gap(reference, cast)
+    equal = float((cast.labels == reference.labels).float().mean())
+    print(
+        f"cast once vs autocast casts: {100 * equal:.4f} % equal labels, max difference {cast_gap:.2e} "
+        f"(two reference runs: {run_to_run:.2e})"
+    )
+    if run_to_run == 0:
+        assert equal == 1.0 and cast_gap == 0.0
+    else:
+        assert equal >= LABEL_AGREEMENT and cast_gap <= max(10 * run_to_run, CONFIDENCE_TOL)
+
+
 def _compiled_twin(reference: OccupancyPredictor) -> OccupancyPredictor:
     """A predictor with the reference's weights (same preset and seed) and ``compile_backbone`` on."""
     base = _random_predictor("talk2dino", "cuda", reference.grid)

@@ -193,7 +193,8 @@ def evaluate_model(
     ctx = ctx or DistributedContext()
     device = next(model.parameters()).device
     text = TextEncoder(dataclasses.replace(model_config.text, device=str(device)))
-    inference = model_config.inference
+    # The model is the trainer's: its parameters stay the optimizer's float32 tensors.
+    inference = dataclasses.replace(model_config.inference, cast_weights_once=False)
     if amp == "off":
         inference = dataclasses.replace(inference, autocast_dtype=None)
     predictor = OccupancyPredictor(model, text, model_config.grid, inference, categories, device)

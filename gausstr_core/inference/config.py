@@ -70,6 +70,13 @@ class InferenceConfig:
             from the eager reference: 99.52 % equal labels measured (H100, random weights), short of
             the 99.9 % the CUDA graphs meet; predict 22.6 vs 25.8 ms (docs/benchmarks.md). Ignored
             on the CPU.
+        cast_weights_once: on CUDA with an autocast dtype, hold the weights of the model's Linear and
+            convolution layers in that dtype (cast once, when the predictor is configured) instead
+            of letting autocast cast them again at every frame (``gausstr_core.inference.weights``).
+            Bit-identical results: autocast rounds the same float32 values the same way. The float32
+            values wait on the host and come back when it is switched off. The trainer's evaluation
+            switches it off (its model's parameters belong to the optimizer). Ignored on the CPU and
+            without autocast.
     """
 
     density_threshold: float = 4e-2
@@ -91,6 +98,7 @@ class InferenceConfig:
     render_tile_size: int | None = 8
     cuda_graphs: bool = True
     compile_backbone: bool = False
+    cast_weights_once: bool = True
 
     def __post_init__(self) -> None:
         self.free_prompts = tuple(" ".join(str(p).split()) for p in self.free_prompts)

@@ -50,6 +50,7 @@ from gausstr_core.grid import VoxelGrid
 from gausstr_core.inference.compile import CompiledBackbone
 from gausstr_core.inference.config import AUTOCAST_DTYPES, InferenceConfig
 from gausstr_core.inference.graphs import CudaGraphPredict
+from gausstr_core.inference.weights import LowPrecisionWeights
 from gausstr_core.render import render_gaussians
 from gausstr_core.text.encoder import PrototypeTable, TextEncoder
 from gausstr_core.text.vocabulary import OCC3D_CATEGORIES, Vocabulary
@@ -160,6 +161,8 @@ class OccupancyPredictor:
         self._prompts: _Prompts | None = None
         self._graphs: CudaGraphPredict | None = None
         self._compiled: CompiledBackbone | None = None
+        self._cast: LowPrecisionWeights | None = None
+        self._update_cast()
         self._update_compile()
         self._update_graphs()
         self.set_categories(OCC3D_CATEGORIES if categories is None else categories)
@@ -282,9 +285,10 @@ class OccupancyPredictor:
         prompt_templates: Sequence[str] | None = None,
         cuda_graphs: bool | None = None,
         compile_backbone: bool | None = None,
+        cast_weights_once: bool | None = None,
     ) -> None:
         """Change the grid, the density threshold, the prompt templates or the fast paths
-        (``InferenceConfig.cuda_graphs``, ``compile_backbone``); None = keep.
+        (``InferenceConfig.cuda_graphs``, ``compile_backbone``, ``cast_weights_once``); None = keep.
 
         Raises:
             ValueError: an invalid grid, threshold or template (nothing is changed then).
@@ -302,12 +306,18 @@ class OccupancyPredictor:
             config = dataclasses.replace(config, cuda_graphs=bool(cuda_graphs))
         if compile_backbone is not None:
             config = dataclasses.replace(config, compile_backbone=bool(compile_backbone))
+        if cast_weights_once is not None:
+            config = dataclasses.replace(config, cast_weights_once=bool(cast_weights_once))
         if prompt_templates:
             set_templates = getattr(self.text_encoder, "set_templates", None)
             if set_templates is None:
                 raise ValueError("this text encoder has fixed prototypes: prompt templates cannot change")
             set_templates(list(prompt_templates))
         self.grid, self.config = grid, config
+        if self._update_cast() and self._compiled is not None:
+            # the compiled backbone was traced with the other weights' dtype: compile it again
+            self._compiled.remove()
+            self._compiled = None
         self._update_compile()
         self._update_graphs()  # the grid, thresholds and backbone are baked into captured graphs
         if prompt_templates:
@@ -324,6 +334,28 @@ class OccupancyPredictor:
             and self.config.voxelizer_backend != "torch"
         )
         self._graphs = CudaGraphPredict(self) if use else None
+
+    def _update_cast(self) -> bool:
+        """Cast the matrix-product weights to the autocast dtype or put the float32 ones back, as
+        ``config.cast_weights_once`` says (CUDA with autocast only). Returns whether it changed."""
+        dtype = AUTOCAST_DTYPES.get(self.config.autocast_dtype) if self.device.type == "cuda" else None
+        use = self.config.cast_weights_once and dtype is not None
+        if self._cast is not None and (not use or self._cast.dtype != dtype):
+            self._cast.restore()
+            self._cast = None
+        elif self._cast is not None or not use:
+            return False
+        if use:
+            self._cast = LowPrecisionWeights(self.model, dtype)
+            self._cast.apply()
+        return True
+
+    @property
+    def cast_status(self) -> dict[str, Any]:
+        """What ``config.cast_weights_once`` did: whether it is in use, the dtype, how many tensors."""
+        if self._cast is None:
+            return {"enabled": False}
+        return {"enabled": True, "dtype": str(self._cast.dtype), "tensors": self._cast.cast_parameters}
 
     def _update_compile(self) -> None:
         """Compile the model's image backbone or put its eager forward back, as
