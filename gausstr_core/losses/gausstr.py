@@ -278,6 +278,19 @@ class GaussTRLoss:
             if cfg.photometric.mask_by_depth and depth_target is not None:
                 photo_mask = depth_target > cfg.beyond_limit_depth  # valid and within the depth limit
 
+        def render(gaussians: Gaussians) -> RenderOutput:
+            return render_gaussians(
+                gaussians,
+                intrinsics,
+                cam_to_ego,
+                (hr, wr),
+                near=cfg.near,
+                far=cfg.far,
+                backend=cfg.render_backend,
+                channel_chunk=cfg.channel_chunk,
+                tile_size=cfg.render_tile_size,
+            )
+
         terms: dict[str, Tensor] = {}
         total = batch.images.new_zeros((), dtype=torch.float32)
         rendered = rendered_rgb = None
@@ -301,17 +314,7 @@ class GaussTRLoss:
             if cfg.prune_opacity > 0:
                 g, kept = prune_by_opacity(g, cfg.prune_opacity, keep_all_when_none_left=True)
                 terms[f"metric/layer{i}_kept_fraction"] = kept.float().mean().detach()
-            rendered = render_gaussians(
-                g,
-                intrinsics,
-                cam_to_ego,
-                (hr, wr),
-                near=cfg.near,
-                far=cfg.far,
-                backend=cfg.render_backend,
-                channel_chunk=cfg.channel_chunk,
-                tile_size=cfg.render_tile_size,
-            )
+            rendered = render(g)
             if photometric:
                 rendered_rgb = rendered.features[:, :, q:]
                 rendered = RenderOutput(rendered.features[:, :, :q], rendered.depth, rendered.alpha)
@@ -332,22 +335,14 @@ class GaussTRLoss:
             if target is not None and centered:
                 source = rendered
                 if cfg.centered_feature_geometry_detached:
-                    source = render_gaussians(
+                    source = render(
                         Gaussians(
                             g.means.detach(),
                             g.scales.detach(),
                             g.rotations.detach(),
                             g.opacities.detach(),
                             g.features[..., :q],
-                        ),
-                        intrinsics,
-                        cam_to_ego,
-                        (hr, wr),
-                        near=cfg.near,
-                        far=cfg.far,
-                        backend=cfg.render_backend,
-                        channel_chunk=cfg.channel_chunk,
-                        tile_size=cfg.render_tile_size,
+                        )
                     )
                 # sum_i w_i (f_i - mu) = F - alpha mu: the render of the centred Gaussian features
                 mean = target_mean.view(1, 1, -1, 1, 1)
