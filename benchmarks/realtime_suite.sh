@@ -17,7 +17,7 @@
 # summary.md, results.json, benchmarks.md (the updated doc), logs.tgz (every stage's log).
 #   OUT=/tmp/out benchmarks/realtime_suite.sh            # all stages
 #   STAGES="build tests" benchmarks/realtime_suite.sh    # a subset (setup always runs)
-# Knobs: DEADLINE, NODE_FRAMES (30), ROS_FRAMES (15), ROS_THREAD (1; 0 skips the in-process feeder
+# Knobs: DEADLINE, NODE_FRAMES (30), NODE_LIMIT (90 s), ROS_FRAMES (15), ROS_THREAD (1; 0 skips the in-process feeder
 # run), ROS_SWITCH5 (1: the ros stage again with Python's 5 ms thread switch interval, the baseline
 # of the node's python_switch_interval_ms; 0 skips it), ROS_INFO (0; 1: the ros stage again with
 # CameraInfo published with every set, as camera drivers do), ROS_COALESCE (0; 1: the ros stage again
@@ -119,7 +119,7 @@ fi
 
 # --- node, pipeline mode: eager baseline and CUDA graphs (and the compiled backbone) in the same run
 if want node; then
-  gpu_stage node $(( 70 + COMPILE_S )) $PY benchmarks/node_latency.py --random-init --mode pipeline --preset talk2dino \
+  gpu_stage node $(( ${NODE_LIMIT:-90} + COMPILE_S )) $PY benchmarks/node_latency.py --random-init --mode pipeline --preset talk2dino \
     --frames ${NODE_FRAMES:-30} --warmup 4 $COMPILE_FLAG --output docs/benchmarks.md --json "$WORK/node_pipeline.json" \
     --profile "$WORK/predict_profile.txt"
 fi
