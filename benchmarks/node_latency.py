@@ -8,8 +8,9 @@ Two modes, named in the output:
   ``benchmarks/ros_feeder.py``, which also subscribes to every output. The feeder runs in its own
   process (``--feeder process``, default: camera drivers and RViz are other processes on a robot) or
   in a thread of the node's process (``--feeder thread``:
-  both sides share one interpreter lock); ``--subscribers process`` moves the output subscribers
-  into a third process (``ros_feeder.run_receiver``). Every process uses
+  both sides share one interpreter lock); the output subscribers have a third process
+  (``ros_feeder.run_receiver``, ``--subscribers process``, the default) or stay in the feeder
+  (``--subscribers feeder``, the harness before 2026-12-06). Every process uses
   config/fastdds_large_images.xml unless ``--dds-profile environment``. Latency = receipt of the
   published occupancy minus publication of the LAST image of its set (CLOCK_MONOTONIC, one clock for
   every process), so it includes DDS
@@ -84,8 +85,9 @@ does not depend on them). Two modes, each reported in its own block below:
 * `ros`: the real node with rclpy, fed by a camera feeder (`benchmarks/ros_feeder.py`) that also
   subscribes to every output (so every message is built). The feeder runs in its own process
   (`ros-process` blocks: camera drivers and RViz are other processes on a robot) or in the node's
-  process (`ros-thread` blocks: one interpreter lock for both sides); with `--subscribers process`
-  the output subscribers have a process of their own; every process uses
+  process (`ros-thread` blocks: one interpreter lock for both sides); the output subscribers have a
+  process of their own (`--subscribers process`, the default; `feeder` keeps them with the cameras,
+  as every run before 2026-12-06 did); every process uses
   `config/fastdds_large_images.xml` unless `--dds-profile environment`. Latency = occupancy received
   minus last image published (DDS both ways included; CLOCK_MONOTONIC, one clock for both
   processes), and the part until the node holds the complete frame set (DDS delivery of the images,
@@ -1081,9 +1083,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--subscribers",
         choices=("feeder", "process"),
-        default="feeder",
-        help="ros mode: the output subscribers with the cameras (the feeder; every earlier run) or in a "
-        "process of their own, so that their receipt times do not wait behind the cameras' publishing",
+        default="process",
+        help="ros mode: the output subscribers in a process of their own (the default since 2026-12-06: "
+        "as a robot's consumers are; the cameras then send on time) or with the cameras (the feeder; "
+        "every earlier run: under load that process sent sets up to 13 ms late, in bursts, "
+        "docs/benchmarks.md)",
     )
     parser.add_argument(
         "--small-grid",

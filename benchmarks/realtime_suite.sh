@@ -24,9 +24,9 @@
 # with the node's executor_coalesce_ms 3), ROS_INNODE (1: stage ros_innode, the outputs published by
 # the node itself, output_process never: the baseline of the default, which with CUDA uses the output
 # process; 0 skips it), ROS_INPROC / ROS_HELPERS (0; 1: stages ros_inproc / ros_helpers, the node's
-# input_process with the outputs in the node / in the output process), ROS_RECEIVER (0; 1: stage
-# ros_receiver, the ros stage with the output subscribers in a process of their own, so that the
-# cameras' publishing cannot delay their receipt times), LOCK (1: py-spy samples the interpreter
+# input_process with the outputs in the node / in the output process), ROS_SHARED (0; 1: stage
+# ros_shared, the ros stage with the output subscribers in the cameras' process, the harness of every
+# run before 2026-12-06; the ros stages keep them in a process of their own, as a robot's consumers), LOCK (1: py-spy samples the interpreter
 # lock's holder in the ros stages' open loop, benchmarks/gil_profile.py), EXTRA_TESTS (more pytest paths), TESTS_LIMIT
 # (seconds, 60), MAX_JOBS, TAIL. COMPILE=1: the image backbone compiled with torch.compile
 # (InferenceConfig.compile_backbone) too: the node stage measures it as more variants in the same run (node_latency.py --compile-backbone), the ros stage adds
@@ -130,8 +130,8 @@ if want ros; then
   echo "=== ros setup: $(grep -E '^(python|rc=)' "$WORK/ros_setup.log" | tr '\n' ' ')"
   if [ "$CUDA" = 1 ] && grep -q "^rc=0" "$WORK/ros_setup.log"; then
     EXTRA=$(sed -n 's/^ROS_PYTHONPATH_EXTRA=//p' "$WORK/ros_setup.log")
-    # the feeder (cameras, output subscribers) in its own process as on a robot; then, for
-    # comparison, in the node's process (one interpreter lock for both sides)
+    # the cameras in their own process and the output subscribers in another, as on a robot; then,
+    # for comparison, the cameras in the node's process (one interpreter lock for both sides)
     # LOCK=1: py-spy (a carried wheel, $SITE/bin) samples who holds the interpreter lock in the open loop
     LOCK_FLAG() { [ "${LOCK:-1}" = 1 ] && echo "--lock-profile $WORK/lock_$1.txt"; }
     export PY_SPY=$SITE/bin/py-spy
@@ -165,9 +165,9 @@ if want ros; then
     [ "${ROS_HELPERS:-0}" = 1 ] && stage ros_helpers 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
       --feeder process --input-process --output-process always --json "$WORK/node_ros_helpers.json" $(LOCK_FLAG ros_helpers)
-    [ "${ROS_RECEIVER:-0}" = 1 ] && stage ros_receiver 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
+    [ "${ROS_SHARED:-0}" = 1 ] && stage ros_shared 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
-      --feeder process --subscribers process --json "$WORK/node_ros_receiver.json" $(LOCK_FLAG ros_receiver)
+      --feeder process --subscribers feeder --json "$WORK/node_ros_shared.json" $(LOCK_FLAG ros_shared)
     # the same with Python's own 5 ms thread switch interval: the baseline of the node's setting
     [ "${ROS_SWITCH5:-1}" = 1 ] && stage ros_switch5 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \

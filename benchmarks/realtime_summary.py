@@ -262,8 +262,8 @@ def summarize(work: Path) -> tuple[list[str], dict]:
     # 3. ROS mode: the feeder (cameras, output subscribers) in its own process, and in the node's
     rows_before = len(rows)
     wheres = {
-        "process": "cameras and subscribers in their own process, as on a robot",
-        "thread": "cameras and subscribers in the node's process",
+        "process": "cameras in their own process, as on a robot",
+        "thread": "cameras in the node's process",
         None: "first design: cameras and subscribers in the node's process, outputs deserialized",
     }
     for key, name in (
@@ -277,6 +277,7 @@ def summarize(work: Path) -> tuple[list[str], dict]:
         ("ros_inproc", "node_ros_inproc.json"),
         ("ros_helpers", "node_ros_helpers.json"),
         ("ros_receiver", "node_ros_receiver.json"),
+        ("ros_shared", "node_ros_shared.json"),
     ):
         ros = _load(work / name)
         if not (ros and ros.get("latencies")):
@@ -290,8 +291,15 @@ def summarize(work: Path) -> tuple[list[str], dict]:
             where += "; CameraInfo with every set"
         if ros.get("executor_coalesce_ms"):
             where += f"; executor coalescing {ros['executor_coalesce_ms']:g} ms"
-        if ros.get("subscribers") == "process":
-            where += "; output subscribers in a process of their own"
+        if (
+            ros.get("feeder") is not None
+        ):  # (the first design had no feeder: its subscribers were in the node)
+            # runs before the key existed kept the subscribers with the cameras
+            where += (
+                "; output subscribers in a process of their own"
+                if ros.get("subscribers") == "process"
+                else "; output subscribers with the cameras"
+            )
         if ros.get("input_process"):
             where += "; cameras taken in the input process"
         if ros.get("output_process"):
@@ -344,7 +352,15 @@ def summarize(work: Path) -> tuple[list[str], dict]:
                 ),
             )
         )
-    for key in ("ros_innode", "ros_inproc", "ros_helpers", "ros_receiver", "ros_coalesce", "ros_info"):
+    for key in (
+        "ros_innode",
+        "ros_inproc",
+        "ros_helpers",
+        "ros_receiver",
+        "ros_shared",
+        "ros_coalesce",
+        "ros_info",
+    ):
         if "ros" in data and key in data and data["ros"]["sustained_hz"] > 0:
             ratio = data[key]["sustained_hz"] / data["ros"]["sustained_hz"]
             rows.append(

@@ -21,8 +21,8 @@ HELPERS = ("--input-process", "--output-process", "always")
 
 @pytest.mark.parametrize(
     "feeder, extra",
-    [("process", ()), ("thread", ()), ("process", HELPERS), ("process", ("--subscribers", "process"))],
-    ids=["process", "thread", "helper_processes", "subscribers_process"],
+    [("process", ()), ("thread", ()), ("process", HELPERS), ("process", ("--subscribers", "feeder"))],
+    ids=["process", "thread", "helper_processes", "subscribers_with_the_cameras"],
 )
 def test_ros_mode_measures_every_closed_loop_set(tmp_path, feeder, extra):
     helpers = extra == HELPERS
@@ -57,7 +57,7 @@ def test_ros_mode_measures_every_closed_loop_set(tmp_path, feeder, extra):
     assert proc.returncode == 0, f"node_latency failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     r = json.loads(out.read_text())
     assert r["feeder"] == feeder and r["dds_profile"].endswith("fastdds_large_images.xml")
-    assert r["subscribers"] == ("process" if "--subscribers" in extra else "feeder")
+    assert r["subscribers"] == ("feeder" if "--subscribers" in extra else "process")
     # the node's helper processes, when on, and their CPU over the open loop
     assert r["input_process"] == r["output_process"] == bool(helpers)
     assert {h["name"] for h in r["helper_cpu"]} == ({"input process", "output process"} if helpers else set())
