@@ -5,7 +5,8 @@ CUDA tensors for anything a capture refuses (host reads, host<->device copies, d
 for the talk2dino preset at the node's size and the tiny preset; the cache's capture/eager/fallback
 logic runs with a stand-in graph. On a GPU (``gpu``): real capture, parity with the eager path
 (labels >= 99.9 % equal, confidences within 2e-3), categories changed at run time, the deferred
-input check, and the fallback when capture fails; and the compiled backbone
+input check, the fallback when capture fails, the weights cast once (``cast_weights_once``: the
+same results to the bit as autocast's per-frame casts); and the compiled backbone
 (``compile_backbone``) with the graph path against the eager, uncompiled reference, with bounds that
 catch a broken compilation but not its different rounding (see COMPILED_LABEL_AGREEMENT): it does
 not reach the 99.9 % bar, which is why ``compile_backbone`` is off by default.
