@@ -335,10 +335,15 @@ class OccupancyPredictor:
         )
         self._graphs = CudaGraphPredict(self) if use else None
 
+    def _autocast_dtype(self) -> torch.dtype | None:
+        """The model forward's autocast dtype: ``config.autocast_dtype`` on CUDA, None (float32)
+        elsewhere. The weights cast once must have exactly this dtype to match autocast's casts."""
+        return AUTOCAST_DTYPES.get(self.config.autocast_dtype) if self.device.type == "cuda" else None
+
     def _update_cast(self) -> bool:
         """Cast the matrix-product weights to the autocast dtype or put the float32 ones back, as
         ``config.cast_weights_once`` says (CUDA with autocast only). Returns whether it changed."""
-        dtype = AUTOCAST_DTYPES.get(self.config.autocast_dtype) if self.device.type == "cuda" else None
+        dtype = self._autocast_dtype()
         use = self.config.cast_weights_once and dtype is not None
         if self._cast is not None and (not use or self._cast.dtype != dtype):
             self._cast.restore()
@@ -512,7 +517,7 @@ class OccupancyPredictor:
         ValueError, and no autocast weight cache. Same values either way.
         """
         cfg, grid = self.config, self.grid
-        dtype = AUTOCAST_DTYPES.get(cfg.autocast_dtype) if self.device.type == "cuda" else None
+        dtype = self._autocast_dtype()
         with torch.autocast(
             self.device.type,
             dtype=dtype or torch.float32,
