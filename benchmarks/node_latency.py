@@ -617,15 +617,11 @@ def run_ros_mode(args) -> dict:
     stamps = result["closed"]
     open_published, open_received = result["open_published_last"], result["open_received"]
     open_stamps = [s for s in sorted(open_received) if s in open_published]
-    where = "their own process" if args.feeder == "process" else "the node's process"
-    if args.subscribers == "process":
-        where = ("a process" if args.feeder == "process" else "the node's process") + (
-            "; output subscribers in another process"
-        )
+    cameras = "their own process" if args.feeder == "process" else "the node's process"
+    subscribers = "another process" if args.subscribers == "process" else "the cameras' process"
+    where = f"cameras in {cameras}, output subscribers in {subscribers}"
     return {
-        **_setup(
-            args, f"ros (real node, rclpy, Fast DDS; cameras, subscribers in {where})", predictor, rig, (h, w)
-        ),
+        **_setup(args, f"ros (real node, rclpy, Fast DDS; {where})", predictor, rig, (h, w)),
         "feeder": args.feeder,
         "subscribers": args.subscribers,
         "camera_info_every_set": args.camera_info_every_set,

@@ -291,10 +291,9 @@ def summarize(work: Path) -> tuple[list[str], dict]:
             where += "; CameraInfo with every set"
         if ros.get("executor_coalesce_ms"):
             where += f"; executor coalescing {ros['executor_coalesce_ms']:g} ms"
-        if (
-            ros.get("feeder") is not None
-        ):  # (the first design had no feeder: its subscribers were in the node)
-            # runs before the key existed kept the subscribers with the cameras
+        # The first design had no feeder (its subscribers were in the node); runs before the
+        # "subscribers" key existed kept the subscribers with the cameras.
+        if ros.get("feeder") is not None:
             where += (
                 "; output subscribers in a process of their own"
                 if ros.get("subscribers") == "process"
