@@ -107,6 +107,8 @@ DDS_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_im
 GOAL_RATE_HZ = 30.0
 COMPILED = "graphs + compiled backbone"  # the variant's name, also read by realtime_summary.py
 COMPILED_NO_DEPTH = "graphs + compiled backbone, no depth subscriber"
+# the compiled backbone with Inductor's fused float32 intermediates (compile_emulate_precision_casts off)
+COMPILED_FUSED_CASTS = "graphs + compiled backbone, casts fused"
 # the CUDA graphs with autocast casting the weights at every frame (cast_weights_once off): the
 # graph path as it was before the weights were cast once; also read by realtime_summary.py
 GRAPHS_PER_FRAME_CASTS = "graphs, weights cast per frame"
@@ -234,27 +236,36 @@ def _pipeline_measurement(args) -> dict:
     use_depth = args.depth == "on" or (args.depth == "auto" and not predictor.model.config.depth_head.enabled)
     frames = synthetic_camera_frames(rig, h, w, use_depth)
     batch = pipeline.prepare(frames)  # the baseline's input, already on the device
-    # (name, CUDA graphs, compiled backbone, rendered depth, weights cast once). The baseline is the
-    # eager reference: autocast casts the weights at every frame.
-    variants = [("eager", False, False, True, False)]
+    # (name, CUDA graphs, compiled backbone, rendered depth, weights cast once, compiled rounding as
+    # eager). The baseline is the eager reference: autocast casts the weights at every frame.
+    variants = [("eager", False, False, True, False, True)]
     if device.type == "cuda":  # the CUDA-graph path and the compiled backbone exist on CUDA only
         variants += [
-            (GRAPHS_PER_FRAME_CASTS, True, False, True, False),
-            ("graphs", True, False, True, True),
-            ("graphs, no depth subscriber", True, False, False, True),
+            (GRAPHS_PER_FRAME_CASTS, True, False, True, False, True),
+            ("graphs", True, False, True, True, True),
+            ("graphs, no depth subscriber", True, False, False, True, True),
         ]
         if args.compile_backbone:
-            variants += [(COMPILED, True, True, True, True), (COMPILED_NO_DEPTH, True, True, False, True)]
+            variants += [
+                (COMPILED, True, True, True, True, True),
+                (COMPILED_NO_DEPTH, True, True, False, True, True),
+                (COMPILED_FUSED_CASTS, True, True, True, True, False),
+            ]
     results = {}
-    for name, graphs, compiled, render, cast in variants:
+    for name, graphs, compiled, render, cast, emulate in variants:
         if name != COMPILED_NO_DEPTH:  # (that one keeps the compiled backbone of the variant before)
             # nothing captured yet
-            predictor.configure(cuda_graphs=graphs, compile_backbone=compiled, cast_weights_once=cast)
+            predictor.configure(
+                cuda_graphs=graphs,
+                compile_backbone=compiled,
+                cast_weights_once=cast,
+                compile_emulate_precision_casts=emulate,
+            )
         results[name] = _measure_variant(args, predictor, pipeline, frames, batch, render, name)
         if compiled:
             results[name]["compile_status"] = predictor.compile_status
             results[name]["compile_s"] = predictor.compile_status.get("compile_s")
-    predictor.configure(compile_backbone=False)
+    predictor.configure(compile_backbone=False, compile_emulate_precision_casts=True)
     profile = None
     if args.profile:  # the eager reference (weights cast per frame), as the baseline variant
         predictor.configure(cuda_graphs=False, cast_weights_once=False)
@@ -814,7 +825,9 @@ def pipeline_table(r: dict) -> list[str]:
     header = "| measure [ms] | " + " | ".join(f"{n} p50 | {n} p99" for n in names)
     base = names[0]
     # the ratios to the eager baseline: the CUDA graphs, and the compiled backbone when measured
-    against = [n for n in names[1:] if n in ("graphs", GRAPHS_PER_FRAME_CASTS, COMPILED)]
+    against = [
+        n for n in names[1:] if n in ("graphs", GRAPHS_PER_FRAME_CASTS, COMPILED, COMPILED_FUSED_CASTS)
+    ]
     header += "".join(f" | {base} / {n} (p50)" for n in against)
     lines = [header + " |", "|" + " --- |" * (1 + 2 * len(names) + len(against))]
     for label, get in rows:

@@ -10,7 +10,6 @@ of the real compiled backbone with the eager path is a GPU test in test_inferenc
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 
 import pytest
@@ -139,7 +138,13 @@ def test_real_dynamo_traces_the_backbone_once_for_both_autocast_cache_settings(m
         return gm.forward
 
     torch._dynamo.reset()
-    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=counting_backend))
+    real_compile = torch.compile
+
+    def compile_counting(fn, dynamic, options):  # Inductor's options mean nothing to this backend
+        assert options == {"emulate_precision_casts": True}
+        return real_compile(fn, dynamic=dynamic, backend=counting_backend)
+
+    monkeypatch.setattr(torch, "compile", compile_counting)
     predictor = _predictor(monkeypatch, compile_backbone=True)
     prediction = predictor.predict(_batch(), render_depth=False)
     status = predictor.compile_status
@@ -434,3 +439,62 @@ def test_the_ros_row_says_where_a_set_spent_its_time_under_load(tmp_path):
     assert "(a set's mean time there, ms: DDS in, conversion, sync 1.0, waiting for stage 1 41.5," in rows[0]
     assert "mean time there" not in rows[1]
     assert data["ros"]["timeline_open_ms"]["queue"]["mean"] == 41.5
+
+
+def test_inductor_rounds_as_eager_by_default_and_switching_it_compiles_again(monkeypatch):
+    """``compile_emulate_precision_casts`` reaches Inductor's options; changing it at run time
+    replaces the compiled backbone (a compilation holds its rounding)."""
+    calls = []
+
+    def recording(fn, **kwargs):
+        calls.append(kwargs)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", recording)
+    predictor = _predictor(monkeypatch, compile_backbone=True)
+    assert calls == [{"dynamic": False, "options": {"emulate_precision_casts": True}}]
+    assert predictor.compile_status["emulate_precision_casts"] is True
+    predictor.configure(compile_emulate_precision_casts=False)
+    assert calls[-1]["options"] == {"emulate_precision_casts": False} and len(calls) == 2
+    assert predictor.compile_status["emulate_precision_casts"] is False
+    assert "forward" in vars(predictor.model.backbone)  # still compiled, with the other rounding
+    predictor.configure(density_threshold=0.1)  # another setting: no new compilation
+    assert len(calls) == 2
+    labels = predictor.predict(_batch(), render_depth=False).labels
+    predictor.configure(compile_backbone=False)
+    assert "forward" not in vars(predictor.model.backbone)
+    assert torch.equal(predictor.predict(_batch(), render_depth=False).labels, labels)
+
+
+def test_the_summary_judges_the_default_rounding_and_lists_the_fused_casts(tmp_path):
+    """Two parity lines (the test's two parameters) give two rows: the default's is judged, the
+    fused casts' is listed; the fused-cast variant's time is a goal-1 row of its own."""
+    import json
+
+    from benchmarks.node_latency import COMPILED, COMPILED_FUSED_CASTS
+    from benchmarks.realtime_summary import summarize
+
+    (tmp_path / "tests.log").write_text(
+        "talk2dino compiled backbone + graphs vs eager, casts as eager (test seed 1, frame seed 0): "
+        "99.9500 % labels equal, max confidence difference 1.00e-03\n"
+        "talk2dino compiled backbone + graphs vs eager, casts fused (test seed 1, frame seed 0): "
+        "99.5153 % labels equal, max confidence difference 3.92e-02\n2 passed in 9.0s\n"
+    )
+    status = {"enabled": True, "compiled": True, "compile_s": 20.0, "compiled_calls": 2, "failures": []}
+    result = {
+        "variants": {
+            "eager": _variant(40.0),
+            "graphs": _variant(25.0),
+            COMPILED: _variant(22.0, compile_status=status, compile_s=20.0),
+            COMPILED_FUSED_CASTS: _variant(20.0, compile_status=status, compile_s=20.0),
+        }
+    }
+    (tmp_path / "node_pipeline.json").write_text(json.dumps(result))
+    lines, data = summarize(tmp_path)
+    rows = [line for line in lines if "parity: compiled backbone" in line]
+    assert len(rows) == 2, rows
+    assert "99.9500 %" in rows[0] and "casts fused" not in rows[0] and rows[0].endswith("| yes |"), rows[0]
+    assert "Inductor's fused casts" in rows[1] and "99.5153 %" in rows[1] and rows[1].endswith("| - |")
+    fused = next(line for line in lines if "the same with Inductor's fused casts" in line)
+    assert "p50 20.0 ms (1.10x rounding as eager)" in fused and fused.endswith("| yes |"), fused
+    assert data["predict_ms"]["compiled_fused_casts_p50"] == 20.0

@@ -336,10 +336,12 @@ def test_weights_cast_once_give_the_eager_results(gpu_predictor):
         assert equal >= LABEL_AGREEMENT and cast_gap <= max(10 * run_to_run, CONFIDENCE_TOL)
 
 
-def _compiled_twin(reference: OccupancyPredictor) -> OccupancyPredictor:
+def _compiled_twin(reference: OccupancyPredictor, emulate: bool = True) -> OccupancyPredictor:
     """A predictor with the reference's weights (same preset and seed) and ``compile_backbone`` on."""
     base = _random_predictor("talk2dino", "cuda", reference.grid)
-    config = dataclasses.replace(reference.config, compile_backbone=True)
+    config = dataclasses.replace(
+        reference.config, compile_backbone=True, compile_emulate_precision_casts=emulate
+    )
     twin = OccupancyPredictor(base.model, base.text_encoder, base.grid, config)
     for (name, a), b in zip(reference.model.state_dict().items(), twin.model.state_dict().values()):
         assert torch.equal(a, b), f"the twin's {name} differs: the comparison would be meaningless"
@@ -347,10 +349,14 @@ def _compiled_twin(reference: OccupancyPredictor) -> OccupancyPredictor:
 
 
 @pytest.mark.gpu
-def test_compiled_backbone_with_graphs_matches_eager_talk2dino(gpu_predictor, _seeded):
+@pytest.mark.parametrize("emulate", [True, False], ids=["casts_as_eager", "casts_fused"])
+def test_compiled_backbone_with_graphs_matches_eager_talk2dino(gpu_predictor, _seeded, emulate):
     """compile_backbone=True (compiled in the first, eager prediction; then captured with the rest of
-    the prediction) against the eager, uncompiled reference on the node's configuration."""
-    compiled = _compiled_twin(gpu_predictor)
+    the prediction) against the eager, uncompiled reference on the node's configuration, with
+    Inductor rounding where eager does (the default) and with its fused float32 intermediates."""
+    torch._dynamo.reset()  # the other parameter's compilation must not be reused
+    compiled = _compiled_twin(gpu_predictor, emulate)
+    casts = "casts as eager" if emulate else "casts fused"
     frames, pipeline_cls = _node_batch("cuda")
     pipeline = pipeline_cls(gpu_predictor)
     for frame_seed in (0, 1, 2):
@@ -364,8 +370,8 @@ def test_compiled_backbone_with_graphs_matches_eager_talk2dino(gpu_predictor, _s
         agree, conf = _agreement(fast, eager)
         where = f"test seed {_seeded}, frame seed {frame_seed}"
         print(
-            f"talk2dino compiled backbone + graphs vs eager ({where}): {100 * agree:.4f} % labels equal, "
-            f"max confidence difference {conf:.2e}"
+            f"talk2dino compiled backbone + graphs vs eager, {casts} ({where}): {100 * agree:.4f} % labels "
+            f"equal, max confidence difference {conf:.2e}"
         )
         gaussian_agree = float((fast.gaussian_labels == eager.gaussian_labels).float().mean())
         print(f"  Gaussian labels equal: {100 * gaussian_agree:.2f} %")

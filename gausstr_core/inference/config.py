@@ -70,6 +70,12 @@ class InferenceConfig:
             from the eager reference: 99.52 % equal labels measured (H100, random weights), short of
             the 99.9 % the CUDA graphs meet; predict 22.6 vs 25.8 ms (docs/benchmarks.md). Ignored
             on the CPU.
+        compile_emulate_precision_casts: Inductor's ``emulate_precision_casts`` for the compiled
+            backbone: where eager bf16 arithmetic rounds an intermediate result to bf16 between two
+            operations, the fused kernel rounds it too, instead of carrying it in float32 (Inductor's
+            default, a small precision gain that is also a difference from the eager reference). On by
+            default: the compiled path is judged against the eager one (``compile_backbone``'s parity);
+            switched off, the fused kernels skip those roundings. Ignored unless ``compile_backbone``.
         cast_weights_once: on CUDA with an autocast dtype, hold the weights of the model's Linear and
             convolution layers in that dtype (cast once, when the predictor is configured) instead
             of letting autocast cast them again at every frame (``gausstr_core.inference.weights``).
@@ -98,6 +104,7 @@ class InferenceConfig:
     render_tile_size: int | None = 8
     cuda_graphs: bool = True
     compile_backbone: bool = False
+    compile_emulate_precision_casts: bool = True
     cast_weights_once: bool = True
 
     def __post_init__(self) -> None:

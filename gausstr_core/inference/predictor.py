@@ -286,9 +286,11 @@ class OccupancyPredictor:
         cuda_graphs: bool | None = None,
         compile_backbone: bool | None = None,
         cast_weights_once: bool | None = None,
+        compile_emulate_precision_casts: bool | None = None,
     ) -> None:
         """Change the grid, the density threshold, the prompt templates or the fast paths
-        (``InferenceConfig.cuda_graphs``, ``compile_backbone``, ``cast_weights_once``); None = keep.
+        (``InferenceConfig.cuda_graphs``, ``compile_backbone``, ``cast_weights_once``,
+        ``compile_emulate_precision_casts``); None = keep.
 
         Raises:
             ValueError: an invalid grid, threshold or template (nothing is changed then).
@@ -308,6 +310,10 @@ class OccupancyPredictor:
             config = dataclasses.replace(config, compile_backbone=bool(compile_backbone))
         if cast_weights_once is not None:
             config = dataclasses.replace(config, cast_weights_once=bool(cast_weights_once))
+        if compile_emulate_precision_casts is not None:
+            config = dataclasses.replace(
+                config, compile_emulate_precision_casts=bool(compile_emulate_precision_casts)
+            )
         if prompt_templates:
             set_templates = getattr(self.text_encoder, "set_templates", None)
             if set_templates is None:
@@ -369,13 +375,12 @@ class OccupancyPredictor:
         rebuilds the graph path right after (``_update_graphs``)."""
         backbone = getattr(self.model, "backbone", None)
         use = self.config.compile_backbone and _compiles_on(self.device) and backbone is not None
-        if use == (self._compiled is not None):
-            return
-        if self._compiled is not None:
+        emulate = self.config.compile_emulate_precision_casts
+        if self._compiled is not None and (not use or self._compiled.emulate_precision_casts != emulate):
             self._compiled.remove()
             self._compiled = None
-        else:
-            self._compiled = CompiledBackbone(backbone)
+        if use and self._compiled is None:
+            self._compiled = CompiledBackbone(backbone, emulate_precision_casts=emulate)
 
     @property
     def compile_status(self) -> dict[str, Any]:
