@@ -75,7 +75,8 @@ class InferenceConfig:
             operations, the fused kernel rounds it too, instead of carrying it in float32 (Inductor's
             default, a small precision gain that is also a difference from the eager reference). On by
             default: the compiled path is judged against the eager one (``compile_backbone``'s parity);
-            switched off, the fused kernels skip those roundings. Ignored unless ``compile_backbone``.
+            switched off, the fused kernels skip those roundings. Its parity and speed on a GPU are not
+            measured yet (docs/node.md). Ignored unless ``compile_backbone``.
         cast_weights_once: on CUDA with an autocast dtype, hold the weights of the model's Linear and
             convolution layers in that dtype (cast once, when the predictor is configured) instead
             of letting autocast cast them again at every frame (``gausstr_core.inference.weights``).
