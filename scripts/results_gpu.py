@@ -308,6 +308,9 @@ class Results:
         self.device = gpu_name()
         self.date = datetime.date.today().isoformat()
         self.commands: dict[str, list[list[str]]] = {}
+        # the minutes a training was planned for, where --fit-deadline shortened it (the tables say so:
+        # such a row is not at the steps of its planned comparison)
+        self.planned_minutes: dict[str, float] = {}
 
     def left(self) -> float:
         return self.deadline - time.time()
@@ -378,6 +381,7 @@ class Results:
                 f"{key}: {minutes:g} training minutes do not fit before the deadline with "
                 f"{EVAL_RESERVE_S:.0f} s for evaluation; training {fit:g} minutes instead"
             )
+            self.planned_minutes[key] = minutes
             minutes = fit
         workers = max(1, (os.cpu_count() or 4) // max(1, a.parallel) - 1)
         cmd = [
@@ -549,6 +553,7 @@ class Results:
             "scenes": m["summary"]["scenes"],
             "steps": steps,
             "train_minutes": minutes,
+            "planned_minutes": self.planned_minutes.get(key),
             "device": self.device,
             "date": self.date,
             "command": " && ".join(
@@ -567,6 +572,8 @@ class Results:
         ]
         for r in rows:
             train = f"{r['train_minutes']:.1f} min" if r["train_minutes"] is not None else "-"
+            if r.get("planned_minutes"):
+                train += f" (shortened from {r['planned_minutes']:g} min by --fit-deadline)"
             lines.append(
                 f"| {r['name']} ({r['preset']}) | {fmt(r['iou'])} | {fmt(r['miou'])} | "
                 f"{fmt(r['rayiou'])} | {fmt(r['precision'])} | {fmt(r['recall'])} | "

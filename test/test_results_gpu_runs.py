@@ -57,3 +57,28 @@ def test_fit_deadline_shortens_only_a_fresh_training_that_would_be_cut():
     # never below half a minute, and a resumed training keeps the schedule it started with
     assert fit(5.3, 10.0, resume=False) == 0.5
     assert fit(13.0, 60.0, resume=True) == 13.0
+
+
+def test_a_training_shortened_to_fit_the_deadline_says_so_in_the_table(tmp_path):
+    """A row whose training --fit-deadline cut is not at the steps of its planned comparison: the
+    table and results.json carry the planned minutes (the tenth sitting's pair, 5.3 -> 4.25)."""
+    results = RESULTS.Results.__new__(RESULTS.Results)
+    results.out, results.device, results.date = tmp_path, "NVIDIA H100 80GB HBM3", "2026-12-06"
+    row = {
+        "name": "featup, both",
+        "key": "featup_both",
+        "preset": "featup",
+        "iou": 30.0,
+        "miou": 16.0,
+        "rayiou": None,
+        "precision": 40.0,
+        "recall": 50.0,
+        "steps": 867,
+        "train_minutes": 4.25,
+        "tune_sweeps": None,
+    }
+    results.write_tables([{**row, "planned_minutes": 5.3}, {**row, "key": "b", "planned_minutes": None}])
+    table = (tmp_path / "results.md").read_text().splitlines()
+    rows = [line for line in table if line.startswith("| featup, both")]
+    assert rows[0].endswith("| 867 | 4.2 min (shortened from 5.3 min by --fit-deadline) |"), rows[0]
+    assert rows[1].endswith("| 867 | 4.2 min |"), rows[1]
