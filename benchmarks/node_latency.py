@@ -532,6 +532,8 @@ def run_ros_mode(args) -> dict:
         params["output_process"] = args.output_process
     if args.input_process:
         params["input_process"] = True
+    if args.occupancy_confidence is not None:
+        params["occupancy_confidence"] = args.occupancy_confidence == "on"
     node = OccupancyNode(
         predictor=predictor,
         context=context,
@@ -641,6 +643,7 @@ def run_ros_mode(args) -> dict:
         "executor_coalesce_ms": node.config.executor_coalesce_ms,
         "output_process": node.outputs_in_process,
         "output_process_setting": node.config.output_process,
+        "occupancy_confidence": node.config.occupancy_confidence,
         "input_process": node.config.input_process,
         "dds_profile": os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") or "Fast DDS defaults",
         "latencies": [1e3 * (result["received"][s] - result["published_last"][s]) for s in stamps],
@@ -701,7 +704,8 @@ def instrument_node_stages(node) -> tuple[dict[str, list[float]], dict[int, dict
 
     Also each set's marks (``time.monotonic()``, by stamp [ns]): "taken" (the prepare thread took
     it), "prepared" (stage 1 done), "handed" (the publish thread took it), "ready" (the prediction's
-    results on the host): ``set_timeline`` turns them into segments."""
+    results on the host), "occupancy_out" (its occupancy handed to rclpy, in the node or in its
+    output process): ``set_timeline`` turns them into segments."""
     marks: dict[int, dict[str, float]] = {}
 
     def mark(stamp: int, key: str) -> None:
@@ -740,7 +744,17 @@ def instrument_node_stages(node) -> tuple[dict[str, list[float]], dict[int, dict
 
     worker._first = timed("start", first_marked)
     node._camera_frames = timed("camera_frames", node._camera_frames)  # looked up per call: patchable
-    node.outputs.publish = timed("publish", node.outputs.publish)
+    publish = node.outputs.publish
+
+    def publish_marked(result, *args, on_occupancy_published=None, **kwargs):
+        def occupancy_out(t: float) -> None:  # the time the occupancy went to rclpy (any process)
+            marks.setdefault(result.stamp_ns, {})["occupancy_out"] = t
+            if on_occupancy_published is not None:
+                on_occupancy_published(t)
+
+        return publish(result, *args, on_occupancy_published=occupancy_out, **kwargs)
+
+    node.outputs.publish = timed("publish", publish_marked)
     finish = worker._second
 
     def finish_timed(frame, pending):
@@ -1147,6 +1161,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=("auto", "always", "never"),
         help="ros mode: the node's output_process (outputs built and published in a child process; "
         "default: the node's default, auto = on with CUDA)",
+    )
+    parser.add_argument(
+        "--occupancy-confidence",
+        choices=("on", "off"),
+        help="ros mode: the node's occupancy_confidence (the occupancy's per-voxel confidence, 2.56 MB of "
+        "its 3.2 MB on the Occ3D grid; default: the node's default, on)",
     )
     parser.add_argument(
         "--executor-coalesce-ms",

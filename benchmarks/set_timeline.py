@@ -17,6 +17,13 @@ TIMELINE = (
     ("device", "ready"),  # the prediction (and what of the set before was still on the device)
     ("outputs", "received"),  # building or handing over the outputs, publishing, DDS out, the receiver
 )
+# The "outputs" segment split at the moment the occupancy message was handed to rclpy (mark
+# "occupancy_out", the node's on_occupancy_published time; from the output process when it publishes):
+# reported beside the segments, not among them, since older runs lack the mark.
+OUTPUT_SPLIT = (
+    ("outputs_published", "ready", "occupancy_out"),
+    ("outputs_delivery", "occupancy_out", "received"),
+)
 TIMELINE_LABELS = {
     "dds_in": "DDS in, conversion, sync",
     "queue": "waiting for stage 1",
@@ -34,9 +41,11 @@ def set_timeline(
     ``TIMELINE`` segments [ms], which add up to it exactly. ``stamps``: the sets [ns]; the other
     arguments map a stamp to a time [s] (``marks``: to the node's marks, ``instrument_node_stages``).
     A set missing any mark (dropped, or still in flight) is left out. Returns ``{segment: [ms, ...],
-    "total": [ms, ...]}``, one entry per kept set, in the order of ``stamps``."""
+    "total": [ms, ...]}``, one entry per kept set, in the order of ``stamps``; with the
+    ``OUTPUT_SPLIT`` lists too where kept sets have the "occupancy_out" mark (one entry per such set)."""
     out: dict[str, list[float]] = {name: [] for name, _ in TIMELINE}
     out["total"] = []
+    split: dict[str, list[float]] = {name: [] for name, _, _ in OUTPUT_SPLIT}
     for s in stamps:
         times = {"published": published.get(s), "arrival": arrivals.get(s), "received": received.get(s)}
         times.update(marks.get(s, {}))
@@ -46,6 +55,11 @@ def set_timeline(
         for (name, _), a, b in zip(TIMELINE, chain, chain[1:]):
             out[name].append(1e3 * (b - a))
         out["total"].append(1e3 * (chain[-1] - chain[0]))
+        if times.get("occupancy_out") is not None:
+            for name, start, end in OUTPUT_SPLIT:
+                split[name].append(1e3 * (times[end] - times[start]))
+    if split["outputs_published"]:  # only where the node reported when the occupancy went out
+        out.update(split)
     return out
 
 
@@ -77,5 +91,13 @@ def timeline_line(summary: dict, what: str) -> str | None:
 
 
 def timeline_parts(summary: dict) -> str:
-    """ "DDS in, conversion, sync 1.6, waiting for stage 1 20.3, ...": each segment's mean [ms]."""
-    return ", ".join(f"{TIMELINE_LABELS[name]} {summary[name]['mean']:.1f}" for name, _ in TIMELINE)
+    """ "DDS in, conversion, sync 1.6, waiting for stage 1 20.3, ...": each segment's mean [ms]; the
+    outputs' segment split where the run has the split ("... 7.4 (occupancy published after 4.1,
+    then DDS and the subscriber 3.3)"; the split's means are over the sets that have it)."""
+    parts = [f"{TIMELINE_LABELS[name]} {summary[name]['mean']:.1f}" for name, _ in TIMELINE]
+    if "outputs_published" in summary and "outputs_delivery" in summary:
+        parts[-1] += (
+            f" (occupancy published after {summary['outputs_published']['mean']:.1f}, then DDS and the "
+            f"subscriber {summary['outputs_delivery']['mean']:.1f})"
+        )
+    return ", ".join(parts)

@@ -93,6 +93,10 @@ def test_ros_mode_measures_every_closed_loop_set(tmp_path, feeder, extra):
     # all but dds_in are intervals of one process's clock in order; dds_in as above
     assert all(closed_timeline[k]["p50"] >= 0 for k in segments[1:]), closed_timeline
     assert r["timeline_ms"]["open"]["sets"] >= 1, r["timeline_ms"]["open"]
+    # the outputs' segment split where the occupancy went to rclpy (in the node or its output
+    # process: one CLOCK_MONOTONIC for every process)
+    for key in ("outputs_published", "outputs_delivery"):
+        assert closed_timeline[key]["p50"] >= 0, closed_timeline
     # the threads' CPU time per stage, one per set, never more than the wall time (1 ms: clocks)
     for key in ("start", "publish"):
         assert len(stages[f"{key}_cpu"]) == len(stages[key]), key
@@ -181,3 +185,29 @@ def test_set_timeline_splits_each_set_and_leaves_out_unfinished_ones():
     assert "device 27.5" in line and "end-to-end mean 62.5" in line
     assert summarize_timeline(set_timeline([3], published, arrivals, marks, received)) == {"sets": 0}
     assert timeline_line({"sets": 0}, "x") is None
+
+
+def test_set_timeline_splits_the_outputs_where_the_node_reported_the_occupancy_going_out():
+    """The "occupancy_out" mark (the node's on_occupancy_published time) splits the outputs' segment
+    into publishing and delivery, beside the segments (which still add up to the total); a run
+    without the mark reads as before."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.set_timeline import set_timeline, summarize_timeline, timeline_line
+
+    published, arrivals, received = {1: 10.000, 2: 10.100}, {1: 10.002, 2: 10.103}, {1: 10.050, 2: 10.175}
+    marks = {
+        1: {"taken": 10.004, "prepared": 10.014, "handed": 10.015, "ready": 10.040, "occupancy_out": 10.044},
+        2: {"taken": 10.110, "prepared": 10.120, "handed": 10.130, "ready": 10.160},  # no mark: not split
+    }
+    t = set_timeline([1, 2], published, arrivals, marks, received)
+    assert t["outputs"] == pytest.approx([10.0, 15.0]) and len(t["total"]) == 2
+    assert t["outputs_published"] == pytest.approx([4.0]) and t["outputs_delivery"] == pytest.approx([6.0])
+    line = timeline_line(summarize_timeline(t), "at 30 Hz input")
+    assert (
+        "outputs to the subscriber 12.5 (occupancy published after 4.0, then DDS and the subscriber 6.0)"
+        in line
+    )
+    del marks[1]["occupancy_out"]
+    t = set_timeline([1, 2], published, arrivals, marks, received)
+    assert "outputs_published" not in t
+    assert "occupancy published" not in timeline_line(summarize_timeline(t), "x")
