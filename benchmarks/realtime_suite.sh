@@ -26,7 +26,8 @@
 # process; 0 skips it), ROS_INPROC / ROS_HELPERS (0; 1: stages ros_inproc / ros_helpers, the node's
 # input_process with the outputs in the node / in the output process), ROS_SHARED (0; 1: stage
 # ros_shared, the ros stage with the output subscribers in the cameras' process, the harness of every
-# run before 2026-12-06; the ros stages keep them in a process of their own, as a robot's consumers), LOCK (1: py-spy samples the interpreter
+# run before 2026-12-06; the ros stages keep them in a process of their own, as a robot's consumers), ROS_NOCONF
+# (0; 1: stage ros_noconf, the occupancy without its per-voxel confidence), LOCK (1: py-spy samples the interpreter
 # lock's holder in the ros stages' open loop, benchmarks/gil_profile.py), EXTRA_TESTS (more pytest paths), TESTS_LIMIT
 # (seconds, 60), MAX_JOBS, TAIL. COMPILE=1: the image backbone compiled with torch.compile
 # (InferenceConfig.compile_backbone) too: the node stage measures it as more variants in the same run (node_latency.py --compile-backbone), the ros stage adds
@@ -168,6 +169,11 @@ if want ros; then
     [ "${ROS_SHARED:-0}" = 1 ] && stage ros_shared 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
       --feeder process --subscribers feeder --json "$WORK/node_ros_shared.json" $(LOCK_FLAG ros_shared)
+    # ROS_NOCONF=1: the occupancy without its per-voxel confidence (occupancy_confidence off: 0.64 of
+    # its 3.2 MB), against the ros stage
+    [ "${ROS_NOCONF:-0}" = 1 ] && stage ros_noconf 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
+      --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \
+      --feeder process --occupancy-confidence off --json "$WORK/node_ros_noconf.json" $(LOCK_FLAG ros_noconf)
     # the same with Python's own 5 ms thread switch interval: the baseline of the node's setting
     [ "${ROS_SWITCH5:-1}" = 1 ] && stage ros_switch5 60 env PYTHONPATH="$PYTHONPATH${EXTRA:+:$EXTRA}" "$ROS_VENV/bin/python" benchmarks/node_latency.py \
       --random-init --mode ros --preset talk2dino --frames ${ROS_FRAMES:-15} --warmup 4 --rate 30 --duration 6 \

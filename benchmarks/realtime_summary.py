@@ -309,6 +309,7 @@ def summarize(work: Path) -> tuple[list[str], dict]:
         ("ros_helpers", "node_ros_helpers.json"),
         ("ros_receiver", "node_ros_receiver.json"),
         ("ros_shared", "node_ros_shared.json"),
+        ("ros_noconf", "node_ros_noconf.json"),
     ):
         ros = _load(work / name)
         if not (ros and ros.get("latencies")):
@@ -322,6 +323,8 @@ def summarize(work: Path) -> tuple[list[str], dict]:
             where += "; CameraInfo with every set"
         if ros.get("executor_coalesce_ms"):
             where += f"; executor coalescing {ros['executor_coalesce_ms']:g} ms"
+        if ros.get("occupancy_confidence") is False:
+            where += "; occupancy without its per-voxel confidence (occupancy_confidence off)"
         # The first design had no feeder (its subscribers were in the node); runs before the
         # "subscribers" key existed kept the subscribers with the cameras.
         if ros.get("feeder") is not None:
@@ -388,6 +391,7 @@ def summarize(work: Path) -> tuple[list[str], dict]:
         "ros_helpers",
         "ros_receiver",
         "ros_shared",
+        "ros_noconf",
         "ros_coalesce",
         "ros_info",
     ):

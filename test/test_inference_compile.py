@@ -498,3 +498,23 @@ def test_the_summary_judges_the_default_rounding_and_lists_the_fused_casts(tmp_p
     fused = next(line for line in lines if "the same with Inductor's fused casts" in line)
     assert "p50 20.0 ms (1.10x rounding as eager)" in fused and fused.endswith("| yes |"), fused
     assert data["predict_ms"]["compiled_fused_casts_p50"] == 20.0
+
+
+def test_the_summary_labels_the_occupancy_without_its_confidence(tmp_path):
+    """ros_noconf (occupancy_confidence off): its own labelled row, judged like the ros stage, and the
+    rate against the ros stage of the same run (made-up inputs)."""
+    import json
+
+    from benchmarks.realtime_summary import summarize
+
+    ros = _ros_run(open_latencies=[40.0, 50.0, 55.0], occupancy_confidence=True)
+    (tmp_path / "node_ros.json").write_text(json.dumps(ros))
+    noconf = {**ros, "open_latencies": [33.0, 36.0, 39.0], "occupancy_confidence": False}
+    (tmp_path / "node_ros_noconf.json").write_text(json.dumps(noconf))
+    lines, data = summarize(tmp_path)
+    rows = [line for line in lines if "3. ROS mode" in line]
+    assert len(rows) == 2 and "without its per-voxel confidence" not in rows[0], rows
+    assert "occupancy without its per-voxel confidence (occupancy_confidence off)" in rows[1]
+    assert rows[0].endswith("| **no** |") and rows[1].endswith("| yes |"), rows
+    assert any(line.startswith("|    ros_noconf against the ros stage") for line in lines)
+    assert data["ros_noconf"]["open_loop_p99_ms"] < data["ros"]["open_loop_p99_ms"]

@@ -180,3 +180,31 @@ def test_the_node_sets_the_python_switch_interval(ros_context, predictor):
             assert sys.getswitchinterval() == pytest.approx(0.005)  # 0 leaves it alone
     finally:
         sys.setswitchinterval(before)
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("output_process", ["never", "always"])
+def test_occupancy_confidence_is_a_live_switch_in_either_publisher(ros_context, predictor, output_process):
+    """``occupancy_confidence: false`` leaves SemanticOccupancy.confidence empty (labels unchanged,
+    the cloud keeps its confidences); the node's own publishers and its output process alike."""
+    from rclpy.parameter import Parameter
+
+    with running_node(
+        ros_context, predictor, publish_rendered_depth=False, output_process=output_process
+    ) as (
+        node,
+        harness,
+    ):
+        harness.publish_frame(0, T0)
+        first = harness.wait_for_stamp("occupancy", T0)
+        voxels = first.size_x * first.size_y * first.size_z
+        assert len(first.labels) == voxels and len(first.confidence) == voxels
+        assert node.set_parameters([Parameter("occupancy_confidence", value=False)])[0].successful
+        harness.publish_frame(1, T0 + S)
+        second = harness.wait_for_stamp("occupancy", T0 + S)
+        assert len(second.labels) == voxels and len(second.confidence) == 0
+        cloud = harness.wait_for_stamp("occupancy_cloud", T0 + S)
+        assert "confidence" in [f.name for f in cloud.fields]
+        assert node.set_parameters([Parameter("occupancy_confidence", value=True)])[0].successful
+        harness.publish_frame(2, T0 + 2 * S)
+        assert len(harness.wait_for_stamp("occupancy", T0 + 2 * S).confidence) == voxels

@@ -53,6 +53,9 @@ class PublishSwitches:
     rendered_depth: bool = True
     max_markers: int = 2000
     marker_sigma: float = 2.0
+    # The occupancy's dense confidence (4 of its 5 bytes per voxel): subscribers cannot be asked
+    # whether they read it, so it is a switch of its own (docs/node.md: what it costs).
+    occupancy_confidence: bool = True
 
     @classmethod
     def from_config(cls, c: NodeConfig) -> PublishSwitches:
@@ -64,6 +67,7 @@ class PublishSwitches:
             c.publish_rendered_depth,
             c.max_gaussian_markers,
             c.marker_sigma,
+            c.occupancy_confidence,
         )
 
 
@@ -156,7 +160,7 @@ class OutputPublishers:
                     result.class_names,
                     result.free_label,
                     header,
-                    result.confidence,
+                    result.confidence if switches.occupancy_confidence else None,
                 )
             )
             published.append(TOPIC_OCCUPANCY)

@@ -205,6 +205,13 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
         "publish_occupancy", True, "Publish occupancy (gausstr_ros/SemanticOccupancy).", read_only=False
     ),
     ParamSpec(
+        "occupancy_confidence",
+        True,
+        "Fill the occupancy's per-voxel confidence (one float32 per voxel: 2.56 MB of the Occ3D grid's "
+        "3.2 MB); false leaves it empty (the message allows that).",
+        read_only=False,
+    ),
+    ParamSpec(
         "publish_pointcloud",
         True,
         "Publish occupancy_cloud (PointCloud2 of occupied voxels).",
@@ -315,6 +322,7 @@ class NodeConfig:
     voxel_size: float
     density_threshold: float
     publish_occupancy: bool
+    occupancy_confidence: bool
     publish_pointcloud: bool
     publish_gaussians: bool
     publish_markers: bool
