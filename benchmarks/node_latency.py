@@ -708,8 +708,8 @@ def instrument_node_stages(node) -> tuple[dict[str, list[float]], dict[int, dict
     output process): ``set_timeline`` turns them into segments."""
     marks: dict[int, dict[str, float]] = {}
 
-    def mark(stamp: int, key: str) -> None:
-        marks.setdefault(stamp, {})[key] = time.monotonic()
+    def mark(stamp: int, key: str, t: float | None = None) -> None:
+        marks.setdefault(stamp, {})[key] = time.monotonic() if t is None else t
 
     times: dict[str, list[float]] = {
         "start": [],
@@ -748,7 +748,7 @@ def instrument_node_stages(node) -> tuple[dict[str, list[float]], dict[int, dict
 
     def publish_marked(result, *args, on_occupancy_published=None, **kwargs):
         def occupancy_out(t: float) -> None:  # the time the occupancy went to rclpy (any process)
-            marks.setdefault(result.stamp_ns, {})["occupancy_out"] = t
+            mark(result.stamp_ns, "occupancy_out", t)
             if on_occupancy_published is not None:
                 on_occupancy_published(t)
 

@@ -64,6 +64,12 @@ def _stages(work: Path) -> dict[str, tuple[str, int]]:
     return out
 
 
+def _compiled_ok(variant: dict | None) -> bool:
+    """Whether a compiled-backbone variant really ran compiled (else eager was timed: not judged)."""
+    status = (variant or {}).get("compile_status") or {}
+    return bool(status.get("compiled")) and not status.get("failures")
+
+
 def _compiled_row(compiled: dict, eager_p50: float, graphs_p50: float, data: dict) -> tuple[str, str, str]:
     """Goal 1 with the image backbone compiled (``node_latency.py --compile-backbone``), against the
     eager baseline and the CUDA graphs of the same run; adds its numbers to ``data``."""
@@ -71,7 +77,7 @@ def _compiled_row(compiled: dict, eager_p50: float, graphs_p50: float, data: dic
 
     c = _pct(compiled["predict_only"], 50)
     status = compiled.get("compile_status") or {}
-    ok = bool(status.get("compiled")) and not status.get("failures")
+    ok = _compiled_ok(compiled)
     data["predict_ms"].update(compiled_p50=c, compiled_p99=_pct(compiled["predict_only"], 99))
     data["compile"] = {"compile_s": compiled.get("compile_s"), "status": status}
     return (
@@ -133,8 +139,6 @@ def summarize(work: Path) -> tuple[list[str], dict]:
             if fused:
                 f = _pct(fused["predict_only"], 50)
                 data["predict_ms"]["compiled_fused_casts_p50"] = f
-                status = fused.get("compile_status") or {}
-                ok = bool(status.get("compiled")) and not status.get("failures")
                 against = (
                     f" ({_pct(compiled['predict_only'], 50) / f:.2f}x rounding as eager)" if compiled else ""
                 )
@@ -142,7 +146,7 @@ def summarize(work: Path) -> tuple[list[str], dict]:
                     (
                         "   the same with Inductor's fused casts (`compile_emulate_precision_casts` off)",
                         f"p50 {f:.1f} ms{against}",
-                        _met(f <= GOALS["predict_ms"]) if ok else "-",
+                        _met(f <= GOALS["predict_ms"]) if _compiled_ok(fused) else "-",
                     )
                 )
             nodepth = v.get("graphs, no depth subscriber")
@@ -160,13 +164,11 @@ def summarize(work: Path) -> tuple[list[str], dict]:
                 n = _pct(compiled_nodepth["predict_only"], 50)
                 data["predict_ms"]["compiled_no_depth_p50"] = n
                 # the variant keeps the compiled variant's backbone: judged only if that compiled
-                status = (compiled or {}).get("compile_status") or {}
-                compiled_ok = bool(status.get("compiled")) and not status.get("failures")
                 rows.append(
                     (
                         "   compiled backbone + CUDA graphs without a depth subscriber (no render)",
                         f"p50 {n:.1f} ms ({e / n:.2f}x eager with depth)",
-                        _met(n <= GOALS["predict_ms"]) if compiled_ok else "-",
+                        _met(n <= GOALS["predict_ms"]) if _compiled_ok(compiled) else "-",
                     )
                 )
             prof = node.get("eager_profile")
