@@ -50,7 +50,8 @@ PY = sys.executable
 # text tower random-init seed 0 (the feature targets were made with it).
 FEATUP = ["--set", "text.random_init_seed=0", "--set", "model.head.segment_classes=0"]
 # The synthetic cameras are 216 x 384, the input 432 x 768 (upsampled): render the loss at the
-# targets' native resolution instead of 4x as many interpolated pixels.
+# targets' native resolution instead of 4x as many interpolated pixels. (The featup preset does so
+# itself since 2026-12-07; kept explicit so that every recorded command trains what it trained.)
 HALF_RENDER = ["--set", "loss.render_scale=0.5"]
 NO_FEATURES = ["--set", "loss.feature_weight=0", "--set", "loss.centered_feature_weight=0"]
 NO_DEPTH = ["--set", "loss.depth_weight=0", "--set", "loss.depth_head_weight=0"]
@@ -142,7 +143,10 @@ RUNS: dict[str, Run] = {
         "featup, both (learning rate 1e-4)", "featup", "featup", train=[*FEATUP, *HALF_RENDER, "--lr", "1e-4"]
     ),
     "featup_both_full_render": Run(
-        "featup, both (loss rendered at 432 x 768)", "featup", "featup", train=FEATUP
+        "featup, both (loss rendered at 432 x 768)",
+        "featup",
+        "featup",
+        train=[*FEATUP, "--set", "loss.render_scale=1.0"],
     ),
     "featup_both_centred": featup_option(
         "featup, both + centred feature term 5", "loss.centered_feature_weight=5"

@@ -403,6 +403,22 @@ def test_centered_term_is_off_in_the_paper_presets_and_validated():
         LossConfig(centered_feature_weight=-1.0)
 
 
+def test_paper_presets_render_the_loss_at_half_the_input_and_the_official_scale_is_one_flag_away():
+    """The paper presets train at half the input resolution (docs/results.md: better maps per minute);
+    the official full-resolution render stays the dataclass default and a ``--set`` away."""
+    from gausstr_core.config import GaussTRConfig, from_dict, to_dict
+    from gausstr_core.presets import PAPER_RENDER_SCALE, preset
+    from gausstr_core.train.config import apply_overrides
+
+    assert PAPER_RENDER_SCALE == 0.5
+    for name in ("talk2dino", "featup"):
+        cfg = preset(name)
+        assert cfg.loss.render_scale == 0.5, (name, cfg.loss.render_scale)
+        official = from_dict(GaussTRConfig, apply_overrides(to_dict(cfg), ["loss.render_scale=1"], "test"))
+        assert official.loss.render_scale == 1.0, name
+    assert LossConfig().render_scale == 1.0
+
+
 def test_a_late_centered_term_is_off_before_its_start_and_the_same_term_after():
     out, _ = _one_big_gaussian([1.0, 0.0, 0.0])
     out.target_features = torch.randn(1, 1, 3, 2, 3, generator=torch.Generator().manual_seed(0))
