@@ -179,6 +179,12 @@ def _variant(predict_ms: float, **extra) -> dict:
     }
 
 
+def _compiled_variant(predict_ms: float, compile_s: float) -> dict:
+    """A compiled-backbone variant as node_latency.py records it: its time and a successful compile."""
+    status = {"enabled": True, "compiled": True, "compile_s": compile_s, "compiled_calls": 2, "failures": []}
+    return _variant(predict_ms, compile_status=status, compile_s=compile_s)
+
+
 def test_the_benchmark_reports_the_compiled_variant_against_eager(tmp_path):
     """benchmarks/node_latency.py's table and realtime_summary.py's goal-1 row (made-up inputs)."""
     import json
@@ -186,12 +192,11 @@ def test_the_benchmark_reports_the_compiled_variant_against_eager(tmp_path):
     from benchmarks.node_latency import COMPILED, pipeline_table
     from benchmarks.realtime_summary import summarize
 
-    status = {"enabled": True, "compiled": True, "compile_s": 42.0, "compiled_calls": 2, "failures": []}
     result = {
         "variants": {
             "eager": _variant(40.0),
             "graphs": _variant(25.0),
-            COMPILED: _variant(20.0, compile_status=status, compile_s=42.0),
+            COMPILED: _compiled_variant(20.0, compile_s=42.0),
         }
     }
     table = "\n".join(pipeline_table(result))
@@ -204,8 +209,12 @@ def test_the_benchmark_reports_the_compiled_variant_against_eager(tmp_path):
     assert "p50 20.0 ms vs CUDA graphs 25.0 ms vs eager 40.0 ms" in row
     assert "(2.00x eager, 1.25x graphs)" in row
     assert row.endswith("| yes |") and data["compile"]["compile_s"] == 42.0
-    failed = {**status, "compiled": False, "failures": ["compiled backbone failed: no triton"]}
-    result["variants"][COMPILED]["compile_status"] = failed
+    compiled = result["variants"][COMPILED]
+    compiled["compile_status"] = {
+        **compiled["compile_status"],
+        "compiled": False,
+        "failures": ["compiled backbone failed: no triton"],
+    }
     (tmp_path / "node_pipeline.json").write_text(json.dumps(result))
     row = next(line for line in summarize(tmp_path)[0] if "image backbone compiled" in line)
     assert "FAILED" in row and "no triton" in row and row.endswith("| - |")
@@ -245,12 +254,11 @@ def test_the_summary_reports_the_compiled_path_without_depth_and_the_profile(tmp
     from benchmarks.node_latency import COMPILED, COMPILED_NO_DEPTH
     from benchmarks.realtime_summary import summarize
 
-    status = {"enabled": True, "compiled": True, "compile_s": 3.0, "compiled_calls": 2, "failures": []}
     result = {
         "variants": {
             "eager": _variant(40.0),
             "graphs": _variant(25.0),
-            COMPILED: _variant(22.0, compile_status=status),
+            COMPILED: _compiled_variant(22.0, compile_s=3.0),
             COMPILED_NO_DEPTH: _variant(19.5),
         },
         "eager_profile": {"kernel_ms_per_frame": 17.25, "wall_ms_per_frame": 41.0, "table": "x"},
@@ -265,7 +273,8 @@ def test_the_summary_reports_the_compiled_path_without_depth_and_the_profile(tmp
     row = next(line for line in lines if "compiled backbone + CUDA graphs without a depth" in line)
     assert row.endswith("| **no** |"), row
     # a failed compilation leaves the eager backbone in both variants: nothing to judge
-    result["variants"][COMPILED]["compile_status"] = {**status, "compiled": False, "failures": ["x"]}
+    compiled = result["variants"][COMPILED]
+    compiled["compile_status"] = {**compiled["compile_status"], "compiled": False, "failures": ["x"]}
     (tmp_path / "node_pipeline.json").write_text(json.dumps(result))
     row = next(line for line in summarize(tmp_path)[0] if "CUDA graphs without a depth" in line)
     assert row.endswith("| - |"), row
@@ -480,13 +489,12 @@ def test_the_summary_judges_the_default_rounding_and_lists_the_fused_casts(tmp_p
         "talk2dino compiled backbone + graphs vs eager, casts fused (test seed 1, frame seed 0): "
         "99.5153 % labels equal, max confidence difference 3.92e-02\n2 passed in 9.0s\n"
     )
-    status = {"enabled": True, "compiled": True, "compile_s": 20.0, "compiled_calls": 2, "failures": []}
     result = {
         "variants": {
             "eager": _variant(40.0),
             "graphs": _variant(25.0),
-            COMPILED: _variant(22.0, compile_status=status, compile_s=20.0),
-            COMPILED_FUSED_CASTS: _variant(20.0, compile_status=status, compile_s=20.0),
+            COMPILED: _compiled_variant(22.0, compile_s=20.0),
+            COMPILED_FUSED_CASTS: _compiled_variant(20.0, compile_s=20.0),
         }
     }
     (tmp_path / "node_pipeline.json").write_text(json.dumps(result))
