@@ -175,6 +175,15 @@ RUNS: dict[str, Run] = {
         "loss.centered_feature_weight=5",
         "loss.centered_feature_geometry_detached=true",
     ),
+    # The centred terms found barrier and pedestrian but cost geometry; the class decision itself
+    # (nearest text prototype) never gets a gradient of its own. The zero-shot label term trains it in
+    # 2D against each target patch's nearest-prompt class (label-free; gausstr_core.losses.zero_shot).
+    "featup_both_zero_shot": featup_option(
+        "featup, both + zero-shot label term 1", "loss.zero_shot_label_weight=1"
+    ),
+    "featup_both_zero_shot03": featup_option(
+        "featup, both + zero-shot label term 0.3", "loss.zero_shot_label_weight=0.3"
+    ),
     # A diagnostic, not the paper's configuration: docs/results.md reads the missing mIoU as
     # resolution (300 Gaussians of several metres per camera never win a barrier or a pedestrian,
     # car and vegetation sit at half the unprojection baseline). Twice the Gaussians tests that reading.

@@ -157,6 +157,14 @@ class LossConfig:
         depth_limit: target depths >= this [m] are replaced by ``beyond_limit_depth`` (official 51.2).
         beyond_limit_depth: the near-zero valid target beyond the limit (official 1e-3).
         segmentation_weight: weight of the segmentation cross-entropy (when labels and heads exist).
+        zero_shot_label_weight: weight of the zero-shot label term (``gausstr_core.losses.zero_shot``):
+            every layer's Gaussians splat their class distribution (cosine logits x
+            ``zero_shot_logit_scale`` against the category prompts), and its cross-entropy against
+            each target patch's nearest-prompt class is averaged over the pixels. Label-free (the
+            labels come from the target features and the category names); 0 = off (the presets).
+            Needs the class prototypes (the trainer builds them from the training categories).
+        zero_shot_logit_scale: the cosine logit scale of the Gaussians' class distribution in that
+            term (50: the tuned ``cos50`` readout of docs/results.md).
         segmentation_ignore_index: label ignored by the cross-entropy (official 0).
         depth_head_weight: weight of the depth head's SILog + L1 against the target depth.
         render_scale: rendered resolution relative to the network input (official 1: it renders the
@@ -186,6 +194,8 @@ class LossConfig:
     beyond_limit_depth: float = 1e-3
     segmentation_weight: float = 1.0
     segmentation_ignore_index: int = 0
+    zero_shot_label_weight: float = 0.0
+    zero_shot_logit_scale: float = 50.0
     depth_head_weight: float = 1.0
     render_scale: float = 1.0
     near: float = 0.1
@@ -219,11 +229,14 @@ class LossConfig:
             "depth_weight",
             "depth_l1_weight",
             "segmentation_weight",
+            "zero_shot_label_weight",
             "depth_head_weight",
             "silog_lambda",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.zero_shot_logit_scale > 0:
+            raise ValueError(f"loss.zero_shot_logit_scale must be positive, got {self.zero_shot_logit_scale}")
         if not 0.0 <= self.centered_feature_start < 1.0:
             raise ValueError(
                 f"loss.centered_feature_start must be in [0, 1), got {self.centered_feature_start}"

@@ -15,6 +15,10 @@ Per layer (faithful to the official ``GaussTRHead.loss``):
   Invalid target pixels (0 or non-finite) are ignored.
 * Segmentation (optional, featup): the model's segment head maps rendered PCA features to class
   logits, cross-entropy against per-pixel labels with an ignore index (0 = unlabelled).
+* Zero-shot labels (optional, ``zero_shot_label_weight``; not in the official code): the Gaussians'
+  class distributions are splatted with the features (extra channels of the same render) and trained
+  by cross-entropy against each target patch's nearest-prompt class
+  (``gausstr_core.losses.zero_shot``). Label-free; needs ``class_prototypes``.
 
 One difference from the official code: the PCA basis is computed once per step and shared by the
 layers (the official recomputes the randomized PCA per layer, which only adds noise).
@@ -48,6 +52,7 @@ from gausstr_core.losses.config import LossConfig
 from gausstr_core.losses.gaussrender import ClassPrototypes, gaussrender_loss
 from gausstr_core.losses.photometric import photometric_loss
 from gausstr_core.losses.pruning import prune_by_opacity
+from gausstr_core.losses.zero_shot import class_channels, zero_shot_label_loss, zero_shot_labels
 from gausstr_core.render import RenderOutput, render_gaussians
 
 ALPHA_METRIC = "metric/alpha_mean"  # the last layer's mean rendered opacity (alpha) over all pixels
@@ -188,6 +193,11 @@ class GaussTRLoss:
         """True when a term (GaussRender) needs ground-truth occupancy in every call."""
         return self.config.gaussrender.enabled
 
+    @property
+    def needs_prototypes(self) -> bool:
+        """True when a term (GaussRender, zero-shot labels) needs ``class_prototypes``."""
+        return self.config.gaussrender.enabled or self.config.zero_shot_label_weight > 0
+
     def render_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """(Hr, Wr) of the rendered images for a network input of ``image_size``."""
         s = self.config.render_scale
@@ -201,17 +211,21 @@ class GaussTRLoss:
         ground_truth=None,
         progress: float = 1.0,
     ) -> LossOutput:
-        if self.needs_ground_truth:
-            if ground_truth is None:
-                raise ValueError(
-                    "loss.gaussrender is on (weight > 0): the loss needs ground_truth= "
-                    "(semantics, mask_camera); train on data with ground truth"
-                )
-            if self.class_prototypes is None:
-                raise ValueError(
-                    "loss.gaussrender is on: GaussTRLoss needs class_prototypes "
-                    "(ClassPrototypes.from_config(config, categories))"
-                )
+        if self.needs_ground_truth and ground_truth is None:
+            raise ValueError(
+                "loss.gaussrender is on (weight > 0): the loss needs ground_truth= "
+                "(semantics, mask_camera); train on data with ground truth"
+            )
+        if self.needs_prototypes and self.class_prototypes is None:
+            raise ValueError(
+                "loss.gaussrender or loss.zero_shot_label_weight is on: GaussTRLoss needs "
+                "class_prototypes (ClassPrototypes.from_config(config, categories))"
+            )
+        if self.config.zero_shot_label_weight > 0 and getattr(output, "target_features", None) is None:
+            raise ValueError(
+                "loss.zero_shot_label_weight is on but the batch has no target features: the "
+                "zero-shot labels are the target features' nearest prompts"
+            )
         if self.config.photometric.enabled and getattr(output, "colors", None) is None:
             raise ValueError(
                 "loss.photometric is on (weight > 0) but the model has no RGB head; set "
@@ -265,6 +279,11 @@ class GaussTRLoss:
             if (hr, wr) != (h, w):
                 labels = F.interpolate(labels.float(), size=(hr, wr), mode="nearest-exact").long()
 
+        zero_shot = cfg.zero_shot_label_weight > 0
+        zero_shot_targets = None
+        if zero_shot:
+            zero_shot_targets = zero_shot_labels(output.target_features, self.class_prototypes, (hr, wr))
+
         photometric = cfg.photometric.enabled
         images = photo_mask = None
         if photometric:
@@ -296,6 +315,9 @@ class GaussTRLoss:
         rendered = rendered_rgb = None
         for i, gaussians in enumerate(output.gaussians):
             features = gaussians.features.float()
+            classes = None
+            if zero_shot:
+                classes = class_channels(features, self.class_prototypes, cfg.zero_shot_logit_scale)
             if basis is not None:
                 features = features @ basis
             elif target is None:
@@ -304,6 +326,9 @@ class GaussTRLoss:
             if photometric:
                 # GaussianCross' tri-attribute splatting: colours ride along as extra channels.
                 features = torch.cat([features, output.colors[i].float()], dim=-1)
+            if classes is not None:
+                # the class distributions ride along too (after the colours)
+                features = torch.cat([features, classes], dim=-1)
             g = Gaussians(
                 gaussians.means.float(),
                 gaussians.scales.float(),
@@ -315,6 +340,12 @@ class GaussTRLoss:
                 g, kept = prune_by_opacity(g, cfg.prune_opacity, keep_all_when_none_left=True)
                 terms[f"metric/layer{i}_kept_fraction"] = kept.float().mean().detach()
             rendered = render(g)
+            rendered_classes = None
+            if classes is not None:
+                rendered_classes = rendered.features[:, :, -classes.shape[-1] :]
+                rendered = RenderOutput(
+                    rendered.features[:, :, : -classes.shape[-1]], rendered.depth, rendered.alpha
+                )
             if photometric:
                 rendered_rgb = rendered.features[:, :, q:]
                 rendered = RenderOutput(rendered.features[:, :, :q], rendered.depth, rendered.alpha)
@@ -350,6 +381,12 @@ class GaussTRLoss:
                     source.features - source.alpha.unsqueeze(2) * mean, target - mean
                 )
                 terms[f"layer{i}/feature_centered"] = term
+                total = total + term
+            if rendered_classes is not None:
+                term = cfg.zero_shot_label_weight * zero_shot_label_loss(
+                    rendered_classes, rendered.alpha, zero_shot_targets
+                )
+                terms[f"layer{i}/zero_shot"] = term
                 total = total + term
             if depth_target is not None and cfg.depth_weight > 0:
                 term = cfg.depth_weight * depth_loss(

@@ -240,7 +240,9 @@ class Trainer:
         if val_set is None and (cfg.eval_every or cfg.eval_at_end):
             val_set = train_data.build_eval_dataset(cfg, self.model_config)
         self.val_set = val_set
-        if self.needs_ground_truth:
+        if getattr(self.loss_fn, "needs_prototypes", False):
+            # GaussRender and the zero-shot label term compare Gaussian features with the text
+            # prototypes of the categories the model is evaluated on.
             from gausstr_core.losses.gaussrender import ClassPrototypes
 
             self.loss_fn.class_prototypes = ClassPrototypes.from_config(

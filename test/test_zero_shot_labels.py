@@ -1,0 +1,284 @@
+"""The zero-shot label term: labels = each target patch's nearest prompt (against a per-pixel loop),
+the splatted class distribution, its cross-entropy (against a per-pixel loop), its place in
+GaussTRLoss (off by default, extra channels of the one render, gradients), and the trainer wiring."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gausstr_core.batch import CameraBatch
+from gausstr_core.data.synthetic.rig import nuscenes_rig
+from gausstr_core.gaussians import Gaussians
+from gausstr_core.losses.config import LossConfig
+from gausstr_core.losses.gaussrender import ClassPrototypes
+from gausstr_core.losses.gausstr import GaussTRLoss
+from gausstr_core.losses.zero_shot import (
+    PROBABILITY_FLOOR,
+    class_channels,
+    zero_shot_label_loss,
+    zero_shot_labels,
+)
+
+D = 12
+
+
+def _prototypes(seed: int, k: int = 4, extra_prompts: int = 2, free: int = 1) -> ClassPrototypes:
+    """k classes; the first ``extra_prompts`` classes have a second prompt; ``free`` free prompts."""
+    g = torch.Generator().manual_seed(seed)
+    groups = list(range(k)) + list(range(extra_prompts))
+    protos = F.normalize(torch.randn(len(groups) + free, D, generator=g), dim=-1)
+    return ClassPrototypes(protos, torch.tensor(groups), k)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_labels_are_the_nearest_prompts_class_like_a_per_pixel_loop(seed):
+    protos = _prototypes(seed)
+    g = torch.Generator().manual_seed(100 + seed)
+    targets = torch.randn(2, 3, D, 4, 5, generator=g) * (1 + 3 * torch.rand(2, 3, 1, 4, 5, generator=g))
+    labels = zero_shot_labels(targets, protos, (4, 5))
+    assert labels.shape == (2, 3, 4, 5) and labels.dtype == torch.int64
+    p = protos.groups.shape[0]
+    for b in range(2):
+        for v in range(3):
+            for y in range(4):
+                for x in range(5):
+                    f = targets[b, v, :, y, x]
+                    cos = [float(F.cosine_similarity(f, q, dim=0)) for q in protos.prototypes]
+                    best = max(range(len(cos)), key=cos.__getitem__)
+                    want = int(protos.groups[best]) if best < p else protos.num_classes
+                    assert int(labels[b, v, y, x]) == want, f"seed {seed}, pixel {(b, v, y, x)}"
+    # upsampled to the rendered size by nearest neighbour: every label block repeats its patch's
+    up = zero_shot_labels(targets, protos, (8, 15))
+    assert torch.equal(up, labels.repeat_interleave(2, dim=2).repeat_interleave(3, dim=3)), f"seed {seed}"
+
+
+def test_a_free_prompt_nearest_gives_the_free_label():
+    protos = _prototypes(0)
+    sky = protos.prototypes[-1]
+    targets = (3.0 * sky).view(1, 1, D, 1, 1).expand(1, 2, D, 2, 2)
+    assert (zero_shot_labels(targets, protos, (2, 2)) == protos.num_classes).all()
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_class_channels_are_the_inference_distribution_with_the_free_share_last(seed):
+    protos = _prototypes(seed)
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(2, 7, D, generator=g)
+    channels = class_channels(features, protos, 50.0)
+    assert channels.shape == (2, 7, protos.num_classes + 1)
+    assert torch.allclose(channels.sum(-1), torch.ones(2, 7), atol=1e-5), f"seed {seed}"
+    logits = 50.0 * F.normalize(features, dim=-1) @ protos.prototypes.T
+    probs = logits.softmax(-1)
+    p = protos.groups.shape[0]
+    for k in range(protos.num_classes):
+        want = probs[..., :p][..., protos.groups == k].sum(-1)
+        assert torch.allclose(channels[..., k], want, rtol=1e-5, atol=1e-6), f"seed {seed}, class {k}"
+    assert torch.allclose(channels[..., -1], probs[..., p:].sum(-1), rtol=1e-4, atol=1e-6), f"seed {seed}"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_cross_entropy_is_a_per_pixel_loop_with_the_unrendered_part_free(seed):
+    g = torch.Generator().manual_seed(seed)
+    k1 = 5
+    alpha = torch.rand(1, 2, 3, 4, generator=g)
+    share = torch.rand(1, 2, k1, 3, 4, generator=g)
+    rendered = share / share.sum(2, keepdim=True) * alpha.unsqueeze(2)
+    labels = torch.randint(0, k1, (1, 2, 3, 4), generator=g)
+    labels[0, 0, 0, 0] = k1 - 1  # at least one free label
+    # a pixel that renders nothing and is labelled a class: the floor, not infinity
+    rendered[0, 1, :, 2, 3] = 0.0
+    alpha[0, 1, 2, 3] = 0.0
+    labels[0, 1, 2, 3] = 0
+    loss = zero_shot_label_loss(rendered, alpha, labels)
+    total, n = 0.0, 0
+    for v in range(2):
+        for y in range(3):
+            for x in range(4):
+                label = int(labels[0, v, y, x])
+                p = float(rendered[0, v, label, y, x])
+                if label == k1 - 1:
+                    p += 1.0 - float(alpha[0, v, y, x])
+                total += -math.log(max(p, PROBABILITY_FLOOR))
+                n += 1
+    assert math.isclose(float(loss), total / n, rel_tol=1e-5), f"seed {seed}: {float(loss)} vs {total / n}"
+
+
+def test_the_cross_entropy_is_zero_for_the_labels_own_one_hot_render():
+    labels = torch.tensor([[[[0, 1], [2, 3]]]])  # (1, 1, 2, 2), 3 = free
+    rendered = F.one_hot(labels, 4).permute(0, 1, 4, 2, 3).float()
+    alpha = rendered[:, :, :3].sum(2)  # the free pixel renders nothing
+    rendered[:, :, 3] = 0.0
+    assert float(zero_shot_label_loss(rendered, alpha, labels)) == pytest.approx(0.0, abs=1e-6)
+
+
+def _rig_batch(size=(18, 32), c=D, seed=0) -> CameraBatch:
+    rig = nuscenes_rig(*size)
+    v = rig.num_views
+    g = torch.Generator().manual_seed(seed)
+    return CameraBatch(
+        images=torch.zeros(1, v, 3, *size),
+        intrinsics=rig.intrinsics()[None],
+        cam_to_ego=rig.cam_to_ego()[None],
+        image_aug=CameraBatch.identity_aug(1, v),
+        depth=4 + 20 * torch.rand(1, v, *size, generator=g),
+    )
+
+
+def _gaussians(n=80, d=D, seed=0) -> Gaussians:
+    g = torch.Generator().manual_seed(seed)
+    angle = 2 * math.pi * torch.rand(n, generator=g)
+    radius = 3 + 8 * torch.rand(n, generator=g)
+    means = torch.stack(
+        [radius * torch.cos(angle), radius * torch.sin(angle), 2 * torch.rand(n, generator=g)], -1
+    )
+    return Gaussians(
+        means[None],
+        0.5 + 0.5 * torch.rand(1, n, 3, generator=g),
+        F.normalize(torch.randn(1, n, 4, generator=g), dim=-1),
+        0.3 + 0.6 * torch.rand(1, n, generator=g),
+        torch.randn(1, n, d, generator=g).requires_grad_(True),
+    )
+
+
+def _output(gaussians: Gaussians, targets: torch.Tensor):
+    return SimpleNamespace(
+        gaussians=[gaussians],
+        target_features=targets,
+        predicted_depth=None,
+        segment_heads=None,
+        colors=None,
+    )
+
+
+def test_the_term_is_off_by_default_and_on_it_adds_a_term_that_trains_the_features():
+    protos = _prototypes(0)
+    batch = _rig_batch()
+    targets = torch.randn(1, 6, D, 3, 4, generator=torch.Generator().manual_seed(5))
+    config = dict(pca_dims=None, render_backend="torch", render_scale=0.5)
+    off = GaussTRLoss(LossConfig(**config))
+    on = GaussTRLoss(LossConfig(**config, zero_shot_label_weight=2.0), class_prototypes=protos)
+    assert not off.needs_prototypes and on.needs_prototypes and not on.needs_ground_truth
+    gaussians = _gaussians()
+    base = off(_output(gaussians, targets), batch).terms
+    with_term = on(_output(gaussians, targets), batch).terms
+    assert "layer0/zero_shot" not in base and "layer0/zero_shot" in with_term
+    # the other terms do not change: the class channels ride along in the same render
+    for name in ("layer0/feature", "layer0/depth"):
+        assert torch.allclose(base[name], with_term[name], rtol=1e-5), name
+    assert torch.allclose(with_term["loss"], base["loss"] + with_term["layer0/zero_shot"], rtol=1e-5)
+    # weight 2 x the cross-entropy of the splatted distribution
+    one = GaussTRLoss(LossConfig(**config, zero_shot_label_weight=1.0), class_prototypes=protos)
+    single = one(_output(gaussians, targets), batch).terms["layer0/zero_shot"]
+    assert float(with_term["layer0/zero_shot"].detach()) == pytest.approx(
+        2 * float(single.detach()), rel=1e-5
+    )
+    with_term["layer0/zero_shot"].backward()
+    assert gaussians.features.grad is not None and gaussians.features.grad.abs().sum() > 0
+
+
+def test_training_the_features_on_the_term_makes_the_render_agree_with_the_labels():
+    """Adam on the Gaussians' features alone: the term falls and the rendered argmax class agrees
+    with more of the zero-shot labels."""
+    protos = _prototypes(1)
+    batch = _rig_batch(seed=1)
+    targets = torch.randn(1, 6, D, 3, 4, generator=torch.Generator().manual_seed(2))
+    loss = GaussTRLoss(
+        LossConfig(
+            pca_dims=None,
+            render_backend="torch",
+            render_scale=0.5,
+            feature_weight=0.0,
+            depth_weight=0.0,
+            zero_shot_label_weight=1.0,
+        ),
+        class_prototypes=protos,
+    )
+    gaussians = _gaussians(seed=1)
+    optimizer = torch.optim.Adam([gaussians.features], lr=0.05)
+    values = []
+    for _ in range(30):
+        term = loss(_output(gaussians, targets), batch).terms["layer0/zero_shot"]
+        values.append(float(term))
+        optimizer.zero_grad()
+        term.backward()
+        optimizer.step()
+    assert values[-1] < 0.8 * values[0], values
+
+
+def test_the_term_needs_prototypes_and_target_features():
+    protos = _prototypes(0)
+    loss = GaussTRLoss(LossConfig(pca_dims=None, render_backend="torch", zero_shot_label_weight=1.0))
+    targets = torch.randn(1, 6, D, 3, 4)
+    with pytest.raises(ValueError, match="class_prototypes"):
+        loss(_output(_gaussians(), targets), _rig_batch())
+    loss.class_prototypes = protos
+    with pytest.raises(ValueError, match="target features"):
+        loss(_output(_gaussians(), None), _rig_batch())
+    with pytest.raises(ValueError, match="zero_shot_label_weight"):
+        LossConfig(zero_shot_label_weight=-1)
+    with pytest.raises(ValueError, match="zero_shot_logit_scale"):
+        LossConfig(zero_shot_logit_scale=0)
+
+
+def test_the_trainer_builds_the_prototypes_and_trains_with_the_term_on_label_free_items(tmp_path):
+    from torch.utils.data import Dataset
+
+    from gausstr_core.data.transforms import resize_matrix
+    from gausstr_core.presets import build_model_config
+    from gausstr_core.train.config import TrainConfig
+    from gausstr_core.train.distributed import DistributedContext
+    from gausstr_core.train.trainer import Trainer
+
+    size = (48, 88)
+
+    class Scenes(Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            g = torch.Generator().manual_seed(i)
+            rig = nuscenes_rig()
+            aug = resize_matrix(rig.image_size, size).expand(1, 6, 3, 3).clone()
+            return CameraBatch(
+                torch.rand(1, 6, 3, *size, generator=g),
+                rig.intrinsics()[None],
+                rig.cam_to_ego()[None],
+                aug,
+                4 + 20 * torch.rand(1, 6, *size, generator=g),
+                torch.randn(1, 6, 64, size[0] // 8, size[1] // 8, generator=g),
+            )
+
+    cfg = TrainConfig(
+        preset="tiny",
+        out=str(tmp_path),
+        max_steps=2,
+        epochs=10,
+        warmup_steps=1,
+        checkpoint_every=5,
+        log_every=1,
+        image_every=1,
+        eval_at_end=False,
+        overrides=[
+            "model.image_size=[48, 88]",
+            "loss.pca_dims=16",
+            "model.decoder.queries_per_view=8",
+            "loss.zero_shot_label_weight=1",
+        ],
+        threads=1,
+        device="cpu",
+        amp="off",
+    )
+    trainer = Trainer(cfg, DistributedContext(), build_model_config(cfg), train_set=Scenes())
+    assert not trainer.needs_ground_truth
+    assert trainer.loss_fn.class_prototypes is not None and trainer.loss_fn.class_prototypes.num_classes == 17
+    trainer._epoch_slice.indices = [0]
+    result, _, _ = trainer.train_step(next(iter(trainer._loader())))
+    assert "layer0/zero_shot" in result.losses and math.isfinite(result.losses["layer0/zero_shot"])
+    assert result.losses["layer0/zero_shot"] > 0 and not result.skipped
+    trainer.fit()
+    assert trainer.step == 2
