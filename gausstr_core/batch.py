@@ -24,6 +24,9 @@ class CameraBatch:
         features: (B, V, C, h, w) precomputed foundation-model features at patch resolution (the
             training targets, and the backbone output when the backbone is "precomputed").
             None at inference with an image backbone.
+        segmentation: (B, V, H, W) int64 2D class labels aligned with the input images (training
+            only: the official featup model's Grounded SAM 2 labels for its auxiliary segmentation
+            head; 0 = unlabelled), or None.
     """
 
     images: Tensor
@@ -32,6 +35,7 @@ class CameraBatch:
     image_aug: Tensor
     depth: Tensor | None = None
     features: Tensor | None = None
+    segmentation: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.images.dim() != 5 or self.images.shape[2] != 3:
@@ -43,6 +47,8 @@ class CameraBatch:
                 raise ValueError(f"{name} must be {shape}, got {tuple(getattr(self, name).shape)}")
         if self.depth is not None and tuple(self.depth.shape) != (b, v, h, w):
             raise ValueError(f"depth must be {(b, v, h, w)}, got {tuple(self.depth.shape)}")
+        if self.segmentation is not None and tuple(self.segmentation.shape) != (b, v, h, w):
+            raise ValueError(f"segmentation must be {(b, v, h, w)}, got {tuple(self.segmentation.shape)}")
         if self.features is not None and (self.features.dim() != 5 or self.features.shape[:2] != (b, v)):
             raise ValueError(
                 f"features must be (B, V, C, h, w) with B, V = {b}, {v}, got {tuple(self.features.shape)}"

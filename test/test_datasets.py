@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from gausstr_core.batch import CameraBatch
 from gausstr_core.data import datasets as ds
 from gausstr_core.data.datasets import OccupancyDataset, SceneItem, SyntheticWorldDataset, collate_scenes
+from gausstr_core.data.nuscenes import image_stem
 from gausstr_core.data.synthetic import FeatureTargetConfig, SyntheticConfig, name_strings, random_embeddings
 from gausstr_core.data.synthetic.writer import write_dataset
 from gausstr_core.data.transforms import resize_matrix
@@ -170,3 +171,89 @@ def test_bad_input_gets_clear_errors(root, tmp_path):
     Image.new("RGB", (10, 10)).save(path, format="PNG")
     with pytest.raises(ValueError, match="sample_data"):
         broken[0]
+
+
+def _write_labels(root, directory, size, dtype=np.uint8):
+    """One (H, W) label map per camera image: a pattern of the pixel row and column, so that a resize
+    can be checked against a nearest-neighbour pick."""
+    directory.mkdir(exist_ok=True)
+    data = OccupancyDataset(root, "all")
+    h, w = size
+    rows = np.arange(h)[:, None] * 7 // h
+    cols = np.arange(w)[None, :] * 3 // w
+    for frame in data.frames:
+        for path in frame.image_paths:
+            np.save(directory / (image_stem(path) + ".npy"), (1 + rows * 3 + cols).astype(dtype))
+
+
+def test_grounded_sam_labels_are_resized_by_nearest_neighbour_and_batched(root, tmp_path):
+    labels_dir = tmp_path / "sam"
+    _write_labels(root, labels_dir, (96, 160))  # twice the 48 x 80 images
+    data = OccupancyDataset(
+        root, "all", input_size=INPUT, load_segmentation=True, segmentation_dir=labels_dir
+    )
+    item = data[0]
+    assert item.segmentation.shape == (6, *INPUT) and item.segmentation.dtype == torch.int64
+    full = torch.from_numpy(np.load(next(labels_dir.iterdir())).astype(np.int64))
+    want = torch.nn.functional.interpolate(full[None, None].float(), size=INPUT, mode="nearest-exact")[0, 0]
+    assert torch.equal(item.segmentation[0], want.long())
+    assert set(item.segmentation.unique().tolist()) <= set(range(1, 22))
+    batch = collate_scenes([item, data[1]]).cameras
+    assert batch.segmentation.shape == (2, 6, *INPUT)
+    # training items without the flag carry none (the label-free default)
+    assert OccupancyDataset(root, "all", input_size=INPUT)[0].segmentation is None
+
+
+def test_bad_grounded_sam_labels_get_clear_errors(root, tmp_path):
+    with pytest.raises(FileNotFoundError, match="segmentation label directory not found"):
+        OccupancyDataset(root, "all", load_segmentation=True, segmentation_dir=tmp_path / "none")
+    # the official generator's float masks of whole numbers load; fractions do not
+    floats = tmp_path / "floats"
+    _write_labels(root, floats, (48, 80), dtype=np.float32)
+    item = OccupancyDataset(root, "all", load_segmentation=True, segmentation_dir=floats)[0]
+    assert item.segmentation.dtype == torch.int64 and int(item.segmentation.max()) == 21
+    for path in floats.iterdir():
+        np.save(path, np.load(path) + 0.5)
+    with pytest.raises(ValueError, match="whole numbers"):
+        OccupancyDataset(root, "all", load_segmentation=True, segmentation_dir=floats)[0]
+    squashed = tmp_path / "squashed"
+    _write_labels(root, squashed, (48, 48))
+    with pytest.raises(ValueError, match="aspect ratio"):
+        OccupancyDataset(root, "all", load_segmentation=True, segmentation_dir=squashed)[0]
+    with pytest.raises(ValueError, match="segmentation must be"):
+        CameraBatch(
+            torch.zeros(1, 6, 3, 8, 8),
+            torch.eye(3).expand(1, 6, 3, 3),
+            torch.eye(4).expand(1, 6, 4, 4),
+            torch.eye(3).expand(1, 6, 3, 3),
+            segmentation=torch.zeros(1, 6, 4, 4, dtype=torch.int64),
+        )
+
+
+def test_a_model_with_segmentation_heads_needs_2d_labels_to_train(root, tmp_path):
+    from gausstr_core.data.synthetic.writer import EMBEDDINGS_FILE
+    from gausstr_core.presets import build_model_config
+    from gausstr_core.train.config import TrainConfig
+    from gausstr_core.train.data import build_dataset
+
+    heads = build_model_config(
+        TrainConfig(
+            preset="tiny",
+            overrides=["model.head.segment_classes=5", "model.head.segment_input_dim=32"],
+        )
+    )
+    with pytest.raises(ValueError, match="segment_classes=0"):
+        build_dataset("synthetic:scenes=1,seed=0", "train", heads, training=True)
+    # a copy without the synthetic text record, as real nuScenes without Grounded SAM 2 labels
+    copy = tmp_path / "nuscenes"
+    shutil.copytree(root, copy)
+    (copy / EMBEDDINGS_FILE).unlink()
+    for name in ("nuscenes_metric3d", "nuscenes_featup"):
+        shutil.copytree(root.with_name(name), tmp_path / name)
+    with pytest.raises(FileNotFoundError, match="segment_classes=0"):
+        build_dataset(str(copy), "all", heads, training=True)
+    # evaluation never reads them
+    assert build_dataset(str(copy), "all", heads, training=False)[0].segmentation is None
+    _write_labels(copy, tmp_path / "nuscenes_grounded_sam2", (48, 80))
+    item = build_dataset(str(copy), "all", heads, training=True)[0]
+    assert item.segmentation.shape == (6, *heads.model.image_size)

@@ -322,3 +322,35 @@ def test_the_trainer_hands_its_progress_to_the_loss_so_a_late_term_starts_on_tim
     trainer.fit()
     assert [round(p, 3) for p, _ in calls] == [round(i / 6, 3) for i in range(6)]
     assert [on for _, on in calls] == [False, False, False, True, True, True], calls
+
+
+def test_the_trainer_trains_the_segmentation_heads_on_the_batches_2d_labels(tmp_path):
+    """The featup auxiliary head: batches with labels feed the loss's segmentation term, and the
+    heads' weights move; a model without heads ignores the labels."""
+    import dataclasses
+
+    from gausstr_testing.training import OVERRIDES
+
+    class LabelledScenes(RandomScenes):
+        def __getitem__(self, i):
+            batch = super().__getitem__(i)
+            g = torch.Generator().manual_seed(i)
+            labels = torch.randint(0, 5, (1, *batch.images.shape[1:2], *batch.image_size), generator=g)
+            return dataclasses.replace(batch, segmentation=labels)
+
+    overrides = [*OVERRIDES, "model.head.segment_classes=5", "model.head.segment_input_dim=16"]
+    cfg = train_config(tmp_path, overrides=overrides, max_steps=2)
+    trainer = Trainer(cfg, DistributedContext(), build_model_config(cfg), train_set=LabelledScenes(4))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items() if "segment" in k}
+    assert before, "the model should have segmentation heads"
+    trainer._epoch_slice.indices = [0]
+    result, _, _ = trainer.train_step(next(iter(trainer._loader())))
+    assert result.losses["layer0/segmentation"] > 0 and not result.skipped
+    after = trainer.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before), "the segmentation heads did not train"
+
+    plain = train_config(tmp_path / "plain", max_steps=1)
+    trainer = Trainer(plain, DistributedContext(), build_model_config(plain), train_set=LabelledScenes(4))
+    trainer._epoch_slice.indices = [0]
+    result, _, _ = trainer.train_step(next(iter(trainer._loader())))
+    assert not any("segmentation" in k for k in result.losses)

@@ -82,38 +82,46 @@ def test_class_channels_are_the_inference_distribution_with_the_free_share_last(
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_the_cross_entropy_is_a_per_pixel_loop_with_the_unrendered_part_free(seed):
+def test_the_cross_entropy_is_a_per_pixel_loop_over_the_shown_class_of_the_counted_pixels(seed):
     g = torch.Generator().manual_seed(seed)
     k1 = 5
     alpha = torch.rand(1, 2, 3, 4, generator=g)
     share = torch.rand(1, 2, k1, 3, 4, generator=g)
     rendered = share / share.sum(2, keepdim=True) * alpha.unsqueeze(2)
     labels = torch.randint(0, k1, (1, 2, 3, 4), generator=g)
-    labels[0, 0, 0, 0] = k1 - 1  # at least one free label
-    # a pixel that renders nothing and is labelled a class: the floor, not infinity
-    rendered[0, 1, :, 2, 3] = 0.0
-    alpha[0, 1, 2, 3] = 0.0
+    labels[0, 0, 0, 0] = k1 - 1  # a free label: not counted
+    valid = torch.rand(1, 2, 3, 4, generator=g) > 0.25
+    # a counted pixel whose Gaussians give its label nothing: the floor, not infinity
+    rendered[0, 1, 0, 2, 3] = 0.0
     labels[0, 1, 2, 3] = 0
-    loss = zero_shot_label_loss(rendered, alpha, labels)
+    valid[0, 1, 2, 3] = True
+    loss = zero_shot_label_loss(rendered, alpha, labels, valid)
     total, n = 0.0, 0
     for v in range(2):
         for y in range(3):
             for x in range(4):
                 label = int(labels[0, v, y, x])
-                p = float(rendered[0, v, label, y, x])
-                if label == k1 - 1:
-                    p += 1.0 - float(alpha[0, v, y, x])
-                total += -math.log(max(p, PROBABILITY_FLOOR))
+                if label == k1 - 1 or not bool(valid[0, v, y, x]):
+                    continue
+                p = float(rendered[0, v, label, y, x]) / float(alpha[0, v, y, x])
+                total += -math.log(min(max(p, PROBABILITY_FLOOR), 1.0))
                 n += 1
+    assert n > 0
     assert math.isclose(float(loss), total / n, rel_tol=1e-5), f"seed {seed}: {float(loss)} vs {total / n}"
+    # the opacity itself does not matter: the same class shares at a tenth of the opacity
+    tenth = zero_shot_label_loss(rendered / 10, alpha / 10, labels, valid)
+    assert math.isclose(float(tenth), float(loss), rel_tol=1e-4), f"seed {seed}"
 
 
-def test_the_cross_entropy_is_zero_for_the_labels_own_one_hot_render():
+def test_the_cross_entropy_is_zero_for_the_labels_own_class_and_zero_when_nothing_counts():
     labels = torch.tensor([[[[0, 1], [2, 3]]]])  # (1, 1, 2, 2), 3 = free
-    rendered = F.one_hot(labels, 4).permute(0, 1, 4, 2, 3).float()
-    alpha = rendered[:, :, :3].sum(2)  # the free pixel renders nothing
-    rendered[:, :, 3] = 0.0
+    rendered = 0.7 * F.one_hot(labels, 4).permute(0, 1, 4, 2, 3).float()
+    alpha = torch.full((1, 1, 2, 2), 0.7)
     assert float(zero_shot_label_loss(rendered, alpha, labels)) == pytest.approx(0.0, abs=1e-6)
+    free = torch.full_like(labels, 3)
+    assert float(zero_shot_label_loss(rendered, alpha, free)) == 0.0
+    nothing = torch.zeros(1, 1, 2, 2, dtype=torch.bool)
+    assert float(zero_shot_label_loss(rendered, alpha, labels, nothing)) == 0.0
 
 
 def _rig_batch(size=(18, 32), c=D, seed=0) -> CameraBatch:

@@ -42,6 +42,8 @@ class SceneItem:
         depth: (V, H, W) float32 metric depth target [m] (0 = invalid; a metric-depth network's far
             field is a large depth, see gausstr_core.data.depth), or None.
         features: (V, C, h, w) float32 foundation-model features, or None.
+        segmentation: (V, H, W) int64 2D labels at the network input size (the official featup
+            model's Grounded SAM 2 labels; 0 = unlabelled), or None.
         ego_to_global: (4, 4) float64 ego pose (for multi-frame metrics); identity when unknown.
         token: sample token; scene: scene name.
         ground_truth: Occ3D labels (evaluation datasets only), else None.
@@ -57,6 +59,7 @@ class SceneItem:
     token: str
     scene: str
     ground_truth: Occ3DLabels | None = None
+    segmentation: Tensor | None = None
 
 
 @dataclass
@@ -137,6 +140,7 @@ def collate_scenes(items: list[SceneItem]) -> SceneBatch:
         image_aug=torch.stack([i.image_aug for i in items]),
         depth=_stack_optional(items, "depth"),
         features=_stack_optional(items, "features"),
+        segmentation=_stack_optional(items, "segmentation"),
     )
     gts = [i.ground_truth for i in items]
     ground_truth = None
@@ -188,8 +192,11 @@ class OccupancyDataset(Dataset):
             they never read a label file.
         load_depth: read ``<depth_dir>/<stem>.npy`` metric depth targets.
         load_features: read ``<feature_dir>/<stem>.npy`` feature targets.
+        load_segmentation: read ``<segmentation_dir>/<stem>.npy`` (H, W) integer 2D labels (the
+            official featup model's Grounded SAM 2 labels), resized to the input by nearest neighbour.
         version: nuScenes table directory (None: the only one in ``root``).
-        depth_dir, feature_dir: None = ``<root>_metric3d`` and ``<root>_featup`` (official layout).
+        depth_dir, feature_dir, segmentation_dir: None = ``<root>_metric3d``, ``<root>_featup`` and
+            ``<root>_grounded_sam2`` (official layout).
         feature_size: (h, w) to resample features to (None = as stored).
         cache: keep loaded items in memory (per process; for small datasets read many times).
         channels: camera channels in batch order.
@@ -203,14 +210,16 @@ class OccupancyDataset(Dataset):
         with_ground_truth: bool = False,
         load_depth: bool = True,
         load_features: bool = True,
+        load_segmentation: bool = False,
         version: str | None = None,
         depth_dir: str | os.PathLike | None = None,
         feature_dir: str | os.PathLike | None = None,
+        segmentation_dir: str | os.PathLike | None = None,
         feature_size: tuple[int, int] | None = None,
         cache: bool = False,
         channels: tuple[str, ...] = CAMERA_CHANNELS,
     ):
-        self.layout = DatasetLayout.create(root, version, depth_dir, feature_dir)
+        self.layout = DatasetLayout.create(root, version, depth_dir, feature_dir, segmentation_dir)
         self.index = NuScenesIndex(self.layout, split, channels)
         if len(self.index) == 0:
             raise ValueError(f"split {split!r} of {self.layout.table_dir} has no key frames")
@@ -218,6 +227,7 @@ class OccupancyDataset(Dataset):
         self.with_ground_truth = with_ground_truth
         self.load_depth = load_depth
         self.load_features = load_features
+        self.load_segmentation = load_segmentation
         self.feature_size = _check_size(feature_size)
         for flag, directory, what in (
             (load_depth, self.layout.depth_dir, "depth"),
@@ -228,6 +238,12 @@ class OccupancyDataset(Dataset):
                     f"{what} directory not found: {directory} (pass {what}_dir=..., or "
                     f"load_{'features' if what == 'feature' else 'depth'}=False)"
                 )
+        if load_segmentation and not self.layout.segmentation_dir.is_dir():
+            raise FileNotFoundError(
+                f"segmentation label directory not found: {self.layout.segmentation_dir} (the official "
+                f"featup model's Grounded SAM 2 labels, one <image stem>.npy of (H, W) integer labels per "
+                f"camera image; pass segmentation_dir=..., or load_segmentation=False)"
+            )
         self._cache: dict[int, SceneItem] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -248,7 +264,7 @@ class OccupancyDataset(Dataset):
     def _load(self, frame: KeyFrame) -> SceneItem:
         from PIL import Image
 
-        images, depths, augs, feats = [], [], [], []
+        images, depths, augs, feats, labels = [], [], [], [], []
         for v, path in enumerate(frame.image_paths):
             with Image.open(path) as im:
                 array = np.asarray(im.convert("RGB"))
@@ -274,6 +290,8 @@ class OccupancyDataset(Dataset):
             augs.append(aug[0])
             if depth is not None:
                 depths.append(depth[0])
+            if self.load_segmentation:
+                labels.append(self._load_segmentation(self.layout.segmentation_path(path), frame, v, size))
             if self.load_features:
                 feature_path = self.layout.feature_path(path)
                 feature = _load_npy(feature_path, "feature")
@@ -302,7 +320,36 @@ class OccupancyDataset(Dataset):
             token=frame.token,
             scene=frame.scene_name,
             ground_truth=ground_truth,
+            segmentation=torch.stack(labels) if labels else None,
         )
+
+    @staticmethod
+    def _load_segmentation(path: Path, frame: KeyFrame, view: int, size: tuple[int, int]) -> Tensor:
+        """(H, W) integer labels of one camera image, resized to the input by nearest neighbour (a
+        label map at any resolution of the image's aspect ratio is accepted, as the official loader
+        scales it with the image). The official generator saves SAM 2's float masks filled with the
+        class numbers, so float arrays of whole numbers are accepted too."""
+        if not path.is_file():
+            raise FileNotFoundError(f"segmentation labels not found: {path}")
+        array = np.load(path, allow_pickle=False)
+        whole = np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_
+        if np.issubdtype(array.dtype, np.floating):
+            whole = bool(np.all(np.isfinite(array)) and np.all(array == np.floor(array)))
+        if array.ndim != 2 or not whole or (array.size and array.min() < 0):
+            raise ValueError(
+                f"{path}: labels must be a (H, W) array of non-negative whole numbers, got "
+                f"{array.dtype} {array.shape}"
+            )
+        h, w = frame.image_sizes[view]
+        if abs(array.shape[0] * w - array.shape[1] * h) > max(h, w):
+            raise ValueError(
+                f"{path}: labels of {array.shape[1]}x{array.shape[0]} do not have the aspect ratio of "
+                f"their {w}x{h} image"
+            )
+        labels = torch.from_numpy(array.astype(np.int64))
+        if tuple(labels.shape) != tuple(size):
+            labels = F.interpolate(labels[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
+        return labels
 
 
 def _load_npy(path: Path, what: str) -> Tensor:

@@ -44,6 +44,8 @@ CAMERA_CHANNELS = (
 
 DEPTH_SUFFIX = "_metric3d"
 FEATURE_SUFFIX = "_featup"
+# the official featup model's optional auxiliary labels (Grounded SAM 2, tools/generate_grounded_sam2.py)
+SEGMENTATION_SUFFIX = "_grounded_sam2"
 SPLITS_FILE = "splits.json"
 
 
@@ -61,12 +63,15 @@ class DatasetLayout:
         version: the table directory name ("v1.0-trainval", "v1.0-mini", ...).
         depth_dir: flat directory of ``<stem>.npy`` depth maps.
         feature_dir: flat directory of ``<stem>.npy`` feature maps.
+        segmentation_dir: flat directory of ``<stem>.npy`` (H, W) integer 2D label maps (the
+            official featup model's Grounded SAM 2 labels, 0 = unlabelled), or None.
     """
 
     dataroot: Path
     version: str
     depth_dir: Path
     feature_dir: Path
+    segmentation_dir: Path | None = None
 
     @staticmethod
     def create(
@@ -74,20 +79,27 @@ class DatasetLayout:
         version: str | None = None,
         depth_dir: str | os.PathLike | None = None,
         feature_dir: str | os.PathLike | None = None,
+        segmentation_dir: str | os.PathLike | None = None,
     ) -> DatasetLayout:
         """A layout with the official defaults for anything not given.
 
         Args:
             dataroot: nuScenes root directory.
             version: table directory; None = the only ``v1.0-*`` directory in the dataroot.
-            depth_dir, feature_dir: None = ``<dataroot>_metric3d`` / ``<dataroot>_featup``.
+            depth_dir, feature_dir, segmentation_dir: None = ``<dataroot>_metric3d`` /
+                ``<dataroot>_featup`` / ``<dataroot>_grounded_sam2``.
         """
         root = Path(dataroot)
         if version is None:
             version = detect_version(root)
         depth = Path(depth_dir) if depth_dir is not None else root.with_name(root.name + DEPTH_SUFFIX)
         feature = Path(feature_dir) if feature_dir is not None else root.with_name(root.name + FEATURE_SUFFIX)
-        return DatasetLayout(root, version, depth, feature)
+        segmentation = (
+            Path(segmentation_dir)
+            if segmentation_dir is not None
+            else root.with_name(root.name + SEGMENTATION_SUFFIX)
+        )
+        return DatasetLayout(root, version, depth, feature, segmentation)
 
     @property
     def table_dir(self) -> Path:
@@ -101,6 +113,11 @@ class DatasetLayout:
 
     def feature_path(self, image_filename: str) -> Path:
         return self.feature_dir / (image_stem(image_filename) + ".npy")
+
+    def segmentation_path(self, image_filename: str) -> Path:
+        if self.segmentation_dir is None:
+            raise ValueError("this dataset layout has no segmentation directory")
+        return self.segmentation_dir / (image_stem(image_filename) + ".npy")
 
 
 def detect_version(dataroot: Path) -> str:

@@ -159,8 +159,10 @@ class LossConfig:
         segmentation_weight: weight of the segmentation cross-entropy (when labels and heads exist).
         zero_shot_label_weight: weight of the zero-shot label term (``gausstr_core.losses.zero_shot``):
             every layer's Gaussians splat their class distribution (cosine logits x
-            ``zero_shot_logit_scale`` against the category prompts), and its cross-entropy against
-            each target patch's nearest-prompt class is averaged over the pixels. Label-free (the
+            ``zero_shot_logit_scale`` against the category prompts), and the cross-entropy of the
+            class a pixel shows (the splatted distribution over its opacity) against the target
+            patch's nearest-prompt class is averaged over the pixels with a class label and a
+            valid depth target within the depth limit. Label-free (the
             labels come from the target features and the category names); 0 = off (the presets).
             Needs the class prototypes (the trainer builds them from the training categories).
         zero_shot_logit_scale: the cosine logit scale of the Gaussians' class distribution in that

@@ -280,9 +280,12 @@ class GaussTRLoss:
                 labels = F.interpolate(labels.float(), size=(hr, wr), mode="nearest-exact").long()
 
         zero_shot = cfg.zero_shot_label_weight > 0
-        zero_shot_targets = None
+        zero_shot_targets = zero_shot_valid = None
         if zero_shot:
             zero_shot_targets = zero_shot_labels(output.target_features, self.class_prototypes, (hr, wr))
+            if depth_target is not None:
+                # valid and within the depth limit: the far field belongs to the depth loss
+                zero_shot_valid = depth_target > cfg.beyond_limit_depth
 
         photometric = cfg.photometric.enabled
         images = photo_mask = None
@@ -384,7 +387,7 @@ class GaussTRLoss:
                 total = total + term
             if rendered_classes is not None:
                 term = cfg.zero_shot_label_weight * zero_shot_label_loss(
-                    rendered_classes, rendered.alpha, zero_shot_targets
+                    rendered_classes, rendered.alpha, zero_shot_targets, zero_shot_valid
                 )
                 terms[f"layer{i}/zero_shot"] = term
                 total = total + term

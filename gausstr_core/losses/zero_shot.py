@@ -9,9 +9,12 @@ class by the nearest text prototype. This term trains that decision in 2D, witho
   unprojection baseline applies in 3D; the free-space prompts (e.g. "sky") give the label "free";
 * every Gaussian's class distribution (the softmax over the prompts of its cosine logits, summed per
   class, ``ClassPrototypes.probabilities``) is splatted like a feature, which gives per pixel
-  ``P_k = sum_i w_i p_ik`` with ``sum_k P_k`` = the rendered opacity; what is not rendered
-  (``1 - alpha``) joins the free outcome;
-* the term is the cross-entropy ``-log P_label`` over all pixels.
+  ``P_k = sum_i w_i p_ik`` with ``sum_k P_k`` = the rendered opacity;
+* the term is the cross-entropy ``-log (P_label / alpha)``: the class of what the pixel shows, not
+  how opaque it is, over the pixels labelled with a class whose depth target is valid and within the
+  depth limit. A first version that counted every pixel and gave ``1 - alpha`` to "free" asked for
+  opaque Gaussians wherever a distant building was labelled "manmade", against the depth loss's
+  far-field target, and cost 2.7-8.2 IoU at tiny scale (docs/results.md).
 
 The labels come from the frozen foundation-model features and the category names only (as the
 official featup model's Grounded-SAM labels come from a frozen 2D model); no ground truth is read.
@@ -78,29 +81,41 @@ def class_channels(features: Tensor, prototypes: ClassPrototypes, logit_scale: f
     return torch.cat([probs, free], dim=-1)
 
 
-def zero_shot_label_loss(rendered: Tensor, alpha: Tensor, labels: Tensor) -> Tensor:
-    """Mean cross-entropy of the rendered class distribution against the zero-shot labels.
+def zero_shot_label_loss(
+    rendered: Tensor, alpha: Tensor, labels: Tensor, valid: Tensor | None = None
+) -> Tensor:
+    """Mean cross-entropy of the rendered class distribution, normalised by the rendered opacity,
+    against the zero-shot labels of the pixels that show something.
+
+    Only what is rendered is classified: ``P_k / alpha`` is the class distribution of the Gaussians a
+    pixel shows, whatever their opacity, so the term leaves the amount of opacity (the geometry) to
+    the depth loss. Pixels labelled free (a free prompt is nearest) and pixels ``valid`` excludes
+    (the far field and invalid depth) are not counted: there the depth loss asks for nothing to be
+    rendered, and an opaque "manmade" 200 m away would fight it.
 
     Args:
-        rendered: (B, V, K + 1, H, W) splatted ``class_channels`` (classes, then free).
-        alpha: (B, V, H, W) rendered opacity; ``1 - alpha`` is added to the free outcome.
-        labels: (B, V, H, W) int64 in [0, K].
+        rendered: (B, V, K + 1, H, W) splatted ``class_channels`` (classes, then free prompts).
+        alpha: (B, V, H, W) rendered opacity.
+        labels: (B, V, H, W) int64 in [0, K]; K (free) is not counted.
+        valid: (B, V, H, W) bool, pixels that may be counted; None = all.
     Returns:
-        scalar: mean over pixels of ``-log max(P_label, PROBABILITY_FLOOR)``.
+        scalar: the mean over counted pixels of ``-log max(P_label / alpha, PROBABILITY_FLOOR)``;
+        0 (with a gradient of 0) when no pixel is counted.
     """
-    if (
-        rendered.dim() != 5
-        or rendered.shape[:2] != labels.shape[:2]
-        or rendered.shape[3:] != labels.shape[2:]
-    ):
+    shapes_match = rendered.shape[:2] == labels.shape[:2] and rendered.shape[3:] == labels.shape[2:]
+    if rendered.dim() != 5 or not shapes_match:
         raise ValueError(
             f"rendered classes (B, V, K + 1, H, W) {tuple(rendered.shape)} and labels (B, V, H, W) "
             f"{tuple(labels.shape)} do not match"
         )
+    free = rendered.shape[2] - 1
+    counted = labels < free
+    if valid is not None:
+        counted = counted & valid
     # labels come from zero_shot_labels (in range by construction): no per-step range check, which
     # would synchronise with the device
-    free = (1.0 - alpha).clamp_min(0.0).unsqueeze(2)
-    zeros = torch.zeros_like(rendered[:, :, :-1])
-    distribution = rendered + torch.cat([zeros, free], dim=2)
-    picked = distribution.gather(2, labels.unsqueeze(2)).squeeze(2)
-    return -picked.clamp_min(PROBABILITY_FLOOR).log().mean()
+    picked = rendered.gather(2, labels.clamp_max(free).unsqueeze(2)).squeeze(2)
+    share = picked / alpha.clamp_min(PROBABILITY_FLOOR)
+    nll = -share.clamp(PROBABILITY_FLOOR, 1.0).log()
+    weights = counted.to(nll.dtype)
+    return (nll * weights).sum() / weights.sum().clamp_min(1.0)

@@ -50,12 +50,22 @@ def build_dataset(spec: str, split: str, model_config, training: bool) -> Datase
         split: the split of a directory ("train", "val"); for ``synthetic:`` specs "val" takes
             held-out worlds (``first_scene`` = 1,000,000 unless the spec sets it).
         model_config: the GaussTRConfig (input size, text encoder of the synthetic targets).
-        training: training items (images, cameras, targets; never labels) or evaluation items
-            (with ground truth).
+        training: training items (images, cameras, targets; never 3D labels) or evaluation items
+            (with ground truth). A model with segmentation heads (``model.head.segment_classes``,
+            the featup preset) trains them on the dataset's 2D labels (Grounded SAM 2 in the official
+            layout), which a training dataset then must have.
     """
     from gausstr_core.data import datasets
 
     size = tuple(model_config.model.image_size)
+    segment_heads = training and model_config.model.head.segment_classes > 0
+    if segment_heads and spec.startswith("synthetic:"):
+        raise ValueError(
+            f"the model has segmentation heads (model.head.segment_classes="
+            f"{model_config.model.head.segment_classes}, the official featup model's auxiliary head), "
+            f"which train on 2D labels (Grounded SAM 2); the synthetic world {spec!r} has none: pass "
+            f"--set model.head.segment_classes=0"
+        )
     if spec.startswith("synthetic:"):
         from gausstr_core.data.synthetic.samples import SyntheticConfig
         from gausstr_core.data.synthetic.targets import name_embeddings
@@ -83,7 +93,22 @@ def build_dataset(spec: str, split: str, model_config, training: bool) -> Datase
         )
     root = dataroot(spec)
     check_text_space(root, model_config.text)
-    return datasets.OccupancyDataset(root, split=split, input_size=size, with_ground_truth=not training)
+    try:
+        return datasets.OccupancyDataset(
+            root,
+            split=split,
+            input_size=size,
+            with_ground_truth=not training,
+            load_segmentation=segment_heads,
+        )
+    except FileNotFoundError as error:
+        if segment_heads and "segmentation label directory" in str(error):
+            raise FileNotFoundError(
+                f"{error}. The model has segmentation heads (model.head.segment_classes="
+                f"{model_config.model.head.segment_classes}, the official featup model's auxiliary "
+                f"head); without 2D labels train it with --set model.head.segment_classes=0"
+            ) from error
+        raise
 
 
 def dataroot(spec: str | Path) -> Path:
@@ -179,14 +204,7 @@ def concatenate_batches(batches: list[CameraBatch]) -> CameraBatch:
             raise ValueError(f"cannot batch scenes where only some have {name}")
         return torch.cat(values)
 
-    return CameraBatch(
-        images=cat("images"),
-        intrinsics=cat("intrinsics"),
-        cam_to_ego=cat("cam_to_ego"),
-        image_aug=cat("image_aug"),
-        depth=cat("depth"),
-        features=cat("features"),
-    )
+    return CameraBatch(**{f.name: cat(f.name) for f in dataclasses.fields(CameraBatch)})
 
 
 def categories_for(dataset: Dataset | None) -> list[str]:

@@ -368,7 +368,9 @@ class Trainer:
             self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
         ):
             output = self.ddp(batch)
-            loss_out = self.loss_fn(output, batch, progress=self.progress(), **extra)
+            loss_out = self.loss_fn(
+                output, batch, segmentation=batch.segmentation, progress=self.progress(), **extra
+            )
         terms = _loss_terms(loss_out)
         loss = terms["loss"]
         self.optimizer.zero_grad(set_to_none=True)
