@@ -290,3 +290,37 @@ def test_the_trainer_builds_the_prototypes_and_trains_with_the_term_on_label_fre
     assert result.losses["layer0/zero_shot"] > 0 and not result.skipped
     trainer.fit()
     assert trainer.step == 2
+
+
+@pytest.mark.gpu
+def test_the_term_through_gsplat_matches_the_reference_renderer_on_the_gpu():
+    """The class channels ride in gsplat's render as in the reference renderer's: the term's value to
+    1e-3 and its gradient on the Gaussians' features in direction."""
+    from gausstr_core.render import gsplat_available
+
+    if not gsplat_available():
+        pytest.skip("gsplat is not installed")
+    protos = _prototypes(0)
+    protos = ClassPrototypes(protos.prototypes.cuda(), protos.groups.cuda(), protos.num_classes)
+    batch = _rig_batch(seed=3).to("cuda")
+    targets = torch.randn(1, 6, D, 3, 4, generator=torch.Generator().manual_seed(4)).cuda()
+    values, grads = {}, {}
+    for backend in ("torch", "gsplat"):
+        loss = GaussTRLoss(
+            LossConfig(pca_dims=None, render_backend=backend, render_scale=0.5, zero_shot_label_weight=1.0),
+            class_prototypes=protos,
+        )
+        g = _gaussians(seed=3)
+        g = Gaussians(
+            g.means.cuda(),
+            g.scales.cuda(),
+            g.rotations.cuda(),
+            g.opacities.cuda(),
+            g.features.detach().cuda().requires_grad_(True),
+        )
+        term = loss(_output(g, targets), batch).terms["layer0/zero_shot"]
+        term.backward()
+        values[backend], grads[backend] = float(term.detach()), g.features.grad.flatten()
+    assert values["gsplat"] == pytest.approx(values["torch"], rel=1e-3), values
+    cos = F.cosine_similarity(grads["gsplat"], grads["torch"], dim=0)
+    assert float(cos) > 0.99, float(cos)
