@@ -234,54 +234,13 @@ def test_the_term_needs_prototypes_and_target_features():
 
 
 def test_the_trainer_builds_the_prototypes_and_trains_with_the_term_on_label_free_items(tmp_path):
-    from torch.utils.data import Dataset
-
-    from gausstr_core.data.transforms import resize_matrix
     from gausstr_core.presets import build_model_config
-    from gausstr_core.train.config import TrainConfig
     from gausstr_core.train.distributed import DistributedContext
     from gausstr_core.train.trainer import Trainer
+    from gausstr_testing.training import OVERRIDES, RandomScenes, train_config
 
-    size = (48, 88)
-
-    class Scenes(Dataset):
-        def __len__(self):
-            return 2
-
-        def __getitem__(self, i):
-            g = torch.Generator().manual_seed(i)
-            rig = nuscenes_rig()
-            aug = resize_matrix(rig.image_size, size).expand(1, 6, 3, 3).clone()
-            return CameraBatch(
-                torch.rand(1, 6, 3, *size, generator=g),
-                rig.intrinsics()[None],
-                rig.cam_to_ego()[None],
-                aug,
-                4 + 20 * torch.rand(1, 6, *size, generator=g),
-                torch.randn(1, 6, 64, size[0] // 8, size[1] // 8, generator=g),
-            )
-
-    cfg = TrainConfig(
-        preset="tiny",
-        out=str(tmp_path),
-        max_steps=2,
-        epochs=10,
-        warmup_steps=1,
-        checkpoint_every=5,
-        log_every=1,
-        image_every=1,
-        eval_at_end=False,
-        overrides=[
-            "model.image_size=[48, 88]",
-            "loss.pca_dims=16",
-            "model.decoder.queries_per_view=8",
-            "loss.zero_shot_label_weight=1",
-        ],
-        threads=1,
-        device="cpu",
-        amp="off",
-    )
-    trainer = Trainer(cfg, DistributedContext(), build_model_config(cfg), train_set=Scenes())
+    cfg = train_config(tmp_path, overrides=[*OVERRIDES, "loss.zero_shot_label_weight=1"], max_steps=2)
+    trainer = Trainer(cfg, DistributedContext(), build_model_config(cfg), train_set=RandomScenes(4))
     assert not trainer.needs_ground_truth
     assert trainer.loss_fn.class_prototypes is not None and trainer.loss_fn.class_prototypes.num_classes == 17
     trainer._epoch_slice.indices = [0]
