@@ -157,17 +157,17 @@ class LossConfig:
         depth_limit: target depths >= this [m] are replaced by ``beyond_limit_depth`` (official 51.2).
         beyond_limit_depth: the near-zero valid target beyond the limit (official 1e-3).
         segmentation_weight: weight of the segmentation cross-entropy (when labels and heads exist).
+        segmentation_ignore_index: label ignored by the cross-entropy (official 0).
         zero_shot_label_weight: weight of the zero-shot label term (``gausstr_core.losses.zero_shot``):
             every layer's Gaussians splat their class distribution (cosine logits x
             ``zero_shot_logit_scale`` against the category prompts), and the cross-entropy of the
             class a pixel shows (the splatted distribution over its opacity) against the target
-            patch's nearest-prompt class is averaged over the pixels with a class label and a
-            valid depth target within the depth limit. Label-free (the
-            labels come from the target features and the category names); 0 = off (the presets).
-            Needs the class prototypes (the trainer builds them from the training categories).
+            patch's nearest-prompt class is averaged over the pixels with a class label and a valid
+            depth target within the depth limit. Label-free (the labels come from the target
+            features and the category names); 0 = off (the presets). Needs the class prototypes
+            (the trainer builds them from the training categories).
         zero_shot_logit_scale: the cosine logit scale of the Gaussians' class distribution in that
             term (50: the tuned ``cos50`` readout of docs/results.md).
-        segmentation_ignore_index: label ignored by the cross-entropy (official 0).
         depth_head_weight: weight of the depth head's SILog + L1 against the target depth.
         render_scale: rendered resolution relative to the network input (official 1: it renders the
             input resolution, the 900x1600 originals scaled by the input's 0.56).

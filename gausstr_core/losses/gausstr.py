@@ -279,13 +279,14 @@ class GaussTRLoss:
             if (hr, wr) != (h, w):
                 labels = F.interpolate(labels.float(), size=(hr, wr), mode="nearest-exact").long()
 
+        # Pixels with a valid depth target within the depth limit: beyond it the depth loss asks for
+        # nothing to be rendered, so terms about what is rendered (photometric, zero-shot) skip them.
+        within_limit = depth_target > cfg.beyond_limit_depth if depth_target is not None else None
+
         zero_shot = cfg.zero_shot_label_weight > 0
-        zero_shot_targets = zero_shot_valid = None
+        zero_shot_targets = None
         if zero_shot:
             zero_shot_targets = zero_shot_labels(output.target_features, self.class_prototypes, (hr, wr))
-            if depth_target is not None:
-                # valid and within the depth limit: the far field belongs to the depth loss
-                zero_shot_valid = depth_target > cfg.beyond_limit_depth
 
         photometric = cfg.photometric.enabled
         images = photo_mask = None
@@ -297,8 +298,8 @@ class GaussTRLoss:
                 align_corners=False,
                 antialias=True,
             ).reshape(b, v, 3, hr, wr)
-            if cfg.photometric.mask_by_depth and depth_target is not None:
-                photo_mask = depth_target > cfg.beyond_limit_depth  # valid and within the depth limit
+            if cfg.photometric.mask_by_depth:
+                photo_mask = within_limit
 
         def render(gaussians: Gaussians) -> RenderOutput:
             return render_gaussians(
@@ -387,7 +388,7 @@ class GaussTRLoss:
                 total = total + term
             if rendered_classes is not None:
                 term = cfg.zero_shot_label_weight * zero_shot_label_loss(
-                    rendered_classes, rendered.alpha, zero_shot_targets, zero_shot_valid
+                    rendered_classes, rendered.alpha, zero_shot_targets, within_limit
                 )
                 terms[f"layer{i}/zero_shot"] = term
                 total = total + term
