@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from gausstr_core.data.transforms import resize_matrix, resize_views
@@ -29,3 +30,19 @@ def test_resize_views_keeps_a_checkerboard_square_where_the_matrix_says():
     assert out[0, 0, v, u] > 0.99 and out[0, 0, 5, 5] < 0.01
     assert out_depth.shape == (2, 60, 100) and torch.isfinite(out_depth).all()
     assert set(out_depth.unique().tolist()) <= {0.0, 7.0}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_resize_nearest_keeps_values_dtype_and_leading_dims(seed):
+    from gausstr_core.data.transforms import resize_nearest
+
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 20, (2, 3, 9, 16), generator=g)
+    out = resize_nearest(labels, (5, 7))
+    assert out.shape == (2, 3, 5, 7) and out.dtype == torch.int64, f"seed {seed}"
+    want = torch.nn.functional.interpolate(labels.float(), size=(5, 7), mode="nearest-exact").long()
+    assert torch.equal(out, want), f"seed {seed}"
+    assert set(out.unique().tolist()) <= set(labels.unique().tolist()), f"seed {seed}"
+    assert resize_nearest(labels, (9, 16)) is labels
+    depth = 50 * torch.rand(4, 6, 8, generator=g)
+    assert torch.equal(resize_nearest(depth, (12, 16))[1], resize_nearest(depth[1], (12, 16))), f"seed {seed}"

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from gausstr_core.batch import CameraBatch
 from gausstr_core.data.nuscenes import CAMERA_CHANNELS, DatasetLayout, KeyFrame, NuScenesIndex
 from gausstr_core.data.occ3d import Occ3DLabels, load_labels
-from gausstr_core.data.transforms import resize_views
+from gausstr_core.data.transforms import resize_nearest, resize_views
 from gausstr_core.grid import VoxelGrid
 
 
@@ -180,6 +180,10 @@ def _check_size(input_size) -> tuple[int, int] | None:
     return int(input_size[0]), int(input_size[1])
 
 
+class MissingSegmentationLabels(FileNotFoundError):
+    """A dataset asked for 2D segmentation labels has no label directory."""
+
+
 class OccupancyDataset(Dataset):
     """Key frames of a nuScenes / Occ3D / precomputed-targets dataset on disk.
 
@@ -239,7 +243,7 @@ class OccupancyDataset(Dataset):
                     f"load_{'features' if what == 'feature' else 'depth'}=False)"
                 )
         if load_segmentation and not self.layout.segmentation_dir.is_dir():
-            raise FileNotFoundError(
+            raise MissingSegmentationLabels(
                 f"segmentation label directory not found: {self.layout.segmentation_dir} (the official "
                 f"featup model's Grounded SAM 2 labels, one <image stem>.npy of (H, W) integer labels per "
                 f"camera image; pass segmentation_dir=..., or load_segmentation=False)"
@@ -346,10 +350,7 @@ class OccupancyDataset(Dataset):
                 f"{path}: labels of {array.shape[1]}x{array.shape[0]} do not have the aspect ratio of "
                 f"their {w}x{h} image"
             )
-        labels = torch.from_numpy(array.astype(np.int64))
-        if tuple(labels.shape) != tuple(size):
-            labels = F.interpolate(labels[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
-        return labels
+        return resize_nearest(torch.from_numpy(array.astype(np.int64)), size)
 
 
 def _load_npy(path: Path, what: str) -> Tensor:

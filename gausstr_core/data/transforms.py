@@ -23,6 +23,17 @@ def resize_matrix(in_size: tuple[int, int], out_size: tuple[int, int], dtype=tor
     return torch.tensor([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]], dtype=dtype)
 
 
+def resize_nearest(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """Resize (..., H, W) maps (labels, depth) to (..., H', W') by nearest neighbour ("nearest-exact":
+    each output pixel takes the input pixel under its centre), so that no value is ever blended into
+    one that exists nowhere. Integer maps come back in their dtype."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    lead = maps.shape[:-2]
+    out = F.interpolate(maps.reshape(-1, 1, *maps.shape[-2:]).float(), size=tuple(size), mode="nearest-exact")
+    return out.reshape(*lead, *size).to(maps.dtype)
+
+
 def resize_views(
     images: Tensor, out_size: tuple[int, int], depth: Tensor | None = None
 ) -> tuple[Tensor, Tensor | None, Tensor]:
@@ -49,8 +60,7 @@ def resize_views(
             raise ValueError(f"depth must be (V, H, W) = {(v, h, w)}, got {tuple(depth.shape)}")
         depth = depth.float()
         depth = torch.where(torch.isfinite(depth), depth, torch.zeros_like(depth))
-        if (h, w) != tuple(out_size):
-            depth = F.interpolate(depth[:, None], size=out_size, mode="nearest-exact")[:, 0]
+        depth = resize_nearest(depth, tuple(out_size))
     aug = _device_resize_matrix((h, w), tuple(out_size), x.device).expand(v, 3, 3).clone()
     return x, depth, aug
 

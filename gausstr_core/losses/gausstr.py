@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gausstr_core.batch import CameraBatch
-from gausstr_core.data.transforms import resize_matrix
+from gausstr_core.data.transforms import resize_matrix, resize_nearest
 from gausstr_core.gaussians import Gaussians
 from gausstr_core.grid import VoxelGrid
 from gausstr_core.losses.config import LossConfig
@@ -260,8 +260,7 @@ class GaussTRLoss:
         depth_target = None
         if batch.depth is not None:
             depth_target = clean_depth(batch.depth.float())
-            if (hr, wr) != (h, w):
-                depth_target = F.interpolate(depth_target, size=(hr, wr), mode="nearest-exact")
+            depth_target = resize_nearest(depth_target, (hr, wr))
             depth_target = torch.where(
                 depth_target < cfg.depth_limit,
                 depth_target,
@@ -275,9 +274,7 @@ class GaussTRLoss:
                     f"segmentation labels must be (B, V, H, W) = {(b, v, h, w)}, "
                     f"got {tuple(segmentation.shape)}"
                 )
-            labels = segmentation.long()
-            if (hr, wr) != (h, w):
-                labels = F.interpolate(labels.float(), size=(hr, wr), mode="nearest-exact").long()
+            labels = resize_nearest(segmentation.long(), (hr, wr))
 
         # Pixels with a valid depth target within the depth limit: beyond it the depth loss asks for
         # nothing to be rendered, so terms about what is rendered (photometric, zero-shot) skip them.

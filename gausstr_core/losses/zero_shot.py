@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gausstr_core.data.transforms import resize_nearest
 from gausstr_core.losses.gaussrender import ClassPrototypes
 
 # Rendered probabilities are clamped to this before the log: a pixel the Gaussians give no mass to
@@ -48,7 +49,7 @@ def zero_shot_labels(targets: Tensor, prototypes: ClassPrototypes, size: tuple[i
     """
     if targets.dim() != 5:
         raise ValueError(f"target features must be (B, V, C, h, w), got {tuple(targets.shape)}")
-    b, v, c, h, w = targets.shape
+    c = targets.shape[2]
     protos = prototypes.prototypes.to(targets)
     if protos.shape[1] != c:
         raise ValueError(f"prototypes have {protos.shape[1]} channels, the target features {c}")
@@ -65,11 +66,7 @@ def zero_shot_labels(targets: Tensor, prototypes: ClassPrototypes, size: tuple[i
                 nearest.new_full((protos.shape[0] - p,), prototypes.num_classes),
             ]
         )
-        labels = classes[nearest]
-        if (h, w) != tuple(size):
-            labels = F.interpolate(labels.flatten(0, 1)[:, None].float(), size=size, mode="nearest-exact")
-            labels = labels.reshape(b, v, *size).long()
-    return labels
+        return resize_nearest(classes[nearest], size)
 
 
 def class_channels(features: Tensor, prototypes: ClassPrototypes, logit_scale: float) -> Tensor:

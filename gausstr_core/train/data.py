@@ -101,14 +101,12 @@ def build_dataset(spec: str, split: str, model_config, training: bool) -> Datase
             with_ground_truth=not training,
             load_segmentation=segment_heads,
         )
-    except FileNotFoundError as error:
-        if segment_heads and "segmentation label directory" in str(error):
-            raise FileNotFoundError(
-                f"{error}. The model has segmentation heads (model.head.segment_classes="
-                f"{model_config.model.head.segment_classes}, the official featup model's auxiliary "
-                f"head); without 2D labels train it with --set model.head.segment_classes=0"
-            ) from error
-        raise
+    except datasets.MissingSegmentationLabels as error:
+        raise datasets.MissingSegmentationLabels(
+            f"{error}. The model has segmentation heads (model.head.segment_classes="
+            f"{model_config.model.head.segment_classes}, the official featup model's auxiliary "
+            f"head); without 2D labels train it with --set model.head.segment_classes=0"
+        ) from error
 
 
 def dataroot(spec: str | Path) -> Path:
