@@ -251,6 +251,60 @@ def test_the_trainer_builds_the_prototypes_and_trains_with_the_term_on_label_fre
     assert trainer.step == 2
 
 
+def test_a_vocabulary_of_its_own_labels_with_its_own_prompts_not_the_evaluation_ones():
+    """``zero_shot_prototypes`` (from ``loss.zero_shot_categories``) replace ``class_prototypes`` in
+    the term: the term equals the one computed with those prototypes as the evaluation vocabulary."""
+    evaluation, own = _prototypes(0), _prototypes(7, k=3, extra_prompts=1)
+    batch = _rig_batch(seed=3)
+    targets = torch.randn(1, 6, D, 3, 4, generator=torch.Generator().manual_seed(9))
+    config = LossConfig(pca_dims=None, render_backend="torch", render_scale=0.5, zero_shot_label_weight=1.0)
+    gaussians = _gaussians(seed=3)
+    split = GaussTRLoss(config, class_prototypes=evaluation, zero_shot_prototypes=own)
+    assert split.label_prototypes is own
+    as_evaluation = GaussTRLoss(config, class_prototypes=own)
+    on_evaluation = GaussTRLoss(config, class_prototypes=evaluation)
+
+    def term(loss: GaussTRLoss) -> float:
+        return float(loss(_output(gaussians, targets), batch).terms["layer0/zero_shot"].detach())
+
+    assert term(split) == pytest.approx(term(as_evaluation), rel=1e-6)
+    assert abs(term(split) - term(on_evaluation)) > 1e-3
+    # the own vocabulary alone is enough for the term (GaussRender still needs the evaluation one)
+    assert term(GaussTRLoss(config, zero_shot_prototypes=own)) == pytest.approx(term(as_evaluation), rel=1e-6)
+
+
+def test_the_categories_of_the_term_are_checked_when_the_config_is_made():
+    assert LossConfig(zero_shot_categories=("car", "road|lane marking")).zero_shot_categories == (
+        "car",
+        "road|lane marking",
+    )
+    with pytest.raises(ValueError, match=r"zero_shot_categories.*duplicates"):
+        LossConfig(zero_shot_categories=("car", "Car"))
+    with pytest.raises(ValueError, match=r"zero_shot_categories.*empty prompt"):
+        LossConfig(zero_shot_categories=("car|",))
+
+
+def test_the_trainer_builds_the_terms_own_vocabulary_beside_the_evaluation_one(tmp_path):
+    from gausstr_core.presets import build_model_config
+    from gausstr_core.train.distributed import DistributedContext
+    from gausstr_core.train.trainer import Trainer
+    from gausstr_testing.training import OVERRIDES, RandomScenes, train_config
+
+    overrides = [
+        *OVERRIDES,
+        "loss.zero_shot_label_weight=1",
+        'loss.zero_shot_categories=["car", "road|lane marking", "building"]',
+    ]
+    cfg = train_config(tmp_path, overrides=overrides, max_steps=1)
+    trainer = Trainer(cfg, DistributedContext(), build_model_config(cfg), train_set=RandomScenes(4))
+    assert trainer.loss_fn.class_prototypes.num_classes == 17
+    own = trainer.loss_fn.zero_shot_prototypes
+    assert own.num_classes == 3 and own.groups.tolist()[:4] == [0, 1, 1, 2]
+    trainer._epoch_slice.indices = [0]
+    result, _, _ = trainer.train_step(next(iter(trainer._loader())))
+    assert math.isfinite(result.losses["layer0/zero_shot"]) and result.losses["layer0/zero_shot"] > 0
+
+
 @pytest.mark.gpu
 def test_the_term_through_gsplat_matches_the_reference_renderer_on_the_gpu():
     """The class channels ride in gsplat's render as in the reference renderer's: the term's value to

@@ -168,6 +168,11 @@ class LossConfig:
             (the trainer builds them from the training categories).
         zero_shot_logit_scale: the cosine logit scale of the Gaussians' class distribution in that
             term (50: the tuned ``cos50`` readout of docs/results.md).
+        zero_shot_categories: the category entries (``Vocabulary.parse`` format, "name|prompt 2")
+            whose prompts the zero-shot labels come from; empty = the evaluation vocabulary (the
+            dataset's classes). A target patch of a class missing from the list is labelled with
+            the nearest listed class, so the list should cover what the cameras see
+            (docs/results.md measures classes left out of it).
         depth_head_weight: weight of the depth head's SILog + L1 against the target depth.
         render_scale: rendered resolution relative to the network input (official 1: it renders the
             input resolution, the 900x1600 originals scaled by the input's 0.56).
@@ -198,6 +203,7 @@ class LossConfig:
     segmentation_ignore_index: int = 0
     zero_shot_label_weight: float = 0.0
     zero_shot_logit_scale: float = 50.0
+    zero_shot_categories: tuple[str, ...] = ()
     depth_head_weight: float = 1.0
     render_scale: float = 1.0
     near: float = 0.1
@@ -239,6 +245,13 @@ class LossConfig:
                 raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
         if not self.zero_shot_logit_scale > 0:
             raise ValueError(f"loss.zero_shot_logit_scale must be positive, got {self.zero_shot_logit_scale}")
+        if self.zero_shot_categories:
+            from gausstr_core.text.vocabulary import Vocabulary
+
+            try:
+                Vocabulary.parse(list(self.zero_shot_categories))
+            except ValueError as exc:
+                raise ValueError(f"loss.zero_shot_categories: {exc}") from exc
         if not 0.0 <= self.centered_feature_start < 1.0:
             raise ValueError(
                 f"loss.centered_feature_start must be in [0, 1), got {self.centered_feature_start}"

@@ -18,7 +18,7 @@ Per layer (faithful to the official ``GaussTRHead.loss``):
 * Zero-shot labels (optional, ``zero_shot_label_weight``; not in the official code): the Gaussians'
   class distributions are splatted with the features (extra channels of the same render) and trained
   by cross-entropy against each target patch's nearest-prompt class
-  (``gausstr_core.losses.zero_shot``). Label-free; needs ``class_prototypes``.
+  (``gausstr_core.losses.zero_shot``). Label-free; needs ``class_prototypes`` (or ``zero_shot_prototypes``).
 
 One difference from the official code: the PCA basis is computed once per step and shared by the
 layers (the official recomputes the randomized PCA per layer, which only adds noise).
@@ -183,9 +183,11 @@ class GaussTRLoss:
         config: LossConfig | None = None,
         class_prototypes: ClassPrototypes | None = None,
         grid: VoxelGrid | None = None,
+        zero_shot_prototypes: ClassPrototypes | None = None,
     ):
         self.config = config or LossConfig()
         self.class_prototypes = class_prototypes
+        self.zero_shot_prototypes = zero_shot_prototypes
         self.grid = grid or VoxelGrid()
 
     @property
@@ -197,6 +199,12 @@ class GaussTRLoss:
     def needs_prototypes(self) -> bool:
         """True when a term (GaussRender, zero-shot labels) needs ``class_prototypes``."""
         return self.config.gaussrender.enabled or self.config.zero_shot_label_weight > 0
+
+    @property
+    def label_prototypes(self) -> ClassPrototypes | None:
+        """The prompts of the zero-shot labels: ``zero_shot_prototypes`` (the vocabulary of
+        ``loss.zero_shot_categories``) when set, else ``class_prototypes``."""
+        return self.zero_shot_prototypes if self.zero_shot_prototypes is not None else self.class_prototypes
 
     def render_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """(Hr, Wr) of the rendered images for a network input of ``image_size``."""
@@ -216,10 +224,15 @@ class GaussTRLoss:
                 "loss.gaussrender is on (weight > 0): the loss needs ground_truth= "
                 "(semantics, mask_camera); train on data with ground truth"
             )
-        if self.needs_prototypes and self.class_prototypes is None:
+        if self.config.gaussrender.enabled and self.class_prototypes is None:
             raise ValueError(
-                "loss.gaussrender or loss.zero_shot_label_weight is on: GaussTRLoss needs "
-                "class_prototypes (ClassPrototypes.from_config(config, categories))"
+                "loss.gaussrender is on: GaussTRLoss needs class_prototypes "
+                "(ClassPrototypes.from_config(config, categories))"
+            )
+        if self.config.zero_shot_label_weight > 0 and self.label_prototypes is None:
+            raise ValueError(
+                "loss.zero_shot_label_weight is on: GaussTRLoss needs class_prototypes or "
+                "zero_shot_prototypes (ClassPrototypes.from_config(config, categories))"
             )
         if self.config.zero_shot_label_weight > 0 and getattr(output, "target_features", None) is None:
             raise ValueError(
@@ -283,7 +296,7 @@ class GaussTRLoss:
         zero_shot = cfg.zero_shot_label_weight > 0
         zero_shot_targets = None
         if zero_shot:
-            zero_shot_targets = zero_shot_labels(output.target_features, self.class_prototypes, (hr, wr))
+            zero_shot_targets = zero_shot_labels(output.target_features, self.label_prototypes, (hr, wr))
 
         photometric = cfg.photometric.enabled
         images = photo_mask = None
@@ -318,7 +331,7 @@ class GaussTRLoss:
             features = gaussians.features.float()
             classes = None
             if zero_shot:
-                classes = class_channels(features, self.class_prototypes, cfg.zero_shot_logit_scale)
+                classes = class_channels(features, self.label_prototypes, cfg.zero_shot_logit_scale)
             if basis is not None:
                 features = features @ basis
             elif target is None:

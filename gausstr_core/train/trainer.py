@@ -248,6 +248,12 @@ class Trainer:
             self.loss_fn.class_prototypes = ClassPrototypes.from_config(
                 self.model_config, self.eval_categories(), self.device
             )
+            zero_shot_categories = self.model_config.loss.zero_shot_categories
+            if zero_shot_categories:
+                # the zero-shot labels from a vocabulary of the user's own (loss.zero_shot_categories)
+                self.loss_fn.zero_shot_prototypes = ClassPrototypes.from_config(
+                    self.model_config, list(zero_shot_categories), self.device
+                )
             self.loss_fn.grid = self.model_config.grid
         self.sampler = DistributedSampler(
             self.train_set,
