@@ -230,6 +230,31 @@ def test_bad_grounded_sam_labels_get_clear_errors(root, tmp_path):
         )
 
 
+def test_the_generator_writes_2d_labels_that_the_dataset_reads_from_their_default_place(tmp_path):
+    from gausstr_core.data.synthetic import generate_sample
+    from gausstr_core.data.synthetic.targets import segmentation_targets
+
+    layout = write_dataset(
+        tmp_path,
+        1,
+        seed=SEED,
+        config=CONFIG,
+        embeddings=EMB,
+        image_format="png",
+        progress=False,
+        segmentation_labels=True,
+    )
+    assert layout.segmentation_dir == tmp_path / "nuscenes_grounded_sam2"
+    assert len(list(layout.segmentation_dir.glob("*.npy"))) == 6 * CONFIG.samples_per_scene
+    data = OccupancyDataset(layout.dataroot, "all", input_size=CONFIG.image_size, load_segmentation=True)
+    item = data[0]
+    want = segmentation_targets(generate_sample(SEED, 0, 0, CONFIG, None, with_labels=False).views.occ_class)
+    assert torch.equal(item.segmentation, want.long())
+    # without the flag nothing is written (the label-free default)
+    plain = write_dataset(tmp_path / "plain", 1, seed=SEED, config=CONFIG, image_format="png", progress=False)
+    assert not plain.segmentation_dir.exists()
+
+
 def test_a_model_with_segmentation_heads_needs_2d_labels_to_train(root, tmp_path):
     from gausstr_core.data.synthetic.writer import EMBEDDINGS_FILE
     from gausstr_core.presets import build_model_config

@@ -37,6 +37,15 @@ def test_every_run_builds_its_config(key):
     assert run.data in RESULTS.DATASETS and f"{run.data}_tune" in RESULTS.DATASETS
 
 
+@pytest.mark.parametrize("name", sorted(RESULTS.DATASETS))
+def test_every_dataset_is_a_valid_generator_command(name):
+    from gausstr_core.data.synthetic.cli import build_parser
+
+    args = build_parser().parse_args(["--out", "unused", *RESULTS.DATASETS[name]])
+    # the featup training data carries the 2D labels that featup_both_segmentation trains on
+    assert args.segmentation_labels == (name == "featup")
+
+
 def test_the_tune_sweep_variants_are_valid_overrides():
     for extra in RESULTS.LOGIT_VARIANTS.values():
         overrides = [extra[i + 1] for i, a in enumerate(extra) if a == "--set"]

@@ -18,6 +18,7 @@ from gausstr_core.data.synthetic.targets import (
     depth_targets,
     feature_targets,
     sample_generator,
+    segmentation_targets,
 )
 
 K = len(name_strings())
@@ -202,3 +203,22 @@ def test_synthetic_samples_are_deterministic():
         assert torch.equal(getattr(a.labels, name), getattr(b.labels, name))
     c = generate_sample(4, 3, 0, config, emb, with_labels=False)
     assert c.labels is None and not torch.equal(a.views.rgb, c.views.rgb)
+
+
+def test_segmentation_targets_are_the_surface_class_plus_one_and_zero_for_the_sky():
+    from gausstr_core.data.synthetic.vocabulary import SKY_CLASS
+
+    occ = torch.tensor([[[0, 4, SKY_CLASS], [16, SKY_CLASS, 10]]], dtype=torch.uint8)
+    labels = segmentation_targets(occ)
+    assert labels.dtype == torch.uint8
+    assert labels.tolist() == [[[1, 5, 0], [17, 0, 11]]]
+    sample = generate_sample(
+        3, 1, 0, SyntheticConfig(image_size=(32, 56), visibility_spacing=(3.0, 3.0)), None
+    )
+    labels = segmentation_targets(sample.views.occ_class)
+    sky = sample.views.occ_class == SKY_CLASS
+    assert sky.any() and (~sky).any()
+    assert bool((labels[sky] == 0).all())
+    assert torch.equal(labels[~sky].long(), sample.views.occ_class[~sky].long() + 1)
+    with pytest.raises(ValueError, match="occ_class must be"):
+        segmentation_targets(occ[0])

@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         "outputs) or invalid 0 (the old targets, for the ablation)",
     )
     p.add_argument(
+        "--segmentation-labels",
+        action="store_true",
+        help="also write each image's 2D class labels to nuscenes_grounded_sam2/ (the official FeatUp "
+        "model's auxiliary Grounded SAM 2 labels, as an ideal segmenter gives them), so the featup "
+        "preset's segmentation heads can train",
+    )
+    p.add_argument(
         "--no-preview", action="store_true", help="do not write preview.png of the first key frame"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -182,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         val_fraction=args.val_fraction,
         workers=args.workers,
         progress=not args.quiet,
+        segmentation_labels=args.segmentation_labels,
     )
     elapsed = time.perf_counter() - start
     frames = args.scenes * args.samples_per_scene
@@ -200,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  dataroot  {layout.dataroot}  (tables {layout.version}, Occ3D gts/)")
     print(f"  depth     {layout.depth_dir}")
     print(f"  features  {layout.feature_dir if embeddings is not None else '(none)'}")
+    if args.segmentation_labels:
+        print(f"  2D labels {layout.segmentation_dir}")
     if not args.no_preview:
         print(f"  preview   {Path(args.out) / 'preview.png'}")
     return 0

@@ -21,6 +21,12 @@ both come from the synthetic world's per-pixel rendering:
 
 Both are deterministic per seed. Neither contains any label: the training data never sees the
 per-pixel classes, only embeddings of them.
+
+Optionally (``gausstr-synth --segmentation-labels``) a third target stands in for the official
+FeatUp model's auxiliary 2D labels, Grounded SAM 2 prompted with the class names
+(``segmentation_targets``): the class of every pixel's surface, as an ideal 2D segmenter would give
+it. These are 2D labels from a frozen 2D model in the official pipeline, never 3D ground truth; here
+they are exact, so they are an upper bound of what Grounded SAM 2 gives on real images.
 """
 
 from __future__ import annotations
@@ -229,6 +235,24 @@ def depth_targets(
     keep = valid & (pred <= config.max_depth)
     far = config.far_depth if config.far_field == "far" else 0.0
     return torch.where(keep, pred, torch.full_like(pred, far))
+
+
+def segmentation_targets(occ_class: Tensor) -> Tensor:
+    """Per-pixel 2D labels in the official Grounded SAM 2 file convention (0 = unlabelled).
+
+    Args:
+        occ_class: (V, H, W) uint8 Occ3D class of each pixel's surface, ``SKY_CLASS`` for the sky
+            (``RenderedViews.occ_class``).
+    Returns:
+        (V, H, W) uint8: Occ3D class + 1 (1-17; the featup preset's 26-way head has room for them),
+        0 for the sky (no class name covers it; the loss ignores label 0).
+    """
+    from gausstr_core.data.synthetic.vocabulary import SKY_CLASS
+
+    if occ_class.dim() != 3:
+        raise ValueError(f"occ_class must be (V, H, W), got {tuple(occ_class.shape)}")
+    labels = occ_class.to(torch.int64) + 1
+    return torch.where(occ_class == SKY_CLASS, torch.zeros_like(labels), labels).to(torch.uint8)
 
 
 def sample_generator(seed: int, scene_index: int, sample_index: int, stream: int) -> torch.Generator:

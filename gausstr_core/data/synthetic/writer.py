@@ -12,6 +12,7 @@ out/nuscenes/synthetic.json              generator, seed, configuration, names
 out/nuscenes/synthetic_text_embeddings.safetensors    the (K, D) name embeddings of the features
 out/nuscenes_metric3d/<stem>.npy         (H, W) float32 synthetic metric depth (sky: 200 m)
 out/nuscenes_featup/<stem>.npy           (D, h, w) synthetic foundation-model features
+out/nuscenes_grounded_sam2/<stem>.npy    (H, W) uint8 2D labels (``segmentation_labels=True`` only)
 ```
 
 Tables with no synthetic content (category, attribute, visibility, instance, sample_annotation)
@@ -39,6 +40,7 @@ from torch import Tensor
 from gausstr_core.data.nuscenes import SPLITS_FILE, DatasetLayout
 from gausstr_core.data.occ3d import save_labels
 from gausstr_core.data.synthetic.samples import SyntheticConfig, generate_sample, make_world
+from gausstr_core.data.synthetic.targets import segmentation_targets
 from gausstr_core.data.synthetic.vocabulary import name_strings
 from gausstr_core.geometry import matrix_to_quaternion
 
@@ -108,6 +110,7 @@ class _Job:
     config: SyntheticConfig
     embeddings: Tensor | None
     image_format: str
+    segmentation: bool = False
 
 
 def _file_names(
@@ -139,13 +142,18 @@ def _render_scene(job: _Job) -> list[dict]:
         outputs = [job.out.dataroot / f for f in files] + [job.out.depth_path(f) for f in files] + [gt]
         if job.embeddings is not None:
             outputs += [job.out.feature_path(f) for f in files]
+        if job.segmentation:
+            outputs += [job.out.segmentation_path(f) for f in files]
         if not all(p.is_file() for p in outputs):
             sample = generate_sample(job.seed, job.scene_index, k, cfg, job.embeddings, world=world)
+            segmentation = segmentation_targets(sample.views.occ_class) if job.segmentation else None
             for v, f in enumerate(files):
                 _atomic_write(job.out.dataroot / f, _image_bytes(sample.views.rgb[v], job.image_format))
                 _atomic_write(job.out.depth_path(f), _npy_bytes(sample.depth_target[v].numpy()))
                 if sample.features is not None:
                     _atomic_write(job.out.feature_path(f), _npy_bytes(sample.features[v].numpy()))
+                if segmentation is not None:
+                    _atomic_write(job.out.segmentation_path(f), _npy_bytes(segmentation[v].numpy()))
             save_labels(gt, sample.labels)
         records.append(
             {
@@ -289,6 +297,7 @@ def write_dataset(
     val_fraction: float = 0.2,
     workers: int = 1,
     progress: bool = True,
+    segmentation_labels: bool = False,
 ) -> DatasetLayout:
     """Generate ``num_scenes`` synthetic scenes into ``out`` (see the module docstring for the layout).
 
@@ -306,6 +315,10 @@ def write_dataset(
         val_fraction: share of scenes in the "val" split (evenly spread); the rest is "train".
         workers: processes rendering scenes in parallel.
         progress: show a tqdm bar.
+        segmentation_labels: also write each image's 2D labels to ``nuscenes_grounded_sam2/``
+            (``targets.segmentation_targets``: the official FeatUp model's auxiliary Grounded SAM 2
+            labels as an ideal segmenter would give them), so the featup preset's segmentation
+            heads can train.
     Returns:
         The dataset's layout (``OccupancyDataset(layout.dataroot, ...)`` reads it).
     """
@@ -325,10 +338,19 @@ def write_dataset(
             )
         embeddings = embeddings.detach().float().cpu()
     root = Path(out)
-    layout = DatasetLayout(root / "nuscenes", version, root / "nuscenes_metric3d", root / "nuscenes_featup")
+    layout = DatasetLayout(
+        root / "nuscenes",
+        version,
+        root / "nuscenes_metric3d",
+        root / "nuscenes_featup",
+        root / "nuscenes_grounded_sam2",
+    )
     layout.table_dir.mkdir(parents=True, exist_ok=True)
 
-    jobs = [_Job(layout, seed, s, config, embeddings, image_format) for s in range(num_scenes)]
+    jobs = [
+        _Job(layout, seed, s, config, embeddings, image_format, segmentation_labels)
+        for s in range(num_scenes)
+    ]
     records: list[dict] = []
     from tqdm import tqdm
 
@@ -359,6 +381,7 @@ def write_dataset(
         "synthetic_names": names,
         "text": text_info,
         "features": embeddings is not None,
+        "segmentation_labels": segmentation_labels,
         "image_format": image_format,
         "version": version,
     }
