@@ -63,8 +63,9 @@ def build_dataset(spec: str, split: str, model_config, training: bool) -> Datase
         raise ValueError(
             f"the model has segmentation heads (model.head.segment_classes="
             f"{model_config.model.head.segment_classes}, the official featup model's auxiliary head), "
-            f"which train on 2D labels (Grounded SAM 2); the synthetic world {spec!r} has none: pass "
-            f"--set model.head.segment_classes=0"
+            f"which train on 2D labels (Grounded SAM 2); the in-memory synthetic world {spec!r} has "
+            f"none: write the world with `gausstr-synth --segmentation-labels` and train on that "
+            f"directory, or pass --set model.head.segment_classes=0"
         )
     if spec.startswith("synthetic:"):
         from gausstr_core.data.synthetic.samples import SyntheticConfig
