@@ -42,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resolution", type=int, nargs=2, default=(216, 384), metavar=("H", "W"))
     p.add_argument("--patch-size", type=int, default=8)
     p.add_argument("--depth-limit", type=float, default=51.2, help="the loss's depth limit [m]")
+    p.add_argument(
+        "--feature-noise",
+        type=float,
+        default=FeatureTargetConfig.noise_std,
+        help="the targets' noise (gausstr-synth --feature-noise): noisier targets, noisier labels",
+    )
+    p.add_argument("--feature-blur", type=float, default=FeatureTargetConfig.blur_sigma)
     args = p.parse_args(argv)
 
     text = text_config(args.preset, args.text_seed)
@@ -51,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     prototypes = ClassPrototypes.from_config(config, categories)
     k = prototypes.num_classes
     synth = SyntheticConfig(
-        image_size=tuple(args.resolution), features=FeatureTargetConfig(patch_size=args.patch_size)
+        image_size=tuple(args.resolution),
+        features=FeatureTargetConfig(
+            patch_size=args.patch_size, noise_std=args.feature_noise, blur_sigma=args.feature_blur
+        ),
     )
     confusion = torch.zeros(k + 1, k + 1, dtype=torch.int64)  # [true, label], k = free / sky
     near = torch.zeros(k + 1, k + 1, dtype=torch.int64)
@@ -71,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     names = [*Vocabulary.parse(categories).names, "free (sky)"]
     print(
         f"zero-shot labels of {args.scenes} scene(s), {args.preset} text tower (seed {args.text_seed}), "
-        f"{args.resolution[0]} x {args.resolution[1]}, patch {args.patch_size}"
+        f"{args.resolution[0]} x {args.resolution[1]}, patch {args.patch_size}, target noise "
+        f"{args.feature_noise:g}, blur {args.feature_blur:g}"
     )
     print(
         f"pixel accuracy: {accuracy(confusion):.1f} % of all pixels, {accuracy(near):.1f} % of the pixels "
