@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gausstr_core.data.depth import FAR_DEPTH
+from gausstr_core.data.synthetic.vocabulary import SKY_CLASS
 
 FAR_FIELD_MODES = ("far", "invalid")
 
@@ -247,8 +248,6 @@ def segmentation_targets(occ_class: Tensor) -> Tensor:
         (V, H, W) uint8: Occ3D class + 1 (1-17; the featup preset's 26-way head has room for them),
         0 for the sky (no class name covers it; the loss ignores label 0).
     """
-    from gausstr_core.data.synthetic.vocabulary import SKY_CLASS
-
     if occ_class.dim() != 3:
         raise ValueError(f"occ_class must be (V, H, W), got {tuple(occ_class.shape)}")
     labels = occ_class.to(torch.int64) + 1
