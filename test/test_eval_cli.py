@@ -203,3 +203,33 @@ def test_data_built_for_another_text_space_is_refused(synth):
     )
     with pytest.raises(ValueError, match="other text embeddings"):
         build_dataset(str(synth), "train", other, training=True)
+
+
+def test_scores_are_written_before_the_pictures(tmp_path, monkeypatch):
+    """An evaluation stopped while it draws its pictures (a machine call's deadline sends SIGINT)
+    still leaves metrics.json and per_class.md: the numbers are written first."""
+    from types import SimpleNamespace
+
+    from gausstr_core.evaluation import runner, visualize
+    from gausstr_core.grid import VoxelGrid
+
+    grid = VoxelGrid()
+    gen = torch.Generator().manual_seed(0)
+    shape = (1, *grid.shape)
+    items = [
+        (None, SimpleNamespace(semantics=torch.randint(0, 3, shape, generator=gen), mask_camera=None))
+        for _ in range(2)
+    ]
+    labels = torch.randint(0, 3, shape, generator=gen)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(visualize, "save_bev_comparison", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runner.evaluate(lambda batch: labels, items, ["car", "road"], grid, out_dir=tmp_path, rayiou=False)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["summary"]["scenes"] == 2
+    assert saved["summary"]["iou"] is not None
+    assert (tmp_path / "per_class.md").is_file()
+    assert not (tmp_path / "bev_000.png").exists()

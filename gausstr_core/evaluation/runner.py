@@ -83,6 +83,7 @@ def evaluate(
     rays = RayIoUMetric(class_names, grid) if rayiou else None
     out = Path(out_dir) if out_dir is not None else None
     files: list[str] = []
+    pictures: list[tuple[Tensor, Tensor, Tensor | None]] = []
     scenes, seconds = 0, 0.0
     for batch, gt in tqdm(
         items, total=total, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True
@@ -104,15 +105,9 @@ def evaluate(
             if rays is not None:
                 rays.update(labels[i], semantics[i], ray_origins)
             if out is not None and scenes < bev_scenes:
-                path = save_bev_comparison(
-                    out / f"bev_{scenes:03d}.png",
-                    labels[i],
-                    semantics[i],
-                    class_names,
-                    mask=None if mask is None else mask[i],
-                    title=f"scene {scenes}: prediction | ground truth | error (camera-visible voxels)",
-                )
-                files.append(str(path))
+                # drawn after the scores are written: an evaluation stopped while it draws (a
+                # deadline, Ctrl-C) still leaves its numbers
+                pictures.append((labels[i], semantics[i], None if mask is None else mask[i]))
             scenes += 1
     if reduce is not None:
         reduce(metric, rays)
@@ -135,7 +130,6 @@ def evaluate(
     }
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        files.append(str(save_confusion_matrix(out / "confusion.png", scores.confusion, class_names)))
         table = scores.markdown_table()
         if ray_scores:
             table += (
@@ -146,6 +140,18 @@ def evaluate(
         (out / "per_class.md").write_text(table + "\n")
         files.append(str(out / "per_class.md"))
         (out / "metrics.json").write_text(json.dumps(result, indent=1))
+        files.append(str(save_confusion_matrix(out / "confusion.png", scores.confusion, class_names)))
+        for k, (labels_k, semantics_k, mask_k) in enumerate(pictures):
+            path = save_bev_comparison(
+                out / f"bev_{k:03d}.png",
+                labels_k,
+                semantics_k,
+                class_names,
+                mask=mask_k,
+                title=f"scene {k}: prediction | ground truth | error (camera-visible voxels)",
+            )
+            files.append(str(path))
+        (out / "metrics.json").write_text(json.dumps(result, indent=1))  # now with every file
     return result
 
 
