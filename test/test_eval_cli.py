@@ -233,3 +233,49 @@ def test_scores_are_written_before_the_pictures(tmp_path, monkeypatch):
     assert saved["summary"]["iou"] is not None
     assert (tmp_path / "per_class.md").is_file()
     assert not (tmp_path / "bev_000.png").exists()
+
+
+def test_no_use_depth_scores_the_depth_head(synth, checkpoint, tmp_path, monkeypatch):
+    """``--no-use-depth`` hands the model batches without depth (its depth head lifts the
+    Gaussians, as in the node's camera-only default) and says so in metrics.json."""
+    from gausstr_core.inference.predictor import OccupancyPredictor
+
+    seen = []
+    predict = OccupancyPredictor.predict
+
+    def spy(self, batch, *args, **kwargs):
+        seen.append(batch.depth is None)
+        return predict(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(OccupancyPredictor, "predict", spy)
+    common = ["--checkpoint", str(checkpoint), "--data", str(synth), "--threads", "1", "--no-rayiou"]
+    assert main([*common, "--out", str(tmp_path / "dh"), "--no-use-depth", "--bev", "0"]) == 0
+    assert seen == [True]
+    saved = json.loads((tmp_path / "dh" / "metrics.json").read_text())
+    assert saved["evaluated"]["depth"] == "the model's depth head"
+    assert main([*common, "--out", str(tmp_path / "d"), "--bev", "0"]) == 0
+    assert seen == [True, False]
+
+
+def test_no_use_depth_needs_a_depth_head(synth, tmp_path, capsys):
+    from gausstr_core.model.gausstr import GaussTR
+    from gausstr_core.presets import build_model_config
+    from gausstr_core.train.config import TrainConfig
+    from gausstr_core.train.data import save_deployment_checkpoint
+
+    cfg = build_model_config(
+        TrainConfig(
+            overrides=[
+                "model.image_size=[48, 88]",
+                "model.decoder.queries_per_view=8",
+                "model.depth_head.enabled=false",
+            ]
+        )
+    )
+    path = tmp_path / "no_head.safetensors"
+    save_deployment_checkpoint(GaussTR(cfg.model), cfg, path, step=0, metrics={}, vocabulary=["car", "road"])
+    args = ["--data", str(synth), "--out", str(tmp_path / "e"), "--no-use-depth"]
+    assert main(["--checkpoint", str(path), *args]) == 2
+    assert "has no depth head" in capsys.readouterr().err
+    assert main(["--baseline", "depth-unprojection", *args]) == 2
+    assert "baselines need the data's depth" in capsys.readouterr().err

@@ -49,6 +49,9 @@ class EvalOptions:
         max_scenes: evaluate at most this many scenes (0 = all)
         bev: BEV pictures of the first N scenes
         rayiou: compute RayIoU (``--no-rayiou`` skips it)
+        use_depth: give the model the data's metric depth (``--no-use-depth``: the model's own
+            depth head predicts it, as the node does with its default ``use_depth: false`` on
+            cameras without a depth source; checkpoints only, and they need a depth head)
         density_sweep: also score these density thresholds (model or init baseline; one
             prediction per scene) and write sweep.json: for choosing inference.density_threshold
             on tune data
@@ -67,6 +70,7 @@ class EvalOptions:
     max_scenes: int = 0
     bev: int = 4
     rayiou: bool = True
+    use_depth: bool = True
     density_sweep: list[float] | None = None
     device: str = "auto"
     overrides: list[str] = field(default_factory=list)
@@ -75,6 +79,7 @@ class EvalOptions:
 
 _FLAG_OPTIONS = {
     "rayiou": {"help": "skip RayIoU"},
+    "use_depth": {"help": "the model's depth head predicts depth (the node's camera-only default)"},
     "overrides": {"name": "--set", "action": "append", "metavar": "KEY=VALUE"},
 }
 
@@ -123,6 +128,17 @@ def run(args: EvalOptions) -> dict:
         config = from_dict(GaussTRConfig, apply_overrides(to_dict(config), args.overrides, "config"))
         if predictor is not None:
             predictor.config, predictor.grid = config.inference, config.grid
+
+    if not args.use_depth:
+        if predictor is None:
+            raise ValueError(
+                "--no-use-depth scores a checkpoint's depth head; the baselines need the data's depth"
+            )
+        if getattr(predictor.model, "depth_head", None) is None:
+            raise ValueError(
+                f"--no-use-depth: {args.checkpoint} has no depth head (model.depth_head.enabled is "
+                "off), so it needs metric depth for every camera"
+            )
 
     dataset = build_dataset(args.data, args.split, config, training=False)
     categories = args.categories or categories_for(dataset)
@@ -177,13 +193,16 @@ def run(args: EvalOptions) -> dict:
             raise ValueError("--density-sweep needs a model (--checkpoint) or --baseline init")
         predict, on_scored, sweep = _density_sweep(predictor, args.density_sweep, names)
     print(
-        f"gausstr-eval: {what} on {n} scene(s) of {args.data} ({args.split}), {len(categories)} classes",
+        f"gausstr-eval: {what} on {n} scene(s) of {args.data} ({args.split}), {len(categories)} classes"
+        + ("" if args.use_depth else "; depth from the model's depth head"),
         flush=True,
     )
+    # Without depth the model's depth head lifts the Gaussians, exactly as in the node.
+    items = loader if args.use_depth else ((dataclasses.replace(b, depth=None), gt) for b, gt in loader)
     with torch.inference_mode():
         result = evaluate(
             predict,
-            loader,
+            items,
             names,
             config.grid,
             out_dir=args.out,
@@ -192,7 +211,13 @@ def run(args: EvalOptions) -> dict:
             total=len(loader),
             on_scored=on_scored,
         )
-    result["evaluated"] = {"what": what, "data": args.data, "split": args.split, "categories": categories}
+    result["evaluated"] = {
+        "what": what,
+        "data": args.data,
+        "split": args.split,
+        "categories": categories,
+        "depth": "the data's metric depth" if args.use_depth else "the model's depth head",
+    }
     (args.out / "metrics.json").write_text(json.dumps(result, indent=1))
     if args.density_sweep:
         rows = {f"{t:g}": m.compute().to_dict() for t, m in sweep.items()}
