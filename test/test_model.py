@@ -159,6 +159,23 @@ def test_depth_head_is_used_without_input_depth(tiny_model):
     assert out.depth is out.predicted_depth
 
 
+def test_lift_fraction_lifts_at_the_heads_own_depth_in_training_only():
+    """depth_head.lift_fraction = 1: every training step lifts the Gaussians at the depth head's
+    (detached) prediction, as on a camera-only robot; evaluation and fraction 0 use the batch's."""
+    batch = rig(1, 2, 48, 80)
+    torch.manual_seed(2)
+    model = GaussTR(tiny(depth_head=dict(lift_fraction=1.0)))
+    out = model.train()(batch)
+    torch.testing.assert_close(out.depth, out.predicted_depth.detach())
+    assert not out.depth.requires_grad and out.predicted_depth.requires_grad
+    assert not torch.allclose(out.depth, batch.depth)
+    assert model.eval()(batch).depth is batch.depth
+    torch.manual_seed(2)
+    assert GaussTR(tiny()).train()(batch).depth is batch.depth
+    with pytest.raises(ValueError, match="lift_fraction"):
+        tiny(depth_head=dict(lift_fraction=1.5))
+
+
 def test_view_attention_keeps_views_independent_and_scene_attention_mixes_them():
     batch = rig(1, 3, 48, 80)
     changed = dataclasses.replace(batch, images=batch.images.clone(), depth=batch.depth.clone())

@@ -165,13 +165,20 @@ class DepthHeadConfig:
     Attributes:
         enabled: build it (adds weights: official checkpoints have none).
         min_depth, max_depth: output range [m]; the head predicts log-depth inside it.
+        lift_fraction: the fraction of training steps (drawn at random per step) whose Gaussians
+            are lifted at the head's own prediction (detached) instead of the batch's depth. On a
+            camera-only robot the decoder sees only the head's depth, so training it on that input
+            too narrows the gap to the measured-depth path; the losses still use the batch's depth.
     """
 
     enabled: bool = False
     min_depth: float = 0.5
     max_depth: float = 80.0
+    lift_fraction: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.lift_fraction <= 1.0:
+            raise ValueError(f"depth_head.lift_fraction must be in [0, 1], got {self.lift_fraction}")
         if not 0 < self.min_depth < self.max_depth:
             raise ValueError(
                 f"depth_head needs 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}"

@@ -243,6 +243,9 @@ class GaussTR(nn.Module):
             predicted_depth = self.depth_head(levels, (h, w)).reshape(b, v, h, w)
         if batch.depth is not None:
             depth = batch.depth
+            fraction = cfg.depth_head.lift_fraction
+            if predicted_depth is not None and self.training and fraction > 0 and torch.rand(()) < fraction:
+                depth = predicted_depth.detach()
         elif predicted_depth is not None:
             depth = predicted_depth
         else:
