@@ -279,3 +279,34 @@ def test_no_use_depth_needs_a_depth_head(synth, tmp_path, capsys):
     assert "has no depth head" in capsys.readouterr().err
     assert main(["--baseline", "depth-unprojection", *args]) == 2
     assert "baselines need the data's depth" in capsys.readouterr().err
+
+
+def test_depth_head_gap_script(synth, checkpoint, tmp_path):
+    """scripts/depth_head_gap.py: its measured-depth row is gausstr-eval's score of the same model,
+    its depth-head row is gausstr-eval --no-use-depth's, and pooling keeps a constant depth."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "depth_head_gap.py"
+    spec = importlib.util.spec_from_file_location("depth_head_gap", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    flat = torch.full((1, 2, 12, 20), 7.0)
+    torch.testing.assert_close(module.pooled_depth(flat, 4, 51.2), flat)
+    torch.testing.assert_close(module.pooled_depth(flat * 10, 4, 51.2), torch.full_like(flat, 51.2))
+
+    result = module.depth_head_gap(str(checkpoint), str(synth), "all", pools=(4,), threads=1)
+    assert set(result) == {
+        "the data's depth",
+        "the data's depth averaged over 4 x 4 pixels",
+        "the depth head's prediction",
+        "abs_rel",
+    }
+    assert result["abs_rel"] > 0
+    common = ["--checkpoint", str(checkpoint), "--data", str(synth), "--split", "all", "--threads", "1"]
+    common += ["--no-rayiou", "--bev", "0"]
+    for flag, name in (([], "the data's depth"), (["--no-use-depth"], "the depth head's prediction")):
+        assert main([*common, *flag, "--out", str(tmp_path / name.split()[1])]) == 0
+        saved = json.loads((tmp_path / name.split()[1] / "metrics.json").read_text())["summary"]
+        assert result[name] == {"iou": saved["iou"], "miou": saved["miou"]}, name

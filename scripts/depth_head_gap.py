@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Where the camera-only path loses: one checkpoint scored with four depths under its decoder.
+
+    python scripts/depth_head_gap.py --checkpoint gausstr_ros/assets/tiny_synthetic.safetensors \\
+        --data runs/data/tiny_tune --split all --density 0.16
+
+The same model and inference (``OccupancyPredictor.predict``, as the node) lifts its Gaussians at
+(1) the data's metric depth, (2) that depth averaged over k x k pixels and upsampled again, for each
+``--pool`` k (what a depth map of the depth head's output stride could at best give), and (3) the
+model's own depth head (the node's camera-only default, ``gausstr-eval --no-use-depth``). Prints
+IoU / mIoU of each and the head's AbsRel against the data's depth (both clamped at the model's
+depth limit), so the gap between (1) and (3) splits into resolution and accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gausstr_core.batch import CameraBatch  # noqa: E402
+
+
+def pooled_depth(depth: torch.Tensor, k: int, limit: float) -> torch.Tensor:
+    """(B, V, H, W) depth clamped at ``limit``, averaged over k x k pixels, upsampled bilinearly."""
+    b, v, h, w = depth.shape
+    x = F.avg_pool2d(depth.clamp(max=limit).flatten(0, 1)[:, None], k, ceil_mode=True)
+    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)[:, 0].reshape(b, v, h, w)
+
+
+def depth_head_gap(
+    checkpoint: str, data: str, split: str = "all", density: float | None = None, pools=(4, 8), threads=None
+) -> dict:
+    """{variant name: {"iou", "miou"}} plus "abs_rel" (the depth head against the data's depth)."""
+    from torch.utils.data import DataLoader
+
+    from gausstr_core.evaluation.runner import display_names, evaluate
+    from gausstr_core.inference.predictor import OccupancyPredictor
+    from gausstr_core.io.checkpoint import read_full_config
+    from gausstr_core.train.data import build_dataset, categories_for, collate_evaluation
+
+    if threads:
+        torch.set_num_threads(threads)
+    predictor = OccupancyPredictor.from_checkpoint(checkpoint, device=torch.device("cpu"))
+    if getattr(predictor.model, "depth_head", None) is None:
+        raise SystemExit(f"{checkpoint} has no depth head")
+    if density is not None:
+        predictor.config = dataclasses.replace(predictor.config, density_threshold=density)
+    config = read_full_config(checkpoint)
+    limit = config.model.head.depth_limit
+    dataset = build_dataset(data, split, config, training=False)
+    categories = categories_for(dataset)
+    predictor.set_categories(categories)
+    names = display_names(categories)
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=collate_evaluation)
+
+    variants = {"the data's depth": lambda b: b}
+    for k in pools:
+        variants[f"the data's depth averaged over {k} x {k} pixels"] = lambda b, k=k: dataclasses.replace(
+            b, depth=pooled_depth(b.depth, k, limit)
+        )
+    variants["the depth head's prediction"] = lambda b: dataclasses.replace(b, depth=None)
+    result: dict = {}
+    for name, change in variants.items():
+        items = ((change(b), gt) for b, gt in loader)
+        with torch.inference_mode():
+            scores = evaluate(
+                lambda b: predictor.predict(b, render_depth=False).labels,
+                items,
+                names,
+                config.grid,
+                rayiou=False,
+                progress=False,
+            )["summary"]
+        result[name] = {"iou": scores["iou"], "miou": scores["miou"]}
+    errors = []
+    for batch, _ in loader:
+        batch: CameraBatch
+        with torch.inference_mode():
+            out = predictor.model.eval()(dataclasses.replace(batch, depth=None))
+        valid = batch.depth > 0
+        target = batch.depth.clamp(max=limit)
+        errors.append(((out.predicted_depth.clamp(max=limit) - target).abs() / target)[valid].mean().item())
+    result["abs_rel"] = sum(errors) / len(errors)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a checkpoint with a depth head")
+    p.add_argument("--data", required=True, help="data directory (tune worlds) or synthetic:scenes=N,seed=S")
+    p.add_argument("--split", default="all")
+    p.add_argument("--density", type=float, help="inference.density_threshold (default: the checkpoint's)")
+    p.add_argument("--pool", type=int, nargs="*", default=[4, 8], help="pooling sizes of the data's depth")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    args = p.parse_args(argv)
+    result = depth_head_gap(args.checkpoint, args.data, args.split, args.density, args.pool, args.threads)
+    print("| depth the decoder lifts at | IoU | mIoU |\n| --- | ---: | ---: |")
+    for name, row in result.items():
+        if name != "abs_rel":
+            print(f"| {name} | {row['iou']:.2f} | {row['miou']:.2f} |")
+    print(f"depth head AbsRel against the data's depth (clamped at the depth limit): {result['abs_rel']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
