@@ -159,7 +159,7 @@ BAG_EVAL_FLAGS = {
 }  # fmt: skip
 EVAL_FLAGS = {
     "--checkpoint", "--baseline", "--preset", "--data", "--split", "--out", "--categories", "--max-scenes",
-    "--bev", "--no-rayiou", "--density-sweep", "--device", "--set", "--threads",
+    "--bev", "--no-rayiou", "--no-use-depth", "--density-sweep", "--device", "--set", "--threads",
 }  # fmt: skip
 
 
