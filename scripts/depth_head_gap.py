@@ -25,8 +25,6 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gausstr_core.batch import CameraBatch  # noqa: E402
-
 
 def pooled_depth(depth: torch.Tensor, k: int, limit: float) -> torch.Tensor:
     """(B, V, H, W) depth clamped at ``limit``, averaged over k x k pixels, upsampled bilinearly."""
@@ -82,9 +80,8 @@ def depth_head_gap(
         result[name] = {"iou": scores["iou"], "miou": scores["miou"]}
     errors = []
     for batch, _ in loader:
-        batch: CameraBatch
         with torch.inference_mode():
-            out = predictor.model.eval()(dataclasses.replace(batch, depth=None))
+            out = predictor.model(dataclasses.replace(batch, depth=None))  # in eval mode already
         valid = batch.depth > 0
         target = batch.depth.clamp(max=limit)
         errors.append(((out.predicted_depth.clamp(max=limit) - target).abs() / target)[valid].mean().item())
