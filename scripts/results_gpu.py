@@ -413,6 +413,17 @@ class Results:
         resume = a.resume and (out / "checkpoints" / "last.pt").is_file()
         if out.exists() and not resume:
             subprocess.run(["rm", "-rf", str(out)], check=False)
+        if resume:
+            import torch
+
+            state = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+            done = float(state.get("train_seconds", 0.0))
+            to_go = 60 * minutes - done + TRAIN_STARTUP_S
+            # the stop below comes 60 s before the deadline: say whether this call can finish it
+            say(
+                f"{key}: resuming at step {int(state['step'])}, {done / 60:.2f} of {minutes:g} training "
+                f"minutes; about {to_go:.0f} s to go, {self.left() - 60:.0f} s before this call stops it"
+            )
         fit = fitted_minutes(minutes, self.left(), resume)
         if a.fit_deadline and fit < minutes:
             say(
