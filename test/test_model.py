@@ -12,7 +12,7 @@ from gausstr_core.geometry import project
 from gausstr_core.model.config import BackboneConfig, DecoderConfig, HeadConfig, ModelConfig
 from gausstr_core.model.decoder import sine_encoding
 from gausstr_core.model.gausstr import GaussTR, GaussTROutput
-from gausstr_core.model.heads import reference_pixels, sample_depth
+from gausstr_core.model.heads import camera_ray_channels, reference_pixels, sample_depth
 from gausstr_core.presets import preset_model
 from gausstr_testing.cameras import rig
 
@@ -174,6 +174,54 @@ def test_lift_fraction_lifts_at_the_heads_own_depth_in_training_only():
     assert GaussTR(tiny()).train()(batch).depth is batch.depth
     with pytest.raises(ValueError, match="lift_fraction"):
         tiny(depth_head=dict(lift_fraction=1.5))
+
+
+def test_camera_ray_channels_give_direction_and_the_ground_depth():
+    """A level camera 1.6 m above the ego z = 0 plane: the ray of a cell d pixels below the principal
+    point meets the ground at camera-z depth 1.6 fy / d; rays at or above the horizon read 1 (far);
+    the direction channels are the unit ray rotated into the ego frame."""
+    batch = rig(1, 2, 48, 80)
+    k = batch.input_intrinsics().flatten(0, 1)
+    pose = batch.cam_to_ego.flatten(0, 1)
+    lo, hi = 0.5, 80.0
+    rays = camera_ray_channels(k, pose, (12, 20), (48, 80), (lo, hi))
+    assert rays.shape == (2, 4, 12, 20)
+    torch.testing.assert_close(rays[:, :3].norm(dim=1), torch.ones(2, 12, 20))
+    fy, cy = k[0, 1, 1].item(), k[0, 1, 2].item()
+    for row in range(12):
+        d = (row + 0.5) * 4 - cy  # pixels below the principal point of that row's cell centres
+        prior = rays[:, 3, row]
+        if d <= 0:
+            assert torch.equal(prior, torch.ones_like(prior)), row
+            continue
+        depth = min(max(1.6 * fy / d, lo), hi)
+        expect = (math.log(depth) - math.log(lo)) / (math.log(hi) - math.log(lo))
+        torch.testing.assert_close(prior, torch.full_like(prior, expect), rtol=1e-5, atol=1e-6)
+    # the optical axis of camera 0 (yaw 0) looks along ego +x; its centre column points forward, down
+    centre = rays[0, :3, 11, 10]
+    assert centre[0] > 0.9 and centre[2] < 0 and abs(centre[1]) < 0.05
+
+
+def test_camera_rays_start_as_a_no_op_and_then_learn():
+    """depth_head.camera_rays adds a zero-initialised branch: with the other weights copied from a
+    model without it the depth is identical, and the branch gets gradients from the first step. It
+    refuses to run without the calibration."""
+    torch.manual_seed(0)
+    plain = GaussTR(tiny()).eval()
+    rays = GaussTR(tiny(depth_head=dict(camera_rays=True))).eval()
+    missing = rays.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["depth_head.ray_proj.bias", "depth_head.ray_proj.weight"]
+    assert rays.neutral_init_prefixes() == ("depth_head.ray_proj.",)
+    assert plain.neutral_init_prefixes() == ()
+    batch = dataclasses.replace(rig(1, 2, 48, 80), depth=None)
+    with torch.no_grad():
+        torch.testing.assert_close(rays(batch).predicted_depth, plain(batch).predicted_depth, rtol=0, atol=0)
+    rays.train()
+    rays(batch).predicted_depth.log().mean().backward()
+    assert rays.depth_head.ray_proj.weight.grad.abs().sum() > 0
+    levels = [torch.zeros(1, rays.config.embed_dim, 12 // 2**i or 1, 20 // 2**i or 1) for i in range(4)]
+    with pytest.raises(ValueError, match="camera_rays needs the input intrinsics"):
+        rays.depth_head(levels, (48, 80))
 
 
 def test_view_attention_keeps_views_independent_and_scene_attention_mixes_them():

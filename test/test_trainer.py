@@ -176,6 +176,33 @@ def test_init_weights_starts_from_a_checkpoint(tmp_path):
         Trainer(wider, DistributedContext(), train_set=RandomScenes(4))
 
 
+def test_init_weights_may_add_a_branch_that_starts_as_a_no_op(tmp_path):
+    """A fine-tuning that turns on depth_head.camera_rays starts from a checkpoint without it: the
+    checkpoint's tensors load, the new zero-initialised branch keeps its initialisation, and any other
+    missing tensor is still an error."""
+    from gausstr_core.io.checkpoint import (
+        CheckpointMismatchError,
+        load_model_checkpoint,
+        load_state_dict_strict,
+    )
+
+    first = _trainer(train_config(tmp_path / "a", max_steps=2))
+    first.fit()
+    start = str(tmp_path / "a" / "model.safetensors")
+    cfg = train_config(
+        tmp_path / "b", max_steps=1, init_weights=start, overrides=["model.depth_head.camera_rays=true"]
+    )
+    tuned = Trainer(cfg, DistributedContext(), train_set=RandomScenes(4))
+    assert tuned.model_config.model.depth_head.camera_rays
+    for k, v in first.model.state_dict().items():
+        assert torch.equal(tuned.model.state_dict()[k], v), k
+    assert not tuned.model.depth_head.ray_proj.weight.any()
+    _, weights, _ = load_model_checkpoint(start)
+    del weights["depth_head.blocks.0.bias"]
+    with pytest.raises(CheckpointMismatchError, match=r"depth_head\.blocks\.0\.bias"):
+        load_state_dict_strict(tuned.model, weights, may_be_missing=tuned.model.neutral_init_prefixes())
+
+
 def test_one_loader_with_persistent_workers_serves_every_epoch(tmp_path, monkeypatch):
     """Worker processes start once per run, not once per epoch (3 passes here: 4 steps per epoch,
     10 steps, a resumed remainder), and the batches equal those loaded in the training process."""

@@ -202,12 +202,16 @@ def load_model_checkpoint(path: str | Path) -> tuple[GaussTRConfig | ModelConfig
 
 
 def load_state_dict_strict(
-    model: nn.Module, state_dict: dict[str, Tensor], where: str = "checkpoint"
+    model: nn.Module,
+    state_dict: dict[str, Tensor],
+    where: str = "checkpoint",
+    may_be_missing: tuple[str, ...] = (),
 ) -> None:
     """Load every tensor the model stores in checkpoints; anything missing, extra or mis-shaped is an
-    error naming the keys (keys under the model's excluded prefixes may be present or absent)."""
+    error naming the keys (keys under the model's excluded prefixes may be present or absent, and
+    keys under ``may_be_missing`` may be absent: they keep their initialisation)."""
     expected = model.state_dict()
-    excluded = tuple(getattr(model, "checkpoint_excluded_prefixes", lambda: ())())
+    excluded = tuple(getattr(model, "checkpoint_excluded_prefixes", lambda: ())()) + tuple(may_be_missing)
     optional = {k for k in expected if excluded and k.startswith(excluded)}
     missing = sorted(k for k in expected if k not in state_dict and k not in optional)
     unexpected = sorted(k for k in state_dict if k not in expected)

@@ -169,12 +169,20 @@ class DepthHeadConfig:
             are lifted at the head's own prediction (detached) instead of the batch's depth. On a
             camera-only robot the decoder sees only the head's depth, so training it on that input
             too narrows the gap to the measured-depth path; the losses still use the batch's depth.
+        camera_rays: also feed the head each cell's viewing ray from the calibration (unit direction
+            in the ego frame, and the depth at which it meets the ego frame's z = 0 ground plane).
+            The neck's features say what is seen, not where the camera looks: without the rays the
+            head has to infer pitch and mounting height from image content, which is where a
+            metric depth error on the ground and far field comes from (camera-aware convolutions,
+            Facil et al., CVPR 2019). The rays enter through a zero-initialised 1x1 convolution, so
+            a checkpoint trained without them loads (``--init-weights``) and starts unchanged.
     """
 
     enabled: bool = False
     min_depth: float = 0.5
     max_depth: float = 80.0
     lift_fraction: float = 0.0
+    camera_rays: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.lift_fraction <= 1.0:

@@ -166,6 +166,13 @@ class GaussTR(nn.Module):
 
     # --- checkpoint support -----------------------------------------------------------------------
 
+    def neutral_init_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes of parameters that start as a no-op (zero-initialised additions): an
+        ``--init-weights`` checkpoint trained without them may leave them at their initialisation."""
+        if self.depth_head is None:
+            return ()
+        return tuple(f"depth_head.{p}" for p in self.depth_head.neutral_init_prefixes())
+
     def checkpoint_excluded_prefixes(self) -> tuple[str, ...]:
         """State-dict prefixes a checkpoint leaves out: a frozen backbone loaded from a named weights
         file is re-read from that file; a trainable or randomly initialised one is stored."""
@@ -240,7 +247,12 @@ class GaussTR(nn.Module):
         predicted_depth = None
         # With measured depth the head's prediction is only needed for its training loss.
         if self.depth_head is not None and (batch.depth is None or self.training):
-            predicted_depth = self.depth_head(levels, (h, w)).reshape(b, v, h, w)
+            predicted_depth = self.depth_head(
+                levels,
+                (h, w),
+                batch.input_intrinsics().flatten(0, 1),
+                batch.cam_to_ego.flatten(0, 1),
+            ).reshape(b, v, h, w)
         if batch.depth is not None:
             depth = batch.depth
             fraction = cfg.depth_head.lift_fraction

@@ -190,12 +190,58 @@ class GaussianHead(nn.Module):
         return out
 
 
+def camera_ray_channels(
+    intrinsics: Tensor,
+    cam_to_ego: Tensor,
+    size: tuple[int, int],
+    image_size: tuple[int, int],
+    depth_range: tuple[float, float],
+) -> Tensor:
+    """Per-cell viewing rays of an h x w grid laid over the H x W input image.
+
+    Args:
+        intrinsics: (N, 3, 3) intrinsics of the H x W input image.
+        cam_to_ego: (N, 4, 4) camera-to-ego transforms.
+        size: (h, w) of the grid; each cell's ray goes through its centre.
+        image_size: (H, W) of the input image.
+        depth_range: (min_depth, max_depth) [m] of the ground-plane channel.
+    Returns:
+        (N, 4, h, w): the unit ray direction in the ego frame (3 channels), and the camera-z depth at
+        which the ray meets the ego frame's z = 0 plane as a fraction of the log depth range (0 at
+        min_depth, 1 at max_depth and for rays at or above the horizon).
+    """
+    h, w = size
+    big_h, big_w = image_size
+    dev = intrinsics.device
+    v = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5) * (big_h / h)
+    u = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) * (big_w / w)
+    pixels = torch.stack(torch.meshgrid(u, v, indexing="xy"), dim=-1).reshape(1, h * w, 2)
+    ones = torch.ones(intrinsics.shape[0], h * w, device=dev)
+    # the point at camera-z depth 1 minus the camera centre: the ray per unit of depth
+    origin = cam_to_ego[:, None, :3, 3].float()
+    ray = (
+        unproject(pixels.expand(intrinsics.shape[0], -1, -1), ones, intrinsics.float(), cam_to_ego.float())
+        - origin
+    )
+    lo, hi = math.log(depth_range[0]), math.log(depth_range[1])
+    down = -ray[..., 2]
+    ground = origin[..., 2] / down.clamp(min=1e-6)  # camera-z depth of the z = 0 plane
+    ground = torch.where(
+        (down > 1e-6) & (origin[..., 2] > 0), ground, torch.full_like(ground, depth_range[1])
+    )
+    prior = ((ground.clamp(*depth_range).log() - lo) / (hi - lo)).unsqueeze(-1)
+    out = torch.cat([F.normalize(ray, dim=-1), prior], dim=-1)  # (N, h*w, 4)
+    return out.transpose(1, 2).reshape(-1, 4, h, w)
+
+
 class DepthHead(nn.Module):
     """Per-pixel metric depth from the neck pyramid (for cameras without a depth source).
 
     The four levels are resampled to the second one (stride patch/2; 4x cheaper than the finest
     level, and depth is smooth) and summed, then two 3x3 conv + GELU blocks and a 1x1 conv give
-    log-depth inside [min_depth, max_depth], upsampled bilinearly to the input size.
+    log-depth inside [min_depth, max_depth], upsampled bilinearly to the input size. With
+    ``camera_rays`` the cells' viewing rays (``camera_ray_channels``) are added to the first block
+    through a zero-initialised 1x1 convolution.
     """
 
     def __init__(self, channels: int, config: DepthHeadConfig) -> None:
@@ -213,13 +259,41 @@ class DepthHead(nn.Module):
         # weights so that the earlier convs get gradients from the first step).
         nn.init.normal_(self.blocks[-1].weight, std=1e-3)
         nn.init.zeros_(self.blocks[-1].bias)
+        self.ray_proj = None
+        if config.camera_rays:
+            self.ray_proj = nn.Conv2d(4, hidden, 1)
+            nn.init.zeros_(self.ray_proj.weight)
+            nn.init.zeros_(self.ray_proj.bias)
 
-    def forward(self, levels: list[Tensor], image_size: tuple[int, int]) -> Tensor:
-        """4 maps (BV, C, h_l, w_l), finest first -> (BV, H, W) depth [m]."""
+    def neutral_init_prefixes(self) -> tuple[str, ...]:
+        """Parameters that start as a no-op: a checkpoint without them may initialise this head."""
+        return ("ray_proj.",) if self.ray_proj is not None else ()
+
+    def forward(
+        self,
+        levels: list[Tensor],
+        image_size: tuple[int, int],
+        intrinsics: Tensor | None = None,
+        cam_to_ego: Tensor | None = None,
+    ) -> Tensor:
+        """4 maps (BV, C, h_l, w_l), finest first -> (BV, H, W) depth [m]. ``intrinsics`` (BV, 3, 3)
+        of the H x W input and ``cam_to_ego`` (BV, 4, 4) are needed with ``camera_rays``."""
         size = levels[1].shape[-2:]
         x = levels[1] + F.adaptive_avg_pool2d(levels[0], size)
         for level in levels[2:]:
             x = x + F.interpolate(level, size=size, mode="bilinear", align_corners=False)
-        logit = F.interpolate(self.blocks(x), size=image_size, mode="bilinear", align_corners=False)[:, 0]
+        x = self.blocks[0](x)
+        if self.ray_proj is not None:
+            if intrinsics is None or cam_to_ego is None:
+                raise ValueError("depth_head.camera_rays needs the input intrinsics and cam_to_ego")
+            rays = camera_ray_channels(
+                intrinsics,
+                cam_to_ego,
+                tuple(size),
+                image_size,
+                (self.config.min_depth, self.config.max_depth),
+            )
+            x = x + self.ray_proj(rays.to(x.dtype))
+        logit = F.interpolate(self.blocks[1:](x), size=image_size, mode="bilinear", align_corners=False)[:, 0]
         lo, hi = math.log(self.config.min_depth), math.log(self.config.max_depth)
         return torch.exp(lo + (hi - lo) * logit.float().sigmoid())

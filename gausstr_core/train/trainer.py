@@ -207,7 +207,10 @@ class Trainer:
             from gausstr_core.io.checkpoint import load_model_checkpoint, load_state_dict_strict
 
             _, weights, _ = load_model_checkpoint(cfg.init_weights)
-            load_state_dict_strict(self.model, weights, where=cfg.init_weights)
+            # a fine-tuning may add parameters that start as a no-op (e.g. depth_head.camera_rays)
+            load_state_dict_strict(
+                self.model, weights, where=cfg.init_weights, may_be_missing=self.model.neutral_init_prefixes()
+            )
         self.model = self.model.to(self.device)
         self.loss_fn = GaussTRLoss(self.model_config.loss)
         if isinstance(self.loss_fn, nn.Module):
