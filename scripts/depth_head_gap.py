@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import sys
 from pathlib import Path
 
@@ -31,6 +32,28 @@ def pooled_depth(depth: torch.Tensor, k: int, limit: float) -> torch.Tensor:
     b, v, h, w = depth.shape
     x = F.avg_pool2d(depth.clamp(max=limit).flatten(0, 1)[:, None], k, ceil_mode=True)
     return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)[:, 0].reshape(b, v, h, w)
+
+
+# Bins of the data's depth [m] for where the head errs; the last one is the depth limit and beyond
+# (the sky and the far field, whose target is the limit).
+DEPTH_BINS = (0.0, 5.0, 10.0, 20.0, 35.0)
+
+
+def depth_error_sums(
+    predicted: torch.Tensor, depth: torch.Tensor, limit: float, edges=DEPTH_BINS
+) -> torch.Tensor:
+    """(..., H, W) predicted and data depth -> (len(edges), 3) per bin of the data's depth: valid
+    pixels, sum of |p - t| / t, sum of p - t [m]; both clamped at ``limit``, bins [edge_i, edge_i+1)
+    with the last bin [edges[-1], inf). Sums, so that scenes add up pixel by pixel."""
+    valid = depth > 0
+    target = depth.clamp(max=limit)
+    error = predicted.clamp(max=limit) - target
+    bounds = [*edges, float("inf")]
+    rows = []
+    for lo, hi in itertools.pairwise(bounds):
+        m = valid & (depth >= lo) & (depth < hi)
+        rows.append([m.sum(), (error.abs() / target)[m].sum(), error[m].sum()])
+    return torch.tensor([[float(v) for v in r] for r in rows], dtype=torch.float64)
 
 
 def depth_head_gap(
@@ -79,13 +102,25 @@ def depth_head_gap(
             )["summary"]
         result[name] = {"iou": scores["iou"], "miou": scores["miou"]}
     errors = []
+    sums = torch.zeros(len(DEPTH_BINS), 3, dtype=torch.float64)
     for batch, _ in loader:
         with torch.inference_mode():
             out = predictor.model(dataclasses.replace(batch, depth=None))  # in eval mode already
         valid = batch.depth > 0
         target = batch.depth.clamp(max=limit)
         errors.append(((out.predicted_depth.clamp(max=limit) - target).abs() / target)[valid].mean().item())
+        sums += depth_error_sums(out.predicted_depth, batch.depth, limit)
     result["abs_rel"] = sum(errors) / len(errors)
+    total = float(sums[:, 0].sum())
+    bounds = [*DEPTH_BINS, float("inf")]
+    result["abs_rel_by_depth"] = {
+        f"{lo:g}-{hi:g} m": {
+            "share": float(n) / total,
+            "abs_rel": float(rel / n) if n else None,
+            "mean_error_m": float(err / n) if n else None,
+        }
+        for (lo, hi), (n, rel, err) in zip(itertools.pairwise(bounds), sums)
+    }
     return result
 
 
@@ -101,9 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     result = depth_head_gap(args.checkpoint, args.data, args.split, args.density, args.pool, args.threads)
     print("| depth the decoder lifts at | IoU | mIoU |\n| --- | ---: | ---: |")
     for name, row in result.items():
-        if name != "abs_rel":
+        if name not in ("abs_rel", "abs_rel_by_depth"):
             print(f"| {name} | {row['iou']:.2f} | {row['miou']:.2f} |")
     print(f"depth head AbsRel against the data's depth (clamped at the depth limit): {result['abs_rel']:.3f}")
+    print("\n| the data's depth | share of pixels | head AbsRel | head mean error [m] |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, row in result["abs_rel_by_depth"].items():
+        if row["abs_rel"] is not None:
+            print(f"| {name} | {row['share']:.3f} | {row['abs_rel']:.3f} | {row['mean_error_m']:+.2f} |")
     return 0
 
 

@@ -302,8 +302,17 @@ def test_depth_head_gap_script(synth, checkpoint, tmp_path):
         "the data's depth averaged over 4 x 4 pixels",
         "the depth head's prediction",
         "abs_rel",
+        "abs_rel_by_depth",
     }
     assert result["abs_rel"] > 0
+    bins = result["abs_rel_by_depth"]
+    assert abs(sum(b["share"] for b in bins.values()) - 1) < 1e-9
+    # per bin: pixel-weighted sums, bins by the data's depth, the last one open
+    predicted = torch.tensor([[4.0, 6.0, 60.0, 30.0]])
+    depth = torch.tensor([[2.0, 8.0, 80.0, 0.0]])  # the 0 is invalid: counted nowhere
+    sums = module.depth_error_sums(predicted, depth, 51.2, edges=(0.0, 5.0, 35.0))
+    expect = [[1, 1.0, 2.0], [1, 0.25, -2.0], [1, 0.0, 0.0]]
+    torch.testing.assert_close(sums, torch.tensor(expect, dtype=torch.float64))
     common = ["--checkpoint", str(checkpoint), "--data", str(synth), "--split", "all", "--threads", "1"]
     common += ["--no-rayiou", "--bev", "0"]
     for flag, name in (([], "the data's depth"), (["--no-use-depth"], "the depth head's prediction")):
