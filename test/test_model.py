@@ -202,23 +202,37 @@ def test_camera_ray_channels_give_direction_and_the_ground_depth():
     assert centre[0] > 0.9 and centre[2] < 0 and abs(centre[1]) < 0.05
 
 
-def test_camera_rays_start_as_a_no_op_and_then_learn():
-    """depth_head.camera_rays adds a zero-initialised branch: with the other weights copied from a
-    model without it the depth is identical, and the branch gets gradients from the first step. It
-    refuses to run without the calibration."""
+@pytest.mark.parametrize(
+    ("change", "prefixes", "trained"),
+    [
+        (dict(camera_rays=True), ("depth_head.ray_proj.",), "ray_proj.weight"),
+        (dict(context_blocks=2), ("depth_head.context.",), "context.1.out.weight"),
+    ],
+)
+def test_depth_head_additions_start_as_a_no_op_and_then_learn(change, prefixes, trained):
+    """depth_head.camera_rays and context_blocks add zero-initialised parts: with the other weights
+    copied from a model without them the depth is identical, and they get gradients from the first
+    step (only the new parts' keys are missing)."""
     torch.manual_seed(0)
     plain = GaussTR(tiny()).eval()
-    rays = GaussTR(tiny(depth_head=dict(camera_rays=True))).eval()
-    missing = rays.load_state_dict(plain.state_dict(), strict=False).missing_keys
-    assert sorted(missing) == ["depth_head.ray_proj.bias", "depth_head.ray_proj.weight"]
-    assert rays.neutral_init_prefixes() == ("depth_head.ray_proj.",)
+    grown = GaussTR(tiny(depth_head=change)).eval()
+    missing = grown.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith(prefixes) for k in missing), missing
+    assert grown.neutral_init_prefixes() == prefixes
     assert plain.neutral_init_prefixes() == ()
     batch = dataclasses.replace(rig(1, 2, 48, 80), depth=None)
     with torch.no_grad():
-        torch.testing.assert_close(rays(batch).predicted_depth, plain(batch).predicted_depth, rtol=0, atol=0)
-    rays.train()
-    rays(batch).predicted_depth.log().mean().backward()
-    assert rays.depth_head.ray_proj.weight.grad.abs().sum() > 0
+        torch.testing.assert_close(grown(batch).predicted_depth, plain(batch).predicted_depth, rtol=0, atol=0)
+    grown.train()
+    grown(batch).predicted_depth.log().mean().backward()
+    assert grown.depth_head.get_parameter(trained).grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="context_blocks must be >= 0"):
+        tiny(depth_head=dict(context_blocks=-1))
+
+
+def test_camera_rays_need_the_calibration():
+    torch.manual_seed(0)
+    rays = GaussTR(tiny(depth_head=dict(camera_rays=True))).eval()
     levels = [torch.zeros(1, rays.config.embed_dim, 12 // 2**i or 1, 20 // 2**i or 1) for i in range(4)]
     with pytest.raises(ValueError, match="camera_rays needs the input intrinsics"):
         rays.depth_head(levels, (48, 80))

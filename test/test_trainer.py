@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -201,6 +202,31 @@ def test_init_weights_may_add_a_branch_that_starts_as_a_no_op(tmp_path):
     del weights["depth_head.blocks.0.bias"]
     with pytest.raises(CheckpointMismatchError, match=r"depth_head\.blocks\.0\.bias"):
         load_state_dict_strict(tuned.model, weights, may_be_missing=tuned.model.neutral_init_prefixes())
+
+
+def test_export_model_writes_the_saved_states_model(tmp_path, capsys):
+    """gausstr-train --export-model: a run's training state becomes a deployment checkpoint with the
+    state's weights, step and minutes (for a run a deadline stopped before its schedule ended);
+    without a state it is a clear error."""
+    import json
+
+    from gausstr_core.io.checkpoint import build_model_from_checkpoint, read_checkpoint_header
+    from gausstr_core.train import cli
+
+    run = _trainer(train_config(tmp_path / "a", max_steps=3, checkpoint_every=3))
+    run.fit()
+    capsys.readouterr()
+    assert cli.main(["--out", str(tmp_path / "a"), "--export-model"]) == 0
+    path = Path(capsys.readouterr().out.strip())
+    assert path == tmp_path / "a" / "model_step3.safetensors"
+    model, _, _ = build_model_from_checkpoint(path)
+    for k, v in run.model.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    meta = json.loads(read_checkpoint_header(path)["metadata"])
+    assert meta["step"] == 3 and meta["training"]["exported_from_state"]["step"] == 3
+    assert meta["training"]["command"].endswith("--export-model") and meta["vocabulary"]
+    assert cli.main(["--out", str(tmp_path / "none"), "--export-model"]) == 2
+    assert "no training state" in capsys.readouterr().err
 
 
 def test_one_loader_with_persistent_workers_serves_every_epoch(tmp_path, monkeypatch):

@@ -176,6 +176,10 @@ class DepthHeadConfig:
             metric depth error on the ground and far field comes from (camera-aware convolutions,
             Facil et al., CVPR 2019). The rays enter through a zero-initialised 1x1 convolution, so
             a checkpoint trained without them loads (``--init-weights``) and starts unchanged.
+        context_blocks: residual 3 x 3 blocks with dilations 2, 4, 8, ... after the head's second
+            convolution, widening its receptive field (the measured near-field error is close objects
+            placed toward their background). Each block's last convolution starts at zero, so a
+            checkpoint without them loads (``--init-weights``) and starts unchanged.
     """
 
     enabled: bool = False
@@ -183,8 +187,11 @@ class DepthHeadConfig:
     max_depth: float = 80.0
     lift_fraction: float = 0.0
     camera_rays: bool = False
+    context_blocks: int = 0
 
     def __post_init__(self) -> None:
+        if self.context_blocks < 0:
+            raise ValueError(f"depth_head.context_blocks must be >= 0, got {self.context_blocks}")
         if not 0.0 <= self.lift_fraction <= 1.0:
             raise ValueError(f"depth_head.lift_fraction must be in [0, 1], got {self.lift_fraction}")
         if not 0 < self.min_depth < self.max_depth:

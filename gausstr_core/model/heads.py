@@ -234,6 +234,21 @@ def camera_ray_channels(
     return out.transpose(1, 2).reshape(-1, 4, h, w)
 
 
+class ContextBlock(nn.Module):
+    """x + conv1x1(GELU(conv3x3_dilated(x))): (N, C, h, w) -> (N, C, h, w); the 1x1 starts at zero, so
+    a new block is the identity until it trains."""
+
+    def __init__(self, channels: int, dilation: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
+        self.out = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.out(F.gelu(self.conv(x)))
+
+
 class DepthHead(nn.Module):
     """Per-pixel metric depth from the neck pyramid (for cameras without a depth source).
 
@@ -241,7 +256,8 @@ class DepthHead(nn.Module):
     level, and depth is smooth) and summed, then two 3x3 conv + GELU blocks and a 1x1 conv give
     log-depth inside [min_depth, max_depth], upsampled bilinearly to the input size. With
     ``camera_rays`` the cells' viewing rays (``camera_ray_channels``) are added to the first block
-    through a zero-initialised 1x1 convolution.
+    through a zero-initialised 1x1 convolution; ``context_blocks`` dilated residual blocks
+    (``ContextBlock``) follow the second.
     """
 
     def __init__(self, channels: int, config: DepthHeadConfig) -> None:
@@ -265,9 +281,13 @@ class DepthHead(nn.Module):
             nn.init.zeros_(self.ray_proj.weight)
             nn.init.zeros_(self.ray_proj.bias)
 
+        self.context = nn.ModuleList(ContextBlock(hidden, 2 ** (i + 1)) for i in range(config.context_blocks))
+
     def neutral_init_prefixes(self) -> tuple[str, ...]:
         """Parameters that start as a no-op: a checkpoint without them may initialise this head."""
-        return ("ray_proj.",) if self.ray_proj is not None else ()
+        return (("ray_proj.",) if self.ray_proj is not None else ()) + (
+            ("context.",) if len(self.context) else ()
+        )
 
     def forward(
         self,
@@ -294,6 +314,9 @@ class DepthHead(nn.Module):
                 (self.config.min_depth, self.config.max_depth),
             )
             x = x + self.ray_proj(rays.to(x.dtype))
-        logit = F.interpolate(self.blocks[1:](x), size=image_size, mode="bilinear", align_corners=False)[:, 0]
+        x = self.blocks[1:4](x)
+        for block in self.context:
+            x = block(x)
+        logit = F.interpolate(self.blocks[4](x), size=image_size, mode="bilinear", align_corners=False)[:, 0]
         lo, hi = math.log(self.config.min_depth), math.log(self.config.max_depth)
         return torch.exp(lo + (hi - lo) * logit.float().sigmoid())

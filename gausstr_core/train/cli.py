@@ -50,6 +50,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, tuple[str, ...]]:
         "--resume", action="store_true", help="continue from <out>/checkpoints/last.pt if it exists"
     )
     p.add_argument("--print-config", action="store_true", help="print the resolved TrainConfig and exit")
+    p.add_argument(
+        "--export-model",
+        action="store_true",
+        help="do not train: write the model of <out>/checkpoints/last.pt (a run stopped before its "
+        "schedule ended) as <out>/model_step<N>.safetensors, a deployment checkpoint gausstr-eval reads",
+    )
     return p, fields
 
 
@@ -82,10 +88,31 @@ def resolve_config(args: argparse.Namespace, fields: tuple[str, ...]) -> tuple[T
     return dataclasses.replace(base, **given), False
 
 
+def export_model(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--export-model``: the saved state's model as a deployment checkpoint (no training)."""
+    from gausstr_core.train.trainer import STATE_FILE, export_training_state
+
+    if args.out is None:
+        print("gausstr-train: error: --export-model needs --out (the run directory)", file=sys.stderr)
+        return 2
+    if not (Path(args.out) / STATE_FILE).is_file():
+        print(f"gausstr-train: error: no training state at {Path(args.out) / STATE_FILE}", file=sys.stderr)
+        return 2
+    try:
+        path = export_training_state(args.out, command=shlex.join(["gausstr-train", *argv]))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"gausstr-train: error: {exc}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv_list = list(sys.argv[1:] if argv is None else argv)
     parser, fields = build_parser()
     args = parser.parse_args(argv_list)
+    if args.export_model:
+        return export_model(args, argv_list)
     try:
         cfg, resume = resolve_config(args, fields)
     except (ValueError, FileNotFoundError) as exc:

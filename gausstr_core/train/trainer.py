@@ -806,6 +806,50 @@ RESUMABLE_CHANGES = (
 )
 
 
+def export_training_state(run_dir: str | Path, command: str = "") -> Path:
+    """The model of a run's saved training state (``<run_dir>/checkpoints/last.pt``) as a deployment
+    checkpoint, ``<run_dir>/model_step<N>.safetensors``.
+
+    For a run stopped before its schedule ended (a deadline's SIGINT, a lost machine): the state has
+    the weights, but only a finished run writes ``model.safetensors``. The metadata says which step,
+    how many training minutes of how many planned, and how it was trained; the vocabulary comes from
+    the run's training data as in ``Trainer.save_model`` (so the data must be where it was).
+    """
+    from gausstr_core.model.gausstr import GaussTR
+    from gausstr_core.train.data import build_dataset, categories_for, save_deployment_checkpoint
+
+    run_dir = Path(run_dir)
+    state = load_state(run_dir / STATE_FILE)
+    cfg = saved_train_config(state)
+    model_config = config_from_yaml(state["model_config"])
+    model = GaussTR(model_config.model)
+    model.load_state_dict(state["model"])
+    step, minutes = int(state["step"]), float(state.get("train_seconds", 0.0)) / 60
+    dataset = build_dataset(cfg.data, cfg.train_split, model_config, training=False)
+    path = run_dir / f"model_step{step}.safetensors"
+    save_deployment_checkpoint(
+        model,
+        model_config,
+        path,
+        step=step,
+        metrics=None,
+        vocabulary=categories_for(dataset),
+        training={
+            "command": command,
+            "train_config": to_dict(cfg),
+            "train_minutes": round(minutes, 2),
+            "exported_from_state": {
+                "step": step,
+                "train_minutes": round(minutes, 2),
+                "planned_minutes": cfg.max_minutes,
+                "max_steps": cfg.max_steps,
+            },
+            "collapse_recoveries": state.get("recoveries", 0),
+        },
+    )
+    return path
+
+
 def saved_train_config(state: dict[str, Any]) -> TrainConfig:
     """The TrainConfig a training state was written with."""
     import yaml
