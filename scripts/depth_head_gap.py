@@ -106,10 +106,9 @@ def depth_head_gap(
     for batch, _ in loader:
         with torch.inference_mode():
             out = predictor.model(dataclasses.replace(batch, depth=None))  # in eval mode already
-        valid = batch.depth > 0
-        target = batch.depth.clamp(max=limit)
-        errors.append(((out.predicted_depth.clamp(max=limit) - target).abs() / target)[valid].mean().item())
-        sums += depth_error_sums(out.predicted_depth, batch.depth, limit)
+        scene = depth_error_sums(out.predicted_depth, batch.depth, limit)
+        errors.append(float(scene[:, 1].sum() / scene[:, 0].sum()))  # the scene's mean over valid pixels
+        sums += scene
     result["abs_rel"] = sum(errors) / len(errors)
     total = float(sums[:, 0].sum())
     bounds = [*DEPTH_BINS, float("inf")]

@@ -414,14 +414,11 @@ class Results:
         if out.exists() and not resume:
             subprocess.run(["rm", "-rf", str(out)], check=False)
         if resume:
-            import torch
-
-            state = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
-            done = float(state.get("train_seconds", 0.0))
+            step, done = state_progress(out / "checkpoints" / "last.pt")
             to_go = 60 * minutes - done + TRAIN_STARTUP_S
             # the stop below comes 60 s before the deadline: say whether this call can finish it
             say(
-                f"{key}: resuming at step {int(state['step'])}, {done / 60:.2f} of {minutes:g} training "
+                f"{key}: resuming at step {step}, {done / 60:.2f} of {minutes:g} training "
                 f"minutes; about {to_go:.0f} s to go, {self.left() - 60:.0f} s before this call stops it"
             )
         fit = fitted_minutes(minutes, self.left(), resume)
@@ -573,10 +570,8 @@ class Results:
         steps = minutes = None
         state = self.work / key / "checkpoints" / "last.pt"
         if run.baseline is None and state.is_file():
-            import torch
-
-            saved = torch.load(state, map_location="cpu", weights_only=True)
-            steps, minutes = int(saved["step"]), round(float(saved.get("train_seconds", 0.0)) / 60, 2)
+            steps, seconds = state_progress(state)
+            minutes = round(seconds / 60, 2)
         choice_file = self.out / f"tune_{key}_choice.json"
         choice = json.loads(choice_file.read_text()) if suffix and choice_file.is_file() else None
         label = run.label
@@ -637,6 +632,14 @@ class Results:
         header = f"device: {self.device}, {self.date}\n\n"
         (self.out / "results.md").write_text(header + "\n".join(lines) + "\n")
         print("\n".join(lines))
+
+
+def state_progress(path: Path) -> tuple[int, float]:
+    """(step, training seconds) of a gausstr-train state file (``checkpoints/last.pt``)."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return int(state["step"]), float(state.get("train_seconds", 0.0))
 
 
 def fitted_minutes(minutes: float, seconds_left: float, resume: bool) -> float:

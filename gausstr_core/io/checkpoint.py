@@ -211,8 +211,9 @@ def load_state_dict_strict(
     error naming the keys (keys under the model's excluded prefixes may be present or absent, and
     keys under ``may_be_missing`` may be absent: they keep their initialisation)."""
     expected = model.state_dict()
-    excluded = tuple(getattr(model, "checkpoint_excluded_prefixes", lambda: ())()) + tuple(may_be_missing)
-    optional = {k for k in expected if excluded and k.startswith(excluded)}
+    excluded = tuple(getattr(model, "checkpoint_excluded_prefixes", lambda: ())())
+    optional_prefixes = excluded + tuple(may_be_missing)
+    optional = {k for k in expected if optional_prefixes and k.startswith(optional_prefixes)}
     missing = sorted(k for k in expected if k not in state_dict and k not in optional)
     unexpected = sorted(k for k in state_dict if k not in expected)
     mismatched = [

@@ -244,15 +244,12 @@ class GaussTR(nn.Module):
         shapes = [tuple(lv.shape[-2:]) for lv in levels]
         value = torch.cat([lv.flatten(2).transpose(1, 2) for lv in levels], dim=1)  # (BV, S, C)
 
+        intrinsics = batch.input_intrinsics().flatten(0, 1).float()
+        cam_to_ego = batch.cam_to_ego.flatten(0, 1).float()
         predicted_depth = None
         # With measured depth the head's prediction is only needed for its training loss.
         if self.depth_head is not None and (batch.depth is None or self.training):
-            predicted_depth = self.depth_head(
-                levels,
-                (h, w),
-                batch.input_intrinsics().flatten(0, 1),
-                batch.cam_to_ego.flatten(0, 1),
-            ).reshape(b, v, h, w)
+            predicted_depth = self.depth_head(levels, (h, w), intrinsics, cam_to_ego).reshape(b, v, h, w)
         if batch.depth is not None:
             depth = batch.depth
             fraction = cfg.depth_head.lift_fraction
@@ -267,8 +264,6 @@ class GaussTR(nn.Module):
             )
         depth_flat = depth.flatten(0, 1).float()
         clamped = depth_flat.clamp(max=cfg.head.depth_limit)
-        intrinsics = batch.input_intrinsics().flatten(0, 1).float()
-        cam_to_ego = batch.cam_to_ego.flatten(0, 1).float()
 
         query = self.query_embed.weight.unsqueeze(0).expand(b * v, -1, -1)
         if cfg.decoder.reference_init == "point_cloud":

@@ -285,9 +285,12 @@ class DepthHead(nn.Module):
 
     def neutral_init_prefixes(self) -> tuple[str, ...]:
         """Parameters that start as a no-op: a checkpoint without them may initialise this head."""
-        return (("ray_proj.",) if self.ray_proj is not None else ()) + (
-            ("context.",) if len(self.context) else ()
-        )
+        prefixes = []
+        if self.ray_proj is not None:
+            prefixes.append("ray_proj.")
+        if len(self.context):
+            prefixes.append("context.")
+        return tuple(prefixes)
 
     def forward(
         self,
