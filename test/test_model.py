@@ -189,7 +189,8 @@ def test_camera_ray_channels_give_direction_and_the_ground_depth():
     torch.testing.assert_close(rays[:, :3].norm(dim=1), torch.ones(2, 12, 20))
     fy, cy = k[0, 1, 1].item(), k[0, 1, 2].item()
     for row in range(12):
-        d = (row + 0.5) * 4 - cy  # pixels below the principal point of that row's cell centres
+        # pixels below the principal point of that row's cell centres (pixel centres at integers)
+        d = (row + 0.5) * 4 - 0.5 - cy
         prior = rays[:, 3, row]
         if d <= 0:
             assert torch.equal(prior, torch.ones_like(prior)), row

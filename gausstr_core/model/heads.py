@@ -213,9 +213,12 @@ def camera_ray_channels(
     h, w = size
     big_h, big_w = image_size
     dev = intrinsics.device
-    v = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5) * (big_h / h)
-    u = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) * (big_w / w)
-    pixels = torch.stack(torch.meshgrid(u, v, indexing="xy"), dim=-1).reshape(1, h * w, 2)
+    # the cells' centres as normalised points, in pixels by the project's one convention (pixel
+    # centres at integers, as lift_means and the renderer use)
+    y = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5) / h
+    x = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) / w
+    centres = torch.stack(torch.meshgrid(x, y, indexing="xy"), dim=-1).reshape(1, h * w, 2)
+    pixels = reference_pixels(centres, (big_h, big_w))
     ones = torch.ones(intrinsics.shape[0], h * w, device=dev)
     # the point at camera-z depth 1 minus the camera centre: the ray per unit of depth
     origin = cam_to_ego[:, None, :3, 3].float()
