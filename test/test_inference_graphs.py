@@ -338,10 +338,13 @@ def test_weights_cast_once_give_the_eager_results(gpu_predictor):
 
 def _compiled_twin(reference: OccupancyPredictor, emulate: bool = True) -> OccupancyPredictor:
     """A predictor with the reference's weights (same preset and seed) and ``compile_backbone`` on."""
+    return _twin(reference, compile_backbone=True, compile_emulate_precision_casts=emulate)
+
+
+def _twin(reference: OccupancyPredictor, **changes) -> OccupancyPredictor:
+    """A predictor with the reference's weights (same preset and seed) and its config changed."""
     base = _random_predictor("talk2dino", "cuda", reference.grid)
-    config = dataclasses.replace(
-        reference.config, compile_backbone=True, compile_emulate_precision_casts=emulate
-    )
+    config = dataclasses.replace(reference.config, **changes)
     twin = OccupancyPredictor(base.model, base.text_encoder, base.grid, config)
     for (name, a), b in zip(reference.model.state_dict().items(), twin.model.state_dict().values()):
         assert torch.equal(a, b), f"the twin's {name} differs: the comparison would be meaningless"
@@ -384,6 +387,51 @@ def test_compiled_backbone_with_graphs_matches_eager_talk2dino(gpu_predictor, _s
     graphs_status = compiled.graph_status
     assert graphs_status["captures"] == 1 and graphs_status["failures"] == [], graphs_status
     assert graphs_status["replays"] == 3, graphs_status  # the second call of frame 0, frames 1 and 2
+
+
+def _occupied_agreement(fast, reference) -> float:
+    """Equal labels over the voxels that either prediction calls occupied (the free majority left out)."""
+    free = reference.free_label
+    either = (fast.labels != free) | (reference.labels != free)
+    return float((fast.labels == reference.labels)[either].float().mean()) if either.any() else 1.0
+
+
+@pytest.mark.gpu
+def test_bf16_paths_against_the_float32_reference(gpu_predictor, _seeded):
+    """How far bf16 itself moves the result: the eager bf16 path (the node's reference) and the
+    compiled backbone, each against the same weights in float32 (no autocast). The compiled path
+    keeps more float32 intermediates, so it must be no further from float32 than eager bf16 is (0.05
+    points of slack for the voxels the two rounding schemes tip either way). Prints every agreement,
+    over all voxels and over the occupied ones, for docs/benchmarks.md."""
+    torch._dynamo.reset()
+    fp32 = _twin(gpu_predictor, autocast_dtype=None, cuda_graphs=False)
+    compiled = _compiled_twin(gpu_predictor, emulate=False)
+    frames, pipeline_cls = _node_batch("cuda")
+    pipeline = pipeline_cls(gpu_predictor)
+    for frame_seed in (0, 1, 2):
+        if frame_seed:
+            frames, _ = _node_batch("cuda", frame_seed)
+        batch = pipeline.prepare(frames)
+        reference = fp32.predict(batch)
+        eager = _eager(gpu_predictor, batch)
+        for _ in range(2 if frame_seed == 0 else 1):
+            fast = compiled.predict(batch)
+        where = f"test seed {_seeded}, frame seed {frame_seed}"
+        rows = {}
+        for name, pred in (("eager bf16", eager), ("compiled bf16 + graphs", fast)):
+            agree, conf = _agreement(pred, reference)
+            rows[name] = agree
+            print(
+                f"{name} vs float32 ({where}): {100 * agree:.4f} % labels equal "
+                f"({100 * _occupied_agreement(pred, reference):.2f} % of the occupied voxels), "
+                f"max confidence difference {conf:.2e}"
+            )
+        agree, _ = _agreement(fast, eager)
+        print(
+            f"compiled vs eager bf16 ({where}): {100 * agree:.4f} % labels equal "
+            f"({100 * _occupied_agreement(fast, eager):.2f} % of the occupied voxels)"
+        )
+        assert rows["compiled bf16 + graphs"] >= rows["eager bf16"] - 5e-4, (where, rows)
 
 
 @pytest.mark.gpu
