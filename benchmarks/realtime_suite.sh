@@ -74,10 +74,8 @@ if [ "${COMPILE:-0}" = 1 ]; then COMPILE_FLAG=--compile-backbone; COMPILE_S=${CO
 COMPILED_PARITY=test/test_inference_graphs.py::test_compiled_backbone_with_graphs_matches_eager_talk2dino
 
 # --- setup --------------------------------------------------------------------------------------
-if compgen -G ".whl/*.whl" >/dev/null; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
-    > "$WORK/wheels.log" 2>&1 || echo "wheel install failed (see logs.tgz: wheels.log)"
-fi
+bash scripts/install_gpu_wheels.sh "$SITE" "$PY" > "$WORK/wheels.log" 2>&1 ||
+  echo "wheel install failed (see logs.tgz: wheels.log)"
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 CUDA=$($PY -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null || echo 0)
 if [ "$CUDA" = 1 ]; then

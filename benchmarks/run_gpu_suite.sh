@@ -11,9 +11,7 @@ OUT=${OUT:-$ROOT/gpu_out}
 mkdir -p "$OUT"
 STAGES=${*:-tests voxelize render model node train}
 SITE=${GAUSSTR_GPU_SITE:-/tmp/gausstr_site}
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
-fi
+bash scripts/install_gpu_wheels.sh "$SITE"
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"

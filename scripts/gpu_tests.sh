@@ -7,13 +7,9 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-if compgen -G ".whl/*.whl" >/dev/null; then
-  SITE=${GAUSSTR_GPU_SITE:-/tmp/gausstr_site}
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
-  export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-else
-  export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-fi
+SITE=${GAUSSTR_GPU_SITE:-/tmp/gausstr_site}
+bash scripts/install_gpu_wheels.sh "$SITE"
+export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # gsplat and the voxelizer compile their CUDA code on first use; target the GPU present (Hopper here).
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$(python3 -c 'import torch; c = torch.cuda.get_device_capability(); print(f"{c[0]}.{c[1]}")')}
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}

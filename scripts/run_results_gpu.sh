@@ -16,16 +16,7 @@ WORK=${WORK:-/tmp/gausstr_results}
 PY=${PY:-python3}
 mkdir -p "$OUT" "$WORK"
 SITE=${GAUSSTR_GPU_SITE:-/tmp/gausstr_site}
-if compgen -G ".whl/*.whl" >/dev/null; then
-  # Install once per wheel set: a reinstall gives gsplat's CUDA sources new file times, and its JIT
-  # build decides by file times. The likely cause of the 67-69 s warm-up of every resumed call on the
-  # lent H100 (2026-12-07); not yet measured without the reinstall.
-  stamp=$(sha256sum .whl/*.whl | sha256sum | cut -c1-16)  # by content: the copies' times change
-  if [ "$(cat "$SITE/.installed" 2>/dev/null)" != "$stamp" ]; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl &&
-      echo "$stamp" >"$SITE/.installed"
-  fi
-fi
+bash scripts/install_gpu_wheels.sh "$SITE" "$PY"
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
