@@ -344,6 +344,7 @@ def _compiled_twin(reference: OccupancyPredictor, emulate: bool = True) -> Occup
 def _twin(reference: OccupancyPredictor, **changes) -> OccupancyPredictor:
     """A predictor with the reference's weights (same preset and seed) and its config changed."""
     base = _random_predictor("talk2dino", "cuda", reference.grid)
+    base.configure(cast_weights_once=False)  # the float32 weights back (the twin casts its own)
     config = dataclasses.replace(reference.config, **changes)
     twin = OccupancyPredictor(base.model, base.text_encoder, base.grid, config)
     for (name, a), b in zip(reference.model.state_dict().items(), twin.model.state_dict().values()):
