@@ -68,8 +68,10 @@ class InferenceConfig:
             are in ``OccupancyPredictor.compile_status`` (and logged). Off by default: the first frame
             waits for the compilation (17.8 s on an H100), and fused bf16 arithmetic rounds differently
             from the eager reference: 99.52 % equal labels measured (H100, random weights), short of
-            the 99.9 % the CUDA graphs meet; predict 22.6 vs 25.8 ms (docs/benchmarks.md). Ignored
-            on the CPU.
+            the 99.9 % the CUDA graphs meet; predict 22.6 vs 25.8 ms (docs/benchmarks.md). That
+            shortfall is bf16's own size on random weights: eager bf16 agrees with float32 on only
+            97.6-99.5 % of the labels there, the compiled path slightly more often (H100,
+            2026-12-07). Ignored on the CPU.
         compile_emulate_precision_casts: Inductor's ``emulate_precision_casts`` for the compiled
             backbone: where eager bf16 arithmetic rounds an intermediate result to bf16 between two
             operations, the fused kernel rounds it too, instead of carrying it in float32 (Inductor's
