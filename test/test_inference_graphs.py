@@ -239,6 +239,16 @@ def _node_batch(device: str, seed: int = 0):
     return frames, FramePipeline
 
 
+def _node_batches(predictor: OccupancyPredictor, count: int):
+    """(frame seed, batch) of the node's rig for frame seeds 0..count-1, prepared for ``predictor``."""
+    frames, pipeline_cls = _node_batch("cuda")
+    pipeline = pipeline_cls(predictor)
+    for frame_seed in range(count):
+        if frame_seed:
+            frames, _ = _node_batch("cuda", frame_seed)
+        yield frame_seed, pipeline.prepare(frames)
+
+
 @pytest.fixture(scope="module")
 def gpu_predictor():
     return _random_predictor("talk2dino", "cuda", VoxelGrid())
@@ -362,12 +372,7 @@ def test_compiled_backbone_with_graphs_matches_eager_talk2dino(gpu_predictor, _s
     torch._dynamo.reset()  # the other parameter's compilation must not be reused
     compiled = _compiled_twin(gpu_predictor, emulate)
     casts = "casts as eager" if emulate else "casts fused"
-    frames, pipeline_cls = _node_batch("cuda")
-    pipeline = pipeline_cls(gpu_predictor)
-    for frame_seed in (0, 1, 2):
-        if frame_seed:
-            frames, _ = _node_batch("cuda", frame_seed)
-        batch = pipeline.prepare(frames)
+    for frame_seed, batch in _node_batches(gpu_predictor, 3):
         for _ in range(2 if frame_seed == 0 else 1):  # eager + compile once, then captured
             fast = compiled.predict(batch, render_depth=True)
         eager = _eager(gpu_predictor, batch, render_depth=True)
@@ -408,12 +413,7 @@ def test_bf16_paths_against_the_float32_reference(gpu_predictor, _seeded):
     torch._dynamo.reset()
     fp32 = _twin(gpu_predictor, autocast_dtype=None, cuda_graphs=False)
     compiled = _compiled_twin(gpu_predictor, emulate=False)
-    frames, pipeline_cls = _node_batch("cuda")
-    pipeline = pipeline_cls(gpu_predictor)
-    for frame_seed in (0, 1, 2):
-        if frame_seed:
-            frames, _ = _node_batch("cuda", frame_seed)
-        batch = pipeline.prepare(frames)
+    for frame_seed, batch in _node_batches(gpu_predictor, 3):
         reference = fp32.predict(batch)
         eager = _eager(gpu_predictor, batch)
         for _ in range(2 if frame_seed == 0 else 1):
