@@ -189,6 +189,37 @@ def test_the_term_is_off_by_default_and_on_it_adds_a_term_that_trains_the_featur
     assert gaussians.features.grad is not None and gaussians.features.grad.abs().sum() > 0
 
 
+def test_with_the_geometry_detached_the_term_has_the_same_value_and_trains_only_the_features():
+    """loss.zero_shot_geometry_detached: the class channels get a render of their own with detached
+    means, scales, rotations and opacities: every term keeps its value, and the zero-shot term's
+    gradient reaches the features but no longer the geometry (which it does when attached)."""
+    protos = _prototypes(0)
+    batch = _rig_batch()
+    targets = torch.randn(1, 6, D, 3, 4, generator=torch.Generator().manual_seed(5))
+    config = dict(pca_dims=None, render_backend="torch", render_scale=0.5, zero_shot_label_weight=1.0)
+    grads = {}
+    terms = {}
+    for detached in (False, True):
+        loss = GaussTRLoss(
+            LossConfig(**config, zero_shot_geometry_detached=detached), class_prototypes=protos
+        )
+        g = _gaussians()
+        for t in (g.means, g.scales, g.opacities):
+            t.requires_grad_(True)
+        out = loss(_output(g, targets), batch).terms
+        terms[detached] = {k: float(v.detach()) for k, v in out.items()}
+        out["layer0/zero_shot"].backward()
+        grads[detached] = {
+            name: torch.zeros(()) if t.grad is None else t.grad.abs().sum()
+            for name, t in (("means", g.means), ("features", g.features))
+        }
+    for name, value in terms[False].items():
+        assert terms[True][name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
+    assert grads[False]["means"] > 0 and grads[False]["features"] > 0
+    assert grads[True]["means"] == 0 and grads[True]["features"] > 0
+    assert torch.allclose(grads[True]["features"], grads[False]["features"], rtol=1e-4)
+
+
 def test_training_the_features_on_the_term_makes_the_render_agree_with_the_labels():
     """Adam on the Gaussians' features alone: the term falls and the rendered argmax class agrees
     with more of the zero-shot labels."""

@@ -353,9 +353,23 @@ class GaussTRLoss:
             if cfg.prune_opacity > 0:
                 g, kept = prune_by_opacity(g, cfg.prune_opacity, keep_all_when_none_left=True)
                 terms[f"metric/layer{i}_kept_fraction"] = kept.float().mean().detach()
+            rendered_classes = class_alpha = None
+            if classes is not None and cfg.zero_shot_geometry_detached:
+                # split after the pruning, so that both renders see the same Gaussians
+                k = classes.shape[-1]
+                detached = render(
+                    Gaussians(
+                        g.means.detach(),
+                        g.scales.detach(),
+                        g.rotations.detach(),
+                        g.opacities.detach(),
+                        g.features[..., -k:],
+                    )
+                )
+                rendered_classes, class_alpha = detached.features, detached.alpha
+                g = Gaussians(g.means, g.scales, g.rotations, g.opacities, g.features[..., :-k])
             rendered = render(g)
-            rendered_classes = None
-            if classes is not None:
+            if classes is not None and rendered_classes is None:
                 rendered_classes = rendered.features[:, :, -classes.shape[-1] :]
                 rendered = RenderOutput(
                     rendered.features[:, :, : -classes.shape[-1]], rendered.depth, rendered.alpha
@@ -398,7 +412,10 @@ class GaussTRLoss:
                 total = total + term
             if rendered_classes is not None:
                 term = cfg.zero_shot_label_weight * zero_shot_label_loss(
-                    rendered_classes, rendered.alpha, zero_shot_targets, within_limit
+                    rendered_classes,
+                    rendered.alpha if class_alpha is None else class_alpha,
+                    zero_shot_targets,
+                    within_limit,
                 )
                 terms[f"layer{i}/zero_shot"] = term
                 total = total + term
