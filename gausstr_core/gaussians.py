@@ -55,6 +55,12 @@ class Gaussians:
     def num_gaussians(self) -> int:
         return self.means.shape[1]
 
+    def with_detached_geometry(self, features: Tensor) -> Gaussians:
+        """The same means, scales, rotations and opacities, detached, carrying ``features`` (B, N, C):
+        a render of them trains the features and nothing that places the Gaussians."""
+        detached = (t.detach() for t in (self.means, self.scales, self.rotations, self.opacities))
+        return Gaussians(*detached, features)
+
     def covariances(self) -> Tensor:
         """(B, N, 3, 3) covariances R S S^T R^T."""
         return build_covariance(self.scales, self.rotations)

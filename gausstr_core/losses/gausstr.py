@@ -38,7 +38,7 @@ Options from the related methods, all off by default (docs/training.md):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -357,17 +357,9 @@ class GaussTRLoss:
             if classes is not None and cfg.zero_shot_geometry_detached:
                 # split after the pruning, so that both renders see the same Gaussians
                 k = classes.shape[-1]
-                detached = render(
-                    Gaussians(
-                        g.means.detach(),
-                        g.scales.detach(),
-                        g.rotations.detach(),
-                        g.opacities.detach(),
-                        g.features[..., -k:],
-                    )
-                )
+                detached = render(g.with_detached_geometry(g.features[..., -k:]))
                 rendered_classes, class_alpha = detached.features, detached.alpha
-                g = Gaussians(g.means, g.scales, g.rotations, g.opacities, g.features[..., :-k])
+                g = replace(g, features=g.features[..., :-k])
             rendered = render(g)
             if classes is not None and rendered_classes is None:
                 rendered_classes = rendered.features[:, :, -classes.shape[-1] :]
@@ -394,15 +386,7 @@ class GaussTRLoss:
             if target is not None and centered:
                 source = rendered
                 if cfg.centered_feature_geometry_detached:
-                    source = render(
-                        Gaussians(
-                            g.means.detach(),
-                            g.scales.detach(),
-                            g.rotations.detach(),
-                            g.opacities.detach(),
-                            g.features[..., :q],
-                        )
-                    )
+                    source = render(g.with_detached_geometry(g.features[..., :q]))
                 # sum_i w_i (f_i - mu) = F - alpha mu: the render of the centred Gaussian features
                 mean = target_mean.view(1, 1, -1, 1, 1)
                 term = cfg.centered_feature_weight * cosine_loss(
