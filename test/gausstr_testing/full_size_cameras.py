@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.monotonic() + args.match_timeout
     # The CameraInfo topics too: with the node's input process, its CameraInfo readers can match
     # after its image readers on a loaded machine, and a set that comes before its cameras' CameraInfo
-    # is refused ("camera_info"), as it should be.
-    while any(pub.get_subscription_count() == 0 for pub in image_pubs + info_pubs):
+    # is refused ("camera_info"), as it should be. The same for /tf_static: a set that comes before
+    # the node's TF reader has matched is refused ("transform"); CI saw that once on a loaded machine.
+    while any(pub.get_subscription_count() == 0 for pub in image_pubs + info_pubs + [tf_pub]):
         if time.monotonic() > deadline:
             print(json.dumps({"error": "the node's camera subscriptions did not match"}), flush=True)
             return 1
