@@ -148,7 +148,7 @@ TRAIN_FLAGS = {
     "--warmup-steps", "--schedule", "--warmup-fraction", "--decay-epochs", "--decay-fractions",
     "--decay-gamma", "--grad-clip", "--amp", "--device", "--seed",
     "--log-every", "--image-every", "--checkpoint-every", "--eval-every", "--eval-scenes", "--threads",
-    "--no-eval", "--set", "--resume", "--print-config", "--export-model",
+    "--train-only", "--no-eval", "--set", "--resume", "--print-config", "--export-model",
 }  # fmt: skip
 BAG_EVAL_FLAGS = {
     "--out", "--overwrite", "--checkpoint", "--params", "--categories", "--cameras", "--image-topics",

@@ -239,6 +239,43 @@ def test_camera_rays_need_the_calibration():
         rays.depth_head(levels, (48, 80))
 
 
+def test_the_image_depth_head_reads_each_view_s_image_and_nothing_else():
+    """depth_head.image_width builds ImageDepthNet: the camera-only depth is its output on each view's
+    image, in the head's range, independent of the other views and of the neck (which it does not
+    read); changing a view's image changes that view's depth only; and it trains."""
+    from gausstr_core.model.image_depth import ImageDepthNet
+
+    torch.manual_seed(0)
+    model = GaussTR(tiny(depth_head=dict(image_width=8))).eval()
+    assert isinstance(model.depth_head, ImageDepthNet)
+    batch = dataclasses.replace(rig(1, 3, 48, 80), depth=None)
+    with torch.no_grad():
+        depth = model(batch).predicted_depth
+        alone = model.depth_head(batch.images.flatten(0, 1)).reshape(depth.shape)
+        model.neck.register_forward_hook(lambda m, i, out: [torch.randn_like(x) for x in out])
+        without_neck = model(batch).predicted_depth
+    assert depth.shape == (1, 3, 48, 80)
+    torch.testing.assert_close(depth, alone, rtol=0, atol=0)
+    torch.testing.assert_close(without_neck, depth, rtol=0, atol=0)
+    cfg = model.config.depth_head
+    assert depth.min() >= cfg.min_depth and depth.max() <= cfg.max_depth
+    changed = dataclasses.replace(batch, images=batch.images.clone())
+    changed.images[:, 1] = torch.rand_like(changed.images[:, 1])
+    with torch.no_grad():
+        moved = model(changed).predicted_depth
+    assert torch.equal(moved[:, [0, 2]], depth[:, [0, 2]]) and not torch.equal(moved[:, 1], depth[:, 1])
+    model.train()
+    model(batch).predicted_depth.log().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.depth_head.parameters())
+
+
+def test_the_image_depth_head_rejects_the_neck_head_s_options():
+    with pytest.raises(ValueError, match="multiple of 8"):
+        tiny(depth_head=dict(image_width=12))
+    with pytest.raises(ValueError, match=r"do not apply with depth_head\.image_width"):
+        tiny(depth_head=dict(image_width=8, camera_rays=True))
+
+
 def test_view_attention_keeps_views_independent_and_scene_attention_mixes_them():
     batch = rig(1, 3, 48, 80)
     changed = dataclasses.replace(batch, images=batch.images.clone(), depth=batch.depth.clone())

@@ -204,6 +204,47 @@ def test_init_weights_may_add_a_branch_that_starts_as_a_no_op(tmp_path):
         load_state_dict_strict(tuned.model, weights, may_be_missing=tuned.model.neutral_init_prefixes())
 
 
+def test_train_only_trains_the_named_part_which_may_replace_the_checkpoint_s(tmp_path):
+    """``train_only``: a fine-tuning that swaps the neck depth head for ImageDepthNet loads every other
+    tensor from the checkpoint, trains only the new head (everything else bitwise unchanged after the
+    steps), a part the checkpoint holds exactly is loaded rather than re-initialised, and a name that
+    matches no parameter is refused."""
+    from gausstr_core.model.image_depth import ImageDepthNet
+
+    first = _trainer(train_config(tmp_path / "a", max_steps=2))
+    first.fit()
+    trained = {k: v.clone() for k, v in first.model.state_dict().items()}
+    start = str(tmp_path / "a" / "model.safetensors")
+    cfg = train_config(
+        tmp_path / "b",
+        max_steps=3,
+        init_weights=start,
+        overrides=["model.depth_head.image_width=8"],
+        train_only=("depth_head",),
+    )
+    tuned = Trainer(cfg, DistributedContext(), train_set=RandomScenes(4))
+    assert isinstance(tuned.model.depth_head, ImageDepthNet)
+    assert all(n.startswith("depth_head.") for n, p in tuned.model.named_parameters() if p.requires_grad)
+    initial = {k: v.clone() for k, v in tuned.model.state_dict().items()}
+    for k, v in initial.items():
+        if not k.startswith("depth_head."):
+            assert torch.equal(v, trained[k]), f"{k} was not loaded from the checkpoint"
+    tuned.fit()
+    after = tuned.model.state_dict()
+    for k, v in after.items():
+        if not k.startswith("depth_head."):
+            assert torch.equal(v, initial[k]), f"{k} changed although only depth_head trains"
+    assert any(not torch.equal(v, initial[k]) for k, v in after.items() if k.startswith("depth_head."))
+
+    same = train_config(tmp_path / "c", init_weights=start, overrides=[], train_only=("depth_head",))
+    kept = Trainer(same, DistributedContext(), train_set=RandomScenes(4))
+    for k, v in kept.model.state_dict().items():
+        assert torch.equal(v, trained[k]), f"{k} was re-initialised although the checkpoint holds it"
+
+    with pytest.raises(ValueError, match=r"train_only names no parameter of the model: \['depth'\]"):
+        _trainer(train_config(tmp_path / "d", train_only=("depth",)))
+
+
 def test_export_model_writes_the_saved_states_model(tmp_path, capsys):
     """gausstr-train --export-model: a run's training state becomes a deployment checkpoint with the
     state's weights, step and minutes (for a run a deadline stopped before its schedule ended);

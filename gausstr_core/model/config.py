@@ -180,6 +180,10 @@ class DepthHeadConfig:
             convolution, widening its receptive field (the measured near-field error is close objects
             placed toward their background). Each block's last convolution starts at zero, so a
             checkpoint without them loads (``--init-weights``) and starts unchanged.
+        image_width: base channel width of ``ImageDepthNet``, a U-Net that reads the RGB image
+            instead of the neck (0 = the neck head). It shares nothing with the rest of the model, so
+            it can be trained alone under a frozen model (``gausstr-train --train-only depth_head``);
+            the neck head's options (``camera_rays``, ``context_blocks``) do not apply to it.
     """
 
     enabled: bool = False
@@ -188,8 +192,19 @@ class DepthHeadConfig:
     lift_fraction: float = 0.0
     camera_rays: bool = False
     context_blocks: int = 0
+    image_width: int = 0
 
     def __post_init__(self) -> None:
+        if self.image_width < 0 or self.image_width % 8:
+            raise ValueError(
+                f"depth_head.image_width must be 0 or a positive multiple of 8 (GroupNorm of 8 groups), "
+                f"got {self.image_width}"
+            )
+        if self.image_width and (self.camera_rays or self.context_blocks):
+            raise ValueError(
+                "depth_head.camera_rays and depth_head.context_blocks belong to the neck head; "
+                "they do not apply with depth_head.image_width > 0"
+            )
         if self.context_blocks < 0:
             raise ValueError(f"depth_head.context_blocks must be >= 0, got {self.context_blocks}")
         if not 0.0 <= self.lift_fraction <= 1.0:

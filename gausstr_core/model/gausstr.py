@@ -31,6 +31,7 @@ from gausstr_core.model.backbones import build_backbone
 from gausstr_core.model.config import ModelConfig
 from gausstr_core.model.decoder import GaussianDecoder
 from gausstr_core.model.heads import DepthHead, GaussianHead, lift_means, sample_depth
+from gausstr_core.model.image_depth import ImageDepthNet
 from gausstr_core.model.neck import SimpleFeaturePyramid
 
 
@@ -162,7 +163,10 @@ class GaussTR(nn.Module):
         self.query_embed = nn.Embedding(config.decoder.queries_per_view, c)
         self.decoder = GaussianDecoder(c, config.decoder, num_levels=len(SimpleFeaturePyramid.scales))
         self.heads = nn.ModuleList(GaussianHead(c, config.head) for _ in range(config.decoder.num_layers))
-        self.depth_head = DepthHead(c, config.depth_head) if config.depth_head.enabled else None
+        self.depth_head: DepthHead | ImageDepthNet | None = None
+        if config.depth_head.enabled:
+            dh = config.depth_head
+            self.depth_head = ImageDepthNet(dh) if dh.image_width else DepthHead(c, dh)
 
     # --- checkpoint support -----------------------------------------------------------------------
 
@@ -249,7 +253,11 @@ class GaussTR(nn.Module):
         predicted_depth = None
         # With measured depth the head's prediction is only needed for its training loss.
         if self.depth_head is not None and (batch.depth is None or self.training):
-            predicted_depth = self.depth_head(levels, (h, w), intrinsics, cam_to_ego).reshape(b, v, h, w)
+            if isinstance(self.depth_head, ImageDepthNet):
+                predicted = self.depth_head(batch.images.flatten(0, 1))
+            else:
+                predicted = self.depth_head(levels, (h, w), intrinsics, cam_to_ego)
+            predicted_depth = predicted.reshape(b, v, h, w)
         if batch.depth is not None:
             depth = batch.depth
             fraction = cfg.depth_head.lift_fraction

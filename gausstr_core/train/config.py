@@ -72,6 +72,11 @@ class TrainConfig:
         eval_at_end: evaluate the final model on the validation data.
         threads: torch intra-op threads (None = torch's default).
         find_unused_parameters: DDP flag for models with parameters a step does not use.
+        train_only: state-dict prefixes (``depth_head``, ``heads.2``) of the only parameters this
+            run trains; every other parameter keeps its value (from ``init_weights``). With
+            ``init_weights``, a part named here is loaded from it when the checkpoint holds exactly
+            that part (same names and shapes), else it starts from its initialisation: a fine-tuning
+            may replace it (e.g. the neck depth head by ``depth_head.image_width``). Empty = all.
         overrides: ``key=value`` changes applied to the model config (e.g. ``loss.depth_weight=0``),
             kept so that a resumed run rebuilds the same model.
     """
@@ -111,6 +116,7 @@ class TrainConfig:
     eval_at_end: bool = True
     threads: int | None = None
     find_unused_parameters: bool = False
+    train_only: tuple[str, ...] = ()
     overrides: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:

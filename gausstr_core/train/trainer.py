@@ -95,6 +95,34 @@ def _host_copy(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
+def train_only_prefixes(model: nn.Module, names: tuple[str, ...]) -> tuple[str, ...]:
+    """``TrainConfig.train_only`` as state-dict prefixes ending in "." (a name matches whole parts:
+    ``heads.1`` is not ``heads.10``); each must name at least one parameter."""
+    prefixes = tuple(n.rstrip(".") + "." for n in names)
+    params = [n for n, _ in model.named_parameters()]
+    unknown = [p.rstrip(".") for p in prefixes if not any(n.startswith(p) for n in params)]
+    if unknown:
+        tops = sorted({n.split(".")[0] for n in params})
+        raise ValueError(f"train_only names no parameter of the model: {unknown} (its parts: {tops})")
+    return prefixes
+
+
+def drop_replaced_parts(
+    model: nn.Module, weights: dict[str, torch.Tensor], prefixes: tuple[str, ...]
+) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
+    """``weights`` without the parts under ``prefixes`` that do not match the model's exactly (other
+    names or shapes: the run replaces that part), and those prefixes. A part that matches is kept."""
+    expected = model.state_dict()
+    fresh = []
+    for prefix in prefixes:
+        theirs = {k: tuple(v.shape) for k, v in weights.items() if k.startswith(prefix)}
+        ours = {k: tuple(v.shape) for k, v in expected.items() if k.startswith(prefix)}
+        if theirs != ours:
+            fresh.append(prefix)
+    kept = {k: v for k, v in weights.items() if not k.startswith(tuple(fresh))} if fresh else weights
+    return kept, tuple(fresh)
+
+
 def step_seed(seed: int, rank: int, step: int) -> int:
     """A distinct 63-bit seed for every (run seed, rank, step)."""
     return (seed * 1_000_003 + rank * 7_919 + step * 104_729 + 0x5EED) % (2**63 - 1)
@@ -203,14 +231,27 @@ class Trainer:
         from gausstr_core.model.gausstr import GaussTR
 
         self.model = GaussTR(self.model_config.model)
+        trained_prefixes = train_only_prefixes(self.model, cfg.train_only)
         if cfg.init_weights and state is None:
             from gausstr_core.io.checkpoint import load_model_checkpoint, load_state_dict_strict
 
             _, weights, _ = load_model_checkpoint(cfg.init_weights)
+            weights, fresh = drop_replaced_parts(self.model, weights, trained_prefixes)
+            if fresh and self.ctx.is_main:
+                print(
+                    f"note: {', '.join(p.rstrip('.') for p in fresh)} differs from {cfg.init_weights}'s: "
+                    "starts from its initialisation"
+                )
             # a fine-tuning may add parameters that start as a no-op (e.g. depth_head.camera_rays)
             load_state_dict_strict(
-                self.model, weights, where=cfg.init_weights, may_be_missing=self.model.neutral_init_prefixes()
+                self.model,
+                weights,
+                where=cfg.init_weights,
+                may_be_missing=self.model.neutral_init_prefixes() + fresh,
             )
+        if trained_prefixes:
+            for name, param in self.model.named_parameters():
+                param.requires_grad_(name.startswith(trained_prefixes))
         self.model = self.model.to(self.device)
         self.loss_fn = GaussTRLoss(self.model_config.loss)
         if isinstance(self.loss_fn, nn.Module):
