@@ -74,20 +74,22 @@ def test_the_node_loads_the_built_in_model_by_default():
 
 
 @pytest.mark.slow
-def test_evaluating_the_built_in_bag_reproduces_the_recorded_metrics(tmp_path):
+@pytest.mark.parametrize("key", ["scores", "scores_depth_head"])
+def test_evaluating_the_built_in_bag_reproduces_the_recorded_metrics(tmp_path, key):
+    """``scores``: the demo's setting (the bag's depth topics); ``scores_depth_head``: the node's
+    default on a camera-only robot (the model's own depth head)."""
     from gausstr_ros.bag.evaluate import evaluate_bag
 
     recorded = recorded_metrics()
+    use_depth = recorded["use_depth"] if key == "scores" else False
     # The recorded scores were measured on the CPU (the PyTorch reference voxelizer); see the gpu test below.
     summary = evaluate_bag(
-        BagEvalOptions(
-            out=tmp_path / "report", pictures=1, device="cpu", progress=False, use_depth=recorded["use_depth"]
-        )
+        BagEvalOptions(out=tmp_path / "report", pictures=1, device="cpu", progress=False, use_depth=use_depth)
     )
     assert summary["bag_source"] == "built-in default" and summary["checkpoint_source"] == "built-in default"
     assert summary["frames"]["predicted"] == recorded["frames"]["predicted"]
     tolerance = recorded["tolerance_points"]
-    got, want = summary["scores"], recorded["scores"]
+    got, want = summary["scores"], recorded[key]
     assert got["iou"] == pytest.approx(want["iou"], abs=tolerance)
     assert got["miou"] == pytest.approx(want["miou"], abs=tolerance)
     for name, value in want["per_class_iou"].items():
