@@ -32,7 +32,7 @@ def depth_head_name(model) -> str:
     head = model.depth_head
     if head is None:
         return "none"
-    width = getattr(head.config, "image_width", 0)
+    width = head.config.image_width
     params = sum(p.numel() for p in head.parameters())
     kind = f"image U-Net, width {width}" if width else "neck head"
     return f"{kind} ({params / 1e6:.2f} M parameters)"

@@ -237,6 +237,13 @@ def camera_ray_channels(
     return out.transpose(1, 2).reshape(-1, 4, h, w)
 
 
+def depth_from_logit(logit: Tensor, config: DepthHeadConfig) -> Tensor:
+    """(...) logits -> (...) float32 depth [m], log-uniform inside [min_depth, max_depth] (sigmoid):
+    the output of every depth head."""
+    lo, hi = math.log(config.min_depth), math.log(config.max_depth)
+    return torch.exp(lo + (hi - lo) * logit.float().sigmoid())
+
+
 class ContextBlock(nn.Module):
     """x + conv1x1(GELU(conv3x3_dilated(x))): (N, C, h, w) -> (N, C, h, w); the 1x1 starts at zero, so
     a new block is the identity until it trains."""
@@ -324,5 +331,4 @@ class DepthHead(nn.Module):
         for block in self.context:
             x = block(x)
         logit = F.interpolate(self.blocks[4](x), size=image_size, mode="bilinear", align_corners=False)[:, 0]
-        lo, hi = math.log(self.config.min_depth), math.log(self.config.max_depth)
-        return torch.exp(lo + (hi - lo) * logit.float().sigmoid())
+        return depth_from_logit(logit, self.config)

@@ -12,13 +12,12 @@ model, whose measured-depth path it leaves unchanged.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gausstr_core.model.config import DepthHeadConfig
+from gausstr_core.model.heads import depth_from_logit
 
 # ImageNet-like statistics of the inputs, enough to centre them; images arrive in [0, 1].
 IMAGE_MEAN = 0.45
@@ -88,5 +87,4 @@ class ImageDepthNet(nn.Module):
             skip = skips[i]
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = self.decoder[i](torch.cat([x, skip], dim=1))
-        lo, hi = math.log(self.config.min_depth), math.log(self.config.max_depth)
-        return torch.exp(lo + (hi - lo) * self.out(x)[:, 0].float().sigmoid())
+        return depth_from_logit(self.out(x)[:, 0], self.config)
