@@ -319,3 +319,39 @@ def test_depth_head_gap_script(synth, checkpoint, tmp_path):
         assert main([*common, *flag, "--out", str(tmp_path / name.split()[1])]) == 0
         saved = json.loads((tmp_path / name.split()[1] / "metrics.json").read_text())["summary"]
         assert result[name] == {"iou": saved["iou"], "miou": saved["miou"]}, name
+
+
+def test_gaussian_stats_script(synth, checkpoint, tmp_path, capsys):
+    """scripts/gaussian_stats.py: hand-computed statistics, and on a checkpoint the Gaussians it
+    counts are the predictor's (queries x views per scene, visible = opacity above the trainer's
+    cut)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "gaussian_stats.py"
+    spec = importlib.util.spec_from_file_location("gaussian_stats", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    opacities = torch.tensor([0.01, 0.04, 0.5, 0.9])
+    scales = torch.tensor([[1.0, 2.0, 3.0], [0.5, 0.5, 0.5], [4.0, 1.0, 1.0], [0.1, 0.2, 0.1]])
+    means = torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 1.0], [6.0, 8.0, 0.0], [0.0, 0.0, 20.0]])
+    free = torch.tensor([True, False, False, False])
+    stats = module.gaussian_statistics(opacities, scales, means, free)
+    assert stats["gaussians"] == 4 and stats["visible_fraction"] == 0.5
+    assert stats["free_prompt_fraction"] == 0.25
+    assert stats["opacity_quantiles"][1] == pytest.approx(0.27)  # median of 0.04 and 0.5
+    assert stats["distance_quantiles"][1] == pytest.approx(7.5)  # distances 5, 1, 10, 20
+    assert stats["visible_distance_quantiles"][1] == pytest.approx(15.0)  # 10 and 20
+    assert stats["scale_max_axis_quantiles"][1] == pytest.approx(1.75)  # 3, 0.5, 4, 0.2
+    out = tmp_path / "stats.json"
+    args = ["--checkpoint", str(checkpoint), "--data", str(synth), "--split", "all", "--threads", "1"]
+    assert module.main([*args, "--max-scenes", "1", "--json", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    from gausstr_core.io.checkpoint import read_full_config
+
+    decoder = read_full_config(checkpoint).model.decoder
+    views = 6  # the synthetic rig's cameras
+    assert saved["gaussians"] == decoder.queries_per_view * views and saved["scenes"] == 1
+    assert 0.0 <= saved["visible_fraction"] <= 1.0
+    assert "visible (opacity > 0.05)" in capsys.readouterr().out

@@ -391,6 +391,52 @@ def test_a_collapsed_run_goes_back_to_a_snapshot_and_warms_up_again(tmp_path, mo
     _collapse_and_recover(tmp_path, monkeypatch)
 
 
+def test_a_run_whose_gaussians_go_transparent_is_flagged_in_the_log_and_the_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
+    """The partial-collapse watch: COLLAPSE_PATIENCE steps with fewer than TRANSPARENT_FRACTION of
+    the last layer's Gaussians visible print one warning naming the first such step, which the
+    checkpoint's metadata and the resumable state keep; a visible step again ends it, with a note.
+    The run itself goes on (a warning, not a stop). The metric is the real model's fraction."""
+    import dataclasses
+
+    from gausstr_core.io.checkpoint import load_model_checkpoint
+    from gausstr_core.losses.gausstr import OPAQUE_METRIC
+    from gausstr_core.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "COLLAPSE_PATIENCE", 2)
+    trainer = _trainer(train_config(tmp_path, max_steps=6))
+    real_loss = trainer.loss_fn
+    seen = []
+
+    def loss(output, batch, **kw):
+        out = real_loss(output, batch, **kw)
+        real = float(out.terms[OPAQUE_METRIC])
+        expected = float((output.gaussians[-1].opacities > 0.05).float().mean())
+        seen.append((real, expected))
+        value = out.terms[OPAQUE_METRIC]
+        if len(seen) in (2, 3, 4):  # steps 2-4 keep 10 % visible: flagged at step 3, since step 2
+            value = value * 0 + 0.1
+        return dataclasses.replace(out, terms={**out.terms, OPAQUE_METRIC: value})
+
+    trainer.loss_fn = loss
+    trainer.fit()
+    log = capsys.readouterr().out
+    assert all(real == pytest.approx(expected) for real, expected in seen), seen
+    assert seen[0][0] > trainer_module.TRANSPARENT_FRACTION  # the initial Gaussians are all visible
+    assert log.count("warning: partial collapse") == 1 and "since step 2" in log
+    assert "the partial collapse since step 2 ended at step 5" in log
+    assert trainer.step == 6 and trainer.transparent_since is None
+    # a run that ends while flagged keeps the step in its checkpoint and its resumable state
+    monkeypatch.setattr(trainer_module, "TRANSPARENT_FRACTION", 1.01)  # every step is "transparent"
+    flagged = _trainer(train_config(tmp_path / "f", max_steps=3))
+    flagged.fit()
+    training = load_model_checkpoint(tmp_path / "f" / "model.safetensors")[2]["training"]
+    assert training["mostly_transparent_since_step"] == 1
+    resumed = _trainer(train_config(tmp_path / "f", max_steps=3), resume=True)
+    assert resumed.transparent_since == 1
+
+
 @pytest.mark.gpu
 def test_a_collapsed_run_recovers_on_cuda_with_bf16(tmp_path, monkeypatch):
     """The same on the GPU: host snapshots of CUDA parameters and optimizer state go back to the

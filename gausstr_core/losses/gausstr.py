@@ -56,6 +56,12 @@ from gausstr_core.losses.zero_shot import class_channels, zero_shot_label_loss, 
 from gausstr_core.render import RenderOutput, render_gaussians
 
 ALPHA_METRIC = "metric/alpha_mean"  # the last layer's mean rendered opacity (alpha) over all pixels
+# the last layer's fraction of Gaussians with opacity above OPAQUE_OPACITY: trained healthy models
+# keep most of theirs visible (tiny, 112 x 200: 0.86-0.94), a partly collapsed one does not (featup
+# at paper size, 2026-12-07: 0.23, the median Gaussian transparent 2 m from the ego origin;
+# scripts/gaussian_stats.py)
+OPAQUE_METRIC = "metric/opaque_fraction"
+OPAQUE_OPACITY = 0.05
 
 
 @dataclass
@@ -65,7 +71,8 @@ class LossOutput:
     Attributes:
         terms: scalar tensors: "loss" (the total that is optimised), per layer ``i``
             "layer{i}/feature", "layer{i}/depth", "layer{i}/segmentation", "depth_head", and the
-            logged-only "metric/depth_mae" (last layer, L1 over valid pixels [m]).
+            logged-only "metric/depth_mae" (last layer, L1 over valid pixels [m]), "metric/alpha_mean"
+            and "metric/opaque_fraction" (last layer, see OPAQUE_METRIC).
         rendered: the last layer's render (PCA-reduced features, depth, alpha), detached, for pictures.
         target_features: (B, V, q, Hr, Wr) the upsampled PCA-reduced targets, detached, or None.
         target_depth: (B, V, Hr, Wr) the depth target after limit handling (0 = invalid), or None.
@@ -474,6 +481,8 @@ class GaussTRLoss:
             terms["metric/depth_mae"] = masked_l1(rendered.depth.detach(), depth_target)
         if rendered is not None:  # the trainer's collapse guard reads it (last layer)
             terms[ALPHA_METRIC] = rendered.alpha.detach().float().mean()
+        last = output.gaussians[-1].opacities.detach()
+        terms[OPAQUE_METRIC] = (last > OPAQUE_OPACITY).float().mean()
         terms["loss"] = total
         return LossOutput(
             terms=terms,

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from gausstr_core.batch import CameraBatch
 from gausstr_core.config import GaussTRConfig, config_to_yaml, to_dict
-from gausstr_core.losses.gausstr import ALPHA_METRIC
+from gausstr_core.losses.gausstr import ALPHA_METRIC, OPAQUE_METRIC, OPAQUE_OPACITY
 from gausstr_core.presets import config_from_yaml
 from gausstr_core.train.config import TrainConfig, train_config_from_dict, train_config_to_yaml
 from gausstr_core.train.distributed import (
@@ -55,6 +55,14 @@ COLLAPSE_PATIENCE = 100  # consecutive steps below it: the run has collapsed
 # mIoU 13.5 against 46.3 / 20.9 at 2e-4 (same data, 1,250 steps; docs/results.md).
 COLLAPSE_RECOVERIES = 2
 RECOVERY_WARMUP = 200
+# A partly collapsed run renders something, so the guard above does not see it, but most of its
+# Gaussians went transparent and its maps are mostly empty (featup at paper size, 2026-12-07: 23 % of
+# the Gaussians above opacity 0.05, the median one transparent 2 m from the ego origin, IoU 15;
+# healthy trained models keep 86-94 %; scripts/gaussian_stats.py). Below TRANSPARENT_FRACTION for
+# COLLAPSE_PATIENCE steps the trainer warns (log, TensorBoard, the checkpoint's metadata) instead of
+# acting: whether such a run could still recover is not measured. 0.5 lies midway between the two
+# measured kinds; how low healthy paper-scale runs dip on the way is not measured either.
+TRANSPARENT_FRACTION = 0.5
 SNAPSHOT_EVERY = 50  # steps between in-memory snapshots of a healthy run (trainable weights, optimizer)
 SNAPSHOT_MARGIN = 50  # the snapshot restored predates the first step that rendered nothing by this much
 
@@ -323,6 +331,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.recoveries = 0
         self.rewarm_from: int | None = None  # the step a collapse recovery went back to
+        self.transparent_since: int | None = None  # first step of a partial collapse still going on
         self._snapshots: list[Snapshot] = []
         if state is not None:
             self._load_state(state)
@@ -350,6 +359,7 @@ class Trainer:
             "world_size": self.ctx.world_size,
             "recoveries": self.recoveries,
             "rewarm_from": -1 if self.rewarm_from is None else self.rewarm_from,
+            "transparent_since": -1 if self.transparent_since is None else self.transparent_since,
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -364,6 +374,8 @@ class Trainer:
         self.recoveries = int(state.get("recoveries", 0))
         rewarm = int(state.get("rewarm_from", -1))
         self.rewarm_from = None if rewarm < 0 else rewarm
+        transparent = int(state.get("transparent_since", -1))
+        self.transparent_since = None if transparent < 0 else transparent
         if int(state.get("world_size", 1)) != self.ctx.world_size and self.ctx.is_main:
             print(
                 f"note: resuming a {state.get('world_size')}-process run on {self.ctx.world_size} "
@@ -397,6 +409,7 @@ class Trainer:
                 "collapse_recoveries": self.recoveries,
                 "lr_scale": self.lr_scale,
                 "rewarm_from_step": self.rewarm_from,
+                "mostly_transparent_since_step": self.transparent_since,
             },
         )
         return path
@@ -577,7 +590,7 @@ class Trainer:
         """
         cfg = self.cfg
         window: dict[str, float] = {}
-        window_steps, bad_steps, empty_steps = 0, 0, 0
+        window_steps, bad_steps, empty_steps, transparent_steps = 0, 0, 0, 0
         t_window = t_start = time.perf_counter()
         seconds_before = self.train_seconds
         last_eval: dict[str, Any] = {}
@@ -599,6 +612,11 @@ class Trainer:
                     )
                 alpha = result.losses.get(ALPHA_METRIC)
                 empty_steps = empty_steps + 1 if alpha is not None and alpha < COLLAPSED_ALPHA else 0
+                opaque = result.losses.get(OPAQUE_METRIC)
+                transparent_steps = (
+                    transparent_steps + 1 if opaque is not None and opaque < TRANSPARENT_FRACTION else 0
+                )
+                self._watch_transparency(transparent_steps, opaque)
                 for k, v in result.losses.items():
                     window[k] = window.get(k, 0.0) + v
                 window["grad_norm"] = window.get("grad_norm", 0.0) + result.grad_norm
@@ -666,6 +684,29 @@ class Trainer:
             return
         self._snapshots.append(Snapshot.take(self.step, self.params, self.optimizer, self.scaler))
         del self._snapshots[:-keep]
+
+    def _watch_transparency(self, streak: int, opaque: float | None) -> None:
+        """Warn once when the last ``streak`` steps (COLLAPSE_PATIENCE or more) kept fewer than
+        TRANSPARENT_FRACTION of the Gaussians visible, and say so when the run comes back."""
+        if streak == COLLAPSE_PATIENCE and self.transparent_since is None:
+            self.transparent_since = self.step - streak + 1
+            if self.ctx.is_main:
+                print(
+                    f"\nwarning: partial collapse: for {streak} steps (since step {self.transparent_since}) "
+                    f"fewer than {TRANSPARENT_FRACTION:.0%} of the Gaussians had opacity > {OPAQUE_OPACITY} "
+                    f"(now {opaque:.1%}; trained healthy models keep 86-94 %). Its maps will be mostly "
+                    "empty unless it recovers: consider stopping it and lowering --lr or dropping the "
+                    "last option added (docs/training.md, 'Collapse')",
+                    flush=True,
+                )
+        elif streak == 0 and self.transparent_since is not None:
+            if self.ctx.is_main:
+                print(
+                    f"\nthe partial collapse since step {self.transparent_since} ended at step {self.step} "
+                    f"({opaque:.1%} of the Gaussians visible again)",
+                    flush=True,
+                )
+            self.transparent_since = None
 
     def _recover_from_collapse(self, onset: int, alpha: float) -> None:
         """Go back to the newest snapshot at least SNAPSHOT_MARGIN steps before ``onset`` (the first
@@ -886,6 +927,9 @@ def export_training_state(run_dir: str | Path, command: str = "") -> Path:
                 "max_steps": cfg.max_steps,
             },
             "collapse_recoveries": state.get("recoveries", 0),
+            "mostly_transparent_since_step": (
+                None if int(state.get("transparent_since", -1)) < 0 else int(state["transparent_since"])
+            ),
         },
     )
     return path
