@@ -426,8 +426,13 @@ class Results:
         if out.exists() and not resume:
             subprocess.run(["rm", "-rf", str(out)], check=False)
         if resume:
-            step, done = state_progress(out / "checkpoints" / "last.pt")
+            step, done, transparent_since = state_progress(out / "checkpoints" / "last.pt")
             to_go = 60 * minutes - done + TRAIN_STARTUP_S
+            if transparent_since is not None:
+                say(
+                    f"{key}: warning: partial collapse since step {transparent_since} (most Gaussians "
+                    "transparent; docs/training.md): continuing it may spend the call on an empty map"
+                )
             # the stop below comes 60 s before the deadline: say whether this call can finish it
             say(
                 f"{key}: resuming at step {step}, {done / 60:.2f} of {minutes:g} training "
@@ -579,10 +584,10 @@ class Results:
             return None
         m = json.loads(metrics.read_text())
         occ = m["occupancy"]
-        steps = minutes = None
+        steps = minutes = transparent_since = None
         state = self.work / key / "checkpoints" / "last.pt"
         if run.baseline is None and state.is_file():
-            steps, seconds = state_progress(state)
+            steps, seconds, transparent_since = state_progress(state)
             minutes = round(seconds / 60, 2)
         choice_file = self.out / f"tune_{key}_choice.json"
         choice = json.loads(choice_file.read_text()) if suffix and choice_file.is_file() else None
@@ -610,6 +615,8 @@ class Results:
             "steps": steps,
             "train_minutes": minutes,
             "planned_minutes": self.planned_minutes.get(key),
+            # the trainer's partial-collapse watch (most Gaussians transparent since this step)
+            "mostly_transparent_since_step": transparent_since,
             "device": self.device,
             "date": self.date,
             "command": " && ".join(
@@ -630,6 +637,9 @@ class Results:
             train = f"{r['train_minutes']:.1f} min" if r["train_minutes"] is not None else "-"
             if r.get("planned_minutes"):
                 train += f" (shortened from {r['planned_minutes']:g} min by --fit-deadline)"
+            since = r.get("mostly_transparent_since_step")
+            if since is not None:
+                train += f" (partial collapse: most Gaussians transparent since step {since})"
             lines.append(
                 f"| {r['name']} ({r['preset']}) | {fmt(r['iou'])} | {fmt(r['miou'])} | "
                 f"{fmt(r['rayiou'])} | {fmt(r['precision'])} | {fmt(r['recall'])} | "
@@ -646,12 +656,18 @@ class Results:
         print("\n".join(lines))
 
 
-def state_progress(path: Path) -> tuple[int, float]:
-    """(step, training seconds) of a gausstr-train state file (``checkpoints/last.pt``)."""
+def state_progress(path: Path) -> tuple[int, float, int | None]:
+    """(step, training seconds, the first step of a partial collapse still going on at the end or
+    None) of a gausstr-train state file (``checkpoints/last.pt``)."""
     import torch
 
     state = torch.load(path, map_location="cpu", weights_only=True)
-    return int(state["step"]), float(state.get("train_seconds", 0.0))
+    transparent = int(state.get("transparent_since", -1))
+    return (
+        int(state["step"]),
+        float(state.get("train_seconds", 0.0)),
+        None if transparent < 0 else transparent,
+    )
 
 
 def fitted_minutes(minutes: float, seconds_left: float, resume: bool) -> float:

@@ -91,3 +91,39 @@ def test_a_training_shortened_to_fit_the_deadline_says_so_in_the_table(tmp_path)
     rows = [line for line in table if line.startswith("| featup, both")]
     assert rows[0].endswith("| 867 | 4.2 min (shortened from 5.3 min by --fit-deadline) |"), rows[0]
     assert rows[1].endswith("| 867 | 4.2 min |"), rows[1]
+
+
+def test_a_partly_collapsed_training_says_so_in_the_table_and_its_state_is_read(tmp_path):
+    """The trainer's partial-collapse step (``transparent_since`` in its state) reaches the row and
+    the table, as the 13-minute detached run of 2026-12-07 (IoU 15) would have shown."""
+    import torch
+
+    state = tmp_path / "last.pt"
+    torch.save({"step": 3471, "train_seconds": 780.0, "transparent_since": 2100}, state)
+    assert RESULTS.state_progress(state) == (3471, 780.0, 2100)
+    torch.save({"step": 10, "train_seconds": 5.0}, state)  # a state from before the watch
+    assert RESULTS.state_progress(state) == (10, 5.0, None)
+    results = RESULTS.Results.__new__(RESULTS.Results)
+    results.out, results.device, results.date = tmp_path, "NVIDIA H200", "2026-12-07"
+    row = {
+        "name": "featup, both + zero-shot label term 3, geometry detached",
+        "key": "k",
+        "preset": "featup",
+        "iou": 15.0,
+        "miou": 7.0,
+        "rayiou": None,
+        "precision": 23.8,
+        "recall": 28.9,
+        "steps": 3471,
+        "train_minutes": 13.0,
+        "planned_minutes": None,
+        "tune_sweeps": None,
+    }
+    results.write_tables([{**row, "mostly_transparent_since_step": 2100}, row])
+    table = [
+        line for line in (tmp_path / "results.md").read_text().splitlines() if line.startswith("| featup")
+    ]
+    assert table[0].endswith(
+        "| 3471 | 13.0 min (partial collapse: most Gaussians transparent since step 2100) |"
+    )
+    assert table[1].endswith("| 3471 | 13.0 min |"), table[1]

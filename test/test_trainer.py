@@ -433,8 +433,10 @@ def test_a_run_whose_gaussians_go_transparent_is_flagged_in_the_log_and_the_chec
     flagged.fit()
     training = load_model_checkpoint(tmp_path / "f" / "model.safetensors")[2]["training"]
     assert training["mostly_transparent_since_step"] == 1
+    capsys.readouterr()
     resumed = _trainer(train_config(tmp_path / "f", max_steps=3), resume=True)
     assert resumed.transparent_since == 1
+    assert "resuming a partial collapse: most Gaussians transparent since step 1" in capsys.readouterr().out
 
 
 @pytest.mark.gpu

@@ -376,6 +376,12 @@ class Trainer:
         self.rewarm_from = None if rewarm < 0 else rewarm
         transparent = int(state.get("transparent_since", -1))
         self.transparent_since = None if transparent < 0 else transparent
+        if self.transparent_since is not None and self.ctx.is_main:
+            print(
+                f"warning: resuming a partial collapse: most Gaussians transparent since step "
+                f"{self.transparent_since} (docs/training.md, 'A partial collapse is flagged')",
+                flush=True,
+            )
         if int(state.get("world_size", 1)) != self.ctx.world_size and self.ctx.is_main:
             print(
                 f"note: resuming a {state.get('world_size')}-process run on {self.ctx.world_size} "
@@ -696,7 +702,7 @@ class Trainer:
                     f"fewer than {TRANSPARENT_FRACTION:.0%} of the Gaussians had opacity > {OPAQUE_OPACITY} "
                     f"(now {opaque:.1%}; trained healthy models keep 86-94 %). Its maps will be mostly "
                     "empty unless it recovers: consider stopping it and lowering --lr or dropping the "
-                    "last option added (docs/training.md, 'Collapse')",
+                    "last option added (docs/training.md, 'A partial collapse is flagged')",
                     flush=True,
                 )
         elif streak == 0 and self.transparent_since is not None:
