@@ -68,24 +68,25 @@ def test_fit_deadline_shortens_only_a_fresh_training_that_would_be_cut():
     assert fit(13.0, 60.0, resume=True) == 13.0
 
 
+def _results(out):
+    """A Results that only writes tables into ``out``."""
+    results = RESULTS.Results.__new__(RESULTS.Results)
+    results.out, results.device, results.date = out, "NVIDIA H100 80GB HBM3", "2026-12-07"
+    return results
+
+
+def _table_row(**fields):
+    """A results.json row with the fields the table reads."""
+    row = {"key": "featup_both", "preset": "featup", "iou": 30.0, "miou": 16.0, "rayiou": None}
+    row.update(precision=40.0, recall=50.0, tune_sweeps=None)
+    return {**row, **fields}
+
+
 def test_a_training_shortened_to_fit_the_deadline_says_so_in_the_table(tmp_path):
     """A row whose training --fit-deadline cut is not at the steps of its planned comparison: the
     table and results.json carry the planned minutes (the tenth sitting's pair, 5.3 -> 4.25)."""
-    results = RESULTS.Results.__new__(RESULTS.Results)
-    results.out, results.device, results.date = tmp_path, "NVIDIA H100 80GB HBM3", "2026-12-06"
-    row = {
-        "name": "featup, both",
-        "key": "featup_both",
-        "preset": "featup",
-        "iou": 30.0,
-        "miou": 16.0,
-        "rayiou": None,
-        "precision": 40.0,
-        "recall": 50.0,
-        "steps": 867,
-        "train_minutes": 4.25,
-        "tune_sweeps": None,
-    }
+    results = _results(tmp_path)
+    row = _table_row(name="featup, both", steps=867, train_minutes=4.25)
     results.write_tables([{**row, "planned_minutes": 5.3}, {**row, "key": "b", "planned_minutes": None}])
     table = (tmp_path / "results.md").read_text().splitlines()
     rows = [line for line in table if line.startswith("| featup, both")]
@@ -103,22 +104,8 @@ def test_a_partly_collapsed_training_says_so_in_the_table_and_its_state_is_read(
     assert RESULTS.state_progress(state) == (3471, 780.0, 2100)
     torch.save({"step": 10, "train_seconds": 5.0}, state)  # a state from before the watch
     assert RESULTS.state_progress(state) == (10, 5.0, None)
-    results = RESULTS.Results.__new__(RESULTS.Results)
-    results.out, results.device, results.date = tmp_path, "NVIDIA H200", "2026-12-07"
-    row = {
-        "name": "featup, both + zero-shot label term 3, geometry detached",
-        "key": "k",
-        "preset": "featup",
-        "iou": 15.0,
-        "miou": 7.0,
-        "rayiou": None,
-        "precision": 23.8,
-        "recall": 28.9,
-        "steps": 3471,
-        "train_minutes": 13.0,
-        "planned_minutes": None,
-        "tune_sweeps": None,
-    }
+    results = _results(tmp_path)
+    row = _table_row(name="featup, both + term", steps=3471, train_minutes=13.0, planned_minutes=None)
     results.write_tables([{**row, "mostly_transparent_since_step": 2100}, row])
     table = [
         line for line in (tmp_path / "results.md").read_text().splitlines() if line.startswith("| featup")
