@@ -661,13 +661,10 @@ def state_progress(path: Path) -> tuple[int, float, int | None]:
     None) of a gausstr-train state file (``checkpoints/last.pt``)."""
     import torch
 
+    from gausstr_core.train.trainer import state_step
+
     state = torch.load(path, map_location="cpu", weights_only=True)
-    transparent = int(state.get("transparent_since", -1))
-    return (
-        int(state["step"]),
-        float(state.get("train_seconds", 0.0)),
-        None if transparent < 0 else transparent,
-    )
+    return int(state["step"]), float(state.get("train_seconds", 0.0)), state_step(state, "transparent_since")
 
 
 def fitted_minutes(minutes: float, seconds_left: float, resume: bool) -> float:

@@ -433,6 +433,8 @@ def test_a_run_whose_gaussians_go_transparent_is_flagged_in_the_log_and_the_chec
     flagged.fit()
     training = load_model_checkpoint(tmp_path / "f" / "model.safetensors")[2]["training"]
     assert training["mostly_transparent_since_step"] == 1
+    exported = load_model_checkpoint(trainer_module.export_training_state(tmp_path / "f"))[2]["training"]
+    assert exported["mostly_transparent_since_step"] == 1
     capsys.readouterr()
     resumed = _trainer(train_config(tmp_path / "f", max_steps=3), resume=True)
     assert resumed.transparent_since == 1

@@ -131,6 +131,13 @@ def drop_replaced_parts(
     return kept, tuple(fresh)
 
 
+def state_step(state: dict[str, Any], key: str) -> int | None:
+    """An optional step of a training state (``checkpoints/last.pt``), which stores None as -1
+    (``rewarm_from``, ``transparent_since``; absent in states from before the field)."""
+    step = int(state.get(key, -1))
+    return None if step < 0 else step
+
+
 def step_seed(seed: int, rank: int, step: int) -> int:
     """A distinct 63-bit seed for every (run seed, rank, step)."""
     return (seed * 1_000_003 + rank * 7_919 + step * 104_729 + 0x5EED) % (2**63 - 1)
@@ -372,10 +379,8 @@ class Trainer:
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.history = json.loads(state.get("history", "[]"))
         self.recoveries = int(state.get("recoveries", 0))
-        rewarm = int(state.get("rewarm_from", -1))
-        self.rewarm_from = None if rewarm < 0 else rewarm
-        transparent = int(state.get("transparent_since", -1))
-        self.transparent_since = None if transparent < 0 else transparent
+        self.rewarm_from = state_step(state, "rewarm_from")
+        self.transparent_since = state_step(state, "transparent_since")
         if self.transparent_since is not None and self.ctx.is_main:
             print(
                 f"warning: resuming a partial collapse: most Gaussians transparent since step "
@@ -693,7 +698,8 @@ class Trainer:
 
     def _watch_transparency(self, streak: int, opaque: float | None) -> None:
         """Warn once when the last ``streak`` steps (COLLAPSE_PATIENCE or more) kept fewer than
-        TRANSPARENT_FRACTION of the Gaussians visible, and say so when the run comes back."""
+        TRANSPARENT_FRACTION of the Gaussians visible, and say so when the run comes back (a loss
+        without the metric, ``opaque`` None, ends nothing)."""
         if streak == COLLAPSE_PATIENCE and self.transparent_since is None:
             self.transparent_since = self.step - streak + 1
             if self.ctx.is_main:
@@ -705,7 +711,7 @@ class Trainer:
                     "last option added (docs/training.md, 'A partial collapse is flagged')",
                     flush=True,
                 )
-        elif streak == 0 and self.transparent_since is not None:
+        elif streak == 0 and opaque is not None and self.transparent_since is not None:
             if self.ctx.is_main:
                 print(
                     f"\nthe partial collapse since step {self.transparent_since} ended at step {self.step} "
@@ -933,9 +939,7 @@ def export_training_state(run_dir: str | Path, command: str = "") -> Path:
                 "max_steps": cfg.max_steps,
             },
             "collapse_recoveries": state.get("recoveries", 0),
-            "mostly_transparent_since_step": (
-                None if int(state.get("transparent_since", -1)) < 0 else int(state["transparent_since"])
-            ),
+            "mostly_transparent_since_step": state_step(state, "transparent_since"),
         },
     )
     return path
