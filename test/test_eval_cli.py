@@ -355,3 +355,16 @@ def test_gaussian_stats_script(synth, checkpoint, tmp_path, capsys):
     assert saved["gaussians"] == decoder.queries_per_view * views and saved["scenes"] == 1
     assert 0.0 <= saved["visible_fraction"] <= 1.0
     assert "visible (opacity > 0.05)" in capsys.readouterr().out
+
+
+def test_a_model_override_on_a_checkpoint_is_refused_not_ignored(synth, checkpoint, tmp_path, capsys):
+    """A checkpoint's model is built from its stored config, so ``--set model.*`` cannot change it:
+    the run must stop with the reason, not score the unchanged model under the override's name."""
+    base = ["--checkpoint", str(checkpoint), "--data", str(synth), "--out", str(tmp_path / "e")]
+    for override in ("model.head.scale_multiplier=1.0", "text.random_init_seed=3", "loss.depth_weight=0"):
+        assert main([*base, "--set", override]) == 2
+        err = capsys.readouterr().err
+        assert f"--set '{override}'" in err and "inference.* and grid.*" in err
+    assert not (tmp_path / "e" / "metrics.json").exists()
+    # inference settings still apply (the density sweep test checks that they change the scores)
+    assert main([*base, "--max-scenes", "1", "--set", "inference.density_threshold=0.2", "--bev", "0"]) == 0

@@ -30,6 +30,9 @@ Baseline = Literal["all-free", "init", "depth-unprojection"]
 BASELINES: tuple[str, ...] = typing.get_args(Baseline)
 OCC3D_NUM_CLASSES = 17
 
+# the config sections gausstr-eval --set can still change for a built checkpoint
+CHECKPOINT_OVERRIDABLE = ("inference.", "grid.")
+
 
 @dataclass
 class EvalOptions:
@@ -124,6 +127,17 @@ def run(args: EvalOptions) -> dict:
         config = read_full_config(args.checkpoint)
     else:
         config = preset(args.preset)
+    if predictor is not None:
+        # The checkpoint's model and text encoder are built from its stored config before the
+        # overrides are read: a model.* or text.* override would be dropped without a word and the
+        # unchanged model scored under its name (a model.head.scale_multiplier sweep once was).
+        ignored = [o for o in args.overrides if not o.strip().startswith(CHECKPOINT_OVERRIDABLE)]
+        if ignored:
+            raise ValueError(
+                f"--set {ignored[0]!r}: with --checkpoint only the "
+                f"{' and '.join(s + '*' for s in CHECKPOINT_OVERRIDABLE)} settings apply; the model "
+                "and its text encoder come from the checkpoint's stored config"
+            )
     if args.overrides:
         config = from_dict(GaussTRConfig, apply_overrides(to_dict(config), args.overrides, "config"))
         if predictor is not None:
