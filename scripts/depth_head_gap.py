@@ -60,27 +60,15 @@ def depth_head_gap(
     checkpoint: str, data: str, split: str = "all", density: float | None = None, pools=(4, 8), threads=None
 ) -> dict:
     """{variant name: {"iou", "miou"}} plus "abs_rel" (the depth head against the data's depth)."""
-    from torch.utils.data import DataLoader
-
-    from gausstr_core.evaluation.runner import display_names, evaluate
-    from gausstr_core.inference.predictor import OccupancyPredictor
-    from gausstr_core.io.checkpoint import read_full_config
-    from gausstr_core.train.data import build_dataset, categories_for, collate_evaluation
+    from gausstr_core.evaluation.runner import checkpoint_on_dataset, display_names, evaluate
 
     if threads:
         torch.set_num_threads(threads)
-    predictor = OccupancyPredictor.from_checkpoint(checkpoint, device=torch.device("cpu"))
+    predictor, config, categories, loader = checkpoint_on_dataset(checkpoint, data, split, 0, density)
     if getattr(predictor.model, "depth_head", None) is None:
         raise SystemExit(f"{checkpoint} has no depth head")
-    if density is not None:
-        predictor.config = dataclasses.replace(predictor.config, density_threshold=density)
-    config = read_full_config(checkpoint)
     limit = config.model.head.depth_limit
-    dataset = build_dataset(data, split, config, training=False)
-    categories = categories_for(dataset)
-    predictor.set_categories(categories)
     names = display_names(categories)
-    loader = DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=collate_evaluation)
 
     variants = {"the data's depth": lambda b: b}
     for k in pools:

@@ -58,20 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args(argv)
 
-    from torch.utils.data import DataLoader, Subset
     from tqdm import tqdm
 
-    from gausstr_core.inference.predictor import OccupancyPredictor
-    from gausstr_core.io.checkpoint import read_full_config
-    from gausstr_core.train.data import build_dataset, categories_for, collate_evaluation
+    from gausstr_core.evaluation.runner import checkpoint_on_dataset
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    predictor = OccupancyPredictor.from_checkpoint(args.checkpoint, device="cpu")
-    dataset = build_dataset(args.data, args.split, read_full_config(args.checkpoint), training=False)
-    predictor.set_categories(categories_for(dataset))
-    n = len(dataset) if not args.max_scenes else min(args.max_scenes, len(dataset))
-    loader = DataLoader(Subset(dataset, list(range(n))), batch_size=1, collate_fn=collate_evaluation)
+    predictor, _, _, loader = checkpoint_on_dataset(args.checkpoint, args.data, args.split, args.max_scenes)
+    n = len(loader)
     parts: dict[str, list[torch.Tensor]] = {"opacities": [], "scales": [], "means": [], "free": []}
     with torch.inference_mode():
         for batch in tqdm(loader, desc="scenes", total=n):

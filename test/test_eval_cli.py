@@ -368,3 +368,43 @@ def test_a_model_override_on_a_checkpoint_is_refused_not_ignored(synth, checkpoi
     assert not (tmp_path / "e" / "metrics.json").exists()
     # inference settings still apply (the density sweep test checks that they change the scores)
     assert main([*base, "--max-scenes", "1", "--set", "inference.density_threshold=0.2", "--bev", "0"]) == 0
+
+
+def test_occupancy_errors_script(synth, checkpoint, tmp_path, capsys):
+    """scripts/occupancy_errors.py: hand-counted TP/FP/FN by distance bin and height layer (masked
+    voxels count nowhere), and on a checkpoint both columns count the same ground truth."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "occupancy_errors.py"
+    spec = importlib.util.spec_from_file_location("occupancy_errors", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    free = 5
+    semantics = torch.full((2, 2, 2), free)
+    labels = torch.full((2, 2, 2), free)
+    semantics[0, 0, 0] = semantics[0, 1, 0] = semantics[1, 1, 1] = 1
+    labels[0, 0, 0] = labels[0, 0, 1] = labels[1, 0, 0] = labels[1, 1, 1] = 2  # wrong class: still occupied
+    mask = torch.ones(2, 2, 2, dtype=torch.bool)
+    mask[1, 1, 1] = False
+    distance = torch.tensor([[5.0, 15.0], [25.0, 50.0]], dtype=torch.float64)
+    counts = module.occupancy_error_counts(labels, semantics, mask, free, distance)
+    # columns: (0,0) at 5 m: TP + FP; (0,1) at 15 m: FN; (1,0) at 25 m: FP; (1,1) at 50 m: masked
+    assert counts["by_distance"].tolist() == [[1, 1, 0], [0, 0, 1], [0, 1, 0], [0, 0, 0], [0, 0, 0]]
+    assert counts["by_height"].tolist() == [[1, 1, 1], [0, 1, 0]]
+    first = module.rates(counts["by_distance"])[0]
+    assert (first["iou"], first["precision"], first["recall"]) == (50.0, 50.0, 100.0)
+    assert module.rates(counts["by_distance"])[3]["iou"] is None
+    with pytest.raises(ValueError, match="differ"):
+        module.occupancy_error_counts(labels[:1], semantics, mask, free, distance)
+
+    out = tmp_path / "errors.json"
+    args = ["--checkpoint", str(checkpoint), "--data", str(synth), "--split", "all", "--threads", "1"]
+    assert module.main([*args, "--max-scenes", "1", "--density", "0.1", "--json", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["columns"] == ["model", "unprojection"]
+    for model, unprojection in saved["by_distance"].values():
+        assert model["tp"] + model["fn"] == unprojection["tp"] + unprojection["fn"]  # the same ground truth
+    assert len(saved["by_height"]) == 16
+    assert "| distance |" in capsys.readouterr().out

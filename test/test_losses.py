@@ -497,3 +497,28 @@ def test_tiled_rendering_gives_the_same_loss_and_gradients():
     torch.testing.assert_close(grads[4], grads[None], rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="render_tile_size"):
         LossConfig(render_tile_size=0)
+
+
+def test_the_flatten_term_is_the_weighted_mean_smallest_axis_and_only_thins_that_axis():
+    """loss.flatten_weight: per layer, weight x the mean over Gaussians of the smallest scale axis;
+    its gradient reaches only each Gaussian's smallest axis (pushing it down), and the term is absent
+    at weight 0 (the default: the same loss as before)."""
+    depth = torch.rand(1, 1, 8, 12) * 10 + 5
+    batch = _camera_batch(depth=depth)
+    g, params = _scattered_gaussians(n=12, seed=3, requires_grad=True)
+    out = _output([g, g])
+    plain = GaussTRLoss(LossConfig(pca_dims=None, feature_weight=0.0))(out, batch).terms
+    assert not any("flatten" in k for k in plain)
+    result = GaussTRLoss(LossConfig(pca_dims=None, feature_weight=0.0, flatten_weight=2.0))(out, batch)
+    expected = 2.0 * params[1].detach().min(dim=-1).values.mean()
+    for i in range(2):
+        assert result.terms[f"layer{i}/flatten"].item() == pytest.approx(expected.item(), rel=1e-6), "seed 3"
+    assert result.terms["loss"].item() == pytest.approx(
+        (plain["loss"] + 2 * result.terms["layer0/flatten"]).item(), rel=1e-5
+    )
+    flatten = result.terms["layer0/flatten"] + result.terms["layer1/flatten"]
+    (grad,) = torch.autograd.grad(flatten, params[1])
+    smallest = F.one_hot(params[1].detach().argmin(-1), 3).bool()
+    assert (grad[smallest] > 0).all() and (grad[~smallest] == 0).all()
+    with pytest.raises(ValueError, match="flatten_weight"):
+        LossConfig(flatten_weight=-1.0)

@@ -78,6 +78,28 @@ def pixel_labels(
     return torch.stack(labels)
 
 
+def depth_unprojection_predictor(config, categories, device="cpu"):
+    """The depth-unprojection baseline as a predict function, with the config's text encoder.
+
+    Args:
+        config: a GaussTRConfig (its ``text`` encodes the prompts, its ``grid`` is the output grid).
+        categories: the class names (node format: ``a|b`` gives a class several prompts).
+        device: where the text encoder runs.
+    Returns:
+        CameraBatch -> (B, X, Y, Z) uint8 labels, free = the number of classes.
+    """
+    import dataclasses
+
+    from gausstr_core.text.encoder import TextEncoder
+    from gausstr_core.text.vocabulary import Vocabulary
+
+    vocab = Vocabulary.parse(categories)
+    text = TextEncoder(dataclasses.replace(config.text, device=str(device)))
+    prototypes = text.encode(list(vocab.prompts)).float()
+    groups = vocab.group_index()
+    return lambda batch: depth_unprojection(batch, prototypes, config.grid, groups, vocab.num_classes)
+
+
 def depth_unprojection(
     batch: CameraBatch,
     prototypes: Tensor,

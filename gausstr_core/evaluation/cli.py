@@ -108,7 +108,6 @@ def run(args: EvalOptions) -> dict:
     from gausstr_core.evaluation.runner import display_names, evaluate
     from gausstr_core.presets import preset
     from gausstr_core.text.encoder import TextEncoder
-    from gausstr_core.text.vocabulary import Vocabulary
     from gausstr_core.train.config import apply_overrides
     from gausstr_core.train.data import build_dataset, categories_for, collate_evaluation
 
@@ -193,13 +192,9 @@ def run(args: EvalOptions) -> dict:
         predict = lambda batch: all_free(config.grid, len(categories), batch.batch_size)
         what = "baseline: all free"
     else:
-        from gausstr_core.evaluation.baselines import depth_unprojection
+        from gausstr_core.evaluation.baselines import depth_unprojection_predictor
 
-        vocab = Vocabulary.parse(categories)
-        text = TextEncoder(dataclasses.replace(config.text, device=str(device)))
-        prototypes = text.encode(list(vocab.prompts)).float()
-        groups = vocab.group_index()
-        predict = lambda batch: depth_unprojection(batch, prototypes, config.grid, groups, vocab.num_classes)
+        predict = depth_unprojection_predictor(config, categories, device)
         what = "baseline: depth unprojection + nearest text prototype"
     on_scored = None
     if args.density_sweep:

@@ -233,3 +233,38 @@ def evaluate_model(
         total=len(loader),
         reduce=reduce,
     )
+
+
+def checkpoint_on_dataset(
+    checkpoint: str | Path, data: str | Path, split: str, max_scenes: int = 0, density: float | None = None
+):
+    """A checkpoint's predictor (the inference the node runs, on the CPU) with the dataset's
+    categories set, and an evaluation loader over the split's first ``max_scenes`` scenes (0 = all).
+
+    The scripts that look inside a model (``scripts/gaussian_stats.py``, ``occupancy_errors.py``,
+    ``depth_head_gap.py``) start here, so they all see the scenes and settings ``gausstr-eval`` does.
+
+    Returns:
+        (predictor, config, categories, loader): the GaussTRConfig stored in the checkpoint; the loader
+        yields (CameraBatch, ground truth) one scene at a time, in order.
+    """
+    import dataclasses
+
+    from torch.utils.data import DataLoader, Subset
+
+    from gausstr_core.inference.predictor import OccupancyPredictor
+    from gausstr_core.io.checkpoint import read_full_config
+    from gausstr_core.train.data import build_dataset, categories_for, collate_evaluation
+
+    config = read_full_config(checkpoint)
+    predictor = OccupancyPredictor.from_checkpoint(checkpoint, device=torch.device("cpu"))
+    if density is not None:
+        predictor.config = dataclasses.replace(predictor.config, density_threshold=density)
+    dataset = build_dataset(str(data), split, config, training=False)
+    categories = categories_for(dataset)
+    predictor.set_categories(categories)
+    n = len(dataset) if not max_scenes else min(max_scenes, len(dataset))
+    loader = DataLoader(
+        Subset(dataset, list(range(n))), batch_size=1, shuffle=False, collate_fn=collate_evaluation
+    )
+    return predictor, config, categories, loader

@@ -191,6 +191,12 @@ class LossConfig:
             a CPU for many small Gaussians); None = every pixel against every Gaussian. gsplat
             ignores it (it always works in 16 x 16 tiles).
         prune_opacity: Gaussians with opacity <= this are not rendered (0 = every Gaussian).
+        flatten_weight: weight of the mean of every Gaussian's smallest scale axis [m], per decoder
+            layer (0 = off): it flattens the Gaussians into discs, as Gaussian surfels and 2DGS do.
+            Why: the 2D losses barely see how thick a ground Gaussian is (the cameras look along the
+            ground), and thick ground Gaussians fill the voxel layer above the ground: 18-30 % of all
+            false-occupied voxels of trained featup and tiny models lie there
+            (``scripts/occupancy_errors.py``, docs/results.md).
         photometric: the RGB photometric loss (``PhotometricConfig``).
         gaussrender: the GaussRender loss (``GaussRenderConfig``).
     """
@@ -220,10 +226,13 @@ class LossConfig:
     channel_chunk: int = 32
     render_tile_size: int | None = None
     prune_opacity: float = 0.0
+    flatten_weight: float = 0.0
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
     gaussrender: GaussRenderConfig = field(default_factory=GaussRenderConfig)
 
     def __post_init__(self) -> None:
+        if self.flatten_weight < 0:
+            raise ValueError(f"loss.flatten_weight must be >= 0, got {self.flatten_weight}")
         if not 0 <= self.prune_opacity < 1:
             raise ValueError(f"loss.prune_opacity must be in [0, 1), got {self.prune_opacity}")
         if self.pca_dims is not None and self.pca_dims < 1:

@@ -419,6 +419,11 @@ class GaussTRLoss:
                 )
                 terms[f"layer{i}/depth"] = term
                 total = total + term
+            if cfg.flatten_weight > 0:
+                # every Gaussian of the layer, pruned or not: the voxelizer sees them all
+                term = cfg.flatten_weight * gaussians.scales.float().min(dim=-1).values.mean()
+                terms[f"layer{i}/flatten"] = term
+                total = total + term
             if labels is not None:
                 # (B, V, Hr, Wr, q) rendered PCA features -> (B, V, Hr, Wr, classes) logits
                 logits = output.segment_heads[i](rendered.features.permute(0, 1, 3, 4, 2))
