@@ -60,7 +60,7 @@ def depth_head_gap(
     checkpoint: str, data: str, split: str = "all", density: float | None = None, pools=(4, 8), threads=None
 ) -> dict:
     """{variant name: {"iou", "miou"}} plus "abs_rel" (the depth head against the data's depth)."""
-    from gausstr_core.evaluation.runner import checkpoint_on_dataset, display_names, evaluate
+    from gausstr_core.evaluation.runner import checkpoint_on_dataset, display_names, evaluate, model_predictor
 
     if threads:
         torch.set_num_threads(threads)
@@ -81,7 +81,7 @@ def depth_head_gap(
         items = ((change(b), gt) for b, gt in loader)
         with torch.inference_mode():
             scores = evaluate(
-                lambda b: predictor.predict(b, render_depth=False).labels,
+                model_predictor(predictor),
                 items,
                 names,
                 config.grid,

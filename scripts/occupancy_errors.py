@@ -65,9 +65,9 @@ def occupancy_error_counts(
 
 def rates(counts: torch.Tensor) -> list[dict]:
     """(R, 3) TP/FP/FN counts -> per row IoU, precision, recall in percent (None where undefined)."""
+    pct = lambda a, b: round(100.0 * a / b, 2) if b else None
     rows = []
     for tp, fp, fn in counts.tolist():
-        pct = lambda a, b: round(100.0 * a / b, 2) if b else None
         rows.append(
             {
                 "iou": pct(tp, tp + fp + fn),
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from gausstr_core.evaluation.baselines import depth_unprojection_predictor
-    from gausstr_core.evaluation.runner import checkpoint_on_dataset
+    from gausstr_core.evaluation.runner import checkpoint_on_dataset, model_predictor
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -123,15 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.logit_scale is not None:
         predictor.config = dataclasses.replace(predictor.config, logit_scale=args.logit_scale)
     predictors = {
-        "model": lambda batch: predictor.predict(batch, render_depth=False).labels,
+        "model": model_predictor(predictor),
         "unprojection": depth_unprojection_predictor(config, categories),
     }
     grid = config.grid
-    centres = [
-        (torch.arange(n, dtype=torch.float64) + 0.5) * grid.voxel_size + grid.range[axis]
-        for axis, n in enumerate(grid.shape[:2])
-    ]
-    voxel_distance = torch.hypot(centres[0][:, None], centres[1][None, :])
+    voxel_distance = grid.centers(dtype=torch.float64)[:, :, 0, :2].norm(dim=-1)  # (X, Y)
     n = len(loader)
     totals = {k: None for k in predictors}
     with torch.inference_mode():

@@ -105,7 +105,7 @@ def run(args: EvalOptions) -> dict:
 
     from gausstr_core.config import GaussTRConfig, from_dict, to_dict
     from gausstr_core.device import resolve_device
-    from gausstr_core.evaluation.runner import display_names, evaluate
+    from gausstr_core.evaluation.runner import display_names, evaluate, model_predictor
     from gausstr_core.presets import preset
     from gausstr_core.text.encoder import TextEncoder
     from gausstr_core.train.config import apply_overrides
@@ -180,7 +180,7 @@ def run(args: EvalOptions) -> dict:
         )
     if predictor is not None:
         predictor.set_categories(categories)
-        predict = lambda batch: predictor.predict(batch, render_depth=False).labels
+        predict = model_predictor(predictor)
         what = (
             f"checkpoint {args.checkpoint}"
             if args.checkpoint is not None
