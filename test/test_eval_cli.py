@@ -4,6 +4,7 @@ baselines produce the full report; bad arguments give clear errors."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -408,3 +409,43 @@ def test_occupancy_errors_script(synth, checkpoint, tmp_path, capsys):
         assert model["tp"] + model["fn"] == unprojection["tp"] + unprojection["fn"]  # the same ground truth
     assert len(saved["by_height"]) == 16
     assert "| distance |" in capsys.readouterr().out
+
+
+def test_surface_spill_script(synth, checkpoint, tmp_path, capsys):
+    """scripts/surface_spill.py: a run of flat-class voxels keeps the voxels with at least the given
+    fraction of the run's peak density (other classes and other runs untouched), and on a
+    checkpoint a fraction of 0 scores the unthinned prediction."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "surface_spill.py"
+    spec = importlib.util.spec_from_file_location("surface_spill", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    free, road, sidewalk, car = 4, 1, 2, 0
+    surface = torch.tensor([False, True, True, False, False])
+    labels = torch.tensor([free, road, road, sidewalk, car, road, free, road, road]).reshape(1, 1, 1, 9)
+    density = torch.tensor([0.0, 0.5, 0.9, 0.3, 2.0, 0.1, 0.0, 0.7, 0.7]).reshape(1, 1, 1, 9)
+    peak = module.run_peak(labels, density, surface)[0, 0, 0]
+    expected = torch.tensor([-math.inf, 0.9, 0.9, 0.9, -math.inf, 0.1, -math.inf, 0.7, 0.7])
+    assert torch.equal(peak, expected), peak
+    thin = lambda keep: module.thin_runs(labels, density, surface, keep, free)[0, 0, 0].tolist()
+    assert thin(1.0) == [free, free, road, free, car, road, free, road, road]
+    assert thin(0.5) == [free, road, road, free, car, road, free, road, road]
+    assert thin(0.0) == labels[0, 0, 0].tolist()
+
+    out = tmp_path / "spill.json"
+    args = ["--checkpoint", str(checkpoint), "--data", str(synth), "--split", "all", "--threads", "1"]
+    assert (
+        module.main([*args, "--max-scenes", "1", "--density", "0.1", "--keep", "0", "1", "--json", str(out)])
+        == 0
+    )
+    saved = json.loads(out.read_text())
+    assert saved["false_voxels_flat"] <= saved["false_voxels"]
+    assert len(saved["flat_density_by_layer"]) == 16 and set(saved["keep_fraction"]) == {"0", "1"}
+    eval_args = ["--out", str(tmp_path / "e"), "--max-scenes", "1", "--no-rayiou", "--bev", "0"]
+    assert main([*args, *eval_args, "--set", "inference.density_threshold=0.1"]) == 0
+    plain = json.loads((tmp_path / "e" / "metrics.json").read_text())["occupancy"]
+    assert saved["keep_fraction"]["0"]["iou"] == pytest.approx(plain["iou"], abs=1e-3)
+    assert "run peak" in capsys.readouterr().out
