@@ -49,12 +49,10 @@ def gaussian_statistics(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gausstr_core.evaluation.runner import add_checkpoint_on_dataset_flags
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--max-scenes", type=int, default=0, help="0 = every scene of the split")
-    parser.add_argument("--threads", type=int, default=0)
+    add_checkpoint_on_dataset_flags(parser)
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args(argv)
 

@@ -97,16 +97,14 @@ def _table(title: str, names: list[str], results: dict[str, list[dict]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gausstr_core.evaluation.runner import add_checkpoint_on_dataset_flags
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--split", default="val")
+    add_checkpoint_on_dataset_flags(parser)
     parser.add_argument(
         "--density", type=float, help="inference.density_threshold (default: the checkpoint's)"
     )
     parser.add_argument("--logit-scale", type=float, help="inference.logit_scale (default: the checkpoint's)")
-    parser.add_argument("--max-scenes", type=int, default=0, help="0 = every scene of the split")
-    parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--json", help="also write the counts and rates here")
     args = parser.parse_args(argv)
 

@@ -61,15 +61,13 @@ def thin_runs(labels, density, surface, keep: float, free_label: int) -> torch.T
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gausstr_core.evaluation.runner import add_checkpoint_on_dataset_flags
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--data", required=True, help="tune worlds (the rule is a probe, not a setting)")
-    parser.add_argument("--split", default="all")
+    add_checkpoint_on_dataset_flags(parser, split="all")
     parser.add_argument("--density", type=float, required=True, help="inference.density_threshold")
     parser.add_argument("--layer", type=int, default=3, help="height layer whose false voxels are counted")
     parser.add_argument("--keep", type=float, nargs="+", default=list(KEEP_FRACTIONS))
-    parser.add_argument("--max-scenes", type=int, default=0, help="0 = every scene of the split")
-    parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args(argv)
 

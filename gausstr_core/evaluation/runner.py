@@ -235,6 +235,16 @@ def evaluate_model(
     )
 
 
+def add_checkpoint_on_dataset_flags(parser, split: str = "val") -> None:
+    """The flags of ``checkpoint_on_dataset`` for a model-inspection script's argparse parser:
+    ``--checkpoint``, ``--data``, ``--split`` (default ``split``), ``--max-scenes`` and ``--threads``."""
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--split", default=split)
+    parser.add_argument("--max-scenes", type=int, default=0, help="0 = every scene of the split")
+    parser.add_argument("--threads", type=int, default=0)
+
+
 def checkpoint_on_dataset(
     checkpoint: str | Path, data: str | Path, split: str, max_scenes: int = 0, density: float | None = None
 ):
