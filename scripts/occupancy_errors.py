@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Where a model's occupancy errors lie: geometry IoU, precision and recall by distance and by height.
+"""Where a model's occupancy errors lie: geometry by distance and height, and by class.
 
     python scripts/occupancy_errors.py --checkpoint C --data runs/data/featup --split val \
         --density 0.12 --logit-scale 50
@@ -9,7 +9,11 @@ depth-unprojection baseline, over camera-visible voxels only (as ``gausstr-eval`
 free, counted by the voxel centre's horizontal distance from the ego origin and by the grid's height
 layer. Why: the overall IoU says how much is wrong, not where; on the synthetic featup world the
 model's false occupancy concentrates in the layer above the ground (docs/results.md, nineteenth
-sitting), which points at the Gaussians' smallest size rather than at the class decision.
+sitting), which points at the Gaussians' smallest size rather than at the class decision. The class
+table says, for each ground-truth class, which share of its visible voxels came out with its own
+label, free, or another class's label (and of the voxels predicted as that class, which share is
+free in the ground truth): a class lost to "free" needs geometry, one lost to "other" needs the class
+decision.
 """
 
 from __future__ import annotations
@@ -63,6 +67,74 @@ def occupancy_error_counts(
     return {"by_distance": by_distance, "by_height": kinds.sum((0, 1)).long()}
 
 
+def class_confusion(
+    labels: torch.Tensor, semantics: torch.Tensor, mask: torch.Tensor | None, num_labels: int
+) -> torch.Tensor:
+    """(num_labels, num_labels) int64 counts of visible voxels, row = ground truth, column = predicted.
+
+    Args:
+        labels, semantics: (X, Y, Z) predicted and ground-truth labels in [0, num_labels).
+        mask: (X, Y, Z) bool voxels that count (camera-visible), None = all.
+    """
+    if labels.shape != semantics.shape:
+        raise ValueError(f"labels {tuple(labels.shape)} and ground truth {tuple(semantics.shape)} differ")
+    keep = torch.ones_like(labels, dtype=torch.bool) if mask is None else mask.bool()
+    pairs = semantics[keep].long() * num_labels + labels[keep].long()
+    return torch.bincount(pairs, minlength=num_labels * num_labels).view(num_labels, num_labels)
+
+
+def class_outcomes(confusion: torch.Tensor, free_label: int) -> list[dict]:
+    """Per class (not free) of a (L, L) confusion: ground-truth voxels and the shares that came out as
+    the class, free, or another class (the most frequent other named by index), and predicted voxels
+    with the share that is free in the ground truth. Shares in percent, None where undefined."""
+    pct = lambda a, b: round(100.0 * a / b, 1) if b else None
+    rows = []
+    for c in range(confusion.shape[0]):
+        if c == free_label:
+            continue
+        row = confusion[c].clone()
+        n, same, free = int(row.sum()), int(row[c]), int(row[free_label])
+        row[c] = row[free_label] = 0
+        predicted = int(confusion[:, c].sum())
+        rows.append(
+            {
+                "class": c,
+                "voxels": n,
+                "same": pct(same, n),
+                "free": pct(free, n),
+                "other": pct(n - same - free, n),
+                "top_other": int(row.argmax()) if int(row.sum()) else None,
+                "predicted": predicted,
+                "predicted_on_free": pct(int(confusion[free_label, c]), predicted),
+            }
+        )
+    return rows
+
+
+def _class_table(names: list[str], outcomes: dict[str, list[dict]]) -> str:
+    cols = " | ".join(
+        f"{k}: as itself | {k}: free | {k}: other (most) | {k}: predicted on free" for k in outcomes
+    )
+    lines = [f"| class | voxels | {cols} |", "| --- | ---: |" + " ---: |" * (4 * len(outcomes))]
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"
+    first = next(iter(outcomes.values()))
+    for i, base in enumerate(first):
+        if base["voxels"] == 0:
+            continue
+        cells = []
+        for rows in outcomes.values():
+            r = rows[i]
+            other = fmt(r["other"]) + (f" ({names[r['top_other']]})" if r["top_other"] is not None else "")
+            cells += [fmt(r["same"]), fmt(r["free"]), other, fmt(r["predicted_on_free"])]
+        lines.append(f"| {names[base['class']]} | {base['voxels']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _named(row: dict, names: list[str]) -> dict:
+    top = row["top_other"]
+    return {**row, "class": names[row["class"]], "top_other": None if top is None else names[top]}
+
+
 def rates(counts: torch.Tensor) -> list[dict]:
     """(R, 3) TP/FP/FN counts -> per row IoU, precision, recall in percent (None where undefined)."""
     pct = lambda a, b: round(100.0 * a / b, 2) if b else None
@@ -111,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from gausstr_core.evaluation.baselines import depth_unprojection_predictor
-    from gausstr_core.evaluation.runner import checkpoint_on_dataset, model_predictor
+    from gausstr_core.evaluation.runner import checkpoint_on_dataset, display_names, model_predictor
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -128,13 +200,17 @@ def main(argv: list[str] | None = None) -> int:
     voxel_distance = grid.centers(dtype=torch.float64)[:, :, 0, :2].norm(dim=-1)  # (X, Y)
     n = len(loader)
     totals = {k: None for k in predictors}
+    num_labels = len(categories) + 1
+    confusion = {k: torch.zeros(num_labels, num_labels, dtype=torch.int64) for k in predictors}
     with torch.inference_mode():
         for batch, gt in tqdm(loader, desc="scenes", total=n):
             mask = None if gt.mask_camera is None else gt.mask_camera[0]
             for name, predict in predictors.items():
+                labels = predict(batch)[0].cpu()
                 counts = occupancy_error_counts(
-                    predict(batch)[0].cpu(), gt.semantics[0].cpu(), mask, len(categories), voxel_distance
+                    labels, gt.semantics[0].cpu(), mask, len(categories), voxel_distance
                 )
+                confusion[name] += class_confusion(labels, gt.semantics[0].cpu(), mask, num_labels)
                 totals[name] = (
                     counts if totals[name] is None else {k: totals[name][k] + v for k, v in counts.items()}
                 )
@@ -144,18 +220,25 @@ def main(argv: list[str] | None = None) -> int:
     layers = [f"{grid.range[2] + z * grid.voxel_size:+.1f} m" for z in range(grid.shape[2])]
     by_distance = {k: rates(v["by_distance"]) for k, v in totals.items()}
     by_height = {k: rates(v["by_height"]) for k, v in totals.items()}
+    by_class = {k: class_outcomes(v, len(categories)) for k, v in confusion.items()}
+    names = [*display_names(categories), "free"]
     print(
         f"{args.checkpoint} on {n} scene(s) of {args.data} ({args.split}); occupied vs free, "
         "camera-visible voxels\n"
     )
     print(_table("distance", bins, by_distance) + "\n")
-    print(_table("layer (bottom)", layers, by_height))
+    print(_table("layer (bottom)", layers, by_height) + "\n")
+    print(_class_table(names, by_class))
     if args.json:
         Path(args.json).write_text(
             json.dumps(
                 {
                     "by_distance": dict(zip(bins, zip(*by_distance.values()))),
                     "by_height": dict(zip(layers, zip(*by_height.values()))),
+                    "by_class": {
+                        names[r["class"]]: [_named(rows[i], names) for rows in by_class.values()]
+                        for i, r in enumerate(next(iter(by_class.values())))
+                    },
                     "columns": list(totals),
                 },
                 indent=1,

@@ -400,6 +400,26 @@ def test_occupancy_errors_script(synth, checkpoint, tmp_path, capsys):
     with pytest.raises(ValueError, match="differ"):
         module.occupancy_error_counts(labels[:1], semantics, mask, free, distance)
 
+    # by class (labels 0..5, free = 5): ground truth class 1 has two visible voxels, one predicted as
+    # class 2 and one free; class 2 is predicted on 4 voxels, 2 of them free in the ground truth
+    confusion = module.class_confusion(labels, semantics, mask, free + 1)
+    assert confusion.sum() == 7 and confusion[1].tolist() == [0, 0, 1, 0, 0, 1]
+    assert confusion[:, 2].tolist() == [0, 1, 0, 0, 0, 2]
+    outcomes = {r["class"]: r for r in module.class_outcomes(confusion, free)}
+    assert set(outcomes) == {0, 1, 2, 3, 4}
+    one = outcomes[1]
+    assert (one["voxels"], one["same"], one["free"], one["other"], one["top_other"]) == (
+        2,
+        0.0,
+        50.0,
+        50.0,
+        2,
+    )
+    assert (outcomes[2]["voxels"], outcomes[2]["predicted"], outcomes[2]["predicted_on_free"]) == (0, 3, 66.7)
+    assert outcomes[0]["same"] is None and outcomes[0]["top_other"] is None
+    with pytest.raises(ValueError, match="differ"):
+        module.class_confusion(labels[:1], semantics, mask, free + 1)
+
     out = tmp_path / "errors.json"
     args = ["--checkpoint", str(checkpoint), "--data", str(synth), "--split", "all", "--threads", "1"]
     assert module.main([*args, "--max-scenes", "1", "--density", "0.1", "--json", str(out)]) == 0
@@ -408,7 +428,10 @@ def test_occupancy_errors_script(synth, checkpoint, tmp_path, capsys):
     for model, unprojection in saved["by_distance"].values():
         assert model["tp"] + model["fn"] == unprojection["tp"] + unprojection["fn"]  # the same ground truth
     assert len(saved["by_height"]) == 16
-    assert "| distance |" in capsys.readouterr().out
+    for model, unprojection in saved["by_class"].values():
+        assert model["voxels"] == unprojection["voxels"]  # the same ground truth, class by class
+    printed = capsys.readouterr().out
+    assert "| distance |" in printed and "| class | voxels |" in printed
 
 
 def test_surface_spill_script(synth, checkpoint, tmp_path, capsys):

@@ -276,6 +276,50 @@ def test_the_image_depth_head_rejects_the_neck_head_s_options():
         tiny(depth_head=dict(image_width=8, camera_rays=True))
 
 
+def test_color_jitter_changes_only_the_image_head_s_training_input():
+    """depth_head.color_jitter: jitter_colors keeps shape and range and scales each image by its own
+    factors (0 = identity; brightness alone = a plain scale, clamped); in the model it changes the
+    U-Net's input in training only, so evaluation (the node) is exactly the model without it."""
+    from gausstr_core.model.image_depth import jitter_colors
+
+    seed = 3
+    torch.manual_seed(seed)
+    images = torch.rand(4, 3, 16, 24)
+    gen = lambda: torch.Generator().manual_seed(seed)
+    assert torch.equal(jitter_colors(images, 0.0, gen()), images)
+    out = jitter_colors(images, 0.4, gen())
+    assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1, f"seed {seed}"
+    assert all(not torch.equal(a, b) for a, b in zip(out, images)), f"seed {seed}"
+    gray = images.mean(1, keepdim=True).expand_as(images).contiguous()  # saturation leaves gray alone
+    factors = 1.0 + 0.4 * (2.0 * torch.rand(4, 3, generator=gen()) - 1.0)
+    jittered = jitter_colors(gray, 0.4, gen())
+    for i, (b, c, _) in enumerate(factors.tolist()):
+        bright = (gray[i] * b).clamp(0, 1)
+        mean = bright.mean()  # contrast blends with the image's mean gray level
+        expected = (c * bright + (1 - c) * mean).clamp(0, 1)
+        # 1e-4: torchvision's gray level weighs r, g, b with 0.2989 + 0.587 + 0.114 = 0.9999
+        torch.testing.assert_close(jittered[i], expected, atol=1e-4, rtol=0, msg=f"seed {seed}, image {i}")
+
+    torch.manual_seed(0)
+    plain = GaussTR(tiny(depth_head=dict(image_width=8)))
+    jittery = GaussTR(tiny(depth_head=dict(image_width=8, color_jitter=0.3)))
+    jittery.load_state_dict(plain.state_dict())
+    batch = dataclasses.replace(rig(1, 2, 48, 80), depth=None)
+    with torch.no_grad():
+        plain.eval(), jittery.eval()
+        assert torch.equal(jittery(batch).predicted_depth, plain(batch).predicted_depth)
+        plain.train(), jittery.train()
+        torch.manual_seed(1)
+        a = plain.depth_head(batch.images.flatten(0, 1))
+        torch.manual_seed(1)
+        b = jittery.depth_head(batch.images.flatten(0, 1))
+    assert not torch.equal(a, b)
+    with pytest.raises(ValueError, match=r"color_jitter must be in \[0, 1\)"):
+        tiny(depth_head=dict(image_width=8, color_jitter=1.0))
+    with pytest.raises(ValueError, match="applies to the image U-Net"):
+        tiny(depth_head=dict(color_jitter=0.2))
+
+
 def test_view_attention_keeps_views_independent_and_scene_attention_mixes_them():
     batch = rig(1, 3, 48, 80)
     changed = dataclasses.replace(batch, images=batch.images.clone(), depth=batch.depth.clone())

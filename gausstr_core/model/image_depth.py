@@ -46,6 +46,21 @@ def pixel_coordinates(n: int, size: tuple[int, int], like: Tensor) -> Tensor:
     return torch.cat([ys.expand(n, 1, h, w), xs.expand(n, 1, h, w)], dim=1)
 
 
+def jitter_colors(images: Tensor, amount: float, generator: torch.Generator | None = None) -> Tensor:
+    """(N, 3, H, W) RGB in [0, 1] -> the same with each image's brightness, contrast and saturation
+    scaled by its own factors drawn uniformly from [1 - amount, 1 + amount], in that order
+    (torchvision's adjustments, which keep the values in [0, 1])."""
+    from torchvision.transforms.v2 import functional as TF
+
+    factors = 1.0 + amount * (2.0 * torch.rand(images.shape[0], 3, generator=generator) - 1.0)
+    out = []
+    for image, (brightness, contrast, saturation) in zip(images, factors.tolist()):
+        image = TF.adjust_brightness(image, brightness)
+        image = TF.adjust_contrast(image, contrast)
+        out.append(TF.adjust_saturation(image, saturation))
+    return torch.stack(out)
+
+
 class ImageDepthNet(nn.Module):
     """U-Net image -> metric depth: six encoder levels (strides 1 to 32, widths ``LEVEL_WIDTHS`` x
     ``config.image_width``), a dilated context block at the coarsest, a decoder that upsamples
@@ -74,8 +89,11 @@ class ImageDepthNet(nn.Module):
         return ()
 
     def forward(self, images: Tensor) -> Tensor:
-        """(N, 3, H, W) RGB in [0, 1] -> (N, H, W) depth [m]."""
+        """(N, 3, H, W) RGB in [0, 1] -> (N, H, W) depth [m]; in training, the images are colour
+        jittered first when ``config.color_jitter`` > 0 (``jitter_colors``)."""
         n, _, h, w = images.shape
+        if self.training and self.config.color_jitter > 0:
+            images = jitter_colors(images, self.config.color_jitter)
         x = (images - IMAGE_MEAN) / IMAGE_STD
         x = torch.cat([x, pixel_coordinates(n, (h, w), x)], dim=1)
         skips = []
