@@ -67,6 +67,11 @@ def occupancy_error_counts(
     return {"by_distance": by_distance, "by_height": kinds.sum((0, 1)).long()}
 
 
+def percent(a: int, b: int, digits: int) -> float | None:
+    """100 a / b rounded to ``digits``; None where b is 0 (undefined)."""
+    return round(100.0 * a / b, digits) if b else None
+
+
 def class_confusion(
     labels: torch.Tensor, semantics: torch.Tensor, mask: torch.Tensor | None, num_labels: int
 ) -> torch.Tensor:
@@ -87,7 +92,7 @@ def class_outcomes(confusion: torch.Tensor, free_label: int) -> list[dict]:
     """Per class (not free) of a (L, L) confusion: ground-truth voxels and the shares that came out as
     the class, free, or another class (the most frequent other named by index), and predicted voxels
     with the share that is free in the ground truth. Shares in percent, None where undefined."""
-    pct = lambda a, b: round(100.0 * a / b, 1) if b else None
+    pct = lambda a, b: percent(a, b, 1)
     rows = []
     for c in range(confusion.shape[0]):
         if c == free_label:
@@ -137,7 +142,7 @@ def _named(row: dict, names: list[str]) -> dict:
 
 def rates(counts: torch.Tensor) -> list[dict]:
     """(R, 3) TP/FP/FN counts -> per row IoU, precision, recall in percent (None where undefined)."""
-    pct = lambda a, b: round(100.0 * a / b, 2) if b else None
+    pct = lambda a, b: percent(a, b, 2)
     rows = []
     for tp, fp, fn in counts.tolist():
         rows.append(
@@ -205,12 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         for batch, gt in tqdm(loader, desc="scenes", total=n):
             mask = None if gt.mask_camera is None else gt.mask_camera[0]
+            semantics = gt.semantics[0].cpu()
             for name, predict in predictors.items():
                 labels = predict(batch)[0].cpu()
-                counts = occupancy_error_counts(
-                    labels, gt.semantics[0].cpu(), mask, len(categories), voxel_distance
-                )
-                confusion[name] += class_confusion(labels, gt.semantics[0].cpu(), mask, num_labels)
+                counts = occupancy_error_counts(labels, semantics, mask, len(categories), voxel_distance)
+                confusion[name] += class_confusion(labels, semantics, mask, num_labels)
                 totals[name] = (
                     counts if totals[name] is None else {k: totals[name][k] + v for k, v in counts.items()}
                 )
